@@ -1,0 +1,297 @@
+"""One typed configuration model, loaded from TOML, overridden by environment variables.
+
+``load_config(path)`` is the only way in. Every problem becomes a :class:`ConfigError` whose
+message is one line naming the file, the key and the problem (the CLI exits with code 2).
+
+Environment overrides use ``GROUNDWATCH__<SECTION>__<KEY>`` (double underscores separate the
+levels); a value is parsed as TOML when it can be (``0.5``, ``true``, ``["a", "b"]``) and kept as
+text otherwise. ``GROUNDWATCH_CONFIG`` names the file when no path is given.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from evaluator.errors import ConfigError
+
+ENV_PREFIX = "GROUNDWATCH__"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "groundwatch.toml"
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_db_url(value: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(value)
+    except ArgumentError:
+        raise ValueError(f"{value!r} is not a SQLAlchemy URL (e.g. sqlite:///file.db)") from None
+    return value
+
+
+class StoreConfig(_Section):
+    url: SecretStr = SecretStr("sqlite:///groundwatch.db")
+    retention_days: int = Field(30, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        _check_db_url(value.get_secret_value())
+        return value
+
+
+class BrokerConfig(_Section):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    queue: str = "groundwatch.score"
+    batch_size: int = Field(100, ge=1, le=10_000)
+    visibility_timeout_s: int = Field(3600, ge=10)
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        scheme, sep, _ = text.partition("://")
+        known = {"redis", "rediss", "amqp", "amqps", "pyamqp", "memory", "filesystem", "sqla",
+                 "sqlalchemy", "sentinel"}
+        if not sep or scheme.split("+")[0] not in known:
+            raise ValueError(f"not a broker URL (scheme must be one of {sorted(known)})")
+        return value
+
+
+class ColumnMap(_Section):
+    """The app's column (or JSON key) for each record field; unset fields keep their own name."""
+
+    request_id: str = "request_id"
+    timestamp: str = "timestamp"
+    question: str = "question"
+    contexts: str = "contexts"
+    answer: str = "answer"
+    route: str = "route"
+    model: str = "model"
+    app_version: str = "app_version"
+    latency_ms: str = "latency_ms"
+    status: str = "status"
+    error: str = "error"
+    prompt_tokens: str = "prompt_tokens"
+    completion_tokens: str = "completion_tokens"
+    cost_usd: str = "cost_usd"
+    feedback: str = "feedback"
+    metadata: str = "metadata"
+
+
+class SqlSourceConfig(_Section):
+    url: SecretStr = SecretStr("sqlite:///app_logs.db")
+    table: str = "llm_requests"
+    schema_: str | None = Field(None, alias="schema")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        _check_db_url(value.get_secret_value())
+        return value
+
+
+class FilesSourceConfig(_Section):
+    paths: list[str] = Field(default_factory=lambda: ["logs/*.jsonl"])
+    format: Literal["auto", "json", "parquet", "csv"] = "auto"
+
+
+class SourceConfig(_Section):
+    name: str = Field("app", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["sql", "files"] = "sql"
+    poll_interval_s: float = Field(5.0, gt=0)
+    read_batch_rows: int = Field(1000, ge=1, le=100_000)
+    max_field_chars: int = Field(100_000, ge=100)
+    max_contexts: int = Field(100, ge=1)
+    sql: SqlSourceConfig = SqlSourceConfig()
+    files: FilesSourceConfig = FilesSourceConfig()
+    columns: ColumnMap = ColumnMap()
+
+
+class RuleMatch(_Section):
+    """Conditions of a sampling rule; all that are set must hold."""
+
+    route: list[str] | None = None
+    model: list[str] | None = None
+    status: list[str] | None = None
+    feedback: list[int] | None = None
+    contexts_empty: bool | None = None
+    metadata: dict[str, str | int | float | bool] | None = None
+
+    @field_validator("route", "model", "status", "feedback", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, int)) else value
+
+
+class SamplingRule(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    match: RuleMatch = RuleMatch()
+    rate: Rate
+    max_items_per_minute: float | None = Field(None, gt=0)
+
+
+class SamplingConfig(_Section):
+    salt: SecretStr = SecretStr("groundwatch")
+    default_rate: Rate = 0.1
+    max_items_per_minute: float | None = Field(600.0, gt=0)
+    rules: list[SamplingRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> SamplingConfig:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique, repeated: {dupes}")
+        if "default" in names:
+            raise ValueError("'default' is reserved for the default rate")
+        return self
+
+
+class ScoringConfig(_Section):
+    scorer: str = "lexical"
+    thresholds: dict[str, Rate] = Field(
+        default_factory=lambda: {
+            "faithfulness": 0.5, "groundedness": 0.5, "answer_relevance": 0.5,
+            "context_relevance": 0.3,
+        }
+    )
+
+
+class WorkerConfig(_Section):
+    pool: Literal["solo", "threads", "prefork"] = "threads"
+    concurrency: int = Field(2, ge=1, le=256)
+    prefetch_multiplier: int = Field(1, ge=1)
+    max_retries: int = Field(5, ge=0)
+    retry_backoff_s: float = Field(2.0, gt=0)
+    retry_backoff_max_s: float = Field(300.0, gt=0)
+
+
+class SamplerConfig(_Section):
+    lock_ttl_s: float = Field(60.0, ge=5)
+    enqueue_batch_size: int | None = Field(None, ge=1)
+
+
+class MetricsConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+    multiproc_dir: str = ".groundwatch/prometheus"
+    labels: list[Literal["route", "model"]] = Field(default_factory=lambda: ["route", "model"])
+    max_label_values: int = Field(20, ge=1, le=1000)
+    label_values: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Config(_Section):
+    """The whole resolved configuration."""
+
+    store: StoreConfig = StoreConfig()
+    broker: BrokerConfig = BrokerConfig()
+    source: SourceConfig = SourceConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    worker: WorkerConfig = WorkerConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    path: str | None = Field(None, exclude=True)
+
+    def masked(self) -> dict[str, Any]:
+        """The config as plain data with every secret replaced by ``'**********'``."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"path"})
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested dict of ``GROUNDWATCH__SECTION__KEY=value`` overrides."""
+    out: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if parts:
+            node[parts[-1]] = _parse_env_value(text)
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+    msg = err.get("msg", "invalid")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    elif err.get("type") == "missing":
+        msg = "required key is missing"
+    inp = err.get("input")
+    if err.get("type") not in ("extra_forbidden", "missing") and isinstance(inp, (str, int, float)):
+        shown = "'***'" if any(s in loc for s in ("url", "salt")) else repr(inp)[:60]
+        msg = f"{msg} (got {shown})"
+    return loc, msg
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load and validate the config file, then apply environment overrides."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = environ.get("GROUNDWATCH_CONFIG") or DEFAULT_CONFIG
+    file = Path(path)
+    shown = str(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a file", path=shown) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=shown) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", path=shown) from None
+    data = _merge(raw, env_overrides(environ))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        key, msg = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(msg + more, path=shown, key=key or None) from None
+    return config.model_copy(update={"path": str(file.resolve())})

@@ -1,0 +1,79 @@
+"""The error hierarchy.
+
+Errors carry fields, not just strings, so that the code which counts or stores them can use
+the fields (a metric label, a database column) without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class GroundwatchError(Exception):
+    """Base class of every error groundwatch raises on purpose."""
+
+
+class ConfigError(GroundwatchError):
+    """A setting is missing, unknown or invalid.
+
+    ``str(err)`` is one line naming the file, the key and the problem, suitable for a CLI that
+    exits with code 2.
+    """
+
+    def __init__(self, problem: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.problem = problem
+        self.path = path
+        self.key = key
+        where = ", ".join(p for p in (path and f"file {path}", key and f"key '{key}'") if p)
+        super().__init__(f"config error: {where}: {problem}" if where else f"config error: {problem}")
+
+
+class InvalidRecordError(GroundwatchError):
+    """A log row could not be mapped onto a :class:`~evaluator.records.LogRecord`.
+
+    ``reason`` is a short, bounded vocabulary word used as a metric label
+    (``missing_field``, ``empty_field``, ``wrong_type``, ``bad_contexts``, ``oversized``,
+    ``bad_timestamp``); ``field`` names the record field and ``row_ref`` the row (its request id
+    when it has one, otherwise its position in the source).
+    """
+
+    REASONS = frozenset(
+        {"missing_field", "empty_field", "wrong_type", "bad_contexts", "oversized", "bad_timestamp",
+         "bad_json"}
+    )
+
+    def __init__(self, reason: str, *, field: str, row_ref: str, detail: str) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown rejection reason {reason!r}")
+        self.reason = reason
+        self.field = field
+        self.row_ref = row_ref
+        self.detail = detail
+        super().__init__(f"row {row_ref}: field '{field}': {reason}: {detail}")
+
+
+class TransientError(GroundwatchError):
+    """A failure worth retrying: a dependency was briefly unavailable or slow."""
+
+    def __init__(self, kind: str, detail: str, *, retry_after_s: float | None = None) -> None:
+        self.kind = kind
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        super().__init__(f"{kind}: {detail}")
+
+
+class ScorerError(GroundwatchError):
+    """A scorer could not produce a result for an item; ``kind`` is a bounded vocabulary word
+    (timeout, rate_limited, unparseable, unavailable, internal)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"{kind}: {detail}")
+
+
+class LockHeldError(GroundwatchError):
+    """Another sampler replica holds the cursor lock of this source."""
+
+    def __init__(self, source: str, owner: str) -> None:
+        self.source = source
+        self.owner = owner
+        super().__init__(f"source {source!r} is locked by {owner}")

@@ -1,0 +1,231 @@
+"""The log record: what groundwatch knows about one request of the watched app.
+
+Sources map their own column or key names onto :class:`LogRecord` with :func:`map_row`. Every
+way a row can fail to map raises :class:`~evaluator.errors.InvalidRecordError` naming the row
+and the field, so the sampler can store and count the rejection and go on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from evaluator.errors import InvalidRecordError
+
+REQUIRED_FIELDS = ("request_id", "timestamp", "question", "contexts", "answer")
+OPTIONAL_FIELDS = (
+    "route", "model", "app_version", "latency_ms", "status", "error", "prompt_tokens",
+    "completion_tokens", "cost_usd", "feedback", "metadata",
+)
+ALL_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One request/response of the watched app, in groundwatch's own field names."""
+
+    request_id: str
+    timestamp: datetime  # always timezone-aware UTC
+    question: str
+    contexts: tuple[str, ...]
+    answer: str
+    route: str | None = None
+    model: str | None = None
+    app_version: str | None = None
+    latency_ms: float | None = None
+    status: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    feedback: int | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_message(self) -> dict[str, Any]:
+        """A JSON-safe dict for the queue; :meth:`from_message` is its inverse."""
+        d = {name: getattr(self, name) for name in ALL_FIELDS}
+        d["timestamp"] = self.timestamp.timestamp()
+        d["contexts"] = list(self.contexts)
+        d["metadata"] = dict(self.metadata)
+        return d
+
+    @classmethod
+    def from_message(cls, d: Mapping[str, Any]) -> LogRecord:
+        kwargs = dict(d)
+        kwargs["timestamp"] = datetime.fromtimestamp(float(d["timestamp"]), tz=UTC)
+        kwargs["contexts"] = tuple(d["contexts"])
+        kwargs["metadata"] = dict(d.get("metadata") or {})
+        return cls(**{k: v for k, v in kwargs.items() if k in ALL_FIELDS})
+
+
+@dataclass(frozen=True, slots=True)
+class RowLimits:
+    """Bounds on what one row may carry; a row beyond them is rejected as ``oversized``."""
+
+    max_field_chars: int = 100_000
+    max_contexts: int = 100
+
+
+def _reject(reason: str, fname: str, row_ref: str, detail: str) -> InvalidRecordError:
+    return InvalidRecordError(reason, field=fname, row_ref=row_ref, detail=detail)
+
+
+def parse_timestamp(value: Any, *, row_ref: str = "?", fname: str = "timestamp") -> datetime:
+    """Accept datetimes (naive ones are taken as UTC), ISO-8601 text and epoch seconds."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, bool):
+        raise _reject("bad_timestamp", fname, row_ref, "a boolean is not a timestamp")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise _reject("bad_timestamp", fname, row_ref, f"{value!r} is not finite")
+        # Milliseconds since the epoch are common in app logs; seconds would be year > 5000.
+        seconds = value / 1000.0 if value > 1e11 else float(value)
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise _reject("bad_timestamp", fname, row_ref, f"{text[:40]!r} is not ISO-8601") from None
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    raise _reject("bad_timestamp", fname, row_ref, f"type {type(value).__name__} is not a timestamp")
+
+
+def _text(value: Any, fname: str, row_ref: str, limits: RowLimits, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise _reject("missing_field", fname, row_ref, "no value")
+        return None
+    if not isinstance(value, str):
+        raise _reject("wrong_type", fname, row_ref, f"expected text, got {type(value).__name__}")
+    if len(value) > limits.max_field_chars:
+        raise _reject("oversized", fname, row_ref,
+                      f"{len(value)} characters > limit {limits.max_field_chars}")
+    return value
+
+
+def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[str, ...]:
+    if value is None:
+        raise _reject("missing_field", fname, row_ref, "no value")
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError as exc:
+            raise _reject("bad_contexts", fname, row_ref, f"not valid JSON: {exc.msg}") from None
+        if value is None:
+            raise _reject("bad_contexts", fname, row_ref, "empty text is not a JSON list")
+    if hasattr(value, "tolist"):  # numpy / arrow arrays from Parquet
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise _reject("bad_contexts", fname, row_ref,
+                      f"expected a list of strings, got {type(value).__name__}")
+    if len(value) > limits.max_contexts:
+        raise _reject("oversized", fname, row_ref,
+                      f"{len(value)} passages > limit {limits.max_contexts}")
+    for i, passage in enumerate(value):
+        if not isinstance(passage, str):
+            raise _reject("bad_contexts", fname, row_ref,
+                          f"item {i} is {type(passage).__name__}, not a string")
+        if len(passage) > limits.max_field_chars:
+            raise _reject("oversized", fname, row_ref,
+                          f"item {i} has {len(passage)} characters > limit {limits.max_field_chars}")
+    return tuple(value)
+
+
+def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _reject("wrong_type", fname, row_ref, "a boolean is not a number")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise _reject("wrong_type", fname, row_ref, f"{str(value)[:40]!r} is not a number") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise _reject("wrong_type", fname, row_ref, f"{value!r} is not finite")
+    return number
+
+
+def _metadata(value: Any, fname: str, row_ref: str) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise _reject("bad_json", fname, row_ref, f"not valid JSON: {exc.msg}") from None
+    if not isinstance(value, Mapping):
+        raise _reject("wrong_type", fname, row_ref, f"expected an object, got {type(value).__name__}")
+    return dict(value)
+
+
+def map_row(
+    row: Mapping[str, Any],
+    columns: Mapping[str, str],
+    *,
+    limits: RowLimits,
+    position: str,
+) -> LogRecord:
+    """Map one source row onto a :class:`LogRecord`.
+
+    ``columns`` maps groundwatch field names to the app's column names (a field absent from it
+    keeps its own name). ``position`` names the row when it has no usable request id (a file and
+    line, or a table and offset). Raises :class:`InvalidRecordError` on the first problem found.
+    """
+
+    def get(fname: str) -> Any:
+        return row.get(columns.get(fname, fname))
+
+    raw_id = get("request_id")
+    row_ref = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id).strip() else position
+    if raw_id is None:
+        raise _reject("missing_field", "request_id", row_ref, "no value")
+    if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+        raise _reject("wrong_type", "request_id", row_ref, f"got {type(raw_id).__name__}")
+    request_id = str(raw_id).strip()
+    if not request_id:
+        raise _reject("empty_field", "request_id", row_ref, "blank")
+    if len(request_id) > 200:
+        raise _reject("oversized", "request_id", row_ref, f"{len(request_id)} characters > 200")
+
+    raw_ts = get("timestamp")
+    if raw_ts is None:
+        raise _reject("missing_field", "timestamp", row_ref, "no value")
+    timestamp = parse_timestamp(raw_ts, row_ref=row_ref)
+
+    question = _text(get("question"), "question", row_ref, limits, required=True)
+    answer = _text(get("answer"), "answer", row_ref, limits, required=True)
+    assert question is not None and answer is not None
+    if not question.strip():
+        raise _reject("empty_field", "question", row_ref, "blank")
+    contexts = _contexts(get("contexts"), "contexts", row_ref, limits)
+
+    status = _text(get("status"), "status", row_ref, limits, required=False)
+    feedback = _number(get("feedback"), "feedback", row_ref, int)
+    if feedback is not None and feedback not in (-1, 0, 1):
+        raise _reject("wrong_type", "feedback", row_ref, f"{feedback} is not -1, 0 or 1")
+    return LogRecord(
+        request_id=request_id,
+        timestamp=timestamp,
+        question=question,
+        contexts=contexts,
+        answer=answer,
+        route=_text(get("route"), "route", row_ref, limits, required=False),
+        model=_text(get("model"), "model", row_ref, limits, required=False),
+        app_version=_text(get("app_version"), "app_version", row_ref, limits, required=False),
+        latency_ms=_number(get("latency_ms"), "latency_ms", row_ref, float),
+        status=status.lower() if status else None,
+        error=_text(get("error"), "error", row_ref, limits, required=False),
+        prompt_tokens=_number(get("prompt_tokens"), "prompt_tokens", row_ref, int),
+        completion_tokens=_number(get("completion_tokens"), "completion_tokens", row_ref, int),
+        cost_usd=_number(get("cost_usd"), "cost_usd", row_ref, float),
+        feedback=feedback,
+        metadata=_metadata(get("metadata"), "metadata", row_ref),
+    )

@@ -1,0 +1,43 @@
+"""The source protocol: read log rows after a cursor, map them, report rejections.
+
+A source never advances anything by itself. :meth:`Source.read` returns the records of the next
+slice and the cursor *after* it; the sampler stores that cursor only once the slice is durably
+enqueued, so a crash may re-send a slice but never skips one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from evaluator.errors import InvalidRecordError
+from evaluator.records import LogRecord
+
+
+@dataclass(slots=True)
+class SourceBatch:
+    """One slice of a source.
+
+    ``cursor`` is JSON-able and opaque to everyone but the source that made it. ``rows_read``
+    counts every row consumed, mapped or rejected. An empty slice (``rows_read == 0``) means the
+    source is caught up for now.
+    """
+
+    records: list[LogRecord] = field(default_factory=list)
+    rejections: list[InvalidRecordError] = field(default_factory=list)
+    cursor: Mapping[str, Any] | None = None
+    rows_read: int = 0
+
+
+class Source(Protocol):
+    """A readable log of the watched app."""
+
+    name: str
+
+    def read(self, cursor: Mapping[str, Any] | None, limit: int) -> SourceBatch:
+        """At most ``limit`` rows strictly after ``cursor`` (``None``: from the beginning)."""
+        ...
+
+    def close(self) -> None:
+        ...
