@@ -27,17 +27,38 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def _target(name: str) -> str | None:
+    """``module:Factory`` for a backend name; a name with a colon is taken as one already
+    (a team's own scorer, or the fault-injecting test double)."""
+    return name if ":" in name else BACKENDS.get(name)
+
+
 def check_scorer_name(name: str, *, path: str | None = None) -> None:
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown scorer {name!r}; valid: {', '.join(sorted(BACKENDS))}",
-                          path=path, key="scoring.scorer")
+    """Fail at start-up, not on the first task, when the configured scorer does not exist."""
+    target = _target(name)
+    problem = None
+    if target is None:
+        problem = f"unknown scorer {name!r}; valid: {', '.join(sorted(BACKENDS))}"
+    elif ":" in name:
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            problem = f"cannot import scorer module {module_name!r}: {exc}"
+        else:
+            if not hasattr(getattr(module, attr, None), "from_config"):
+                problem = f"{name!r} has no scorer factory with a from_config classmethod"
+    if problem:
+        raise ConfigError(problem, path=path, key="scoring.scorer")
 
 
 def build_scorer(config: Config, name: str | None = None) -> Scorer:
     """Build the backend named in config (or ``name``)."""
     name = name or config.scoring.scorer
     check_scorer_name(name, path=config.path)
-    module_name, _, attr = BACKENDS[name].partition(":")
+    target = _target(name)
+    assert target is not None
+    module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     scorer: Scorer = factory.from_config(config)
     return scorer

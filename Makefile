@@ -1,0 +1,39 @@
+# groundwatch — the targets a newcomer guesses. `make help` lists them.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export RAGAS_DO_NOT_TRACK := true
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: help install demo test test-unit test-integration lint typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/groundwatch: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/groundwatch ## create .venv with everything the tests and the demo need
+
+demo: install ## the demo on synthetic traffic (no Redis, no LLM, no network)
+	$(BIN)/groundwatch demo
+
+test: install ## the whole suite: unit + integration (real Redis, PostgreSQL, Celery, Prometheus)
+	$(BIN)/pytest -q
+
+test-unit: install ## fast tests only
+	$(BIN)/pytest -q -m "not integration"
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: install ## throughput benchmarks; writes benchmarks/results/pipeline.json
+	$(BIN)/python -m benchmarks.pipeline
+
+clean: ## remove local state (.groundwatch/, caches)
+	rm -rf .groundwatch .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,235 @@
+"""The ``groundwatch`` command line.
+
+This module sits at the top of the import graph: it is the one place in ``evaluator`` allowed to
+reach into ``workers`` and ``metrics``, and it does so inside the commands that need them, so
+``check-config``, ``report`` and ``explain`` never import Celery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from evaluator import __version__
+from evaluator.config import Config, load_config
+from evaluator.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
+                      ("RAGAS_DO_NOT_TRACK", "true"), ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_name, _value)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+def _store(config: Config) -> Any:
+    from evaluator.store import Store
+
+    return Store.from_config(config.store)
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from evaluator.scorers import check_scorer_name
+
+    config = _config(args)
+    check_scorer_name(config.scoring.scorer, path=config.path)
+    print(f"# {config.path}: valid")
+    print(json.dumps(config.masked(), indent=2))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.services import run_worker
+
+    run_worker(_config(args), name=args.name, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_sampler(args: argparse.Namespace) -> int:
+    from workers.services import run_sampler
+
+    run_sampler(_config(args), until_idle=args.until_idle)
+    return 0
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from workers.services import run_exporter
+
+    run_exporter(_config(args))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workers.runner import run_all
+
+    config = _config(args)
+    return run_all(config, workers=args.workers)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.runner import run_demo
+
+    return run_demo(items=args.items, workdir=args.workdir, seed=args.seed)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evaluator.report import build_report, format_report
+
+    config = _config(args)
+    store = _store(config)
+    since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
+    rows = build_report(store.scores(since=since, scorer=args.scorer), worst=args.worst)
+    store.close()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
+    else:
+        print(format_report(rows))
+    return 0
+
+
+def format_explanation(store: Any, request_id: str) -> str | None:
+    item = store.item(request_id)
+    scores = store.scores_for(request_id)
+    if item is None and not scores:
+        return None
+    lines = [f"request {request_id}"]
+    if item is not None:
+        p = item.payload or {}
+        lines += [f"  status: {item.status}   route: {item.route}   model: {item.model}   "
+                  f"rule: {item.rule}",
+                  f"  question: {p.get('question', '')}",
+                  f"  answer:   {p.get('answer', '')}"]
+        for i, ctx in enumerate(p.get("contexts") or []):
+            lines.append(f"  context[{i}]: {ctx[:300]}{'...' if len(ctx) > 300 else ''}")
+        if not p.get("contexts"):
+            lines.append("  contexts: (none retrieved)")
+    lines.append("  scores:")
+    for s in sorted(scores, key=lambda s: (s.scorer, s.metric)):
+        shown = f"{s.value:.3f}" if s.value is not None else s.outcome
+        why = f" ({s.reason})" if s.reason else ""
+        lines.append(f"    {s.scorer}/{s.metric}: {shown}{why}")
+    for exp in store.explanations(request_id):
+        for det in exp.detections or []:
+            lines.append(f"  detection: {det.get('kind')}: {det.get('detail', '')}")
+        claims = (exp.body or {}).get("claims") or []
+        if claims:
+            lines.append(f"  claims ({exp.scorer} {exp.scorer_version}):")
+        for c in claims:
+            extra = ""
+            if c.get("evidence"):
+                extra = f"\n        evidence: {c['evidence'][:200]}"
+            elif c.get("missing"):
+                extra = f"  missing: {', '.join(c['missing'][:8])}"
+            lines.append(f"    [{c.get('verdict')}, strength {c.get('strength')}] "
+                         f"{c.get('claim')}{extra}")
+    for f in store.failures(request_id=request_id):
+        lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
+    return "\n".join(lines)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store(config)
+    text = format_explanation(store, args.request_id)
+    store.close()
+    if text is None:
+        print(f"no item or score with request id {args.request_id!r}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store(config)
+    days = args.days or config.store.retention_days
+    removed = store.purge(datetime.now(UTC) - timedelta(days=days))
+    store.close()
+    print(f"removed {removed} rows older than {days} days")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groundwatch",
+        description="Continuous quality evaluation of a production LLM/RAG app.")
+    parser.add_argument("--version", action="version", version=f"groundwatch {__version__}")
+    parser.add_argument("--config", "-c", default=None,
+                        help="config file (default: $GROUNDWATCH_CONFIG or configs/groundwatch.toml)")
+    parser.add_argument("--log-level", default=os.environ.get("GROUNDWATCH_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run everything on synthetic traffic: no Redis, no LLM, "
+                                    "no network")
+    p.add_argument("--items", type=int, default=2000, help="log rows to generate (default 2000)")
+    p.add_argument("--workdir", default=".groundwatch/demo",
+                   help="where the demo writes its databases, broker and snapshot")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="all-in-one: sampler, workers and exporter")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sampler", help="read the source and enqueue sampled items")
+    p.add_argument("--until-idle", action="store_true", help="stop once the source is caught up")
+    p.set_defaults(func=cmd_sampler)
+
+    p = sub.add_parser("worker", help="a Celery worker that scores batches")
+    p.add_argument("--name", default=None, help="Celery node name (default: celery@host)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("exporter", help="serve /metrics and /healthz")
+    p.set_defaults(func=cmd_exporter)
+
+    p = sub.add_parser("check-config", help="validate the config and print it, secrets masked")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("report", help="per route and metric: count, mean, 95%% CI, worst items")
+    p.add_argument("--hours", type=float, default=None, help="only scores of the last N hours")
+    p.add_argument("--scorer", default=None)
+    p.add_argument("--worst", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("explain", help="an item's scores, claims, verdicts and evidence")
+    p.add_argument("request_id")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("purge", help="delete what is older than the retention")
+    p.add_argument("--days", type=int, default=None)
+    p.set_defaults(func=cmd_purge)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every start-up at INFO; kombu warns that filesystem:// has no host.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

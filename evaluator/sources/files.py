@@ -1,0 +1,377 @@
+"""The ``files`` source: JSON Lines, Parquet or CSV files matched by globs, read with ``datasets``.
+
+Files are read in sorted path order, streamed (``load_dataset(..., streaming=True)``, so no
+Arrow cache is written), and remembered in the cursor::
+
+    {"files": {"/abs/path.jsonl": {"rows": 120, "size": 40960, "mtime": 1718000000.0,
+                                   "done": true}}}
+
+``rows`` counts the rows consumed (mapped or rejected); ``done`` means the file was read to its
+end when it had ``size`` bytes. A done file whose size is unchanged is skipped; a file that grew
+resumes at ``rows``; a file that shrank (truncated or replaced) is read again from the start.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from evaluator.errors import ConfigError, InvalidRecordError
+from evaluator.records import RowLimits, map_row
+from evaluator.sources.base import SourceBatch
+
+if TYPE_CHECKING:
+    from evaluator.config import ColumnMap, Config
+
+__all__ = ["FORMATS_BY_EXTENSION", "FileSource"]
+
+log = logging.getLogger(__name__)
+
+FORMATS_BY_EXTENSION = {
+    ".jsonl": "json", ".ndjson": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv",
+}
+_FORMATS = ("auto", "json", "parquet", "csv")
+# Fields kept as text when reading CSV, so that a request id "0042" stays "0042" and a
+# question "NA" is not turned into a missing value by pandas.
+_CSV_TEXT_FIELDS = ("request_id", "question", "contexts", "answer", "route", "model",
+                    "app_version", "status", "error", "metadata")
+
+
+def _csv_text(cell: str) -> str | None:
+    return cell if cell != "" else None
+
+
+def _import_datasets() -> Any:
+    # Offline unless the operator says otherwise: reading local files never needs the Hub, and
+    # a sampler must not hang on a network call. Effective only if datasets is not yet imported.
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    return datasets
+
+
+@dataclass(slots=True)
+class _FileSlice:
+    # In file order: (row, position) to map, or a line already rejected by the line reader.
+    items: list[tuple[Mapping[str, Any], str] | InvalidRecordError] = field(default_factory=list)
+    consumed: int = 0
+    at_eof: bool = False
+
+
+@dataclass(slots=True)
+class _OpenStream:
+    """A datasets iterator left open between two reads of the same file.
+
+    ``version`` is the file's (inode, size, mtime) when the stream was last used: a stream is
+    reused only for an unchanged file, never for one replaced by a longer copy (Parquet).
+    """
+
+    path: str
+    version: tuple[int, int, int]
+    iterator: Iterator[Mapping[str, Any]]
+    next_row: int
+
+    def close(self) -> None:
+        close = getattr(self.iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class FileSource:
+    """Reads log files matched by ``paths`` (globs, ``**`` allowed, relative to the cwd).
+
+    ``format`` is ``json`` (JSON Lines), ``parquet``, ``csv`` or ``auto`` (by extension:
+    .jsonl/.ndjson/.json, .parquet, .csv; other files matched by the globs are skipped with a
+    warning). Rows without a usable request id are named ``path:N`` in rejections, N being the
+    line number for CSV and JSON Lines read line by line, otherwise the 1-based row number.
+
+    Files are read with ``datasets``, streamed. JSON Lines are also read line by line with
+    ``json.loads`` (blank lines are not rows on either path, so offsets agree):
+
+    * when ``datasets`` cannot parse the file (a malformed line): each bad line is rejected
+      (``bad_json``, field ``<line>``) and the rest of the file comes through;
+    * when resuming mid-file (the file grew, or a new instance starts from a saved cursor):
+      earlier lines are skipped without parsing, and the byte offset is then remembered, so
+      tailing a growing file does not re-read it from the top every poll.
+
+    An unterminated last line that does not parse is taken to be still being written and is
+    left for the next read. A Parquet or CSV file that cannot be read is skipped for this read
+    with a warning and retried on the next one; resuming one mid-file re-reads its earlier rows.
+    Entries of files that no longer exist are dropped from the cursor.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        paths: list[str],
+        format: str = "auto",
+        columns: ColumnMap | None = None,
+        limits: RowLimits | None = None,
+        *,
+        config_path: str | None = None,
+    ) -> None:
+        from evaluator.config import ColumnMap
+
+        if not paths:
+            raise ConfigError("at least one path or glob is needed", path=config_path,
+                              key="source.files.paths")
+        if format not in _FORMATS:
+            raise ConfigError(f"unknown format {format!r}; valid: {', '.join(_FORMATS)}",
+                              path=config_path, key="source.files.format")
+        self.name = name
+        self.paths = list(paths)
+        self.format = format
+        self.limits = limits or RowLimits()
+        self._columns: dict[str, str] = (columns or ColumnMap()).model_dump()
+        self._stream: _OpenStream | None = None
+        # Files found at their end, as (version, rows): saves reopening an idle file each poll.
+        self._eof: dict[str, tuple[tuple[int, int, int], int]] = {}
+        # JSON files datasets could not parse, with (inode, rows, byte offset, line number) of
+        # the line reader, so that a long malformed file is not rescanned from the top.
+        self._line_mode: dict[str, tuple[int, int, int, int]] = {}
+        self._warned: set[str] = set()
+        self._cache_dir: str | None = None
+        self._finalizer: weakref.finalize[Any, FileSource] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> FileSource:
+        src = config.source
+        return cls(
+            src.name,
+            list(src.files.paths),
+            src.files.format,
+            src.columns,
+            RowLimits(max_field_chars=src.max_field_chars, max_contexts=src.max_contexts),
+            config_path=config.path,
+        )
+
+    # -- the slice -------------------------------------------------------------------------
+    def read(self, cursor: Mapping[str, Any] | None, limit: int) -> SourceBatch:
+        """At most ``limit`` rows after the offsets in ``cursor``, files in sorted order."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        files = {path: entry for path, entry in self._parse_cursor(cursor).items()
+                 if os.path.exists(path)}
+        batch = SourceBatch()
+        for path in self.matching_files():
+            remaining = limit - batch.rows_read
+            if remaining <= 0:
+                break
+            fmt = self._format_of(path)
+            if fmt is None:
+                continue
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                continue
+            entry = files.get(path)
+            if entry is not None and stat.st_size < entry["size"]:
+                log.warning("file %s shrank from %d to %d bytes; reading it from the start",
+                            path, entry["size"], stat.st_size)
+                entry = None
+            if entry is not None and entry["done"] and entry["size"] == stat.st_size:
+                continue
+            offset = entry["rows"] if entry is not None else 0
+            version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            if self._eof.get(path) == (version, offset):
+                files[path] = {"rows": offset, "size": stat.st_size, "mtime": stat.st_mtime,
+                               "done": True}
+                continue
+            part = self._read_file(path, fmt, version, offset, remaining)
+            if part is None:
+                continue
+            for item in part.items:
+                if isinstance(item, InvalidRecordError):
+                    batch.rejections.append(item)
+                    continue
+                row, position = item
+                try:
+                    batch.records.append(map_row(row, self._columns, limits=self.limits,
+                                                 position=position))
+                except InvalidRecordError as err:
+                    batch.rejections.append(err)
+            batch.rows_read += part.consumed
+            rows = offset + part.consumed
+            files[path] = {"rows": rows, "size": stat.st_size, "mtime": stat.st_mtime,
+                           "done": part.at_eof}
+            if part.at_eof:
+                self._eof[path] = (version, rows)
+        batch.cursor = {"files": files}
+        return batch
+
+    def matching_files(self) -> list[str]:
+        """Absolute paths of the regular files the globs match now, sorted."""
+        found: set[str] = set()
+        for pattern in self.paths:
+            for match in glob.glob(os.path.expanduser(pattern), recursive=True):
+                if os.path.isfile(match):
+                    found.add(os.path.abspath(match))
+        return sorted(found)
+
+    def _format_of(self, path: str) -> str | None:
+        if self.format != "auto":
+            return self.format
+        fmt = FORMATS_BY_EXTENSION.get(os.path.splitext(path)[1].lower())
+        if fmt is None and path not in self._warned:
+            self._warned.add(path)
+            log.warning("skipping %s: cannot tell its format from the extension "
+                        "(set source.files.format)", path)
+        return fmt
+
+    def _parse_cursor(self, cursor: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+        if cursor is None:
+            return {}
+        try:
+            files = cursor["files"]
+            return {str(path): {"rows": int(e["rows"]), "size": int(e["size"]),
+                                "mtime": float(e["mtime"]), "done": bool(e["done"])}
+                    for path, e in files.items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"source {self.name!r}: not a files cursor: {cursor!r}") from exc
+
+    # -- one file --------------------------------------------------------------------------
+    def _read_file(self, path: str, fmt: str, version: tuple[int, int, int], offset: int,
+                   limit: int) -> _FileSlice | None:
+        if fmt == "json" and (path in self._line_mode
+                              or (offset > 0 and not self._can_continue(path, version, offset))):
+            # Resuming JSON Lines mid-file (it grew, or a new instance): datasets could only
+            # skip by parsing every earlier row again; the line reader skips lines unparsed
+            # once, then remembers the byte offset, so tailing a growing file stays cheap.
+            return self._read_json_lines(path, offset, limit)
+        try:
+            return self._read_with_datasets(path, fmt, version, offset, limit)
+        except Exception as exc:  # datasets/pyarrow/pandas raise many types for a bad file
+            self._drop_stream()
+            if fmt == "json":
+                log.info("datasets cannot parse %s (%s); reading it line by line", path, exc)
+                self._line_mode[path] = (-1, 0, 0, 0)
+                return self._read_json_lines(path, offset, limit)
+            log.warning("cannot read %s as %s, will retry: %s: %s", path, fmt,
+                        type(exc).__name__, exc)
+            return None
+
+    def _read_with_datasets(self, path: str, fmt: str, version: tuple[int, int, int],
+                            offset: int, limit: int) -> _FileSlice:
+        stream = self._stream
+        if stream is None or not self._can_continue(path, version, offset):
+            # Resuming Parquet or CSV mid-file costs a pass over the earlier rows (datasets has
+            # no byte offsets); a file read in slices by one instance reuses its open stream.
+            self._drop_stream()
+            stream = _OpenStream(path, version, self._open(path, fmt, offset), offset)
+            self._stream = stream
+        part = _FileSlice()
+        # Position as a line number for CSV (line 1 is the header), a row number otherwise.
+        first_line = 2 if fmt == "csv" else 1
+        while part.consumed < limit:
+            try:
+                row = next(stream.iterator)
+            except StopIteration:
+                part.at_eof = True
+                break
+            part.items.append((row, f"{path}:{offset + part.consumed + first_line}"))
+            part.consumed += 1
+        stream.next_row = offset + part.consumed
+        if part.at_eof:
+            self._drop_stream()
+        return part
+
+    def _can_continue(self, path: str, version: tuple[int, int, int], offset: int) -> bool:
+        stream = self._stream
+        return stream is not None and (stream.path, stream.version, stream.next_row) == (
+            path, version, offset)
+
+    def _open(self, path: str, fmt: str, offset: int) -> Iterator[Mapping[str, Any]]:
+        datasets = _import_datasets()
+        kwargs: dict[str, Any] = {}
+        if fmt == "csv":
+            kwargs = {"converters": {self._columns[f]: _csv_text for f in _CSV_TEXT_FIELDS},
+                      "keep_default_na": False, "na_values": [""]}
+        dataset = datasets.load_dataset(fmt, data_files=[path], split="train", streaming=True,
+                                        cache_dir=self._datasets_cache_dir(), **kwargs)
+        if offset:
+            dataset = dataset.skip(offset)
+        return iter(dataset)
+
+    def _read_json_lines(self, path: str, offset: int, limit: int) -> _FileSlice:
+        """Read JSON Lines with ``json.loads``, counting rows as datasets does (blank lines
+        are not rows), so that offsets mean the same thing on both paths."""
+        part = _FileSlice()
+        with open(path, "rb") as f:
+            inode, rows, byte, lineno = self._line_mode.get(path, (-1, 0, 0, 0))
+            if inode == os.fstat(f.fileno()).st_ino and rows == offset:
+                f.seek(byte)
+            else:
+                rows, lineno = 0, 0
+                while rows < offset:
+                    line = f.readline()
+                    if not line:
+                        break
+                    lineno += 1
+                    if line.strip():
+                        rows += 1
+            while part.consumed < limit:
+                start = f.tell()
+                line = f.readline()
+                if not line:
+                    part.at_eof = True
+                    break
+                lineno += 1
+                if not line.strip():
+                    continue
+                ref = f"{path}:{lineno}"
+                try:
+                    obj = json.loads(line)
+                except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                    if not line.endswith(b"\n"):
+                        # Probably a line still being written: leave it for the next read.
+                        f.seek(start)
+                        lineno -= 1
+                        part.at_eof = True
+                        break
+                    part.items.append(InvalidRecordError(
+                        "bad_json", field="<line>", row_ref=ref, detail=str(exc)[:200]))
+                else:
+                    if isinstance(obj, dict):
+                        part.items.append((obj, ref))
+                    else:
+                        part.items.append(InvalidRecordError(
+                            "wrong_type", field="<line>", row_ref=ref,
+                            detail=f"expected a JSON object, got {type(obj).__name__}"))
+                part.consumed += 1
+            self._line_mode[path] = (os.fstat(f.fileno()).st_ino, offset + part.consumed,
+                                     f.tell(), lineno)
+        return part
+
+    # -- resources -------------------------------------------------------------------------
+    def _datasets_cache_dir(self) -> str:
+        # Streaming writes no Arrow cache, but the builder still takes lock files in its cache
+        # directory; keep them in a private temporary directory rather than in ~/.cache.
+        if self._cache_dir is None:
+            self._cache_dir = tempfile.mkdtemp(prefix="groundwatch-datasets-")
+            self._finalizer = weakref.finalize(self, shutil.rmtree, self._cache_dir, True)
+        return self._cache_dir
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def close(self) -> None:
+        """Close any open file stream and remove the private datasets cache directory."""
+        self._drop_stream()
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+            self._cache_dir = None
+
+    def __repr__(self) -> str:
+        return f"FileSource(name={self.name!r}, paths={self.paths!r}, format={self.format!r})"

@@ -1,0 +1,382 @@
+"""The metrics package: label policy, the import-order rule, the Metrics methods, and the
+multiprocess aggregation across real processes (scraped through the exporter over HTTP)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from evaluator.config import MetricsConfig
+from evaluator.records import LogRecord
+from evaluator.scorers.base import Detection, ItemResult, MetricResult
+from metrics.exporter import Exporter
+from metrics.labels import OTHER, LabelPolicy
+from metrics.registry import ENV_VAR, SCORE_BUCKETS, Metrics
+from tests.prom_helpers import MetricsProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# --- label policy -------------------------------------------------------------------------
+
+
+def test_optional_labels_are_empty_unless_allowed() -> None:
+    policy = LabelPolicy(["route"], max_values=10, fixed_values={})
+    assert policy.value("route", "chat") == "chat"
+    assert policy.value("model", "gpt-4o") == ""
+    assert LabelPolicy([], 10, {}).value("route", "chat") == ""
+    # Labels that are not optional are always filled.
+    assert policy.value("reason", "wrong_type") == "wrong_type"
+
+
+def test_none_and_long_values() -> None:
+    policy = LabelPolicy(["route", "model"], max_values=10, fixed_values={})
+    assert policy.value("route", None) == "none"
+    long = "x" * 200
+    assert policy.value("model", long) == "x" * 64
+
+
+def test_cap_turns_newcomers_into_other() -> None:
+    policy = LabelPolicy(["route"], max_values=3, fixed_values={})
+    assert [policy.value("route", r) for r in ("a", "b", "c", "d", "a", "e")] == [
+        "a", "b", "c", OTHER, "a", OTHER]
+    assert policy.distinct_values("route") == {"a", "b", "c"}
+    # Each label has its own cap.
+    assert policy.value("reason", "d") == "d"
+    # Values cut to the same 64 characters are one value.
+    policy2 = LabelPolicy(["route"], max_values=1, fixed_values={})
+    assert policy2.value("route", "p" * 64 + "1") == "p" * 64
+    assert policy2.value("route", "p" * 64 + "2") == "p" * 64
+
+
+def test_fixed_values_only_those_pass() -> None:
+    policy = LabelPolicy(["route", "model"], max_values=1,
+                         fixed_values={"route": ["chat", "search", "faq"]})
+    assert [policy.value("route", r) for r in ("chat", "search", "faq", "admin")] == [
+        "chat", "search", "faq", OTHER]
+    assert policy.value("route", None) == "none"
+    # The cap does not apply to a fixed label, and still applies to the others.
+    assert policy.value("model", "m1") == "m1"
+    assert policy.value("model", "m2") == OTHER
+
+
+def test_policy_from_config() -> None:
+    config = MetricsConfig(labels=["model"], max_label_values=2,
+                           label_values={"route": ["chat"]})
+    policy = LabelPolicy.from_config(config)
+    assert policy.value("route", "chat") == ""  # route is not switched on
+    assert [policy.value("model", m) for m in "abc"] == ["a", "b", OTHER]
+
+
+def test_unknown_optional_label_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown optional labels"):
+        LabelPolicy(["user"], max_values=1, fixed_values={})
+
+
+def test_policy_is_thread_safe() -> None:
+    policy = LabelPolicy(["route"], max_values=50, fixed_values={})
+    results: list[list[str]] = []
+    barrier = threading.Barrier(8)
+
+    def worker(offset: int) -> None:
+        barrier.wait()
+        results.append([policy.value("route", f"r{(i * 7 + offset) % 400}") for i in range(2000)])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    admitted = {v for r in results for v in r} - {OTHER}
+    assert len(admitted) == 50
+    assert policy.distinct_values("route") == admitted
+
+
+# --- the import-order rule (each case in a fresh interpreter) ------------------------------
+
+
+def _python(code: str, *env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    environ.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=environ, timeout=60, check=False)
+
+
+def test_importing_metrics_does_not_import_prometheus_client() -> None:
+    done = _python("import sys, metrics, metrics.registry, metrics.exporter, metrics.labels\n"
+                   "assert 'prometheus_client' not in sys.modules, 'imported too early'")
+    assert done.returncode == 0, done.stderr
+
+
+def test_setup_after_prometheus_client_import_raises(tmp_path: Path) -> None:
+    done = _python("import prometheus_client\n"
+                   "from metrics.registry import setup_multiprocess\n"
+                   f"setup_multiprocess({str(tmp_path)!r}, clean=False)")
+    assert done.returncode != 0
+    assert "RuntimeError: prometheus_client was imported before" in done.stderr
+
+
+def test_metrics_without_setup_raises() -> None:
+    done = _python("from evaluator.config import MetricsConfig\n"
+                   "from metrics.registry import Metrics\n"
+                   "Metrics(MetricsConfig())")
+    assert done.returncode != 0
+    assert "RuntimeError: Metrics(multiprocess=True) needs" in done.stderr
+
+
+def test_switching_directory_raises(tmp_path: Path) -> None:
+    done = _python("from evaluator.config import MetricsConfig\n"
+                   "from metrics.registry import Metrics, setup_multiprocess\n"
+                   f"setup_multiprocess({str(tmp_path / 'a')!r}, clean=False)\n"
+                   "Metrics(MetricsConfig())\n"
+                   f"setup_multiprocess({str(tmp_path / 'b')!r}, clean=False)")
+    assert done.returncode != 0
+    assert "cannot switch" in done.stderr
+
+
+def test_env_var_set_before_start_is_accepted(tmp_path: Path) -> None:
+    # A container may set PROMETHEUS_MULTIPROC_DIR itself; setup_multiprocess then agrees with it.
+    done = _python("import prometheus_client\n"
+                   "from evaluator.config import MetricsConfig\n"
+                   "from metrics.registry import Metrics, setup_multiprocess, multiprocess_dir\n"
+                   f"setup_multiprocess({str(tmp_path)!r}, clean=False)\n"
+                   "m = Metrics(MetricsConfig()); m.observe_rejected('wrong_type')\n"
+                   f"assert multiprocess_dir() == {str(tmp_path)!r}",
+                   (ENV_VAR, str(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.glob("counter_*.db"))
+
+
+def test_clean_wipes_only_db_files(tmp_path: Path) -> None:
+    (tmp_path / "counter_999999.db").write_bytes(b"stale")
+    (tmp_path / "keep.txt").write_text("not ours")
+    done = _python("from metrics.registry import setup_multiprocess\n"
+                   f"setup_multiprocess({str(tmp_path)!r}, clean=True)")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+# --- Metrics methods, in-process (multiprocess=False) --------------------------------------
+
+
+@pytest.fixture
+def local_metrics(monkeypatch: pytest.MonkeyPatch) -> Iterator[Metrics]:
+    """A single-process Metrics; skipped if this pytest process was put in multiprocess mode."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    from prometheus_client import values
+
+    if getattr(values.ValueClass, "_multiprocess", False):
+        pytest.skip("prometheus_client was imported with PROMETHEUS_MULTIPROC_DIR set")
+    yield Metrics(MetricsConfig(labels=["route"], max_label_values=5), multiprocess=False)
+
+
+def _record(**kw: object) -> LogRecord:
+    base: dict[str, object] = dict(request_id="r", timestamp=datetime.fromtimestamp(1000, UTC),
+                                   question="q", contexts=(), answer="a")
+    base.update(kw)
+    return LogRecord(**base)  # type: ignore[arg-type]
+
+
+def test_observe_log_app_metrics(local_metrics: Metrics) -> None:
+    m = local_metrics
+    get = m.registry.get_sample_value
+    m.observe_log(_record(route="chat", model="gpt", latency_ms=1500, cost_usd=0.5))
+    m.observe_log(_record(route="chat", status="error", cost_usd=-1.0), "shipped")
+    m.observe_log(_record(route="chat", error="boom"))
+    labels = {"route": "chat", "model": ""}  # model is not switched on
+    assert get("groundwatch_logs_seen_total", {"source": "app"}) == 2
+    assert get("groundwatch_logs_seen_total", {"source": "shipped"}) == 1
+    assert get("groundwatch_app_requests_total", labels) == 3
+    assert get("groundwatch_app_errors_total", labels) == 2
+    assert get("groundwatch_app_cost_usd_total", labels) == 0.5  # negative cost skipped
+    assert get("groundwatch_app_latency_seconds_count", labels) == 1
+    assert get("groundwatch_app_latency_seconds_sum", labels) == 1.5
+
+
+def test_observe_result_outcomes_threshold_and_lag(local_metrics: Metrics) -> None:
+    m = local_metrics
+    get = m.registry.get_sample_value
+    score = {"metric": "faithfulness", "scorer": "lexical", "route": "chat", "model": ""}
+    m.observe_result("chat", "gpt", "lexical", MetricResult.ok("faithfulness", 0.3), 0.5,
+                     datetime.fromtimestamp(1000, UTC), 1030.0)
+    m.observe_result("chat", "gpt", "lexical", MetricResult.ok("faithfulness", 0.5), 0.5,
+                     None, 1040.0)
+    m.observe_result("chat", "gpt", "lexical", MetricResult.ok("faithfulness", 0.1), None,
+                     None, 1050.0)
+    m.observe_result("chat", "gpt", "lexical",
+                     MetricResult.not_applicable("faithfulness", "no claims"), 0.5, 1000.0, 1100.0)
+    m.observe_result("chat", "gpt", "lexical", MetricResult.error("faithfulness", "timeout"), 0.5)
+    outcome = {"metric": "faithfulness", "scorer": "lexical"}
+    assert get("groundwatch_score_outcomes_total", {**outcome, "outcome": "ok"}) == 3
+    assert get("groundwatch_score_outcomes_total", {**outcome, "outcome": "not_applicable"}) == 1
+    assert get("groundwatch_score_outcomes_total", {**outcome, "outcome": "error"}) == 1
+    assert get("groundwatch_score_count", score) == 3  # ok outcomes only
+    assert get("groundwatch_score_bucket", {**score, "le": "0.3"}) == 2
+    # 0.3 < 0.5 fails; 0.5 is not below 0.5; no threshold means no failure.
+    assert get("groundwatch_quality_failures_total",
+               {"metric": "faithfulness", "route": "chat"}) == 1
+    assert get("groundwatch_eval_lag_seconds_count") == 2
+    assert get("groundwatch_eval_lag_seconds_sum") == 30 + 100
+    assert get("groundwatch_last_score_timestamp_seconds") == 1050.0  # n/a does not move it
+
+
+def test_observe_item_counts_lag_once(local_metrics: Metrics) -> None:
+    m = local_metrics
+    get = m.registry.get_sample_value
+    item = ItemResult("r", tuple(MetricResult.ok(x, 0.9) for x in (
+        "faithfulness", "groundedness", "answer_relevance", "context_relevance")),
+        detections=(Detection("refusal"), Detection("out_of_scope")))
+    m.observe_item(_record(route="faq"), item, scorer="embedded",
+                   thresholds={"faithfulness": 0.95}, now=1010.0)
+    assert get("groundwatch_eval_lag_seconds_count") == 1
+    assert get("groundwatch_eval_lag_seconds_sum") == 10
+    assert get("groundwatch_quality_failures_total",
+               {"metric": "faithfulness", "route": "faq"}) == 1
+    assert get("groundwatch_detections_total", {"kind": "refusal", "route": "faq"}) == 1
+    assert get("groundwatch_detections_total", {"kind": "out_of_scope", "route": "faq"}) == 1
+
+
+def test_other_methods(local_metrics: Metrics) -> None:
+    m = local_metrics
+    get = m.registry.get_sample_value
+    m.observe_scorer_latency("embedded", 1.0, 4)
+    m.observe_scorer_latency("embedded", 1.0, 0)
+    assert get("groundwatch_scorer_latency_seconds_count", {"scorer": "embedded"}) == 4
+    assert get("groundwatch_scorer_latency_seconds_sum", {"scorer": "embedded"}) == 1.0
+    for route in ("a", "b", "c", "d", "e", "f", "g"):
+        m.observe_sampled(route, "default")
+    assert get("groundwatch_items_sampled_total", {"route": "other", "rule": "default"}) == 2
+    m.observe_rejected("wrong_type")
+    m.observe_task_failure("unparseable")
+    m.observe_task_retry("timeout")
+    m.observe_enqueue_error()
+    m.observe_config_reload(False)
+    m.observe_judge_request("rate_limited")
+    m.observe_judge_tokens(100, 20)
+    m.observe_judge_cost(0.25)
+    m.set_judge_up("ragas", True)
+    m.observe_budget_exhausted(3)
+    assert get("groundwatch_items_rejected_total", {"reason": "wrong_type"}) == 1
+    assert get("groundwatch_task_failures_total", {"kind": "unparseable"}) == 1
+    assert get("groundwatch_task_retries_total", {"kind": "timeout"}) == 1
+    assert get("groundwatch_enqueue_errors_total") == 1
+    assert get("groundwatch_config_reloads_total", {"result": "error"}) == 1
+    assert get("groundwatch_config_reloads_total", {"result": "ok"}) == 0  # pre-created
+    assert get("groundwatch_judge_requests_total", {"status": "rate_limited"}) == 1
+    assert get("groundwatch_judge_tokens_total", {"kind": "prompt"}) == 100
+    assert get("groundwatch_judge_tokens_total", {"kind": "completion"}) == 20
+    assert get("groundwatch_judge_cost_usd_total") == 0.25
+    assert get("groundwatch_judge_up", {"judge": "ragas"}) == 1
+    assert get("groundwatch_budget_exhausted_total") == 3
+
+
+def test_build_info_and_bucket_choice(local_metrics: Metrics) -> None:
+    m = local_metrics
+    samples = [s for f in m.registry.collect() for s in f.samples
+               if s.name == "groundwatch_build_info"]
+    assert len(samples) == 1 and samples[0].value == 1
+    assert samples[0].labels["version"] and samples[0].labels["python"]
+    assert SCORE_BUCKETS[-1] == 1.0 and len(SCORE_BUCKETS) == 10
+
+
+def test_two_metrics_objects_in_one_process(local_metrics: Metrics) -> None:
+    # No global registry: a second instance does not collide with the first.
+    Metrics(MetricsConfig(), multiprocess=False)
+
+
+def test_every_metric_is_documented(local_metrics: Metrics) -> None:
+    doc = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`(groundwatch_[a-z_]+)`", doc))
+    defined = set()
+    for family in local_metrics.registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        defined.add(family.name + suffix)
+    defined |= {"groundwatch_queue_depth", "groundwatch_oldest_unscored_age_seconds",
+                "groundwatch_exporter_collect_errors_total"}
+    assert defined - documented == set()
+    assert documented - defined == set()
+
+
+# --- multiprocess aggregation across real processes ---------------------------------------
+
+
+def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+           **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def _series(samples: dict[tuple[str, frozenset[tuple[str, str]]], float],
+            name: str) -> list[float]:
+    return [v for (n, _), v in samples.items() if n == name]
+
+
+def test_processes_aggregate_and_survive_restarts(tmp_path: Path) -> None:
+    directory = tmp_path / "prom"
+    config = {"labels": ["route"]}
+    a, b, c = (MetricsProcess(directory, config) for _ in range(3))
+    d: MetricsProcess | None = None
+    try:
+        a.call("log", n=3, route="chat", latency_ms=200)
+        a.call("result", metric="faithfulness", scorer="lexical", value=0.3, threshold=0.5,
+               route="chat", model="gpt", now=2000.0)
+        a.call("set_judge_up", judge="ragas", up=True)
+        b.call("log", n=4, route="search", status="error")
+        b.call("result", metric="faithfulness", scorer="lexical", value=0.9, threshold=0.5,
+               route="chat", now=1000.0)
+        b.call("set_judge_up", judge="ragas", up=False)
+        c.call("log", n=5, route="chat")
+        c.call("observe_scorer_latency", scorer="lexical", seconds=0.5, n_items=5)
+
+        with Exporter(directory, "127.0.0.1", 0) as exporter:
+            s = _scrape(exporter.url)
+            assert _value(s, "groundwatch_logs_seen_total", source="app") == 12
+            assert _value(s, "groundwatch_app_requests_total", route="chat", model="") == 8
+            assert _value(s, "groundwatch_app_errors_total", route="search", model="") == 4
+            score = {"metric": "faithfulness", "scorer": "lexical", "route": "chat", "model": ""}
+            assert _value(s, "groundwatch_score_count", **score) == 2
+            assert _value(s, "groundwatch_score_bucket", **score, le="0.3") == 1
+            assert _value(s, "groundwatch_quality_failures_total",
+                          metric="faithfulness", route="chat") == 1
+            assert _value(s, "groundwatch_scorer_latency_seconds_count", scorer="lexical") == 5
+            assert _value(s, "groundwatch_judge_up", judge="ragas") == 1  # livemax over a, b
+            assert _value(s, "groundwatch_last_score_timestamp_seconds") == 2000.0  # max
+            assert _series(s, "groundwatch_build_info") == [1.0]  # one series, no pid label
+
+            # "Restart" a: it exits (marking itself dead), a new process takes over.
+            a.exit()
+            d = MetricsProcess(directory, config)
+            d.call("log", n=2, route="chat")
+            s = _scrape(exporter.url)
+            assert _value(s, "groundwatch_logs_seen_total", source="app") == 14  # not reset
+            assert _value(s, "groundwatch_score_count", **score) == 2
+            assert _value(s, "groundwatch_judge_up", judge="ragas") == 0  # a's 1 is gone
+            assert _value(s, "groundwatch_last_score_timestamp_seconds") == 2000.0  # kept
+            assert _series(s, "groundwatch_build_info") == [1.0]
+
+            # Every process gone: live gauges disappear, totals stay.
+            for proc in (b, c, d):
+                proc.exit()
+            s = _scrape(exporter.url)
+            assert _value(s, "groundwatch_logs_seen_total", source="app") == 14
+            assert _series(s, "groundwatch_judge_up") == []
+            assert _series(s, "groundwatch_build_info") == []
+    finally:
+        for leftover in (a, b, c, d):
+            if leftover is not None:
+                leftover.close()

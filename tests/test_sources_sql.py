@@ -1,0 +1,387 @@
+"""The sql source on real databases: a SQLite file always, PostgreSQL when marked so."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    text,
+)
+from sqlalchemy.types import TypeEngine
+
+from evaluator.config import ColumnMap, Config
+from evaluator.errors import ConfigError, TransientError
+from evaluator.records import RowLimits
+from evaluator.sources import build_source
+from evaluator.sources.base import SourceBatch
+from evaluator.sources.sql import SqlSource
+
+PG_URL = os.environ.get("GROUNDWATCH_TEST_PG_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+APP_COLUMNS = ColumnMap(request_id="req_uuid", timestamp="created_at",
+                        question="user_question", contexts="retrieved_docs",
+                        answer="llm_output", latency_ms="latency")
+BASE = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@dataclass
+class Db:
+    """A real database and a table name no other test uses."""
+
+    kind: str
+    url: str
+    engine: Engine
+    table_name: str
+
+    def create(self, *columns: Column[Any], name: str | None = None) -> Table:
+        table = Table(name or self.table_name, MetaData(), *columns)
+        table.metadata.create_all(self.engine)
+        return table
+
+    def insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+
+
+@pytest.fixture(params=[
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres",
+                 marks=[pytest.mark.postgres, pytest.mark.integration]),
+])
+def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Db]:
+    kind = request.param
+    url = f"sqlite:///{tmp_path / 'app.db'}" if kind == "sqlite" else PG_URL
+    engine = create_engine(url)
+    if kind == "postgres":
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+        except Exception as exc:  # pragma: no cover - depends on the machine
+            engine.dispose()
+            # As in conftest.py: the server is part of the test bed, so a missing one fails
+            # the test unless a developer opts out explicitly.
+            if os.environ.get("GROUNDWATCH_TEST_SKIP_PG") == "1":
+                pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+            raise
+    database = Db(kind, url, engine, f"gw_src_{uuid.uuid4().hex[:10]}")
+    yield database
+    created = MetaData()
+    created.reflect(engine, only=lambda name, _: name.startswith(database.table_name))
+    created.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def make_source(db: Db) -> Iterator[Callable[..., SqlSource]]:
+    sources: list[SqlSource] = []
+
+    def make(columns: ColumnMap = APP_COLUMNS, limits: RowLimits | None = None,
+             table: str | None = None) -> SqlSource:
+        source = SqlSource("app", db.url, table or db.table_name, None, columns,
+                           limits or RowLimits())
+        sources.append(source)
+        return source
+
+    yield make
+    for source in sources:
+        source.close()
+
+
+def app_table(db: Db, ts_type: TypeEngine[Any] | None = None,
+              contexts_type: TypeEngine[Any] | None = None,
+              latency_type: TypeEngine[Any] | None = None) -> Table:
+    return db.create(
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("req_uuid", Text),
+        Column("created_at", ts_type if ts_type is not None else DateTime()),
+        Column("user_question", Text),
+        Column("retrieved_docs", contexts_type if contexts_type is not None else Text),
+        Column("llm_output", Text),
+        Column("route", Text),
+        Column("latency", latency_type if latency_type is not None else Float),
+    )
+
+
+def app_row(i: int, ts: Any, **overrides: Any) -> dict[str, Any]:
+    row = {"req_uuid": f"r{i:03d}", "created_at": ts, "user_question": f"question {i}?",
+           "retrieved_docs": json.dumps([f"passage {i}a", f"passage {i}b"]),
+           "llm_output": f"answer {i}", "route": "chat", "latency": 10.0 + i}
+    row.update(overrides)
+    return row
+
+
+def drain(source: SqlSource, cursor: Any, limit: int) -> tuple[list[SourceBatch], Any]:
+    """Read until caught up, passing the cursor through JSON as the store would."""
+    batches = []
+    for _ in range(1000):
+        batch = source.read(cursor, limit)
+        if batch.rows_read == 0:
+            assert batch.cursor == cursor
+            return batches, cursor
+        assert batch.rows_read <= limit
+        batches.append(batch)
+        cursor = json.loads(json.dumps(batch.cursor))
+    raise AssertionError("source never caught up")
+
+
+def ids(batches: list[SourceBatch]) -> list[str]:
+    return [r.request_id for b in batches for r in b.records]
+
+
+# -- mapping ---------------------------------------------------------------------------------
+def test_maps_the_apps_own_column_names(db: Db, make_source: Callable[..., SqlSource]) -> None:
+    table = app_table(db)
+    db.insert(table, [app_row(i, (BASE + timedelta(seconds=i)).replace(tzinfo=None))
+                      for i in range(3)])
+    batch = make_source().read(None, 10)
+
+    assert batch.rows_read == 3 and batch.rejections == []
+    first = batch.records[0]
+    assert first.request_id == "r000"
+    assert first.timestamp == BASE and first.timestamp.tzinfo is not None
+    assert first.question == "question 0?"
+    assert first.contexts == ("passage 0a", "passage 0b")
+    assert first.answer == "answer 0"
+    assert first.route == "chat" and first.latency_ms == 10.0
+    # Optional fields the table has no column for are simply absent.
+    assert first.model is None and first.metadata == {}
+    json.dumps(batch.cursor)  # the store keeps it as JSON
+    assert batch.cursor is not None and batch.cursor["request_id"] == {"type": "str",
+                                                                       "value": "r002"}
+
+
+def test_build_source_from_config(db: Db) -> None:
+    table = app_table(db)
+    db.insert(table, [app_row(0, BASE.replace(tzinfo=None))])
+    config = Config.model_validate({"source": {
+        "kind": "sql", "sql": {"url": db.url, "table": db.table_name},
+        "columns": APP_COLUMNS.model_dump(), "max_field_chars": 1000}})
+    source = build_source(config)
+    try:
+        assert isinstance(source, SqlSource)
+        assert source.limits.max_field_chars == 1000
+        assert [r.request_id for r in source.read(None, 5).records] == ["r000"]
+    finally:
+        source.close()
+
+
+def test_identifiers_are_quoted_not_pasted(db: Db, make_source: Callable[..., SqlSource]) -> None:
+    name = f'{db.table_name} Log "v2"; drop table x'
+    table = db.create(Column("Request ID", Text), Column("created at", DateTime()),
+                      Column("Question", Text), Column("docs", Text), Column("Answer", Text),
+                      name=name)
+    db.insert(table, [{"Request ID": "a", "created at": BASE.replace(tzinfo=None),
+                       "Question": "q?", "docs": "[]", "Answer": "ans"}])
+    columns = ColumnMap(request_id="Request ID", timestamp="created at", question="Question",
+                        contexts="docs", answer="Answer")
+    batch = make_source(columns, table=name).read(None, 5)
+    assert [r.request_id for r in batch.records] == ["a"]
+    assert batch.records[0].contexts == ()
+
+
+# -- configuration errors --------------------------------------------------------------------
+def test_unknown_required_column_names_the_key_and_table(
+        db: Db, make_source: Callable[..., SqlSource]) -> None:
+    app_table(db)
+    columns = APP_COLUMNS.model_copy(update={"question": "prompt_text"})
+    with pytest.raises(ConfigError) as info:
+        make_source(columns)
+    assert info.value.key == "source.columns.question"
+    assert "prompt_text" in str(info.value) and db.table_name in str(info.value)
+
+
+def test_renamed_optional_column_must_exist_default_one_need_not(db: Db) -> None:
+    app_table(db)
+    # As in the shipped config: every optional field spelled out under its own name, and
+    # the table has no "model", "status", ... columns: they are simply not read.
+    columns = {**ColumnMap().model_dump(), **APP_COLUMNS.model_dump()}
+    sql = {"url": db.url, "table": db.table_name}
+    build_source(Config.model_validate(
+        {"source": {"kind": "sql", "sql": sql, "columns": columns}})).close()
+    # Renamed to a column the table lacks: a typo, reported with its key.
+    config = Config.model_validate(
+        {"source": {"kind": "sql", "sql": sql, "columns": {**columns, "status": "http_sttus"}}})
+    with pytest.raises(ConfigError) as info:
+        build_source(config)
+    assert info.value.key == "source.columns.status"
+    assert "http_sttus" in str(info.value)
+
+
+def test_missing_table(db: Db, make_source: Callable[..., SqlSource]) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_source()
+    assert info.value.key == "source.sql.table"
+
+
+# -- incremental reading ---------------------------------------------------------------------
+TS_KINDS: dict[str, tuple[Callable[[], TypeEngine[Any]], Callable[[datetime], Any]]] = {
+    "datetime": (DateTime, lambda t: t.replace(tzinfo=None)),
+    "datetime_tz": (lambda: DateTime(timezone=True), lambda t: t),
+    "iso_text": (Text, lambda t: t.isoformat().replace("+00:00", "Z")),
+    "epoch_int": (BigInteger, lambda t: int(t.timestamp())),
+    "epoch_ms": (BigInteger, lambda t: int(t.timestamp() * 1000)),
+    "epoch_float": (Float, lambda t: t.timestamp() + 0.25),
+}
+
+
+@pytest.mark.parametrize("ts_kind", list(TS_KINDS))
+def test_incremental_reads_ties_appends_and_restarts(
+        db: Db, make_source: Callable[..., SqlSource], ts_kind: str) -> None:
+    ts_type, to_db = TS_KINDS[ts_kind]
+    table = app_table(db, ts_type=ts_type())
+    # Three rows per timestamp, inserted in random order: slices of 4 split every tie group.
+    rows = [app_row(i, to_db(BASE + timedelta(seconds=i // 3))) for i in range(20)]
+    random.Random(7).shuffle(rows)
+    # NULL timestamp or request id: cannot be placed on the watermark, never read.
+    rows += [app_row(900, None), app_row(901, to_db(BASE), req_uuid=None)]
+    db.insert(table, rows)
+
+    source = make_source()
+    first = source.read(None, 4)
+    assert ids([first]) == ["r000", "r001", "r002", "r003"]
+    batches, cursor = drain(source, json.loads(json.dumps(first.cursor)), 4)
+    got = ids([first, *batches])
+    assert got == [f"r{i:03d}" for i in range(20)]  # none twice, none skipped, in order
+    assert sum(b.rows_read for b in batches) + first.rows_read == 20
+
+    # Appended rows, including one tying the last timestamp with a larger id, are picked up,
+    # also by a new instance given the saved cursor (a restarted sampler).
+    last_ts = BASE + timedelta(seconds=19 // 3)
+    db.insert(table, [app_row(25, to_db(last_ts + timedelta(seconds=5))),
+                      app_row(20, to_db(last_ts)),
+                      app_row(21, to_db(last_ts + timedelta(seconds=1)))])
+    restarted = make_source()
+    more, cursor = drain(restarted, cursor, 2)
+    assert ids(more) == ["r020", "r021", "r025"]
+    assert restarted.read(cursor, 10).rows_read == 0
+
+
+def test_bad_rows_are_rejected_and_good_rows_around_them_come_through(
+        db: Db, make_source: Callable[..., SqlSource]) -> None:
+    table = app_table(db, latency_type=Text())
+
+    def at(i: int) -> datetime:
+        return (BASE + timedelta(seconds=i)).replace(tzinfo=None)
+
+    rows = [
+        app_row(0, at(0), latency="12.5"),
+        app_row(1, at(1), user_question=None),
+        app_row(2, at(2), req_uuid=""),
+        app_row(3, at(3), retrieved_docs="[1, 2]"),
+        app_row(4, at(4), retrieved_docs="[oops"),
+        app_row(5, at(5), llm_output="x" * 150),
+        app_row(6, at(6), latency="fast"),
+        app_row(7, at(7), latency=None),
+    ]
+    db.insert(table, rows)
+    source = make_source(limits=RowLimits(max_field_chars=100))
+
+    batches, cursor = drain(source, None, 3)
+    assert ids(batches) == ["r000", "r007"]
+    assert batches[0].records[0].latency_ms == 12.5
+    assert batches[-1].records[-1].latency_ms is None
+    rejected = [(e.reason, e.field, e.row_ref) for b in batches for e in b.rejections]
+    assert rejected[0] == ("missing_field", "question", "r001")
+    assert rejected[1][:2] == ("empty_field", "request_id")
+    assert db.table_name in rejected[1][2]  # no id: named by its place in the table
+    assert rejected[2:] == [("bad_contexts", "contexts", "r003"),
+                            ("bad_contexts", "contexts", "r004"),
+                            ("oversized", "answer", "r005"),
+                            ("wrong_type", "latency_ms", "r006")]
+    assert sum(b.rows_read for b in batches) == 8
+    assert cursor["request_id"]["value"] == "r007"  # the watermark moved past every row
+
+
+# -- PostgreSQL native types -----------------------------------------------------------------
+@pytest.mark.postgres
+@pytest.mark.integration
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+@pytest.mark.parametrize("native", ["array", "jsonb"])
+def test_contexts_as_native_postgres_types(
+        db: Db, make_source: Callable[..., SqlSource], native: str) -> None:
+    from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+    table = db.create(
+        Column("req_uuid", UUID(as_uuid=True)),
+        Column("created_at", DateTime(timezone=True)),
+        Column("user_question", Text),
+        Column("retrieved_docs", ARRAY(Text) if native == "array" else JSONB),
+        Column("llm_output", Text),
+    )
+    ids_in = sorted(uuid.uuid4() for _ in range(4))
+    bad = [1, 2] if native == "jsonb" else None
+    db.insert(table, [
+        {"req_uuid": ids_in[0], "created_at": BASE, "user_question": "q0",
+         "retrieved_docs": ["a", "b"], "llm_output": "a0"},
+        {"req_uuid": ids_in[1], "created_at": BASE, "user_question": "q1",
+         "retrieved_docs": [], "llm_output": "a1"},
+        {"req_uuid": ids_in[2], "created_at": BASE, "user_question": "q2",
+         "retrieved_docs": bad, "llm_output": "a2"},
+        {"req_uuid": ids_in[3], "created_at": BASE + timedelta(seconds=1),
+         "user_question": "q3", "retrieved_docs": ["c"], "llm_output": "a3"},
+    ])
+    source = make_source(APP_COLUMNS.model_copy(update={"latency_ms": "latency_ms"}))
+    batches, cursor = drain(source, None, 2)
+    records = [r for b in batches for r in b.records]
+    assert [r.request_id for r in records] == [str(ids_in[0]), str(ids_in[1]), str(ids_in[3])]
+    assert [r.contexts for r in records] == [("a", "b"), (), ("c",)]
+    rejected = [(e.reason, e.field) for b in batches for e in b.rejections]
+    expected_reason = "bad_contexts" if native == "jsonb" else "missing_field"
+    assert rejected == [(expected_reason, "contexts")]
+    assert cursor["request_id"] == {"type": "uuid", "value": str(ids_in[3])}
+    assert cursor["ts"]["type"] == "datetime"
+
+
+def test_schema_qualified_table(db: Db) -> None:
+    table = app_table(db)
+    db.insert(table, [app_row(0, BASE.replace(tzinfo=None))])
+    schema = "main" if db.kind == "sqlite" else "public"
+    source = SqlSource("app", db.url, db.table_name, schema, APP_COLUMNS, RowLimits())
+    try:
+        assert ids([source.read(None, 5)]) == ["r000"]
+    finally:
+        source.close()
+
+
+def test_unreachable_database_is_transient() -> None:
+    with pytest.raises(TransientError) as info:
+        SqlSource("app", "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2",
+                  "llm_requests")
+    assert info.value.kind == "unavailable"
+
+
+def test_choosing_a_source_imports_only_its_module() -> None:
+    code = (
+        "import sys\n"
+        "from evaluator.config import Config\n"
+        "from evaluator.sources import build_source\n"
+        "try:\n"
+        "    build_source(Config.model_validate({'source': {'kind': 'sql', 'sql': {"
+        "'url': 'sqlite://', 'table': 'missing'}}}))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "print('datasets' in sys.modules, 'evaluator.sources.files' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["ConfigError", "False", "False"]

@@ -1,0 +1,63 @@
+"""The Celery app: built from config, never at import time.
+
+Reliability settings and why:
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged only after its
+  batch is stored, so a worker killed mid-batch has the batch re-delivered; the store's
+  idempotent upserts make the redo count once.
+- ``worker_prefetch_multiplier = 1``: with acks_late, prefetched batches wait behind a slow one.
+- results are ignored: scores go to the store, not to a result backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from evaluator.config import Config
+
+TASK_NAME = "groundwatch.score_batch"
+
+
+def broker_options(config: Config) -> dict[str, Any]:
+    """Transport options for the configured broker URL."""
+    url = config.broker.url.get_secret_value()
+    options: dict[str, Any] = {"visibility_timeout": config.broker.visibility_timeout_s}
+    if url.startswith("filesystem://"):
+        # The embedded broker of the demo: a folder of message files beside the store.
+        folder = url.removeprefix("filesystem://") or ".groundwatch/broker"
+        options = {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.05,
+                   "store_processed": False, "control_folder": f"{folder}/control"}
+    return options
+
+
+def make_celery(config: Config) -> Celery:
+    """A Celery app for ``config`` with the scoring task registered."""
+    url = config.broker.url.get_secret_value()
+    if url.startswith("filesystem://"):
+        url = "filesystem://"
+    app = Celery("groundwatch", broker=url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        worker_prefetch_multiplier=config.worker.prefetch_multiplier,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=config.broker.queue,
+        task_routes={TASK_NAME: {"queue": config.broker.queue}},
+        broker_transport_options=broker_options(config),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_enable_remote_control=False,
+        # Keep Celery from looking for a result backend or a beat schedule.
+        result_backend=None,
+    )
+    app.groundwatch_config = config  # type: ignore[attr-defined]
+    from workers import tasks  # registers the task and the process signals on this app
+
+    tasks.register(app)
+    return app

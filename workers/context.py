@@ -1,0 +1,71 @@
+"""Per-process resources of a worker: the store, the scorer, the metrics.
+
+Built in Celery's ``worker_process_init`` (prefork children) or ``worker_init`` (solo and
+threads pools, whose tasks run in the main process), closed at shutdown. Never at import time:
+an engine or a model built before a fork is shared, and broken, in every child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from evaluator.config import Config
+from evaluator.scorers import Scorer, build_scorer
+from evaluator.store import Store
+from metrics.registry import Metrics
+
+log = logging.getLogger("groundwatch.worker")
+
+
+@dataclass
+class WorkerContext:
+    config: Config
+    store: Store
+    scorer: Scorer
+    metrics: Metrics
+    pid: int
+
+    @classmethod
+    def build(cls, config: Config) -> WorkerContext:
+        store = Store.from_config(config.store)
+        scorer = build_scorer(config)
+        metrics = Metrics(config.metrics)
+        log.info("worker context ready", extra={"pid": os.getpid(), "scorer": scorer.name})
+        return cls(config, store, scorer, metrics, os.getpid())
+
+    def close(self) -> None:
+        try:
+            self.scorer.close()
+        finally:
+            self.store.close()
+
+
+class ContextHolder:
+    """Holds one :class:`WorkerContext` per process for one Celery app.
+
+    ``get()`` builds it lazily if no signal did (a task run by a pool whose start-up signal we
+    did not see), and rebuilds it after a fork (the pid changed).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._ctx: WorkerContext | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> WorkerContext:
+        ctx = self._ctx
+        if ctx is not None and ctx.pid == os.getpid():
+            return ctx
+        with self._lock:
+            if self._ctx is None or self._ctx.pid != os.getpid():
+                self._ctx = WorkerContext.build(self.config)
+            return self._ctx
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ctx is not None and self._ctx.pid == os.getpid():
+                self._ctx.close()
+            self._ctx = None

@@ -1,0 +1,219 @@
+"""All-in-one runs: ``groundwatch run`` (a real deployment on one host) and ``groundwatch demo``
+(synthetic traffic, embedded broker, no network)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from evaluator.config import Config, load_config
+from workers.services import (
+    build_exporter,
+    setup_process_metrics,
+    spawn_worker,
+    stop_on_signals,
+    stop_processes,
+)
+
+log = logging.getLogger("groundwatch")
+
+
+def run_all(config: Config, *, workers: int = 2) -> int:
+    """Sampler in this process, ``workers`` worker processes, exporter in a thread."""
+    setup_process_metrics(config, clean=True)
+    from evaluator.store import Store
+    from metrics.registry import Metrics
+    from workers.app import make_celery
+    from workers.sampler import build_sampler, celery_enqueue
+
+    store = Store.from_config(config.store)
+    app = make_celery(config)
+    assert config.path is not None
+    procs = [spawn_worker(config.path, name=f"gw{i}@%h") for i in range(workers)]
+    exporter = build_exporter(config, store, app)
+    port = exporter.start()
+    log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port, workers)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    sampler = build_sampler(config, store, Metrics(config.metrics),
+                            celery_enqueue(app, config.broker.queue))
+    try:
+        sampler.run(stop)
+    finally:
+        stop_processes(procs)
+        exporter.stop()
+        sampler.source.close()
+        store.close()
+    return 0
+
+
+DEMO_CONFIG = """\
+# Written by `groundwatch demo`: the demo's own config, a real one you can read and reuse.
+[store]
+url = "sqlite:///{workdir}/groundwatch.db"
+
+[broker]
+# An embedded broker (kombu's filesystem transport): no Redis needed for the demo.
+url = "filesystem://{workdir}/broker"
+batch_size = 50
+
+[source]
+name = "demo_app"
+kind = "sql"
+poll_interval_s = 0.5
+read_batch_rows = 500
+
+[source.sql]
+url = "sqlite:///{workdir}/app_logs.db"
+table = "chat_logs"
+
+[source.columns]
+# The demo app names its columns its own way; groundwatch maps them.
+{columns}
+
+[sampling]
+salt = "demo"
+default_rate = 0.6
+
+[[sampling.rules]]
+name = "thumbs_down"
+match = {{ feedback = -1 }}
+rate = 1.0
+
+[[sampling.rules]]
+name = "errors"
+match = {{ status = "error" }}
+rate = 1.0
+
+[[sampling.rules]]
+name = "no_contexts"
+match = {{ contexts_empty = true }}
+rate = 1.0
+
+[scoring]
+scorer = "{scorer}"
+
+[worker]
+pool = "threads"
+concurrency = 2
+
+[metrics]
+multiproc_dir = "{workdir}/prometheus"
+port = 0
+"""
+
+
+def _progress(text: str) -> None:
+    sys.stderr.write(f"\r\033[K{text}" if sys.stderr.isatty() else f"{text}\n")
+    sys.stderr.flush()
+
+
+def run_demo(*, items: int = 2000, workdir: str = ".groundwatch/demo", seed: int = 7,
+             scorer: str = "lexical", timeout_s: float = 300.0) -> int:
+    """Synthetic traffic → sampler → embedded broker → a real worker process → store → report."""
+    from evaluator import demo_traffic
+
+    root = Path(workdir).resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "broker").mkdir(parents=True)
+    started = time.monotonic()
+    print(f"groundwatch demo: writing {items} synthetic log rows of the 'Nimbus Cloud' docs "
+          f"assistant into {root / 'app_logs.db'} (table {demo_traffic.TABLE})")
+    demo_traffic.write_demo_log(root / "app_logs.db", items, seed=seed)
+    columns = "\n".join(f'{k} = "{v}"' for k, v in demo_traffic.COLUMNS.items())
+    config_path = root / "groundwatch.toml"
+    config_path.write_text(DEMO_CONFIG.format(workdir=root.as_posix(), columns=columns,
+                                              scorer=scorer))
+    config = load_config(config_path)
+
+    setup_process_metrics(config, clean=True)
+    from evaluator.report import build_report, format_report
+    from evaluator.store import Store
+    from metrics.exporter import snapshot_text
+    from metrics.registry import Metrics
+    from workers.app import make_celery
+    from workers.sampler import StepResult, build_sampler, celery_enqueue
+
+    store = Store.from_config(config.store)
+    app = make_celery(config)
+    worker_log = (root / "worker.log").open("wb")
+    worker = spawn_worker(str(config_path), name="demo@%h", output=worker_log)
+    exporter = build_exporter(config, store, app)
+    port = exporter.start()
+    print(f"exporter: http://127.0.0.1:{port}/metrics   worker pid {worker.pid}, "
+          f"embedded broker {root / 'broker'}")
+
+    totals = {"rows": 0, "sampled": 0, "rejected": 0, "capped": 0}
+
+    def on_step(step: StepResult) -> None:
+        totals["rows"] += step.rows
+        totals["sampled"] += step.sampled
+        totals["rejected"] += step.rejected
+        totals["capped"] += step.capped
+        _progress(f"sampler: read {totals['rows']}/{items} rows, sampled {totals['sampled']}, "
+                  f"rejected {totals['rejected']}")
+
+    sampler = build_sampler(config, store, Metrics(config.metrics),
+                            celery_enqueue(app, config.broker.queue))
+    stop = threading.Event()
+    stop_on_signals(stop)
+    code = 0
+    try:
+        sampler.run(stop, on_step=on_step, until_idle=True)
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set():
+            counts = store.count_items_by_status()
+            queued = counts.get("queued", 0)
+            done = counts.get("scored", 0) + counts.get("failed", 0)
+            _progress(f"workers: scored {counts.get('scored', 0)}, failed "
+                      f"{counts.get('failed', 0)}, waiting {queued}")
+            if queued == 0 and done >= totals["sampled"]:
+                break
+            if worker.poll() is not None:
+                print(f"\nthe worker exited with code {worker.returncode}; see {root}/worker.log",
+                      file=sys.stderr)
+                code = 1
+                break
+            if time.monotonic() > deadline:
+                print(f"\ngave up waiting after {timeout_s:.0f}s with {queued} items unscored",
+                      file=sys.stderr)
+                code = 1
+                break
+            stop.wait(0.2)
+        sys.stderr.write("\n")
+    finally:
+        stop_processes([worker])
+        worker_log.close()
+        sampler.source.close()
+
+    print()
+    print(format_report(build_report(store.scores(), worst=2)))
+    snapshot = root / "metrics.prom"
+    snapshot.write_text(snapshot_text(config.metrics.multiproc_dir))
+    _print_summary(store, snapshot, totals, time.monotonic() - started)
+    print(f"\nexplain one item:  groundwatch --config {config_path} explain <request id>")
+    exporter.stop()
+    store.close()
+    return code
+
+
+def _print_summary(store: Any, snapshot: Path, totals: dict[str, int], elapsed: float) -> None:
+    counts = store.count_items_by_status()
+    detections: dict[str, int] = {}
+    lines = snapshot.read_text().splitlines()
+    for line in lines:
+        if line.startswith("groundwatch_detections_total{"):
+            kind = line.split('kind="', 1)[1].split('"', 1)[0]
+            detections[kind] = detections.get(kind, 0) + int(float(line.rsplit(" ", 1)[1]))
+    print(f"\nrows read {totals['rows']}, sampled {totals['sampled']}, rejected "
+          f"{totals['rejected']}; scored {counts.get('scored', 0)}, failed "
+          f"{counts.get('failed', 0)} in {elapsed:.1f}s")
+    if detections:
+        print("detections: " + ", ".join(f"{k} {v}" for k, v in sorted(detections.items())))
+    print(f"Prometheus snapshot of the metrics: {snapshot} ({len(lines)} lines)")

@@ -1,0 +1,173 @@
+"""The long-running processes, wired from config: worker, sampler, exporter, and all-in-one.
+
+Each ``run_*`` function owns its process: it sets up prometheus_client's multiprocess directory
+before any metric exists, builds its resources, and releases them on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+
+from evaluator.config import Config
+from evaluator.scorers import check_scorer_name
+
+log = logging.getLogger("groundwatch")
+
+
+def setup_process_metrics(config: Config, *, clean: bool) -> None:
+    from metrics.registry import setup_multiprocess
+
+    setup_multiprocess(config.metrics.multiproc_dir, clean=clean)
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGTERM and SIGINT (main thread only)."""
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+# -- worker ---------------------------------------------------------------------------------
+def worker_argv(config: Config, *, name: str | None = None, loglevel: str = "INFO") -> list[str]:
+    w = config.worker
+    argv = ["worker", "--pool", w.pool, "--concurrency", str(w.concurrency),
+            "--queues", config.broker.queue, "--loglevel", loglevel,
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    if name:
+        argv += ["--hostname", name]
+    return argv
+
+
+def run_worker(config: Config, *, name: str | None = None, loglevel: str = "INFO") -> None:
+    """Run a Celery worker in this process until it is told to stop."""
+    check_scorer_name(config.scoring.scorer, path=config.path)
+    setup_process_metrics(config, clean=False)
+    from workers.app import make_celery
+
+    app = make_celery(config)
+    app.worker_main(worker_argv(config, name=name, loglevel=loglevel))
+
+
+def spawn_worker(config_path: str, *, env: dict[str, str] | None = None,
+                 name: str | None = None, output: IO[bytes] | None = None,
+                 ) -> subprocess.Popen[bytes]:
+    """Start ``groundwatch worker`` as a child process (same process group); its output goes
+    to ``output`` (default: ours)."""
+    cmd = [sys.executable, "-m", "evaluator.cli", "--config", config_path, "worker"]
+    if name:
+        cmd += ["--name", name]
+    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=output,
+                            stderr=subprocess.STDOUT if output is not None else None)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
+    """SIGTERM (Celery's warm shutdown: finish the current batch), then SIGKILL if needed."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
+# -- broker helpers -------------------------------------------------------------------------
+def queue_depth_probe(app: Any, queue: str) -> Callable[[], dict[str, int]]:
+    """A callable returning the queue's message count, for the exporter's scrape."""
+    def probe() -> dict[str, int]:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            channel = conn.default_channel
+            try:
+                ok = channel.queue_declare(queue=queue, passive=True)
+            except Exception as exc:  # the queue does not exist until the first publish
+                if "NOT_FOUND" in str(exc) or "not found" in str(exc).lower():
+                    return {queue: 0}
+                raise
+            return {queue: int(ok.message_count)}
+
+    return probe
+
+
+# -- exporter -------------------------------------------------------------------------------
+def build_exporter(config: Config, store: Any, app: Any, *, port: int | None = None) -> Any:
+    from datetime import UTC, datetime
+
+    from metrics.exporter import Exporter
+
+    depth = queue_depth_probe(app, config.broker.queue)
+
+    def oldest() -> float | None:
+        ts = store.oldest_unscored_timestamp()
+        return None if ts is None else max(0.0, (datetime.now(UTC) - ts).total_seconds())
+
+    def health() -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            store.count_items_by_status()
+            checks["store"] = "ok"
+        except Exception as exc:
+            checks["store"] = f"error: {type(exc).__name__}"
+        try:
+            depth()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"error: {type(exc).__name__}"
+        checks["status"] = "ok" if all(v == "ok" for v in checks.values()) else "error"
+        return checks
+
+    return Exporter(config.metrics.multiproc_dir, config.metrics.host,
+                    config.metrics.port if port is None else port,
+                    queue_depth=depth, oldest_unscored=oldest, health=health)
+
+
+def run_exporter(config: Config) -> None:
+    setup_process_metrics(config, clean=False)
+    from evaluator.store import Store
+    from workers.app import make_celery
+
+    store = Store.from_config(config.store)
+    app = make_celery(config)
+    exporter = build_exporter(config, store, app)
+    port = exporter.start()
+    log.info("exporter on http://%s:%d/metrics", config.metrics.host, port)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    stop.wait()
+    exporter.stop()
+    store.close()
+
+
+# -- sampler --------------------------------------------------------------------------------
+def run_sampler(config: Config, *, stop: threading.Event | None = None,
+                until_idle: bool = False) -> None:
+    setup_process_metrics(config, clean=False)
+    from evaluator.store import Store
+    from metrics.registry import Metrics
+    from workers.app import make_celery
+    from workers.sampler import build_sampler, celery_enqueue
+
+    store = Store.from_config(config.store)
+    app = make_celery(config)
+    metrics = Metrics(config.metrics)
+    sampler = build_sampler(config, store, metrics, celery_enqueue(app, config.broker.queue))
+    stop = stop or threading.Event()
+    stop_on_signals(stop)
+    try:
+        sampler.run(stop, until_idle=until_idle)
+    finally:
+        sampler.source.close()
+        store.close()

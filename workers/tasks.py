@@ -1,0 +1,174 @@
+"""The scoring task: load, score, record. Thin and idempotent.
+
+- The scorer's per-item problems are ``error`` outcomes inside the results and are stored like
+  any score (an outage is visible as errors, never as low quality).
+- A :class:`TransientError` or a database/broker connection problem retries the whole batch
+  with exponential backoff and full jitter, up to ``worker.max_retries``.
+- Anything else, or retries exhausted, becomes a recorded failure for each item of the batch:
+  no item disappears.
+- Metrics are counted from what the store newly wrote, so a batch re-delivered after a worker
+  died counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from evaluator.errors import TransientError
+from evaluator.records import LogRecord
+from workers.context import ContextHolder, WorkerContext
+
+log = logging.getLogger("groundwatch.worker")
+
+TASK_NAME = "groundwatch.score_batch"
+
+
+def backoff_delay(retries: int, base_s: float, cap_s: float,
+                  retry_after_s: float | None = None) -> float:
+    """Exponential backoff with full jitter; never sooner than a server's Retry-After."""
+    delay = random.uniform(0.0, min(cap_s, base_s * (2 ** retries)))
+    return max(delay, retry_after_s or 0.0)
+
+
+def _is_transient(exc: BaseException) -> str | None:
+    """The kind of a retryable error, or None."""
+    if isinstance(exc, TransientError):
+        return exc.kind
+    if isinstance(exc, OperationalError):
+        return "store_unavailable"
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "store_unavailable"
+    try:
+        import redis.exceptions as redis_exc
+    except ImportError:  # pragma: no cover - redis is a core dependency
+        return None
+    if isinstance(exc, (redis_exc.ConnectionError, redis_exc.TimeoutError)):
+        return "broker_unavailable"
+    return None
+
+
+def decode_messages(messages: Sequence[Any]) -> tuple[list[LogRecord], list[tuple[str, str]]]:
+    """Records from task messages; malformed ones as (request id or position, problem)."""
+    records: list[LogRecord] = []
+    bad: list[tuple[str, str]] = []
+    for i, message in enumerate(messages):
+        try:
+            records.append(LogRecord.from_message(message))
+        except Exception as exc:  # a message we cannot read must not sink the batch
+            ref = message.get("request_id") if isinstance(message, Mapping) else None
+            bad.append((str(ref or f"message[{i}]"), f"{type(exc).__name__}: {exc}"))
+    return records, bad
+
+
+def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
+    """Score ``records`` and store the results; returns the number of scores newly written.
+
+    Raises what the scorer or the store raise; the task decides whether to retry.
+    """
+    if not records:
+        return 0
+    scorer = ctx.scorer
+    started = time.perf_counter()
+    results = scorer.score_batch(records)
+    elapsed = time.perf_counter() - started
+    if len(results) != len(records):
+        raise RuntimeError(f"scorer {scorer.name} returned {len(results)} results "
+                           f"for {len(records)} records")
+    by_id = {r.request_id: r for r in records}
+    written = ctx.store.record_results(results, by_id, scorer=scorer.name,
+                                       scorer_version=scorer.version)
+    # Count only what the store newly wrote: a re-delivered batch writes, and counts, nothing.
+    now = time.time()
+    m = ctx.metrics
+    m.observe_scorer_latency(scorer.name, elapsed, len(records))
+    thresholds = ctx.config.scoring.thresholds
+    new_items: set[str] = set()
+    for request_id, result in written:
+        record = by_id[request_id]
+        first = request_id not in new_items
+        new_items.add(request_id)
+        m.observe_result(record.route, record.model, scorer.name, result,
+                         thresholds.get(result.metric),
+                         record.timestamp if first else None, now)
+    for item in results:
+        if item.request_id in new_items:
+            for detection in item.detections:
+                m.observe_detection(detection.kind, by_id[item.request_id].route)
+    return len(written)
+
+
+def register(app: Celery) -> None:
+    """Register the task and the per-process signals on ``app``."""
+    config = app.groundwatch_config  # type: ignore[attr-defined]
+    holder = ContextHolder(config)
+    app.groundwatch_contexts = holder  # type: ignore[attr-defined]
+    wcfg = config.worker
+
+    @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
+              max_retries=wcfg.max_retries, ignore_result=True)
+    def score_batch(self: Task, messages: list[dict[str, Any]]) -> dict[str, int]:
+        ctx = holder.get()
+        records, bad = decode_messages(messages)
+        attempts = self.request.retries + 1
+        if bad:
+            for ref, problem in bad:
+                ctx.store.record_failures([ref], stage="decode", kind="bad_message",
+                                          reason=problem, attempts=attempts,
+                                          task_id=self.request.id)
+            for _ in bad:
+                ctx.metrics.observe_task_failure("bad_message")
+        try:
+            written = score_and_record(ctx, records)
+        except Exception as exc:
+            kind = _is_transient(exc)
+            ids = [r.request_id for r in records]
+            if kind is not None and self.request.retries < wcfg.max_retries:
+                delay = backoff_delay(self.request.retries, wcfg.retry_backoff_s,
+                                      wcfg.retry_backoff_max_s,
+                                      getattr(exc, "retry_after_s", None))
+                ctx.metrics.observe_task_retry(kind)
+                log.warning("batch of %d will retry in %.1fs: %s", len(ids), delay, exc)
+                raise self.retry(exc=exc, countdown=delay) from exc
+            kind = kind or "internal"
+            log.exception("batch of %d failed for good (%s)", len(ids), kind)
+            ctx.store.record_failures(ids, stage="score", kind=kind,
+                                      reason=f"{type(exc).__name__}: {exc}"[:2000],
+                                      attempts=attempts, task_id=self.request.id)
+            for _ in ids:
+                ctx.metrics.observe_task_failure(kind)
+            return {"scored": 0, "failed": len(ids) + len(bad)}
+        return {"scored": written, "failed": len(bad)}
+
+    # Per-process set-up. prefork children get worker_process_init; solo and threads pools
+    # run tasks in the main process, which gets worker_init.
+    def _on_process_init(**_: Any) -> None:
+        holder.get()
+
+    def _on_main_init(**_: Any) -> None:
+        if wcfg.pool != "prefork":
+            holder.get()
+
+    def _on_shutdown(**_: Any) -> None:
+        holder.close()
+        from metrics.registry import mark_process_dead
+
+        mark_process_dead(os.getpid())
+
+    worker_process_init.connect(_on_process_init, weak=False)
+    worker_init.connect(_on_main_init, weak=False)
+    worker_process_shutdown.connect(_on_shutdown, weak=False)
+    worker_shutdown.connect(_on_shutdown, weak=False)
