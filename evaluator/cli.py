@@ -120,7 +120,7 @@ def format_explanation(store: Any, request_id: str) -> str | None:
         lines.append(f"    {s.scorer}/{s.metric}: {shown}{why}")
     for exp in store.explanations(request_id):
         for det in exp.detections or []:
-            lines.append(f"  detection: {det.get('kind')}: {det.get('detail', '')}")
+            lines.append(f"  detection: {det.kind}: {det.detail}")
         claims = (exp.body or {}).get("claims") or []
         if claims:
             lines.append(f"  claims ({exp.scorer} {exp.scorer_version}):")

@@ -148,13 +148,14 @@ class SamplingRule(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     match: RuleMatch = RuleMatch()
     rate: Rate
-    max_items_per_minute: float | None = Field(None, gt=0)
+    max_items_per_minute: float | None = Field(None, ge=0)
 
 
 class SamplingConfig(_Section):
     salt: SecretStr = SecretStr("groundwatch")
     default_rate: Rate = 0.1
-    max_items_per_minute: float | None = Field(600.0, gt=0)
+    # 0 (or absent from the file) turns the cap off.
+    max_items_per_minute: float | None = Field(600.0, ge=0)
     rules: list[SamplingRule] = Field(default_factory=list)
 
     @model_validator(mode="after")

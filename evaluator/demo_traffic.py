@@ -152,8 +152,11 @@ def _pick_kind(rng: random.Random) -> str:
     return MIX[0][0]
 
 
-def make_rows(n: int, *, seed: int = 7, start: datetime | None = None) -> list[dict[str, object]]:
-    """``n`` log rows in the app's own column names."""
+def make_rows(n: int, *, seed: int = 7, start: datetime | None = None,
+              broken_share: float = 0.0) -> list[dict[str, object]]:
+    """``n`` log rows in the app's own column names; ``broken_share`` of them carry a
+    truncated ``retrieved_docs`` JSON, as a log line cut short would."""
+    broken = random.Random(seed + 1)
     rng = random.Random(seed)
     start = start or datetime.now(UTC) - timedelta(minutes=30)
     rows: list[dict[str, object]] = []
@@ -182,6 +185,9 @@ def make_rows(n: int, *, seed: int = 7, start: datetime | None = None) -> list[d
             answer = rng.choice(REFUSALS)
         if kind == "faithful" and rng.random() < 0.05:
             thumbs = 1
+        docs = json.dumps(contexts)
+        if broken.random() < broken_share:
+            docs = docs[: len(docs) // 2]  # a log line cut short: groundwatch must reject it
         tokens_in = 200 + 60 * len(contexts) + rng.randint(0, 80)
         tokens_out = max(1, len(answer) // 4)
         rows.append({
@@ -190,7 +196,7 @@ def make_rows(n: int, *, seed: int = 7, start: datetime | None = None) -> list[d
             "endpoint": route,
             "llm_model": rng.choice(MODELS),
             "user_question": question,
-            "retrieved_docs": json.dumps(contexts),
+            "retrieved_docs": docs,
             "llm_output": answer,
             "latency": round(rng.lognormvariate(6.5, 0.5), 1) if status == "ok" else 30000.0,
             "outcome": status,
@@ -242,10 +248,10 @@ def write_rows(url: str, rows: list[dict[str, object]]) -> None:
     engine.dispose()
 
 
-def write_demo_log(path: Path, n: int, *, seed: int = 7) -> str:
+def write_demo_log(path: Path, n: int, *, seed: int = 7, broken_share: float = 0.01) -> str:
     """Write ``n`` rows into a fresh SQLite file; returns its SQLAlchemy URL."""
     path.parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{path}"
     create_log_table(url)
-    write_rows(url, make_rows(n, seed=seed))
+    write_rows(url, make_rows(n, seed=seed, broken_share=broken_share))
     return url

@@ -22,7 +22,16 @@ TASK_NAME = "groundwatch.score_batch"
 def broker_options(config: Config) -> dict[str, Any]:
     """Transport options for the configured broker URL."""
     url = config.broker.url.get_secret_value()
-    options: dict[str, Any] = {"visibility_timeout": config.broker.visibility_timeout_s}
+    visibility = config.broker.visibility_timeout_s
+    options: dict[str, Any] = {
+        "visibility_timeout": visibility,
+        # kombu's Redis transport sweeps for unacknowledged messages of dead workers only every
+        # interval x throttle seconds (10 x 10 by default), on top of the visibility timeout.
+        # Sweep about ten times per visibility window, so a killed worker's batch comes back
+        # within ~1.1 x visibility_timeout; one sweep is a ZRANGE on a small index.
+        "unacked_restore_interval": max(1, min(60, visibility // 10)),
+        "unacked_restore_throttle": 1,
+    }
     if url.startswith("filesystem://"):
         # The embedded broker of the demo: a folder of message files beside the store.
         folder = url.removeprefix("filesystem://") or ".groundwatch/broker"

@@ -79,6 +79,8 @@ table = "chat_logs"
 [sampling]
 salt = "demo"
 default_rate = 0.6
+# No cap: the demo replays half an hour of traffic in seconds.
+max_items_per_minute = 0
 
 [[sampling.rules]]
 name = "thumbs_down"
@@ -130,7 +132,9 @@ def run_demo(*, items: int = 2000, workdir: str = ".groundwatch/demo", seed: int
     config_path = root / "groundwatch.toml"
     config_path.write_text(DEMO_CONFIG.format(workdir=root.as_posix(), columns=columns,
                                               scorer=scorer))
-    config = load_config(config_path)
+    # The demo is self-contained: GROUNDWATCH__* overrides meant for a real deployment
+    # (a Redis URL, a store) must not leak into it.
+    config = load_config(config_path, environ={})
 
     setup_process_metrics(config, clean=True)
     from evaluator.report import build_report, format_report
@@ -143,7 +147,8 @@ def run_demo(*, items: int = 2000, workdir: str = ".groundwatch/demo", seed: int
     store = Store.from_config(config.store)
     app = make_celery(config)
     worker_log = (root / "worker.log").open("wb")
-    worker = spawn_worker(str(config_path), name="demo@%h", output=worker_log)
+    worker = spawn_worker(str(config_path), name="demo@%h", output=worker_log,
+                          ignore_overrides=True)
     exporter = build_exporter(config, store, app)
     port = exporter.start()
     print(f"exporter: http://127.0.0.1:{port}/metrics   worker pid {worker.pid}, "
@@ -197,7 +202,14 @@ def run_demo(*, items: int = 2000, workdir: str = ".groundwatch/demo", seed: int
     snapshot = root / "metrics.prom"
     snapshot.write_text(snapshot_text(config.metrics.multiproc_dir))
     _print_summary(store, snapshot, totals, time.monotonic() - started)
-    print(f"\nexplain one item:  groundwatch --config {config_path} explain <request id>")
+    worst = min((s for s in store.scores() if s.metric == "faithfulness" and s.value is not None),
+                key=lambda s: (s.value, s.request_id), default=None)
+    if worst is not None:
+        from evaluator.cli import format_explanation
+
+        print(f"\nThe least faithful answer, as `groundwatch --config {config_path} explain "
+              f"{worst.request_id}` shows it:")
+        print(format_explanation(store, worst.request_id))
     exporter.stop()
     store.close()
     return code

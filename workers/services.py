@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
-from evaluator.config import Config
+from evaluator.config import ENV_PREFIX, Config
 from evaluator.scorers import check_scorer_name
 
 log = logging.getLogger("groundwatch")
@@ -61,13 +61,17 @@ def run_worker(config: Config, *, name: str | None = None, loglevel: str = "INFO
 
 def spawn_worker(config_path: str, *, env: dict[str, str] | None = None,
                  name: str | None = None, output: IO[bytes] | None = None,
-                 ) -> subprocess.Popen[bytes]:
+                 ignore_overrides: bool = False) -> subprocess.Popen[bytes]:
     """Start ``groundwatch worker`` as a child process (same process group); its output goes
-    to ``output`` (default: ours)."""
+    to ``output`` (default: ours). ``ignore_overrides`` drops GROUNDWATCH__* variables, for a
+    self-contained config such as the demo's."""
     cmd = [sys.executable, "-m", "evaluator.cli", "--config", config_path, "worker"]
     if name:
         cmd += ["--name", name]
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=output,
+    base = dict(os.environ)
+    if ignore_overrides:
+        base = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
+    return subprocess.Popen(cmd, env={**base, **(env or {})}, stdout=output,
                             stderr=subprocess.STDOUT if output is not None else None)
 
 

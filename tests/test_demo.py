@@ -1,0 +1,33 @@
+"""`groundwatch demo` as a user runs it: no Redis, no LLM, no network."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.gw_helpers import parse_metrics, total
+
+
+def test_demo_runs_offline_and_leaves_a_report_and_a_snapshot(tmp_path: Path) -> None:
+    env = {**os.environ, "GROUNDWATCH__BROKER__URL": "redis://127.0.0.1:1/0"}  # must not matter
+    proc = subprocess.run(
+        [sys.executable, "-m", "evaluator.cli", "demo", "--items", "300", "--workdir",
+         str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    for route in ("docs_qa", "billing", "support_chat"):
+        assert route in out
+    assert re.search(r"rows read 300, sampled \d+, rejected \d+; scored \d+, failed 0", out)
+    snapshot = Path(re.search(r"Prometheus snapshot of the metrics: (\S+)", out).group(1))  # type: ignore[union-attr]
+    parsed = parse_metrics(snapshot.read_text())
+    sampled = total(parsed, "groundwatch_items_sampled_total")
+    assert sampled > 0
+    assert total(parsed, "groundwatch_score_outcomes_total") == 4 * sampled
+    assert total(parsed, "groundwatch_logs_seen_total") == 300
+    for kind in ("no_relevant_context", "empty_answer", "refusal"):
+        assert total(parsed, "groundwatch_detections_total", kind=kind) > 0
+    assert "claims (lexical 1):" in out
