@@ -197,8 +197,10 @@ class MetricsConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
     multiproc_dir: str = ".groundwatch/prometheus"
-    labels: list[Literal["route", "model"]] = Field(default_factory=lambda: ["route", "model"])
-    max_label_values: int = Field(20, ge=1, le=1000)
+    # route only by default: route x model multiplies every labelled family (docs/metrics.md).
+    labels: list[Literal["route", "model"]] = Field(
+        default_factory=lambda: ["route"])  # type: ignore[arg-type]
+    max_label_values: int = Field(10, ge=1, le=1000)
     label_values: dict[str, list[str]] = Field(default_factory=dict)
 
 

@@ -10,12 +10,18 @@ from typing import Any, Protocol
 
 
 class _ScoreLike(Protocol):
-    request_id: str
-    metric: str
-    scorer: str
-    outcome: str
-    value: float | None
-    route: str | None
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def scorer(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def route(self) -> str | None: ...
 
 
 @dataclass

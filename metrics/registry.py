@@ -28,6 +28,8 @@ import glob
 import importlib.metadata
 import os
 import platform
+import re
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -124,12 +126,39 @@ def multiprocess_dir() -> str | None:
     return directory
 
 
-def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None) -> None:
+def process_identifier() -> str:
+    """Names this process's metric files: host and PID, not the PID alone.
+
+    Containers of one compose stack that share the directory (a volume) each have their own
+    PID namespace, so two of them would both be PID 7 and write the same file. Their hostnames
+    differ. The name must not contain "_" (prometheus_client splits file names on it).
+    """
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _use_host_qualified_files() -> None:
+    from prometheus_client import values
+
+    if not getattr(values, "_groundwatch_identified", False):
+        values.ValueClass = values.MultiProcessValue(process_identifier)
+        values._groundwatch_identified = True  # type: ignore[attr-defined]
+
+
+def mark_process_dead(pid: int | str | None = None,
+                      directory: str | os.PathLike[str] | None = None) -> None:
     """Forget the ``live*`` gauges of an exited process (its counters and histograms stay).
 
     Call it from the exiting process (Celery's ``worker_process_shutdown``) or from a parent
-    that saw the child die. ``directory`` defaults to this process's multiprocess directory.
+    that saw the child die. ``pid`` is a :func:`process_identifier` (this process's when None;
+    a bare PID is qualified with this host's name). ``directory`` defaults to this process's
+    multiprocess directory.
     """
+    if pid is None:
+        pid = process_identifier()
+    elif isinstance(pid, int):
+        host = process_identifier().rsplit("-", 1)[0]
+        pid = f"{host}-{pid}"
     path = os.fspath(directory) if directory is not None else os.environ.get(ENV_VAR)
     if not path:
         raise RuntimeError("no multiprocess directory: pass one or call setup_multiprocess()")
@@ -175,6 +204,9 @@ class Metrics:
                     f"({ENV_VAR}={directory!r}). Pass multiprocess=False for in-process metrics."
                 )
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        if multiprocess:
+            _use_host_qualified_files()
 
         if bool(_value_class_is_multiprocess()) != multiprocess:
             raise RuntimeError(

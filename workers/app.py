@@ -65,7 +65,7 @@ def make_celery(config: Config) -> Celery:
         # Keep Celery from looking for a result backend or a beat schedule.
         result_backend=None,
     )
-    app.groundwatch_config = config  # type: ignore[attr-defined]
+    app.groundwatch_config = config
     from workers import tasks  # registers the task and the process signals on this app
 
     tasks.register(app)

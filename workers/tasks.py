@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -113,9 +112,9 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
 
 def register(app: Celery) -> None:
     """Register the task and the per-process signals on ``app``."""
-    config = app.groundwatch_config  # type: ignore[attr-defined]
+    config = app.groundwatch_config
     holder = ContextHolder(config)
-    app.groundwatch_contexts = holder  # type: ignore[attr-defined]
+    app.groundwatch_contexts = holder
     wcfg = config.worker
 
     @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
@@ -166,7 +165,7 @@ def register(app: Celery) -> None:
         holder.close()
         from metrics.registry import mark_process_dead
 
-        mark_process_dead(os.getpid())
+        mark_process_dead()
 
     worker_process_init.connect(_on_process_init, weak=False)
     worker_init.connect(_on_main_init, weak=False)

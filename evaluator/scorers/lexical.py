@@ -95,7 +95,7 @@ class LexicalScorer:
     @staticmethod
     def _support(answer: str, context_words: set[str],
                  explanation: dict[str, Any]) -> list[MetricResult]:
-        claims = []
+        claims: list[dict[str, Any]] = []
         for sentence in split_sentences(answer):
             words = content_words(sentence)
             if not words:
