@@ -4,6 +4,7 @@ scraping it. Counts must equal the deterministic sampling decision, row for row.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,11 +34,11 @@ BAD_ROWS = {17: ("retrieved_docs", "[1, 2]"), 101: ("user_question", None),
             230: ("llm_output", None)}
 
 
-def expected_decisions(rows: list[dict[str, Any]]) -> dict[str, str]:
+def expected_decisions(rows: list[dict[str, Any]], bad: Any = ()) -> dict[str, str]:
     """request id -> rule, computed from the raw rows with the documented rule order."""
     decided = {}
     for i, row in enumerate(rows):
-        if i in BAD_ROWS:
+        if i in bad:
             continue
         rid = str(row["req_uuid"])
         if row["thumbs"] == -1:
@@ -57,7 +58,7 @@ def test_end_to_end(tmp_path: Path) -> None:
     logs_url = f"sqlite:///{tmp_path}/logs.db"
     demo_traffic.create_log_table(logs_url)
     demo_traffic.write_rows(logs_url, rows)
-    expected = expected_decisions(rows)
+    expected = expected_decisions(rows, BAD_ROWS)
     port = free_port()
     config = write_config(tmp_path, rate=0.5, port=port)
 
@@ -115,4 +116,29 @@ def test_end_to_end(tmp_path: Path) -> None:
             prom.wait_for_value("sum(groundwatch_score_outcomes_total)", 4 * len(expected),
                                 timeout=30)
             assert prom.value("sum(groundwatch_logs_seen_total)") == N_ROWS
+    flush_test_redis()
+
+
+def test_run_all_in_one_scores_and_stops_cleanly(tmp_path: Path) -> None:
+    flush_test_redis()
+    rows = demo_traffic.make_rows(120, seed=5)
+    logs_url = f"sqlite:///{tmp_path}/logs.db"
+    demo_traffic.create_log_table(logs_url)
+    demo_traffic.write_rows(logs_url, rows)
+    expected = expected_decisions(rows)
+    port = free_port()
+    config = write_config(tmp_path, rate=0.5, port=port)
+    with processes() as procs:
+        runner = start(procs, groundwatch_cmd(config, "run", "--workers", "1"),
+                       tmp_path / "run.log")
+        store = Store(f"sqlite:///{tmp_path}/gw.db")
+        try:
+            wait_until(lambda: store.count_items_by_status()["scored"] == len(expected),
+                       timeout=120, what="all sampled items scored by `run`")
+        finally:
+            store.close()
+        parsed = parse_metrics(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+        assert total(parsed, "groundwatch_items_sampled_total") == len(expected)
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 0, log_tail(tmp_path / "run.log")
     flush_test_redis()
