@@ -6,6 +6,7 @@ before any metric exists, builds its resources, and releases them on the way out
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -72,7 +73,20 @@ def spawn_worker(config_path: str, *, env: dict[str, str] | None = None,
     if ignore_overrides:
         base = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
     return subprocess.Popen(cmd, env={**base, **(env or {})}, stdout=output,
-                            stderr=subprocess.STDOUT if output is not None else None)
+                            stderr=subprocess.STDOUT if output is not None else None,
+                            preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies, so a demo or
+    `run` killed with SIGKILL leaves no orphan worker behind (a no-op elsewhere)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
