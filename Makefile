@@ -6,7 +6,8 @@ export RAGAS_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: help install demo test test-unit test-integration lint typecheck bench clean
+.PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
+	calibrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -34,6 +35,13 @@ lint: install ## ruff and mypy
 
 bench: install ## throughput benchmarks; writes benchmarks/results/pipeline.json
 	$(BIN)/python -m benchmarks.pipeline
+
+# Pass options with QUALITY_ARGS, e.g. make bench-quality QUALITY_ARGS="--scorers lexical --limit 200"
+bench-quality: install ## scorer ROC-AUC on the labelled dev data; writes benchmarks/results/quality.json
+	$(BIN)/python -m benchmarks.quality $(QUALITY_ARGS)
+
+calibrate: install ## calibrate scorer thresholds on the labelled dev data (scripts/calibrate.py)
+	$(BIN)/python scripts/calibrate.py
 
 clean: ## remove local state (.groundwatch/, caches)
 	rm -rf .groundwatch .pytest_cache .ruff_cache .mypy_cache

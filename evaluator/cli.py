@@ -14,11 +14,16 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evaluator import __version__
 from evaluator.config import Config, load_config
 from evaluator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from evaluator.offline import Progress
 
 EXIT_CONFIG = 2
 
@@ -159,6 +164,84 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _progress_printer(quiet: bool) -> Callable[[Progress], None] | None:
+    """Progress on stderr: rewritten in place on a terminal, a line every 5 s in a log."""
+    if quiet:
+        return None
+    import time
+
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(p: Progress) -> None:
+        now = time.monotonic()
+        final = p.done >= p.total
+        if not final and now - last[0] < (0.5 if tty else 5.0):
+            return
+        last[0] = now
+        msg = (f"scored {p.done}/{p.total} items, {p.failed} failed, "
+               f"{p.items_per_s:.1f} items/s")
+        if tty:
+            print("\r" + msg, end="\n" if final else "", file=sys.stderr, flush=True)
+        else:
+            print(msg, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from evaluator.offline import is_failure, score_file
+    from evaluator.records import RowLimits
+    from evaluator.scorers import build_scorer
+
+    if not os.path.isfile(args.path):
+        print(f"groundwatch score: {args.path}: no such file", file=sys.stderr)
+        return EXIT_CONFIG
+    config = _config(args)
+    try:
+        scorer = build_scorer(config, args.scorer)
+    except ImportError as exc:
+        print(f"groundwatch score: cannot build scorer {args.scorer or config.scoring.scorer!r}: "
+              f"{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    limits = RowLimits(config.source.max_field_chars, config.source.max_contexts)
+    failed = 0
+    try:
+        out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        scorer.close()
+        print(f"groundwatch score: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        rows = score_file(args.path, scorer, batch_size=args.batch_size, explain=args.explain,
+                          on_progress=_progress_printer(args.quiet), limits=limits)
+        for row in rows:
+            if "error" in row:
+                err = row["error"]
+                print(f"{args.path}:{row['line']}: {err['reason']}"
+                      f"{' (' + err['field'] + ')' if err['field'] else ''}: {err['detail']}",
+                      file=sys.stderr)
+            failed += is_failure(row)
+            out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        scorer.close()
+    if failed and not args.quiet:
+        print(f"{failed} record(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -207,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="an item's scores, claims, verdicts and evidence")
     p.add_argument("request_id")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("score", help="score a JSONL file of records offline (no queue, no store)")
+    p.add_argument("path", help="JSONL: groundwatch field names, or the dev-data schema (id, ...)")
+    p.add_argument("--scorer", default=None, help="backend name (default: the config's scorer)")
+    p.add_argument("--out", "-o", default="-", help="output JSONL (default: stdout)")
+    p.add_argument("--batch-size", type=_positive_int, default=64,
+                   help="records per score_batch call (default 64)")
+    p.add_argument("--explain", action="store_true", help="include each item's explanation")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("purge", help="delete what is older than the retention")
     p.add_argument("--days", type=int, default=None)
