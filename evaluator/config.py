@@ -180,8 +180,8 @@ class ScoringConfig(_Section):
 
 
 class WorkerConfig(_Section):
-    pool: Literal["solo", "threads", "prefork"] = "threads"
-    concurrency: int = Field(2, ge=1, le=256)
+    pool: Literal["solo", "threads", "prefork"] = "solo"
+    concurrency: int = Field(1, ge=1, le=256)
     prefetch_multiplier: int = Field(1, ge=1)
     max_retries: int = Field(5, ge=0)
     retry_backoff_s: float = Field(2.0, gt=0)

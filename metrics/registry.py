@@ -126,6 +126,9 @@ def multiprocess_dir() -> str | None:
     return directory
 
 
+_IDENTIFIER: dict[int, str] = {}
+
+
 def process_identifier() -> str:
     """Names this process's metric files: host and PID, not the PID alone.
 
@@ -133,8 +136,12 @@ def process_identifier() -> str:
     PID namespace, so two of them would both be PID 7 and write the same file. Their hostnames
     differ. The name must not contain "_" (prometheus_client splits file names on it).
     """
-    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
-    return f"{host}-{os.getpid()}"
+    pid = os.getpid()
+    cached = _IDENTIFIER.get(pid)
+    if cached is None:  # once per process: prometheus_client calls this on every write
+        host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
+        cached = _IDENTIFIER[pid] = f"{host}-{pid}"
+    return cached
 
 
 def _use_host_qualified_files() -> None:
@@ -339,6 +346,97 @@ class Metrics:
             child = cache[values] = metric.labels(*values)
         return child
 
+    @staticmethod
+    def _observe_many(child: Any, values: list[float]) -> None:
+        """``child.observe(v)`` for every v, with one write per touched bucket (not per value).
+        Uses Histogram internals (_upper_bounds, _sum, _buckets) of prometheus_client."""
+        if not values:
+            return
+        from bisect import bisect_left
+
+        bounds = child._upper_bounds
+        counts = [0] * len(bounds)
+        for v in values:
+            counts[bisect_left(bounds, v)] += 1
+        child._sum.inc(sum(values))
+        for i, n in enumerate(counts):
+            if n:
+                child._buckets[i].inc(n)
+
+    def observe_logs(self, records: Any, source: str = "app") -> None:
+        """:meth:`observe_log` for many records, aggregated: one write per series."""
+        from collections import Counter, defaultdict
+
+        value = self.policy.value
+        requests: Counter[tuple[str, str]] = Counter()
+        errors: Counter[tuple[str, str]] = Counter()
+        cost: defaultdict[tuple[str, str], float] = defaultdict(float)
+        latency: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
+        n = 0
+        for record in records:
+            n += 1
+            key = (value("route", record.route), value("model", record.model))
+            requests[key] += 1
+            if record.status == "error" or (record.status is None and record.error):
+                errors[key] += 1
+            if record.latency_ms is not None and record.latency_ms >= 0:
+                latency[key].append(record.latency_ms / 1000.0)
+            if record.cost_usd is not None and record.cost_usd > 0:
+                cost[key] += record.cost_usd
+        if n:
+            self._child(self.logs_seen, value("source", source)).inc(n)
+        for key, k in requests.items():
+            self._child(self.app_requests, *key).inc(k)
+        for key, k in errors.items():
+            self._child(self.app_errors, *key).inc(k)
+        for key, vals in latency.items():
+            self._observe_many(self._child(self.app_latency, *key), vals)
+        for key, usd in cost.items():
+            self._child(self.app_cost, *key).inc(usd)
+
+    def observe_sampled_many(self, pairs: Any) -> None:
+        from collections import Counter
+
+        value = self.policy.value
+        counts = Counter((value("route", route), value("rule", rule)) for route, rule in pairs)
+        for key, k in counts.items():
+            self._child(self.items_sampled, *key).inc(k)
+
+    def observe_results_batch(self, rows: Any, scorer: str, thresholds: Mapping[str, float],
+                              now: float) -> None:
+        """:meth:`observe_result` for many (route, model, result, log_timestamp|None) rows,
+        aggregated: one write per series and touched bucket."""
+        from collections import Counter, defaultdict
+
+        value = self.policy.value
+        scorer_v = value("scorer", scorer)
+        outcomes: Counter[tuple[str, str, str]] = Counter()
+        failures: Counter[tuple[str, str]] = Counter()
+        scores: defaultdict[tuple[str, ...], list[float]] = defaultdict(list)
+        lags: list[float] = []
+        any_ok = False
+        for route, model, result, log_ts in rows:
+            outcomes[(result.metric, scorer_v, result.outcome.value)] += 1
+            if result.outcome is Outcome.OK and result.value is not None:
+                route_v = value("route", route)
+                scores[(result.metric, scorer_v, route_v, value("model", model))].append(
+                    result.value)
+                threshold = thresholds.get(result.metric)
+                if threshold is not None and result.value < threshold:
+                    failures[(result.metric, route_v)] += 1
+                any_ok = True
+            if log_ts is not None:
+                lags.append(max(0.0, now - _epoch(log_ts)))
+        for key, k in outcomes.items():
+            self._child(self.score_outcomes, *key).inc(k)
+        for key, vals in scores.items():
+            self._observe_many(self._child(self.score, *key), vals)
+        for key2, k in failures.items():
+            self._child(self.quality_failures, *key2).inc(k)
+        if any_ok:
+            self.last_score_timestamp.set(now)
+        self._observe_many(self.eval_lag, lags)
+
     # --- sampler ---------------------------------------------------------------------------
 
     def observe_log(self, record: LogRecord, source: str = "app") -> None:
@@ -444,9 +542,7 @@ class Metrics:
         if n_items <= 0 or seconds < 0:
             return
         child = self._child(self.scorer_latency, self.policy.value("scorer", scorer))
-        per_item = seconds / n_items
-        for _ in range(n_items):
-            child.observe(per_item)
+        self._observe_many(child, [seconds / n_items] * n_items)
 
     def observe_task_failure(self, kind: str) -> None:
         self._child(self.task_failures, self.policy.value("kind", kind)).inc()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.config import Config, load_config
-from evaluator.errors import ConfigError
+from evaluator.errors import ConfigError, LockHeldError
 from evaluator.records import LogRecord
 from evaluator.sampling import SamplingPolicy, Verdict
 from evaluator.sources import build_source
@@ -82,6 +82,9 @@ class Sampler:
         self.policy = SamplingPolicy(config.sampling, clock)
         self._clock = clock
         self._config_mtime = self._mtime()
+        # When this sampler last took or renewed the cursor lock (clock seconds); renewing on
+        # every slice cost ~1 s per 20k items, a third of the lease is plenty.
+        self._locked_at: float | None = None
 
     # -- config reload -------------------------------------------------------------------
     def _mtime(self) -> float | None:
@@ -118,8 +121,13 @@ class Sampler:
     # -- one iteration -------------------------------------------------------------------
     def step(self) -> StepResult:
         name = self.config.source.name
-        if not self.store.acquire_lock(name, self.owner, self.config.sampler.lock_ttl_s):
-            return StepResult(locked=False)
+        ttl = self.config.sampler.lock_ttl_s
+        now = self._clock()
+        if self._locked_at is None or now - self._locked_at > ttl / 3:
+            if not self.store.acquire_lock(name, self.owner, ttl):
+                self._locked_at = None
+                return StepResult(locked=False)
+            self._locked_at = now
         cursor = self.store.get_cursor(name)
         batch = self.source.read(cursor, self.config.source.read_batch_rows)
         result = StepResult(rows=batch.rows_read, rejected=len(batch.rejections))
@@ -141,22 +149,29 @@ class Sampler:
         result.capped = len(capped)
 
         if sampled:
-            self.store.add_items(sampled, source=name)
-            result.batches = self._enqueue(sampled)
+            messages = [record.to_message() for record, _ in sampled]
+            self.store.add_items(sampled, source=name, payloads=messages)
+            result.batches = self._enqueue(messages)
 
         # The slice is durably queued: now it may count, and the cursor may move.
         if batch.rejections:
             self.store.record_rejections(name, batch.rejections)
         self._count(batch.records, sampled, batch.rejections, capped)
         if batch.cursor is not None:
-            self.store.set_cursor(name, batch.cursor, owner=self.owner)
+            try:
+                self.store.set_cursor(name, batch.cursor, owner=self.owner)
+            except LockHeldError:
+                # The lease ran out (a long pause) and another replica took over: what we
+                # sent is harmless (idempotent), but we must take the lock again first.
+                self._locked_at = None
+                raise
         return result
 
-    def _enqueue(self, sampled: Sequence[tuple[LogRecord, str]]) -> int:
+    def _enqueue(self, messages: Sequence[dict[str, Any]]) -> int:
         size = self.config.sampler.enqueue_batch_size or self.config.broker.batch_size
         batches = 0
-        for start in range(0, len(sampled), size):
-            chunk = [record.to_message() for record, _ in sampled[start:start + size]]
+        for start in range(0, len(messages), size):
+            chunk = list(messages[start:start + size])
             try:
                 self.enqueue(chunk)
             except Exception:
@@ -169,12 +184,10 @@ class Sampler:
                rejections: Sequence[Any], capped: Sequence[str]) -> None:
         m = self.metrics
         source = self.config.source.name
-        for record in records:
-            m.observe_log(record, source=source)
+        m.observe_logs(records, source=source)
         for rejection in rejections:
             m.observe_unmapped(rejection.reason, source=source)
-        for record, rule in sampled:
-            m.observe_sampled(record.route, rule)
+        m.observe_sampled_many((record.route, rule) for record, rule in sampled)
         for rule in capped:
             m.observe_capped(rule)
 
@@ -224,6 +237,7 @@ def celery_enqueue(app: Any, queue: str) -> Enqueue:
 
     def enqueue(messages: list[dict[str, Any]]) -> None:
         app.send_task(TASK_NAME, args=(messages,), queue=queue, retry=True,
+                      argsrepr=f"[<{len(messages)} records>]",
                       retry_policy={"max_retries": 5, "interval_start": 0.2,
                                     "interval_step": 0.5, "interval_max": 3.0})
 

@@ -96,13 +96,13 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
     m.observe_scorer_latency(scorer.name, elapsed, len(records))
     thresholds = ctx.config.scoring.thresholds
     new_items: set[str] = set()
+    rows = []
     for request_id, result in written:
         record = by_id[request_id]
         first = request_id not in new_items
         new_items.add(request_id)
-        m.observe_result(record.route, record.model, scorer.name, result,
-                         thresholds.get(result.metric),
-                         record.timestamp if first else None, now)
+        rows.append((record.route, record.model, result, record.timestamp if first else None))
+    m.observe_results_batch(rows, scorer.name, thresholds, now)
     for item in results:
         if item.request_id in new_items:
             for detection in item.detections:

@@ -175,6 +175,31 @@ def _set_wal(cursor: Any, attempts: int = 100) -> None:
             time.sleep(0.01 + 0.002 * attempt)
 
 
+def _begin_immediate(dbapi_connection: Any, timeout_s: float = 30.0) -> None:
+    """BEGIN IMMEDIATE, polling every ~0.5-2 ms instead of SQLite's busy handler, which sleeps
+    up to 100 ms between tries and so leaves the write lock idle while writers queue."""
+    import random
+    import sqlite3
+    import time
+
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or \
+                        time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(0.0005, 0.002))
+    finally:
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
 def _sqlite_engine(url: URL) -> Engine:
     database = url.database or ""
     in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
@@ -205,8 +230,10 @@ def _sqlite_engine(url: URL) -> Engine:
     def _on_begin(conn: Connection) -> None:
         # A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY
         # when another process committed in between; IMMEDIATE waits for the lock up front.
-        mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if not conn.get_execution_options().get(_WRITE):
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            return
+        _begin_immediate(conn.connection.dbapi_connection)
 
     return engine
 
@@ -297,12 +324,15 @@ class Store:
         dialect_insert = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
         return dialect_insert(table)
 
-    def add_items(self, items_: Sequence[tuple[LogRecord, str]], *, source: str) -> int:
+    def add_items(self, items_: Sequence[tuple[LogRecord, str]], *, source: str,
+                  payloads: Sequence[dict[str, Any]] | None = None) -> int:
         """Store sampled (record, rule name) pairs as ``queued``; return how many were new.
 
         Request ids already present are left as they are. One transaction.
         """
         now = self._clock()
+        if self._dialect == "sqlite":
+            return self._add_items_sqlite(items_, source, payloads, now)
         rows: dict[str, dict[str, Any]] = {}
         for record, rule in items_:
             rows.setdefault(record.request_id, {
@@ -323,6 +353,34 @@ class Store:
                 .returning(items.c.request_id))
         with self._writer.begin() as conn:
             return len(conn.execute(stmt, list(rows.values())).all())
+
+    def _add_items_sqlite(self, items_: Sequence[tuple[LogRecord, str]], source: str,
+                          payloads: Sequence[dict[str, Any]] | None, now: datetime) -> int:
+        import json
+
+        def ts(d: datetime) -> str:
+            return d.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ",
+                                                                    timespec="microseconds")
+
+        now_s = ts(now)
+        rows: dict[str, tuple[Any, ...]] = {}
+        for i, (record, rule) in enumerate(items_):
+            if record.request_id in rows:
+                continue
+            payload = payloads[i] if payloads is not None else record.to_message()
+            rows[record.request_id] = (record.request_id, source, ts(record.timestamp),
+                                       record.route, record.model, rule, "queued", now_s, now_s,
+                                       json.dumps(payload))
+        if not rows:
+            return 0
+        with self._writer.begin() as conn:
+            raw = conn.connection.driver_connection
+            before = raw.total_changes
+            raw.executemany(
+                "INSERT INTO gw_items (request_id, source, log_timestamp, route, model, rule, "
+                "status, sampled_at, updated_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (request_id) DO NOTHING", list(rows.values()))
+            return raw.total_changes - before
 
     def record_results(
         self,
@@ -354,6 +412,8 @@ class Store:
             raise ValueError(f"record_results: no record given for {len(missing)} result(s), "
                              f"e.g. {missing[:3]}")
 
+        if self._dialect == "sqlite":
+            return self._record_results_sqlite(by_id, records, scorer, scorer_version, now)
         wanted: dict[tuple[str, str], MetricResult] = {}
         score_rows: list[dict[str, Any]] = []
         for rid, result in by_id.items():
@@ -398,6 +458,97 @@ class Store:
             self._write_explanations(conn, by_id, fresh_ids, scorer, scorer_version, now)
             self._mark_scored(conn, ids, records, now)
 
+        return [(rid, wanted[rid, metric]) for rid, metric in wanted if (rid, metric) in written]
+
+    def _record_results_sqlite(self, by_id: Mapping[str, ItemResult],
+                               records: Mapping[str, LogRecord], scorer: str,
+                               scorer_version: str, now: datetime,
+                               ) -> list[tuple[str, MetricResult]]:
+        """SQLite: every parameter is built before BEGIN IMMEDIATE, so the write lock is held
+        only while SQLite works (not while SQLAlchemy processes bind parameters)."""
+        import json
+
+        def ts(d: datetime) -> str:
+            return d.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ",
+                                                                    timespec="microseconds")
+
+        now_s = ts(now)
+        wanted: dict[tuple[str, str], MetricResult] = {}
+        score_params: list[tuple[Any, ...]] = []
+        expl: dict[str, tuple[Any, ...]] = {}
+        for rid, result in by_id.items():
+            record = records[rid]
+            log_ts = ts(record.timestamp)
+            for metric in result.metrics:
+                if (rid, metric.metric) in wanted:
+                    raise ValueError(f"record_results: metric {metric.metric!r} twice for {rid}")
+                wanted[rid, metric.metric] = metric
+                score_params.append((rid, metric.metric, scorer, scorer_version,
+                                     metric.outcome.value, metric.value, metric.reason,
+                                     record.route, record.model, log_ts, now_s))
+            expl[rid] = (rid, scorer, scorer_version, json.dumps(dict(result.explanation)),
+                         json.dumps([{"kind": d.kind, "detail": d.detail}
+                                     for d in result.detections]), now_s)
+        ids = list(by_id)
+        with self._writer.begin() as conn:
+            cur = conn.connection.driver_connection.cursor()
+            try:
+                existing: dict[tuple[str, str], str] = {}
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    cur.execute("SELECT request_id, metric, outcome FROM gw_scores WHERE "
+                                f"scorer = ? AND scorer_version = ? AND request_id IN ({marks})",
+                                (scorer, scorer_version, *chunk))
+                    existing.update({(r, m): o for r, m, o in cur.fetchall()})
+                to_write = [p for p in score_params
+                            if (p[0], p[1]) not in existing
+                            or (existing[p[0], p[1]] == "error" and p[4] != "error")]
+                cur.executemany(
+                    "INSERT INTO gw_scores (request_id, metric, scorer, scorer_version, outcome,"
+                    " value, reason, route, model, log_timestamp, scored_at) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id, metric, scorer, "
+                    "scorer_version) DO UPDATE SET outcome = excluded.outcome, value = "
+                    "excluded.value, reason = excluded.reason, route = excluded.route, model = "
+                    "excluded.model, log_timestamp = excluded.log_timestamp, scored_at = "
+                    "excluded.scored_at WHERE gw_scores.outcome = 'error' AND "
+                    "excluded.outcome != 'error'", to_write)
+                written = {(p[0], p[1]) for p in to_write}
+                fresh_ids = {rid for rid, _ in written}
+                cols = "(request_id, scorer, scorer_version, body, detections, created_at)"
+                fresh = [expl[r] for r in ids if r in fresh_ids]
+                other = [expl[r] for r in ids if r not in fresh_ids]
+                if fresh:
+                    cur.executemany(
+                        f"INSERT INTO gw_explanations {cols} VALUES (?,?,?,?,?,?) ON CONFLICT "
+                        "(request_id, scorer, scorer_version) DO UPDATE SET body = excluded.body,"
+                        " detections = excluded.detections, created_at = excluded.created_at",
+                        fresh)
+                if other:
+                    cur.executemany(
+                        f"INSERT INTO gw_explanations {cols} VALUES (?,?,?,?,?,?) ON CONFLICT "
+                        "(request_id, scorer, scorer_version) DO NOTHING", other)
+                present: set[str] = set()
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    cur.execute(f"SELECT request_id FROM gw_items WHERE request_id IN ({marks})",
+                                tuple(chunk))
+                    present.update(r for (r,) in cur.fetchall())
+                new_rows = [(rid, UNSAMPLED, ts(records[rid].timestamp), records[rid].route,
+                             records[rid].model, UNSAMPLED, "scored", now_s, now_s,
+                             json.dumps(records[rid].to_message()))
+                            for rid in ids if rid not in present]
+                if new_rows:
+                    cur.executemany(
+                        "INSERT INTO gw_items (request_id, source, log_timestamp, route, model, "
+                        "rule, status, sampled_at, updated_at, payload) VALUES "
+                        "(?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id) DO NOTHING", new_rows)
+                for chunk in _chunks(ids):
+                    marks = ",".join("?" * len(chunk))
+                    cur.execute("UPDATE gw_items SET status = 'scored', updated_at = ? WHERE "
+                                f"status != 'scored' AND request_id IN ({marks})",
+                                (now_s, *chunk))
+            finally:
+                cur.close()
         return [(rid, wanted[rid, metric]) for rid, metric in wanted if (rid, metric) in written]
 
     def _write_explanations(self, conn: Connection, by_id: Mapping[str, ItemResult],

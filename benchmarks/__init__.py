@@ -1,0 +1,1 @@
+"""Throughput benchmarks (``make bench``); see benchmarks/README.md."""
