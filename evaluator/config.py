@@ -169,6 +169,34 @@ class SamplingConfig(_Section):
         return self
 
 
+class EmbeddedConfig(_Section):
+    """Settings of the ``embedded`` scorer (all-MiniLM-L6-v2 on CPU)."""
+
+    # Workers scale by process, so one torch thread per process avoids oversubscribing cores.
+    torch_threads: int = Field(1, ge=1, le=64)
+    # Passages whose encodings are kept per process (LRU by content hash).
+    cache_size: int = Field(2048, ge=0, le=1_000_000)
+    # Longer inputs are cut (and counted) to bound the cost of one item.
+    max_answer_chars: int = Field(8000, ge=100)
+    max_context_chars: int = Field(40000, ge=100)
+    max_question_chars: int = Field(2000, ge=50)
+
+
+class ScopeConfig(_Section):
+    """What the app is for; out_of_scope detection is off while this is empty."""
+
+    description: str = ""
+    in_scope: list[str] = Field(default_factory=list)
+    out_of_scope: list[str] = Field(default_factory=list)
+    # Similarity to the nearest in-scope example below which a question is out of scope;
+    # unset uses the calibrated value.
+    threshold: float | None = Field(None, ge=-1.0, le=1.0)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.description.strip() or self.in_scope)
+
+
 class ScoringConfig(_Section):
     scorer: str = "lexical"
     thresholds: dict[str, Rate] = Field(
@@ -177,6 +205,8 @@ class ScoringConfig(_Section):
             "context_relevance": 0.3,
         }
     )
+    embedded: EmbeddedConfig = EmbeddedConfig()
+    scope: ScopeConfig = ScopeConfig()
 
 
 class WorkerConfig(_Section):

@@ -429,8 +429,8 @@ class Metrics:
                 lags.append(max(0.0, now - _epoch(log_ts)))
         for key, k in outcomes.items():
             self._child(self.score_outcomes, *key).inc(k)
-        for key, vals in scores.items():
-            self._observe_many(self._child(self.score, *key), vals)
+        for score_key, vals in scores.items():
+            self._observe_many(self._child(self.score, *score_key), vals)
         for key2, k in failures.items():
             self._child(self.quality_failures, *key2).inc(k)
         if any_ok:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # name -> "module:factory"; a factory takes the Config and returns a Scorer. Imported lazily so
 # that a light install never imports torch or ragas for a backend it does not use.
 BACKENDS: dict[str, str] = {
+    "embedded": "evaluator.scorers.embedded:EmbeddedScorer",
     "lexical": "evaluator.scorers.lexical:LexicalScorer",
     "noop": "evaluator.scorers.noop:NoopScorer",
 }

