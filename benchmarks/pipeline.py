@@ -12,6 +12,13 @@ worker layout:
   the store shows every item scored;
 * ``pipeline lexical``: the same with the ``lexical`` scorer.
 
+* ``embedded``: the embedded scorer in this process (no Celery, no store): items/s of
+  ``score_batch`` on a seeded mixture of short dev items (batches of 32, after a warm-up
+  batch), the raw SentenceTransformer's embeddings/s on the very texts the scorer encoded, the
+  share of the scorer's time spent in the encoder, the passage-cache hit rate on demo traffic
+  (which repeats documents) and the process RSS afterwards. Measured once, whatever
+  ``--repeat``; with ``--profile`` also a cProfile of one pass (cold cache).
+
 Workers are started, seen ``ready`` and warmed up with a few batches before any clock starts.
 With ``--pools`` it also compares one item per task with batches, and four worker layouts.
 ``--breakdown`` splits the per-item cost of a worker (decode, score, store, metrics) in this
@@ -47,6 +54,11 @@ RAW_TASK = "gwbench.noop_batch"
 RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 READY_TIMEOUT_S = 90.0
 DRAIN_TIMEOUT_S = 600.0
+DEV_DATA = Path(os.environ.get("GROUNDWATCH_DEV_DATA", "/work/shared/data/dev"))
+EMBEDDED_SOURCES = ("expertqa_claims", "halueval_qa", "faithdial_audit", "begin")
+EMBEDDED_MAX_CHARS = 2000  # question + answer + contexts: "short" items
+EMBEDDED_BATCH = 32
+PIPELINE_CASES = ("raw", "noop", "lexical")
 
 log = logging.getLogger("gwbench")
 
@@ -559,6 +571,169 @@ def worker_breakdown(bench: Bench, scorer: str, n: int, batch_size: int) -> dict
     return {k: round(v / n * 1e6, 1) for k, v in timers.items()}
 
 
+# -- the embedded scorer in this process -------------------------------------------------------
+def dev_mixture(n: int, seed: int, data: Path = DEV_DATA) -> list[Any]:
+    """``n`` short items drawn evenly (seeded) from :data:`EMBEDDED_SOURCES`, as records."""
+    import random
+
+    from evaluator.records import LogRecord
+
+    rng = random.Random(seed)
+    per_source = -(-n // len(EMBEDDED_SOURCES))
+    now = datetime.now(UTC)
+    picked: list[Any] = []
+    for source in EMBEDDED_SOURCES:
+        short = []
+        with (data / f"{source}.jsonl").open(encoding="utf-8") as f:
+            for line in f:
+                d = json.loads(line)
+                contexts = tuple(str(c) for c in d.get("contexts") or ())
+                question, answer = str(d.get("question") or ""), str(d.get("answer") or "")
+                if len(question) + len(answer) + sum(map(len, contexts)) <= EMBEDDED_MAX_CHARS:
+                    short.append(LogRecord(request_id=str(d["id"]), timestamp=now,
+                                           question=question, contexts=contexts, answer=answer))
+        picked.extend(rng.sample(short, min(per_source, len(short))))
+    rng.shuffle(picked)
+    return picked[:n]
+
+
+def demo_records(n: int) -> list[Any]:
+    from evaluator import demo_traffic
+    from evaluator.errors import InvalidRecordError
+    from evaluator.records import RowLimits, map_row
+
+    records = []
+    for i, row in enumerate(demo_traffic.make_rows(n)):
+        try:
+            records.append(map_row(row, demo_traffic.COLUMNS, limits=RowLimits(),
+                                   position=str(i)))
+        except InvalidRecordError:
+            continue
+    return records
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB."""
+    import resource
+
+    fields: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = float(rest.split()[0]) / 1024.0  # kB
+    except OSError:
+        pass
+    peak = fields.get("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    return fields.get("VmRSS", peak), peak
+
+
+def run_embedded(n: int, *, profile: bool, seed: int = 13) -> Case:
+    """The embedded scorer's throughput, its model's ceiling and where its time goes."""
+    from evaluator.config import Config
+    from evaluator.scorers.embedded.model import MAX_TOKENS
+    from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+    bs = EMBEDDED_BATCH
+    mixture = dev_mixture(n + bs, seed)
+    warm, records = mixture[:bs], mixture[bs:]
+    scorer = EmbeddedScorer.from_config(Config())
+    enc = scorer.encoder
+    load_started = time.perf_counter()
+    scorer.score_batch(warm)  # loads the model; warms torch and the tokenizer
+    warm_s = time.perf_counter() - load_started
+
+    # (1) + (3): the scorer, with the texts it hands to the model recorded.
+    texts: list[str] = []
+    inner = enc.encode
+
+    def recording(batch: Sequence[str]) -> Any:
+        texts.extend(batch)
+        return inner(batch)
+
+    enc.encode = recording  # type: ignore[method-assign]
+    encode0, forward0 = enc.encode_seconds, enc.forward_seconds
+    hits0, misses0 = enc.cache_hits, enc.cache_misses
+    started = time.perf_counter()
+    for chunk in chunks(records, bs):
+        scorer.score_batch(chunk)
+    elapsed = time.perf_counter() - started
+    del enc.encode
+    encode_s = enc.encode_seconds - encode0
+    forward_s = enc.forward_seconds - forward0
+    dev_hits, dev_misses = enc.cache_hits - hits0, enc.cache_misses - misses0
+
+    # (2): the same texts through the SentenceTransformer itself, same batch size and length.
+    model = enc._load()
+    max_len = model.max_seq_length
+    model.max_seq_length = MAX_TOKENS
+    try:
+        t = time.perf_counter()
+        model.encode(texts, batch_size=bs, show_progress_bar=False, convert_to_numpy=True)
+        raw_s = time.perf_counter() - t
+    finally:
+        model.max_seq_length = max_len
+
+    # (4): demo traffic repeats its documents, as an app's retrieval does.
+    demo = demo_records(300)
+    hits0, misses0, cut0 = enc.cache_hits, enc.cache_misses, scorer.truncations
+    t = time.perf_counter()
+    for chunk in chunks(demo, bs):
+        scorer.score_batch(chunk)
+    demo_s = time.perf_counter() - t
+    hits, misses = enc.cache_hits - hits0, enc.cache_misses - misses0
+
+    # (5), and how much of it the passage cache holds
+    rss, peak = rss_mb()
+    with enc._cache_lock:
+        cached = list(enc._cache.values())
+    cache_mb = sum(e.vec.nbytes + e.tokens.nbytes + e.weights.nbytes
+                   for encs in cached for e in encs) / 2**20
+
+    if profile:
+        import cProfile
+        import pstats
+
+        with enc._cache_lock:
+            enc._cache.clear()  # the measured pass started with these passages uncached
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for chunk in chunks(records, bs):
+            scorer.score_batch(chunk)
+        profiler.disable()
+        print(f"\ncProfile of the embedded scorer, {len(records)} dev items (cold cache; "
+              "times inflated by the profiler), by own time:")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+    scorer.close()
+
+    lookups = hits + misses
+    extra = {
+        "embedded_items_per_s": round(len(records) / elapsed, 1),
+        "model_embeddings_per_s": round(len(texts) / raw_s, 1) if raw_s > 0 else None,
+        "embedded_model_time_share": round(encode_s / elapsed, 3),
+        "embedded_forward_time_share": round(forward_s / elapsed, 3),
+        "embedded_cache_hit_rate": round(hits / lookups, 3) if lookups else None,
+        "embedded_rss_mb": round(rss, 1),
+        "embedded_peak_rss_mb": round(peak, 1),
+        "embedded_detail": {
+            "sources": list(EMBEDDED_SOURCES), "max_item_chars": EMBEDDED_MAX_CHARS,
+            "seed": seed, "warmup_seconds_incl_model_load": round(warm_s, 3),
+            "texts_encoded": len(texts),
+            "scorer_embeddings_per_s": round(len(texts) / encode_s, 1) if encode_s else None,
+            "encode_seconds": round(encode_s, 3), "forward_seconds": round(forward_s, 3),
+            "raw_model_seconds": round(raw_s, 3),
+            "dev_cache_hits": dev_hits, "dev_cache_misses": dev_misses,
+            "demo_items": len(demo), "demo_items_per_s": round(len(demo) / demo_s, 1),
+            "demo_cache_hits": hits, "demo_cache_misses": misses,
+            "demo_truncations": scorer.truncations - cut0,
+            "torch_threads": scorer.settings.torch_threads,
+            "cache_entries": len(cached), "cache_mb": round(cache_mb, 1),
+        },
+    }
+    return Case("embedded (in-process score_batch)", len(records), elapsed,
+                Layout(1, "in-process", 1), bs, extra)
+
+
 # -- reporting --------------------------------------------------------------------------------
 def median_case(cases: Sequence[Case]) -> Case:
     """The run with the median throughput (the lower middle one for an even count)."""
@@ -604,9 +779,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="runs of each main case; the table shows the median "
                         "(default 3, 1 with --quick)")
     p.add_argument("--profile", action="store_true",
-                   help="cProfile the sampler during the first noop case and print the top")
-    p.add_argument("--cases", default="raw,noop,lexical",
-                   help="comma-separated subset of raw,noop,lexical")
+                   help="cProfile the sampler during the first noop case, and the embedded "
+                        "scorer in an extra pass, and print the top")
+    p.add_argument("--cases", default="raw,noop,lexical,embedded",
+                   help="comma-separated subset of raw,noop,lexical,embedded")
+    p.add_argument("--embedded-items", type=int, default=200,
+                   help="dev items the embedded case scores (default 200)")
     p.add_argument("--store-url", default=None,
                    help="a PostgreSQL URL for groundwatch's store (each case gets a new schema, "
                         "dropped at the end); default: a SQLite file per case")
@@ -652,20 +830,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = Layout(args.procs, args.pool, args.concurrency)
     n, bs = args.items, args.batch_size
     wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
+    # Redis and the demo log rows only serve the Celery cases (and pools, breakdown).
+    uses_redis = bool(wanted & set(PIPELINE_CASES)) or args.pools or args.breakdown
     begun = time.monotonic()
-    bench.redis.flushdb()
+    if uses_redis:
+        bench.redis.flushdb()
     results: dict[str, Any] = {}
     main_rows: list[dict[str, Any]] = []
     pool_rows: list[dict[str, Any]] = []
     try:
-        bench.prepare(max(n, args.pools_items if args.pools else 0))
+        if uses_redis:
+            bench.prepare(max(n, args.pools_items if args.pools else 0))
         print(f"groundwatch pipeline benchmark: {n} items, batch {bs}, {layout.label}, "
               f"{os.cpu_count()} CPUs, temp dir {bench.tmp}", flush=True)
         runs: dict[str, list[Case]] = {}
         names = {"raw": "raw celery (no-op task)", "noop": "pipeline noop",
                  "lexical": "pipeline lexical"}
         for rep in range(args.repeat):  # interleaved, so drifts in machine load hit all cases
-            for key in ("raw", "noop", "lexical"):
+            for key in PIPELINE_CASES:
                 if key not in wanted:
                     continue
                 if key == "raw":
@@ -689,7 +871,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if f"pipeline_{scorer}_items_per_s" in results:
                     results[f"{scorer}_vs_raw_ratio"] = round(
                         results[f"pipeline_{scorer}_items_per_s"] / raw_rate, 3)
-        print_table(f"main cases (median of {args.repeat} run(s))", main_rows)
+        if "embedded" in wanted:
+            e = run_embedded(args.embedded_items, profile=args.profile)
+            main_rows.append(e.as_dict())
+            results.update({k: v for k, v in e.extra.items() if k.startswith(
+                ("embedded_", "model_")) and k != "embedded_detail"})
+            print(f"  embedded: {e.items_per_s:.1f} items/s", flush=True)
+        print_table(f"main cases (median of {args.repeat} run(s); embedded: one run)",
+                    main_rows)
+        if "embedded" in wanted:
+            d = e.extra["embedded_detail"]
+            print(f"  embedded: {e.extra['embedded_items_per_s']} items/s; raw model "
+                  f"{e.extra['model_embeddings_per_s']} embeddings/s vs "
+                  f"{d['scorer_embeddings_per_s']} inside the scorer "
+                  f"({d['texts_encoded']} texts); model time share "
+                  f"{e.extra['embedded_model_time_share']} (forward pass alone "
+                  f"{e.extra['embedded_forward_time_share']}); demo cache hit rate "
+                  f"{e.extra['embedded_cache_hit_rate']}; RSS {e.extra['embedded_rss_mb']} MB "
+                  f"(peak {e.extra['embedded_peak_rss_mb']}; passage cache {d['cache_mb']} MB "
+                  f"in {d['cache_entries']} entries)")
 
         if args.breakdown:
             results["worker_breakdown_us_per_item"] = {
@@ -715,7 +915,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  noop {lay.label}: {c.items_per_s:.0f} items/s", flush=True)
             print_table("worker layouts", pool_rows)
     finally:
-        bench.redis.flushdb()
+        if uses_redis:
+            bench.redis.flushdb()
         bench.drop_schemas()
         if args.keep:
             print(f"kept {bench.tmp}")

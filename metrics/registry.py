@@ -267,6 +267,14 @@ class Metrics:
             p + "scorer_latency_seconds",
             "Scoring time per item (a batch's time divided evenly over its items).",
             ("scorer",), buckets=SCORER_LATENCY_BUCKETS, registry=r)
+        self.scorer_truncations = Counter(
+            p + "scorer_truncations_total",
+            "Scorer inputs (question, answer, passages) cut to the configured size.",
+            ("scorer",), registry=r)
+        self.scorer_cache_lookups = Counter(
+            p + "scorer_cache_lookups_total",
+            "Lookups in the scorer's per-process cache (passage embeddings) by result.",
+            ("scorer", "result"), registry=r)
         self.task_failures = Counter(
             p + "task_failures_total", "Scoring tasks that failed for good (dead letters).",
             ("kind",), registry=r)
@@ -543,6 +551,21 @@ class Metrics:
             return
         child = self._child(self.scorer_latency, self.policy.value("scorer", scorer))
         self._observe_many(child, [seconds / n_items] * n_items)
+
+    def observe_scorer_stats(self, scorer: str, deltas: Mapping[str, int]) -> None:
+        """Increases of a scorer's ``stats()`` counters since the previous batch: keys
+        ``truncations``, ``cache_hits``, ``cache_misses``; other keys and values <= 0 are
+        skipped."""
+        if not deltas:
+            return
+        scorer_v = self.policy.value("scorer", scorer)
+        n = deltas.get("truncations", 0)
+        if n > 0:
+            self._child(self.scorer_truncations, scorer_v).inc(n)
+        for key, result in (("cache_hits", "hit"), ("cache_misses", "miss")):
+            n = deltas.get(key, 0)
+            if n > 0:
+                self._child(self.scorer_cache_lookups, scorer_v, result).inc(n)
 
     def observe_task_failure(self, kind: str) -> None:
         self._child(self.task_failures, self.policy.value("kind", kind)).inc()

@@ -183,6 +183,10 @@ def test_passage_cache_hits_on_repeat(scorer: EmbeddedScorer) -> None:
     second = one(scorer, record)
     assert scorer.encoder.cache_hits == before + 1
     assert metrics(first) == metrics(second)
+    # The worker exports these totals as counter deltas (workers/tasks.py).
+    stats = scorer.stats()
+    assert stats["cache_hits"] == scorer.encoder.cache_hits
+    assert set(stats) == {"truncations", "cache_hits", "cache_misses"}
 
 
 def test_long_inputs_are_truncated_and_counted() -> None:

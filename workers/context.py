@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from evaluator.config import Config
 from evaluator.scorers import Scorer, build_scorer
@@ -27,6 +27,9 @@ class WorkerContext:
     scorer: Scorer
     metrics: Metrics
     pid: int
+    # The scorer's stats() totals at the last read, for per-batch deltas (this process only).
+    scorer_stats_seen: dict[str, int] = field(default_factory=dict)
+    _stats_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def build(cls, config: Config) -> WorkerContext:
@@ -35,6 +38,22 @@ class WorkerContext:
         metrics = Metrics(config.metrics)
         log.info("worker context ready", extra={"pid": os.getpid(), "scorer": scorer.name})
         return cls(config, store, scorer, metrics, os.getpid())
+
+    def scorer_stats_deltas(self) -> dict[str, int]:
+        """The increase of each of the scorer's ``stats()`` counters since the last call (empty
+        when the scorer has no ``stats()``). Read and diffed under a lock, so concurrent
+        batches of a threads pool never count an increase twice or go negative."""
+        stats = getattr(self.scorer, "stats", None)
+        if not callable(stats):
+            return {}
+        with self._stats_lock:
+            current = stats()
+            deltas = {}
+            for key, value in current.items():
+                value = int(value)
+                deltas[key] = max(0, value - self.scorer_stats_seen.get(key, 0))
+                self.scorer_stats_seen[key] = value
+        return deltas
 
     def close(self) -> None:
         try:

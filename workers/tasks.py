@@ -84,6 +84,10 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
     started = time.perf_counter()
     results = scorer.score_batch(records)
     elapsed = time.perf_counter() - started
+    try:  # the scorer's own counters (truncations, cache lookups): work done, stored or not
+        ctx.metrics.observe_scorer_stats(scorer.name, ctx.scorer_stats_deltas())
+    except Exception:  # a broken stats() must not fail the batch
+        log.warning("scorer %s: stats() failed", scorer.name, exc_info=True)
     if len(results) != len(records):
         raise RuntimeError(f"scorer {scorer.name} returned {len(results)} results "
                            f"for {len(records)} records")

@@ -89,7 +89,14 @@ class ItemResult:
 @runtime_checkable
 class Scorer(Protocol):
     """A scoring backend. Built once per worker process; ``score_batch`` may be called from
-    several threads of that process, so it must not keep per-call state on ``self``."""
+    several threads of that process, so it must not keep per-call state on ``self``.
+
+    Optional, not part of the protocol check: ``stats() -> dict[str, int]``, this process's
+    running totals since the scorer was built (monotonic, cheap to read, thread-safe). The
+    worker reads it after each batch and exports the increase since the previous read
+    (:meth:`metrics.registry.Metrics.observe_scorer_stats`). Keys it knows: ``truncations``
+    (inputs cut to the configured size), ``cache_hits`` / ``cache_misses`` (cache lookups);
+    other keys are ignored. Scorers without counters (lexical, noop) leave it out."""
 
     name: str
     version: str

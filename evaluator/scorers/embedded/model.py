@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ class Encoder:
         self._model: Any = None
         self.cache_hits = 0
         self.cache_misses = 0
+        # Seconds spent in encode() (tokenize, forward pass, pooling, token weights) and in the
+        # transformer's forward pass alone, summed over calls and threads (for benchmarks).
+        self._time_lock = threading.Lock()
+        self.encode_seconds = 0.0
+        self.forward_seconds = 0.0
 
     @property
     def loaded(self) -> bool:
@@ -76,6 +82,8 @@ class Encoder:
         import torch
 
         model = self._load()
+        started = time.perf_counter()
+        forward = 0.0
         tokenizer = model.tokenizer
         transformer = model[0].auto_model
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -84,9 +92,11 @@ class Encoder:
             idx = order[start:start + BATCH]
             batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                               max_length=MAX_TOKENS, return_tensors="pt")
+            t = time.perf_counter()
             with torch.inference_mode():
                 hidden = transformer(input_ids=batch["input_ids"],
                                      attention_mask=batch["attention_mask"]).last_hidden_state
+            forward += time.perf_counter() - t
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy()
@@ -97,6 +107,9 @@ class Encoder:
                 weights = _token_weights(texts[i], batch, row, keep, word_ids)
                 out[i] = Encoded(pooled[row].astype(np.float32),
                                  toks[row, keep].astype(np.float32), weights)
+        with self._time_lock:
+            self.encode_seconds += time.perf_counter() - started
+            self.forward_seconds += forward
         return [e for e in out if e is not None]
 
     def encode_passages(self, passages: Sequence[tuple[str, list[str]]]) -> list[list[Encoded]]:

@@ -84,6 +84,11 @@ class EmbeddedScorer:
     def from_config(cls, config: Config) -> EmbeddedScorer:
         return cls(config.scoring.embedded, config.scoring.scope)
 
+    def stats(self) -> dict[str, int]:
+        """Running totals of this process, exported by the worker as counter deltas."""
+        return {"truncations": self.truncations, "cache_hits": self.encoder.cache_hits,
+                "cache_misses": self.encoder.cache_misses}
+
     def close(self) -> None:
         self.encoder.close()
         self._scope = None
