@@ -12,6 +12,9 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     RAGAS_DO_NOT_TRACK=true HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
     GROUNDWATCH_CONFIG=/etc/groundwatch/groundwatch.toml
+# The image carries the core only (no torch): it scores with lexical unless you build it with
+# the [embedded] extra and a CPU torch wheel, and drop this override.
+ENV GROUNDWATCH__SCORING__SCORER=lexical
 RUN useradd --create-home --uid 10001 groundwatch
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.runner import run_demo
 
-    return run_demo(items=args.items, workdir=args.workdir, seed=args.seed)
+    return run_demo(items=args.items, workdir=args.workdir, seed=args.seed, scorer=args.scorer)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -255,10 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run everything on synthetic traffic: no Redis, no LLM, "
                                     "no network")
-    p.add_argument("--items", type=int, default=2000, help="log rows to generate (default 2000)")
+    p.add_argument("--items", type=int, default=1000, help="log rows to generate (default 1000)")
     p.add_argument("--workdir", default=".groundwatch/demo",
                    help="where the demo writes its databases, broker and snapshot")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--scorer", default=None,
+                   help="scoring backend (default: embedded if installed, else lexical)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="all-in-one: sampler, workers and exporter")

