@@ -102,7 +102,9 @@ scorer = "{scorer}"
 
 [scoring.scope]
 # What the demo app is for: questions far from these are detected as out_of_scope.
-description = "Nimbus Cloud documentation assistant: storage buckets, compute regions and GPU instances, uploads, encryption, billing and invoices, refunds, payments, API keys, support plans and team members."
+description = '''Nimbus Cloud documentation assistant: storage buckets, compute regions and
+GPU instances, uploads, encryption, billing and invoices, refunds, payments, API keys,
+support plans and team members.'''
 in_scope = [
     "How long are deleted buckets kept?",
     "Which regions have GPU instances?",
