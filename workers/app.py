@@ -15,8 +15,7 @@ from typing import Any
 from celery import Celery
 
 from evaluator.config import Config
-
-TASK_NAME = "groundwatch.score_batch"
+from workers.tasks import TASK_NAME
 
 
 def broker_options(config: Config) -> dict[str, Any]:
@@ -66,7 +65,7 @@ def make_celery(config: Config) -> Celery:
         result_backend=None,
     )
     app.groundwatch_config = config
-    from workers import tasks  # registers the task and the process signals on this app
+    from workers import tasks
 
-    tasks.register(app)
+    tasks.register(app)  # the task and the per-process signals, on this app only
     return app
