@@ -176,6 +176,9 @@ class EmbeddedConfig(_Section):
     torch_threads: int = Field(1, ge=1, le=64)
     # Passages whose encodings are kept per process (LRU by content hash).
     cache_size: int = Field(2048, ge=0, le=1_000_000)
+    # ...and at most this much memory per process (an entry holds token embeddings: ~1.5 KB
+    # per word piece, 100-300 KB per passage).
+    cache_mb: float = Field(256.0, ge=0.0, le=65536.0)
     # Longer inputs are cut (and counted) to bound the cost of one item.
     max_answer_chars: int = Field(8000, ge=100)
     max_context_chars: int = Field(40000, ge=100)

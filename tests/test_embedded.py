@@ -93,6 +93,15 @@ def test_contradicted_number(scorer: EmbeddedScorer) -> None:
     assert metrics(bad)["faithfulness"][1] < metrics(good)["faithfulness"][1]  # type: ignore[operator]
 
 
+def test_off_topic_numbers_are_unsupported_not_contradicted(scorer: EmbeddedScorer) -> None:
+    # Numbers that differ from an unrelated passage's numbers say nothing about contradiction.
+    r = one(scorer, rec("Who won the football world cup in 2014?",
+                        "Germany won the 2014 world cup, beating Argentina 1-0 in the final."))
+    (claim,) = r.explanation["claims"]
+    assert claim["verdict"] == "unsupported"
+    assert metrics(r)["faithfulness"][1] < 0.5  # type: ignore[operator]
+
+
 def test_negation_mismatch(scorer: EmbeddedScorer) -> None:
     r = one(scorer, rec("Does the free plan include phone support?",
                         "Yes, the free plan includes phone support."))
@@ -146,6 +155,22 @@ def test_no_relevant_context(scorer: EmbeddedScorer) -> None:
     assert metrics(on_topic)["context_relevance"][1] > metrics(off_topic)["context_relevance"][1]  # type: ignore[operator]
 
 
+def test_right_passages_of_the_demo_are_relevant(scorer: EmbeddedScorer) -> None:
+    # The demo's questions beside their own passage and an unrelated one: no_relevant_context
+    # must fire only for the unrelated passage alone.
+    from evaluator.demo_traffic import FACTS
+
+    records = [rec(f.question, f.answer, contexts=(f.passage, FACTS[i - 1].passage), rid=str(i))
+               for i, f in enumerate(FACTS)]
+    records += [rec(f.question, f.answer, contexts=(FACTS[i - 1].passage,), rid=f"x{i}")
+                for i, f in enumerate(FACTS)]
+    results = scorer.score_batch(records)
+    right, wrong = results[:len(FACTS)], results[len(FACTS):]
+    assert [r.request_id for r in right if "no_relevant_context" in kinds(r)] == []
+    flagged = sum("no_relevant_context" in kinds(r) for r in wrong)
+    assert flagged >= len(FACTS) - 1, [r.explanation["context_relevance"] for r in wrong]
+
+
 def test_out_of_scope_names_nearest_example(scorer: EmbeddedScorer) -> None:
     r = one(scorer, rec("Write a short poem about the sea", "The sea is wide."))
     (d,) = [d for d in r.detections if d.kind == "out_of_scope"]
@@ -164,12 +189,24 @@ def test_scope_detection_is_off_without_scope() -> None:
         s.close()
 
 
-def test_answer_relevance_prefers_an_answer_to_an_evasion(scorer: EmbeddedScorer) -> None:
+def test_answer_relevance_tells_evasive_generic_and_off_topic_answers(
+        scorer: EmbeddedScorer) -> None:
     q = "How long are deleted buckets kept?"
-    direct = one(scorer, rec(q, "Deleted buckets are kept for 30 days before they are purged."))
-    evasive = one(scorer, rec(q, "The provided documents do not contain information about "
-                                 "this topic; it depends on many factors."))
-    assert metrics(direct)["answer_relevance"][1] > metrics(evasive)["answer_relevance"][1]  # type: ignore[operator]
+    answers = {
+        "direct": "Deleted buckets are kept for 30 days before they are purged.",
+        "evasive": "The provided documents do not contain information about this topic; it "
+                   "depends on many factors.",
+        "generic": "Great question! Storage is an important part of any modern cloud setup, and "
+                   "we care a lot about your data.",
+        "off_topic": "The capital of Australia is Canberra.",
+    }
+    results = scorer.score_batch([rec(q, a, rid=k) for k, a in answers.items()])
+    value = {r.request_id: metrics(r)["answer_relevance"][1] for r in results}
+    assert value["direct"] > 0.6, value  # type: ignore[operator]
+    assert max(value["evasive"], value["off_topic"]) < 0.25, value  # type: ignore[type-var]
+    assert value["generic"] < value["direct"] - 0.2, value  # type: ignore[operator]
+    off = next(r for r in results if r.request_id == "off_topic").explanation["answer_relevance"]
+    assert off["on_topic"] < 0.25 and set(off) >= {"useful", "cos_q_claim"}
 
 
 def test_passage_cache_hits_on_repeat(scorer: EmbeddedScorer) -> None:
@@ -187,6 +224,23 @@ def test_passage_cache_hits_on_repeat(scorer: EmbeddedScorer) -> None:
     stats = scorer.stats()
     assert stats["cache_hits"] == scorer.encoder.cache_hits
     assert set(stats) == {"truncations", "cache_hits", "cache_misses"}
+
+
+def test_passage_cache_is_bounded_in_memory(scorer: EmbeddedScorer) -> None:
+    from evaluator.scorers.embedded.model import Encoder
+
+    encoder = Encoder(cache_size=1000, cache_mb=0.5)
+    encoder._model = scorer.encoder._load()  # share the loaded weights
+    passages = [(f"Passage {i} says that bucket {i} is kept for {i} days in region {i}.", [])
+                for i in range(200)]
+    for start in range(0, 200, 20):
+        encoder.encode_passages(passages[start:start + 20])
+    assert 0 < encoder.cache_bytes <= 0.5 * 1024 * 1024
+    assert 0 < len(encoder._cache) < 200
+    # The newest entries are kept; the oldest went first.
+    assert encoder.encode_passages(passages[-1:]) and encoder.cache_hits == 1
+    encoder.encode_passages(passages[:1])
+    assert encoder.cache_hits == 1
 
 
 def test_long_inputs_are_truncated_and_counted() -> None:

@@ -56,7 +56,8 @@ class Logistic:
 class Calibration:
     version: str
     faithfulness: Logistic
-    answer_relevance: Logistic
+    answer_relevance: Logistic  # does the answer serve the question (labelled usefulness)
+    answer_topic: Logistic  # is the answer about the question at all (real vs swapped answers)
     context_relevance: Logistic
     support_threshold: float  # claim probability at or above which a claim is "supported"
     contradiction_kinds: tuple[str, ...]  # clashes (number, negation) that make a claim contradicted
@@ -71,6 +72,7 @@ class Calibration:
             version=str(d["version"]),
             faithfulness=Logistic.from_dict(d["faithfulness"]),
             answer_relevance=Logistic.from_dict(d["answer_relevance"]),
+            answer_topic=Logistic.from_dict(d["answer_topic"]),
             context_relevance=Logistic.from_dict(d["context_relevance"]),
             support_threshold=float(d["thresholds"]["support"]),
             contradiction_kinds=tuple(d["thresholds"]["contradiction_kinds"]),

@@ -58,16 +58,25 @@ def faith_inputs(values: Sequence[float]) -> dict[str, float]:
     return d
 
 
+# A number clash only means contradiction when the evidence is about the same thing: at least
+# this IDF-weighted share of the claim's words is in its best evidence. Otherwise an off-topic
+# claim ("Germany won 1-0") against an unrelated passage ("parts of 5 MB") would be
+# "contradicted" where "unsupported" is the truth.
+NUMBER_CLASH_COVERAGE = 0.5
+
+
 def contradiction_kind(claim: ClaimFeatures) -> str | None:
-    """``number`` when a number of the claim is absent from the context while its evidence
-    gives another; ``negation`` when polarity differs from evidence that holds every content
-    word of the claim (a looser polarity difference is too common in real text to mean much).
-    Which kinds flip a verdict is calibrated (``contradiction_kinds``)."""
+    """``number`` when a number of the claim is absent from the context while evidence that
+    shares most of the claim's words gives another; ``negation`` when polarity differs from
+    evidence that holds every content word of the claim (a looser polarity difference is too
+    common in real text to mean much). Which kinds flip a verdict is calibrated
+    (``contradiction_kinds``)."""
     if claim.contradiction is None:
         return None
+    lex_top = claim.values[FAITH_FEATURES.index("lex_top")]
     if claim.contradiction.startswith("number"):
-        return "number"
-    if claim.values[FAITH_FEATURES.index("lex_top")] >= 0.999:
+        return "number" if lex_top >= NUMBER_CLASH_COVERAGE else None
+    if lex_top >= 0.999:
         return "negation"
     return None
 

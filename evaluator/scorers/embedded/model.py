@@ -38,12 +38,18 @@ class Encoded:
 class Encoder:
     """Thread-safe, lazily loaded all-MiniLM-L6-v2 with an LRU of passage encodings."""
 
-    def __init__(self, *, torch_threads: int = 1, cache_size: int = 2048) -> None:
+    def __init__(self, *, torch_threads: int = 1, cache_size: int = 2048,
+                 cache_mb: float = 256.0) -> None:
         self.torch_threads = torch_threads
         self.cache_size = cache_size
+        # A passage's entry holds a 384-float vector per word piece of each of its sentences
+        # (about 1.5 KB per piece, 100-300 KB for a typical passage), so the entry count alone
+        # does not bound memory: the cache also stays under ``cache_mb``.
+        self.cache_bytes_limit = int(cache_mb * 1024 * 1024)
+        self.cache_bytes = 0
         self._load_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._cache: OrderedDict[str, list[Encoded]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[list[Encoded], int]] = OrderedDict()
         self._model: Any = None
         self.cache_hits = 0
         self.cache_misses = 0
@@ -73,6 +79,7 @@ class Encoder:
     def close(self) -> None:
         with self._cache_lock:
             self._cache.clear()
+            self.cache_bytes = 0
         self._model = None
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
@@ -125,7 +132,7 @@ class Encoder:
                 hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
-                    found[n] = hit
+                    found[n] = hit[0]
             self.cache_hits += len(found)
             self.cache_misses += len(keys) - len(found)
         todo = [n for n in range(len(passages)) if n not in found]
@@ -140,11 +147,22 @@ class Encoder:
         with self._cache_lock:
             for n, start, count in spans:
                 found[n] = encoded[start:start + count]
-                self._cache[keys[n]] = found[n]
-                self._cache.move_to_end(keys[n])
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+                size = _nbytes(found[n])
+                old = self._cache.pop(keys[n], None)
+                if old is not None:
+                    self.cache_bytes -= old[1]
+                if self.cache_size > 0 and size <= self.cache_bytes_limit:
+                    self._cache[keys[n]] = (found[n], size)
+                    self.cache_bytes += size
+            while self._cache and (len(self._cache) > self.cache_size
+                                   or self.cache_bytes > self.cache_bytes_limit):
+                _, (_, size) = self._cache.popitem(last=False)
+                self.cache_bytes -= size
         return [found[n] for n in range(len(passages))]
+
+
+def _nbytes(encs: Sequence[Encoded]) -> int:
+    return sum(e.vec.nbytes + e.tokens.nbytes + e.weights.nbytes for e in encs) + 200 * len(encs)
 
 
 def _token_weights(text: str, batch: Any, row: int, keep: list[int],

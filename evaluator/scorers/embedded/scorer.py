@@ -9,8 +9,9 @@
 - groundedness: mean evidence strength of the claims: the IDF-weighted share of each claim's
   tokens matched (contextual token embeddings, BERTScore-style precision) in its best evidence
   sentences, the attribution signal an operator can read next to the evidence.
-- answer_relevance: calibrated probability that the answer addresses the question (similarity,
-  question-token recall, evasive-answer patterns).
+- answer_relevance: P(on topic) x P(useful): the first from similarity to the question
+  (calibrated on real answers against answers swapped between questions), the second from
+  evasive-answer patterns and answer type (calibrated on labelled usefulness).
 - context_relevance: calibrated relevance of the best retrieved passage to the question; the
   mean over passages is in the explanation.
 
@@ -71,10 +72,12 @@ class EmbeddedScorer:
         self.calibration = calibration or Calibration.load()
         self.calibration.faithfulness.check(list(ft.faith_inputs([0.0] * len(ft.FAITH_FEATURES))))
         self.calibration.answer_relevance.check(ft.ANSWER_MODEL)
+        self.calibration.answer_topic.check(ft.ANSWER_MODEL)
         self.calibration.context_relevance.check(ft.CONTEXT_MODEL)
         self.version = f"1+cal{self.calibration.version}"
         self.encoder = Encoder(torch_threads=self.settings.torch_threads,
-                               cache_size=self.settings.cache_size)
+                               cache_size=self.settings.cache_size,
+                               cache_mb=self.settings.cache_mb)
         self._counter_lock = threading.Lock()
         self.truncations = 0
         self._scope_lock = threading.Lock()
@@ -250,10 +253,12 @@ class EmbeddedScorer:
             x = (ft.answer_features(p.question, q_enc, p.answer, a_enc, claim_encs)
                  + sg.answer_signals(p.question, p.answer))
             named = dict(zip(ft.ANSWER_MODEL, x, strict=True))
-            results.append(MetricResult.ok("answer_relevance",
-                                           cal.answer_relevance.prob_named(named)))
-            explanation["answer_relevance"] = dict(zip(ft.ANSWER_MODEL,
-                                                       (round(v, 4) for v in x), strict=True))
+            useful = cal.answer_relevance.prob_named(named)
+            on_topic = cal.answer_topic.prob_named(named)
+            results.append(MetricResult.ok("answer_relevance", useful * on_topic))
+            explanation["answer_relevance"] = {
+                "on_topic": round(on_topic, 4), "useful": round(useful, 4),
+                **{k: round(v, 4) for k, v in named.items()}}
         else:
             results.append(MetricResult.not_applicable("answer_relevance", "no_question_terms"))
 
