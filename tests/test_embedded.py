@@ -311,3 +311,19 @@ def test_claims_and_numbers() -> None:
     assert split_claims("Kept for 30 days [2]. Then purged [3].") == ["Kept for 30 days.",
                                                                     "Then purged."]
     assert numbers("It cost $1,200.0 in 2019") == {"1200", "2019"}
+
+
+def test_calibration_matches_the_feature_code() -> None:
+    # The weights apply to the numbers the feature code computes: a change to that code needs
+    # `make calibrate` (a minute from its cache, ~15 min cold) and the new calibration.json.
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("calibrate", ROOT / "scripts" / "calibrate.py")
+    assert spec is not None and spec.loader is not None
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    shipped = json.loads((ROOT / "evaluator/scorers/embedded/calibration.json").read_text())
+    assert shipped["features_code"] == calibrate.feature_code_hash(), (
+        "evaluator/scorers/embedded feature code changed since calibration.json was written: "
+        "run `make calibrate` and commit the result")
