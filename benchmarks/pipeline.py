@@ -651,7 +651,7 @@ def run_embedded(n: int, *, profile: bool, seed: int = 13) -> Case:
         texts.extend(batch)
         return inner(batch)
 
-    enc.encode = recording  # type: ignore[method-assign]
+    enc.encode = recording  # type: ignore[method-assign,assignment]
     encode0, forward0 = enc.encode_seconds, enc.forward_seconds
     hits0, misses0 = enc.cache_hits, enc.cache_misses
     started = time.perf_counter()
@@ -686,16 +686,14 @@ def run_embedded(n: int, *, profile: bool, seed: int = 13) -> Case:
     # (5), and how much of it the passage cache holds
     rss, peak = rss_mb()
     with enc._cache_lock:
-        cached = list(enc._cache.values())
-    cache_mb = sum(e.vec.nbytes + e.tokens.nbytes + e.weights.nbytes
-                   for encs in cached for e in encs) / 2**20
+        cached = len(enc._cache)
+        cache_mb = enc.cache_bytes / 2**20
 
     if profile:
         import cProfile
         import pstats
 
-        with enc._cache_lock:
-            enc._cache.clear()  # the measured pass started with these passages uncached
+        enc.clear_cache()  # the measured pass started with these passages uncached
         profiler = cProfile.Profile()
         profiler.enable()
         for chunk in chunks(records, bs):
@@ -727,7 +725,7 @@ def run_embedded(n: int, *, profile: bool, seed: int = 13) -> Case:
             "demo_cache_hits": hits, "demo_cache_misses": misses,
             "demo_truncations": scorer.truncations - cut0,
             "torch_threads": scorer.settings.torch_threads,
-            "cache_entries": len(cached), "cache_mb": round(cache_mb, 1),
+            "cache_entries": cached, "cache_mb": round(cache_mb, 1),
         },
     }
     return Case("embedded (in-process score_batch)", len(records), elapsed,

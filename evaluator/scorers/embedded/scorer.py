@@ -33,7 +33,7 @@ from evaluator.scorers.embedded import features as ft
 from evaluator.scorers.embedded import signals as sg
 from evaluator.scorers.embedded import textops as tx
 from evaluator.scorers.embedded.calibration import Calibration
-from evaluator.scorers.embedded.model import Encoded, Encoder
+from evaluator.scorers.embedded.model import Encoded, Encoder, release_free_memory
 from evaluator.scorers.text import content_words, is_refusal
 
 if TYPE_CHECKING:
@@ -205,6 +205,7 @@ class EmbeddedScorer:
                                                encs[ci:ci + len(p.claims)], pencs))
             except Exception:
                 results.append(_failed(record, "internal"))
+        release_free_memory()
         return results
 
     def _score_one(self, p: _Prepared, q_enc: Encoded, a_enc: Encoded,
