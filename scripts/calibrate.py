@@ -337,7 +337,7 @@ def main() -> int:
         if path.exists():
             topics[name] = pickle.loads(path.read_bytes())
             continue
-        topics[name] = topic_pairs(scorer, load_rows(name, args.data), name)
+        topics[name] = topic_pairs(scorer, rows_by_file[name], name)
         path.write_bytes(pickle.dumps(topics[name]))
     if args.extract_only is not None:
         return 0
@@ -444,10 +444,9 @@ def main() -> int:
     # precision target on msmarco's balanced hard negatives chose 0.47 and fired on right
     # passages in production-like traffic.)
     no_rel = float(np.quantile(coof[yc == 1], NO_RELEVANT_MISS))
-    trade_off = {str(q): {"threshold": float(np.quantile(coof[yc == 1], q)),
-                          "irrelevant_flagged": float(np.mean(
-                              coof[yc == 0] < np.quantile(coof[yc == 1], q)))}
-                 for q in (0.01, 0.02, 0.05, 0.1)}
+    levels = {q: float(np.quantile(coof[yc == 1], q)) for q in (0.01, 0.02, 0.05, 0.1)}
+    trade_off = {str(q): {"threshold": t, "irrelevant_flagged": float(np.mean(coof[yc == 0] < t))}
+                 for q, t in levels.items()}
     report["context_relevance"] = {"grouped_folds": {CONTEXT_FILES[0]: auc(coof, yc)},
                                    "no_relevant_context_by_miss_rate": trade_off,
                                    "single_feature": single_feature_aucs(
