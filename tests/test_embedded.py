@@ -99,6 +99,7 @@ def test_off_topic_numbers_are_unsupported_not_contradicted(scorer: EmbeddedScor
                         "Germany won the 2014 world cup, beating Argentina 1-0 in the final."))
     (claim,) = r.explanation["claims"]
     assert claim["verdict"] == "unsupported"
+    assert "mismatch" not in claim and "reason" not in claim
     assert metrics(r)["faithfulness"][1] < 0.5  # type: ignore[operator]
 
 
@@ -327,3 +328,40 @@ def test_calibration_matches_the_feature_code() -> None:
     assert shipped["features_code"] == calibrate.feature_code_hash(), (
         "evaluator/scorers/embedded feature code changed since calibration.json was written: "
         "run `make calibrate` and commit the result")
+
+
+def test_groundwatch_explain_shows_claims_verdicts_evidence_and_detections(
+        scorer: EmbeddedScorer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from evaluator.cli import main
+    from evaluator.store import Store
+
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    records = [
+        rec("How long are deleted buckets kept?",
+            "Deleted buckets are kept for 90 days. Support can restore purged buckets from "
+            "cold tape archives for a fee.", rid="contradicted"),
+        rec("Write a short poem about the sea", "The capital of Australia is Canberra.",
+            contexts=("The Treaty of Westphalia ended the Thirty Years' War in 1648.",),
+            rid="off"),
+    ]
+    store = Store(url)
+    store.add_items([(r, "default") for r in records], source="app")
+    store.record_results(scorer.score_batch(records), {r.request_id: r for r in records},
+                         scorer=scorer.name, scorer_version=scorer.version)
+    store.close()
+
+    assert main(["--config", str(config), "explain", "contradicted"]) == 0
+    out = capsys.readouterr().out
+    assert "[contradicted, strength" in out and "Deleted buckets are kept for 90 days." in out
+    assert "why: number 90" in out
+    assert "context[0]: Deleted storage buckets are kept in a recoverable state for 30 days." in out
+    assert "[unsupported, strength" in out and "cold tape archives" in out
+    assert "embedded/faithfulness:" in out and "answer relevance (embedded): on topic" in out
+
+    assert main(["--config", str(config), "explain", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "detection: out_of_scope: nearest scope example is out of scope" in out
+    assert "detection: no_relevant_context: best passage relevance" in out
+    assert "context relevance per passage (embedded): [0] 0.0" in out

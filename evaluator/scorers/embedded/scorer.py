@@ -308,8 +308,10 @@ class EmbeddedScorer:
             }
             if verdict == "contradicted":
                 entry["reason"] = f.contradiction
-            elif f.contradiction:
-                entry["mismatch"] = f.contradiction  # shown, but not calibrated to flip verdicts
+            elif kind is not None:
+                # A clash calibration did not adopt (negation): shown, not flipping the verdict.
+                # A clash with off-topic evidence is no clash at all and is not shown.
+                entry["mismatch"] = f.contradiction
             claims.append(entry)
         explanation["claims"] = claims
         explanation["unsupported"] = [c["claim"] for c in claims if c["verdict"] != "supported"]
