@@ -157,6 +157,11 @@ class SamplingConfig(_Section):
     # 0 (or absent from the file) turns the cap off.
     max_items_per_minute: float | None = Field(600.0, ge=0)
     rules: list[SamplingRule] = Field(default_factory=list)
+    # Every route gets at least this many items an hour when it has the traffic, on top of its
+    # rate, so small routes still get enough samples to alert on; 0 turns it off.
+    min_items_per_route_per_hour: float = Field(0.0, ge=0)
+    # Per-route minimums (route name -> items an hour), overriding the one above.
+    route_minimums: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> SamplingConfig:
@@ -164,8 +169,9 @@ class SamplingConfig(_Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique, repeated: {dupes}")
-        if "default" in names:
-            raise ValueError("'default' is reserved for the default rate")
+        for reserved in ("default", "route_minimum"):
+            if reserved in names:
+                raise ValueError(f"{reserved!r} is a reserved rule name")
         return self
 
 

@@ -4,7 +4,10 @@ Decisions are deterministic: a record is sampled iff ``hash(salt, request_id) < 
 sampler replicas, a re-run after a crash and an auditor with the same salt all agree. The first
 rule (in config order) that matches a record sets its rate; otherwise ``default_rate`` applies.
 Per-minute caps (token buckets, overall and per rule) bound the load a traffic spike can put on
-the judges; a record refused by a cap is counted as ``capped``, and is the only
+the judges; a record refused by a cap is counted as ``capped``. Per-route hourly minimums
+(``min_items_per_route_per_hour``, ``route_minimums``) top up small routes: a record its rate
+skips is still taken, under the rule name ``route_minimum``, while its route is below its
+minimum for the last hour. Caps and minimums depend on arrival order: they are the only
 non-deterministic part.
 """
 
@@ -21,6 +24,10 @@ from evaluator.config import RuleMatch, SamplingConfig
 from evaluator.records import LogRecord
 
 DEFAULT_RULE = "default"
+ROUTE_MINIMUM_RULE = "route_minimum"
+# Routes tracked for minimums; a log with more distinct routes than this is misconfigured (its
+# route column is not a route) and the rest get no minimum, so memory stays bounded.
+MAX_MINIMUM_ROUTES = 1000
 _HASH_SPACE = float(2**64)
 
 
@@ -37,8 +44,9 @@ class TokenBucket:
     Thread-safe; time comes from ``clock`` (monotonic seconds) so tests need not sleep.
     """
 
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = float(per_minute)
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic, *,
+                 capacity: float | None = None) -> None:
+        self.capacity = float(per_minute if capacity is None else capacity)
         self.refill_per_s = per_minute / 60.0
         self._clock = clock
         self._tokens = self.capacity
@@ -59,6 +67,14 @@ class TokenBucket:
         with self._lock:
             self._refill()
             self._tokens -= 1.0
+
+    def try_take(self) -> bool:
+        with self._lock:
+            self._refill()
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
 
 
 class Verdict(StrEnum):
@@ -109,7 +125,27 @@ class SamplingPolicy:
             r.name: TokenBucket(r.max_items_per_minute, clock)
             for r in config.rules if r.max_items_per_minute
         }
+        self._clock = clock
+        # Hourly minimum per route: a bucket holding up to an hour's minimum, refilled evenly.
+        # Every item sampled from the route takes a token when one is left; a skipped item is
+        # taken (as ``route_minimum``) only by a token. Buckets start full, so right after a
+        # start or a config reload each route's first items fill its minimum.
+        self._minimums: dict[str | None, TokenBucket | None] = {}
+        self._minimums_on = bool(config.min_items_per_route_per_hour
+                                 or any(config.route_minimums.values()))
         self._lock = threading.Lock()
+
+    def _minimum_bucket(self, route: str | None) -> TokenBucket | None:
+        if route in self._minimums:
+            return self._minimums[route]
+        per_hour = self.config.route_minimums.get(route or "",
+                                                  self.config.min_items_per_route_per_hour)
+        if len(self._minimums) >= MAX_MINIMUM_ROUTES:
+            return None
+        bucket = (TokenBucket(per_hour / 60.0, self._clock, capacity=per_hour)
+                  if per_hour > 0 else None)
+        self._minimums[route] = bucket
+        return bucket
 
     def rule_for(self, record: LogRecord) -> tuple[str, float]:
         for rule in self.config.rules:
@@ -124,14 +160,25 @@ class SamplingPolicy:
         return Decision(Verdict.SAMPLED if hit else Verdict.SKIPPED, rule, rate)
 
     def decide(self, record: LogRecord) -> Decision:
-        """The full decision: rate, then the rule's cap, then the overall cap."""
+        """The full decision: rate, then the rule's cap, then the overall cap; a record the
+        rate skips is still taken while its route is below its hourly minimum (the overall cap
+        still applies)."""
         decision = self.wants(record)
-        if not decision.sampled:
+        if not decision.sampled and not self._minimums_on:
             return decision
-        buckets = [b for b in (self._rule_buckets.get(decision.rule), self._overall) if b]
-        with self._lock:  # check both before taking either, so a refusal costs no token
+        with self._lock:  # check every bucket before taking any, so a refusal costs no token
+            minimum = self._minimum_bucket(record.route) if self._minimums_on else None
+            if decision.sampled:
+                buckets = [b for b in (self._rule_buckets.get(decision.rule), self._overall) if b]
+            elif minimum is not None and minimum.available():
+                decision = Decision(Verdict.SAMPLED, ROUTE_MINIMUM_RULE, decision.rate)
+                buckets = [b for b in (self._overall,) if b]
+            else:
+                return decision
             if not all(b.available() for b in buckets):
                 return Decision(Verdict.CAPPED, decision.rule, decision.rate)
             for bucket in buckets:
                 bucket.take()
+            if minimum is not None:
+                minimum.try_take()
         return decision

@@ -155,3 +155,38 @@ def test_sampling_config_reloads_without_restart(setup: Any) -> None:
     assert reg.get_sample_value("groundwatch_config_reloads_total", {"result": "ok"}) == 1
     assert reg.get_sample_value("groundwatch_config_reloads_total", {"result": "error"}) == 1
     assert json.dumps(store.get_cursor("app"))  # the cursor is JSON
+
+
+def test_route_minimums_reach_the_queue_and_the_metrics(tmp_path: Path) -> None:
+    rows = demo_traffic.make_rows(120, seed=3)
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    demo_traffic.write_rows(f"sqlite:///{tmp_path}/logs.db", rows)
+    path = write_config(tmp_path, rate=0.0)
+    path.write_text(path.read_text().replace(
+        'default_rate = 0.0', 'default_rate = 0.0\nmin_items_per_route_per_hour = 4\n'
+        'route_minimums = { billing = 2 }'))
+    config = load_config(path, environ={})
+    store = Store.from_config(config.store)
+    queue = Queue()
+    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    while not sampler.step().idle:
+        pass
+    store.close()
+    by_id = {str(r["req_uuid"]): r for r in rows}
+    topped = [i for i in queue.ids() if by_id[i]["thumbs"] != -1]
+    routes = [by_id[i]["endpoint"] for i in topped]
+    # In log order, every sampled item of a route takes one of its minimum's tokens while any
+    # is left; thumbs-down items are sampled by their rule anyway, the others only by a token.
+    tokens = {"billing": 2, "docs_qa": 4, "support_chat": 4}
+    expected = []
+    for r in rows:
+        route, down = str(r["endpoint"]), r["thumbs"] == -1
+        if down or tokens[route] > 0:
+            if not down:
+                expected.append(str(r["req_uuid"]))
+            tokens[route] = max(0, tokens[route] - 1)
+    assert topped == expected
+    assert sorted(set(routes)) == ["billing", "docs_qa", "support_chat"]
+    value = sampler.metrics.registry.get_sample_value
+    assert sum(value("groundwatch_items_sampled_total", {"route": r, "rule": "route_minimum"})
+               or 0 for r in ("billing", "docs_qa", "support_chat")) == len(topped)

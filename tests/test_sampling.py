@@ -92,3 +92,68 @@ def test_caps_overall_and_per_rule() -> None:
     assert other.count(Verdict.SAMPLED) == 7 and other.count(Verdict.CAPPED) == 3
     clock.now += 60.0
     assert policy.decide(rec(999, route="chat")).sampled
+
+
+def test_route_minimums_top_up_small_routes() -> None:
+    clock = FakeClock()
+    cfg = SamplingConfig(default_rate=0.1, max_items_per_minute=None,
+                         min_items_per_route_per_hour=6, route_minimums={"billing": 12})
+    policy = SamplingPolicy(cfg, clock)
+
+    def by_rate(i: int) -> bool:
+        return sample_hash("groundwatch", f"req-{i}") < 0.1
+
+    # A small route: its first 6 items are all taken, then only its rate applies.
+    docs = [policy.decide(rec(i, route="docs")) for i in range(40)]
+    assert all(d.sampled for d in docs[:6])
+    assert {d.rule for d in docs[:6]} <= {"route_minimum", "default"}
+    assert [d.sampled for d in docs[6:]] == [by_rate(i) for i in range(6, 40)]
+    # The per-route value overrides the default minimum.
+    billing = [policy.decide(rec(i, route="billing")) for i in range(1000, 1040)]
+    assert all(d.sampled for d in billing[:12])
+    assert [d.sampled for d in billing[12:]] == [by_rate(i) for i in range(1012, 1040)]
+    # An hour's minimum refills evenly: 10 minutes later, one more docs item (6 an hour).
+    clock.now += 600.0
+    later = [policy.decide(rec(i, route="docs")) for i in range(2000, 2200)]
+    assert sum(d.rule == "route_minimum" for d in later) == 1
+
+
+def test_items_sampled_by_rate_count_toward_the_minimum() -> None:
+    cfg = SamplingConfig(default_rate=0.0, max_items_per_minute=None,
+                         min_items_per_route_per_hour=5, rules=[
+                             SamplingRule(name="vip", match={"metadata": {"vip": True}},
+                                          rate=1.0)])
+    policy = SamplingPolicy(cfg, FakeClock())
+    vip = [policy.decide(rec(i, route="chat", metadata={"vip": True})) for i in range(5)]
+    assert [d.rule for d in vip] == ["vip"] * 5
+    # Those 5 used the hour's minimum: nothing more of the route is topped up.
+    assert not any(policy.decide(rec(100 + i, route="chat")).sampled for i in range(50))
+    assert policy.decide(rec(200, route="other")).rule == "route_minimum"
+
+
+def test_route_minimum_respects_the_overall_cap_and_stays_bounded() -> None:
+    cfg = SamplingConfig(default_rate=0.0, max_items_per_minute=3,
+                         min_items_per_route_per_hour=10)
+    policy = SamplingPolicy(cfg, FakeClock())
+    got = [policy.decide(rec(i, route="docs")).verdict for i in range(6)]
+    assert got == [Verdict.SAMPLED] * 3 + [Verdict.CAPPED] * 3
+    # Off by default.
+    off = SamplingPolicy(SamplingConfig(default_rate=0.0, max_items_per_minute=None))
+    assert not any(off.decide(rec(i, route=f"r{i}")).sampled for i in range(100))
+    # At most MAX_MINIMUM_ROUTES routes are tracked; later routes get no minimum.
+    from evaluator.sampling import MAX_MINIMUM_ROUTES
+
+    many = SamplingPolicy(SamplingConfig(default_rate=0.0, max_items_per_minute=None,
+                                         min_items_per_route_per_hour=1))
+    n = MAX_MINIMUM_ROUTES + 50
+    assert sum(many.decide(rec(i, route=f"r{i}")).sampled for i in range(n)) == MAX_MINIMUM_ROUTES
+    assert len(many._minimums) == MAX_MINIMUM_ROUTES
+
+
+def test_reserved_rule_names() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    for name in ("default", "route_minimum"):
+        with pytest.raises(ValidationError, match="reserved"):
+            SamplingConfig(rules=[SamplingRule(name=name, match={}, rate=1.0)])
