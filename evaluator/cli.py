@@ -67,6 +67,35 @@ def cmd_sampler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instant(text: str) -> datetime:
+    """An ISO-8601 date or time for --since/--until; a time without a zone is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 date or time: {text!r} (e.g. 2026-11-01 or "
+            f"2026-11-01T12:00:00+00:00)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from workers.services import run_backfill
+
+    if args.rate is not None and not 0.0 <= args.rate <= 1.0:
+        print(f"--rate must be between 0 and 1, got {args.rate}", file=sys.stderr)
+        return 2
+    if args.since and args.until and args.since >= args.until:
+        print(f"--since ({args.since.isoformat()}) must be before --until "
+              f"({args.until.isoformat()})", file=sys.stderr)
+        return 2
+    t = run_backfill(_config(args), args.name, since=args.since, until=args.until,
+                     rate=args.rate)
+    print(f"backfill {args.name!r}: read {t.rows} rows ({t.outside} outside the range, "
+          f"{t.rejected} rejected); enqueued {t.sampled} items, {t.already_stored} sampled "
+          f"items were already stored, {t.capped} capped, {t.skipped} skipped by the rate")
+    return 0
+
+
 def cmd_exporter(args: argparse.Namespace) -> int:
     from workers.services import run_exporter
 
@@ -284,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sampler", help="read the source and enqueue sampled items")
     p.add_argument("--until-idle", action="store_true", help="stop once the source is caught up")
     p.set_defaults(func=cmd_sampler)
+
+    p = sub.add_parser(
+        "backfill", help="replay the source's rows of a time range once (own cursor): "
+        "score what the live sampler did not take")
+    p.add_argument("name", help="name of this backfill; re-running it resumes where it stopped")
+    p.add_argument("--since", type=_instant, default=None,
+                   help="first log time to take (ISO-8601; no zone = UTC)")
+    p.add_argument("--until", type=_instant, default=None,
+                   help="log time to stop at, exclusive (ISO-8601; no zone = UTC)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="default sampling rate for this run (rules still apply)")
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser("worker", help="a Celery worker that scores batches")
     p.add_argument("--name", default=None, help="Celery node name (default: celery@host)")

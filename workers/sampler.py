@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,32 @@ class StepResult:
     rejected: int = 0
     batches: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
+    outside: int = 0  # backfill: records outside the time range
+    already_stored: int = 0  # backfill: sampled records that were already items
+    done: bool = False  # backfill: the source has passed the end of the range
 
     @property
     def idle(self) -> bool:
         return self.locked and self.rows == 0
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """A one-off replay of rows the live sampler may already have read (``groundwatch
+    backfill``): only records with ``since <= timestamp < until`` are decided, records already
+    stored as items are not sent again, and the rows are not counted again in the app and
+    log metrics (the live sampler counted them). It runs under its own source name, so the
+    live cursor and lock are untouched, and stops at the first record at or after ``until``.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def contains(self, ts: datetime) -> bool:
+        return (self.since is None or ts >= self.since) and (self.until is None or ts < self.until)
+
+    def passed(self, ts: datetime) -> bool:
+        return self.until is not None and ts >= self.until
 
 
 def default_owner() -> str:
@@ -72,8 +95,10 @@ class Sampler:
         enqueue: Enqueue,
         owner: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        backfill: Backfill | None = None,
     ) -> None:
         self.config = config
+        self.backfill = backfill
         self.store = store
         self.source = source
         self.metrics = metrics
@@ -134,9 +159,14 @@ class Sampler:
         if batch.rows_read == 0:
             return result
 
+        records = batch.records
+        if self.backfill is not None:
+            records = [r for r in batch.records if self.backfill.contains(r.timestamp)]
+            result.outside = len(batch.records) - len(records)
+            result.done = any(self.backfill.passed(r.timestamp) for r in batch.records)
         sampled: list[tuple[LogRecord, str]] = []
         capped: list[str] = []
-        for record in batch.records:
+        for record in records:
             decision = self.policy.decide(record)
             if decision.verdict is Verdict.SAMPLED:
                 sampled.append((record, decision.rule))
@@ -145,6 +175,11 @@ class Sampler:
                 capped.append(decision.rule)
             else:
                 result.skipped += 1
+        if self.backfill is not None and sampled:
+            stored = self.store.stored_item_ids([record.request_id for record, _ in sampled])
+            result.already_stored = len(stored)
+            sampled = [(record, rule) for record, rule in sampled
+                       if record.request_id not in stored]
         result.sampled = len(sampled)
         result.capped = len(capped)
 
@@ -184,9 +219,10 @@ class Sampler:
                rejections: Sequence[Any], capped: Sequence[str]) -> None:
         m = self.metrics
         source = self.config.source.name
-        m.observe_logs(records, source=source)
-        for rejection in rejections:
-            m.observe_unmapped(rejection.reason, source=source)
+        if self.backfill is None:  # a backfill re-reads rows the live sampler counted
+            m.observe_logs(records, source=source)
+            for rejection in rejections:
+                m.observe_unmapped(rejection.reason, source=source)
         m.observe_sampled_many((record.route, rule) for record, rule in sampled)
         for rule in capped:
             m.observe_capped(rule)
@@ -216,6 +252,8 @@ class Sampler:
                     log.info("source %r is locked by another sampler; waiting",
                              self.config.source.name)
                     stop.wait(min(poll, self.config.sampler.lock_ttl_s / 2))
+                elif result.done:
+                    return
                 elif result.idle:
                     if until_idle:
                         return
@@ -225,10 +263,10 @@ class Sampler:
 
 
 def build_sampler(config: Config, store: Store, metrics: Metrics, enqueue: Enqueue,
-                  *, owner: str | None = None) -> Sampler:
+                  *, owner: str | None = None, backfill: Backfill | None = None) -> Sampler:
     source = build_source(config)
     return Sampler(config, store=store, source=source, metrics=metrics, enqueue=enqueue,
-                   owner=owner)
+                   owner=owner, backfill=backfill)
 
 
 def celery_enqueue(app: Any, queue: str) -> Enqueue:

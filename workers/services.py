@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any
 
 from evaluator.config import ENV_PREFIX, Config
@@ -170,6 +172,63 @@ def run_exporter(config: Config) -> None:
 
 
 # -- sampler --------------------------------------------------------------------------------
+def backfill_config(config: Config, name: str, rate: float | None = None) -> Config:
+    """The config a backfill runs with: its own source name (so its own cursor and lock),
+    optionally another default rate, and no reload (an edit of the file must not undo
+    ``rate``)."""
+    source = config.source.model_copy(update={"name": f"{config.source.name}.backfill.{name}"})
+    sampling = (config.sampling if rate is None
+                else config.sampling.model_copy(update={"default_rate": rate}))
+    return config.model_copy(update={"source": source, "sampling": sampling, "path": None})
+
+
+def run_backfill(config: Config, name: str, *, since: datetime | None = None,
+                 until: datetime | None = None, rate: float | None = None,
+                 stop: threading.Event | None = None) -> StepTotals:
+    """Replay the source's rows in [since, until) once under the sampling policy (``rate``
+    overrides its default rate), enqueue the sampled items not already stored, and return
+    the totals. Re-running the same ``name`` resumes where it stopped."""
+    setup_process_metrics(config, clean=False)
+    from evaluator.store import Store
+    from metrics.registry import Metrics
+    from workers.app import make_celery
+    from workers.sampler import Backfill, build_sampler, celery_enqueue
+
+    config = backfill_config(config, name, rate)
+    store = Store.from_config(config.store)
+    app = make_celery(config)
+    sampler = build_sampler(config, store, Metrics(config.metrics),
+                            celery_enqueue(app, config.broker.queue),
+                            backfill=Backfill(since, until))
+    totals = StepTotals()
+    stop = stop or threading.Event()
+    stop_on_signals(stop)
+    try:
+        sampler.run(stop, until_idle=True, on_step=totals.add)
+    finally:
+        sampler.source.close()
+        store.close()
+    return totals
+
+
+@dataclass
+class StepTotals:
+    """Sums of :class:`workers.sampler.StepResult` over a run."""
+
+    rows: int = 0
+    outside: int = 0
+    sampled: int = 0
+    already_stored: int = 0
+    skipped: int = 0
+    capped: int = 0
+    rejected: int = 0
+
+    def add(self, step: Any) -> None:
+        for name in ("rows", "outside", "sampled", "already_stored", "skipped", "capped",
+                     "rejected"):
+            setattr(self, name, getattr(self, name) + getattr(step, name))
+
+
 def run_sampler(config: Config, *, stop: threading.Event | None = None,
                 until_idle: bool = False) -> None:
     setup_process_metrics(config, clean=False)

@@ -728,6 +728,15 @@ class Store:
         with self._engine.connect() as conn:
             return [self._score_row(row) for row in conn.execute(stmt)]
 
+    def stored_item_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of ``request_ids`` are already stored as items (any status)."""
+        found: set[str] = set()
+        with self._engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(request_ids))):
+                found.update(conn.execute(select(items.c.request_id)
+                                          .where(items.c.request_id.in_(chunk))).scalars())
+        return found
+
     def item(self, request_id: str) -> ItemRow | None:
         """One item with its payload, or None."""
         with self._engine.connect() as conn:
