@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evaluator.config import Config, load_config
 from workers.services import (
@@ -19,6 +19,9 @@ from workers.services import (
     stop_on_signals,
     stop_processes,
 )
+
+if TYPE_CHECKING:
+    from workers.sampler import StepResult
 
 log = logging.getLogger("groundwatch")
 
@@ -193,15 +196,12 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
     print(f"exporter: http://127.0.0.1:{port}/metrics   worker pid {worker.pid}, "
           f"embedded broker {root / 'broker'}")
 
-    totals = {"rows": 0, "sampled": 0, "rejected": 0, "capped": 0}
+    totals = StepResult()
 
     def on_step(step: StepResult) -> None:
-        totals["rows"] += step.rows
-        totals["sampled"] += step.sampled
-        totals["rejected"] += step.rejected
-        totals["capped"] += step.capped
-        _progress(f"sampler: read {totals['rows']}/{items} rows, sampled {totals['sampled']}, "
-                  f"rejected {totals['rejected']}")
+        totals.add(step)
+        _progress(f"sampler: read {totals.rows}/{items} rows, sampled {totals.sampled}, "
+                  f"rejected {totals.rejected}")
 
     sampler = build_sampler(config, store, Metrics(config.metrics),
                             celery_enqueue(app, config.broker.queue))
@@ -217,7 +217,7 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
             done = counts.get("scored", 0) + counts.get("failed", 0)
             _progress(f"workers: scored {counts.get('scored', 0)}, failed "
                       f"{counts.get('failed', 0)}, waiting {queued}")
-            if queued == 0 and done >= totals["sampled"]:
+            if queued == 0 and done >= totals.sampled:
                 break
             if worker.poll() is not None:
                 print(f"\nthe worker exited with code {worker.returncode}; see {root}/worker.log",
@@ -254,7 +254,7 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
     return code
 
 
-def _print_summary(store: Any, snapshot: Path, totals: dict[str, int], elapsed: float) -> None:
+def _print_summary(store: Any, snapshot: Path, totals: StepResult, elapsed: float) -> None:
     counts = store.count_items_by_status()
     detections: dict[str, int] = {}
     lines = snapshot.read_text().splitlines()
@@ -262,8 +262,8 @@ def _print_summary(store: Any, snapshot: Path, totals: dict[str, int], elapsed: 
         if line.startswith("groundwatch_detections_total{"):
             kind = line.split('kind="', 1)[1].split('"', 1)[0]
             detections[kind] = detections.get(kind, 0) + int(float(line.rsplit(" ", 1)[1]))
-    print(f"\nrows read {totals['rows']}, sampled {totals['sampled']}, rejected "
-          f"{totals['rejected']}; scored {counts.get('scored', 0)}, failed "
+    print(f"\nrows read {totals.rows}, sampled {totals.sampled}, rejected "
+          f"{totals.rejected}; scored {counts.get('scored', 0)}, failed "
           f"{counts.get('failed', 0)} in {elapsed:.1f}s")
     if detections:
         print("detections: " + ", ".join(f"{k} {v}" for k, v in sorted(detections.items())))

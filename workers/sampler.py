@@ -58,6 +58,15 @@ class StepResult:
     def idle(self) -> bool:
         return self.locked and self.rows == 0
 
+    def add(self, step: StepResult) -> None:
+        """Sum ``step`` into this result (running totals over a run)."""
+        for name in ("rows", "sampled", "skipped", "capped", "rejected", "batches", "outside",
+                     "already_stored"):
+            setattr(self, name, getattr(self, name) + getattr(step, name))
+        for rule, n in step.by_rule.items():
+            self.by_rule[rule] = self.by_rule.get(rule, 0) + n
+        self.done = self.done or step.done
+
 
 @dataclass(frozen=True)
 class Backfill:

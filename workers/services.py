@@ -14,12 +14,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from evaluator.config import ENV_PREFIX, Config
 from evaluator.scorers import check_scorer_name
+
+if TYPE_CHECKING:
+    from workers.sampler import StepResult
 
 log = logging.getLogger("groundwatch")
 
@@ -184,7 +186,7 @@ def backfill_config(config: Config, name: str, rate: float | None = None) -> Con
 
 def run_backfill(config: Config, name: str, *, since: datetime | None = None,
                  until: datetime | None = None, rate: float | None = None,
-                 stop: threading.Event | None = None) -> StepTotals:
+                 stop: threading.Event | None = None) -> StepResult:
     """Replay the source's rows in [since, until) once under the sampling policy (``rate``
     overrides its default rate), enqueue the sampled items not already stored, and return
     the totals. Re-running the same ``name`` resumes where it stopped."""
@@ -192,7 +194,7 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
     from evaluator.store import Store
     from metrics.registry import Metrics
     from workers.app import make_celery
-    from workers.sampler import Backfill, build_sampler, celery_enqueue
+    from workers.sampler import Backfill, StepResult, build_sampler, celery_enqueue
 
     config = backfill_config(config, name, rate)
     store = Store.from_config(config.store)
@@ -200,7 +202,7 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
     sampler = build_sampler(config, store, Metrics(config.metrics),
                             celery_enqueue(app, config.broker.queue),
                             backfill=Backfill(since, until))
-    totals = StepTotals()
+    totals = StepResult()
     stop = stop or threading.Event()
     stop_on_signals(stop)
     try:
@@ -209,24 +211,6 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
         sampler.source.close()
         store.close()
     return totals
-
-
-@dataclass
-class StepTotals:
-    """Sums of :class:`workers.sampler.StepResult` over a run."""
-
-    rows: int = 0
-    outside: int = 0
-    sampled: int = 0
-    already_stored: int = 0
-    skipped: int = 0
-    capped: int = 0
-    rejected: int = 0
-
-    def add(self, step: Any) -> None:
-        for name in ("rows", "outside", "sampled", "already_stored", "skipped", "capped",
-                     "rejected"):
-            setattr(self, name, getattr(self, name) + getattr(step, name))
 
 
 def run_sampler(config: Config, *, stop: threading.Event | None = None,
