@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -99,10 +100,73 @@ class ColumnMap(_Section):
     metadata: str = "metadata"
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a duration text: ``90``, ``"90s"``, ``"5m"``, ``"1h"``, ``"2d"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text such as '5m'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        unit = next((u for u in ("ms", "s", "m", "h", "d") if text.endswith(u)), "s")
+        number = text[: len(text) - len(unit)] if text.endswith(unit) else text
+        try:
+            seconds = float(number) * _DURATION_UNITS[unit]
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration (e.g. 90, '90s', '5m', '1h')") from None
+    else:
+        raise ValueError("a duration is a number of seconds or text such as '5m'")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"a duration must be finite and >= 0, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
 class SqlSourceConfig(_Section):
+    """Where the app's log table is, and how groundwatch keeps its place in it.
+
+    ``mode`` (after Kafka Connect's JDBC source):
+
+    * ``timestamp``: rows are taken in the order of the timestamp column compared as a UTC
+      time, whatever the column holds (a DATETIME, ISO-8601 text with any offset, epoch
+      seconds or milliseconds), ties broken by request id. ``lookback`` re-reads that window
+      behind the cursor on every poll, so rows committed late are still read; rows read
+      before are recognised and neither re-sent nor counted again.
+    * ``incrementing``: rows are taken in the order of ``incrementing_column``, a value the
+      database sets and that only grows (an auto-increment id, or an insert time set by a
+      default). Exact and index-friendly; the event timestamp may then be anything.
+    """
+
     url: SecretStr = SecretStr("sqlite:///app_logs.db")
     table: str = "llm_requests"
     schema_: str | None = Field(None, alias="schema")
+    mode: Literal["timestamp", "incrementing"] = "timestamp"
+    incrementing_column: str | None = None
+    # None: 60 s in timestamp mode (rows committed up to a minute late are read), 0 in
+    # incrementing mode (where it does not apply).
+    lookback: Duration | None = None
+    # How often rows that cannot be placed in the order (a NULL or unreadable timestamp) are
+    # looked for, counted and reported; each look is one scan of the table.
+    unplaceable_check: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> SqlSourceConfig:
+        if self.mode == "incrementing" and not self.incrementing_column:
+            raise ValueError("mode = 'incrementing' needs incrementing_column (e.g. 'id')")
+        if self.mode == "incrementing" and self.lookback:
+            raise ValueError("lookback applies to mode = 'timestamp' only")
+        return self
+
+    @property
+    def lookback_s(self) -> float:
+        if self.lookback is not None:
+            return self.lookback
+        return 60.0 if self.mode == "timestamp" else 0.0
 
     @field_validator("url")
     @classmethod

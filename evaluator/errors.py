@@ -31,13 +31,15 @@ class InvalidRecordError(GroundwatchError):
 
     ``reason`` is a short, bounded vocabulary word used as a metric label
     (``missing_field``, ``empty_field``, ``wrong_type``, ``bad_contexts``, ``oversized``,
-    ``bad_timestamp``); ``field`` names the record field and ``row_ref`` the row (its request id
-    when it has one, otherwise its position in the source).
+    ``bad_timestamp``, ``bad_json``; ``duplicate_id`` for a second row with a request id already
+    read; ``no_position`` for a row a source cannot place in its order); ``field`` names the
+    record field and ``row_ref`` the row (its request id when it has one, otherwise its
+    position in the source).
     """
 
     REASONS = frozenset(
         {"missing_field", "empty_field", "wrong_type", "bad_contexts", "oversized", "bad_timestamp",
-         "bad_json"}
+         "bad_json", "duplicate_id", "no_position"}
     )
 
     def __init__(self, reason: str, *, field: str, row_ref: str, detail: str) -> None:

@@ -1,15 +1,18 @@
 """The log record: what groundwatch knows about one request of the watched app.
 
 Sources map their own column or key names onto :class:`LogRecord` with :func:`map_row`. Every
-way a row can fail to map raises :class:`~evaluator.errors.InvalidRecordError` naming the row
-and the field, so the sampler can store and count the rejection and go on.
+way a *required* field can fail raises :class:`~evaluator.errors.InvalidRecordError` naming the
+row and the field, so the sampler can store and count the rejection and go on. An *optional*
+field never costs the row: a value whose meaning is certain is normalised (an HTTP status code
+becomes ok/error, a numeric string a number), and one that is not is dropped from the record
+and reported as a :class:`FieldDrop`, which the sampler counts by field and reason.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +71,16 @@ class RowLimits:
 
     max_field_chars: int = 100_000
     max_contexts: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDrop:
+    """An optional field left out of a record because its value could not be read."""
+
+    field: str
+    reason: str  # an InvalidRecordError reason: wrong_type, oversized, bad_json
+    row_ref: str
+    detail: str
 
 
 def _reject(reason: str, fname: str, row_ref: str, detail: str) -> InvalidRecordError:
@@ -144,13 +157,43 @@ def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:
         return None
     if isinstance(value, bool):
         raise _reject("wrong_type", fname, row_ref, "a boolean is not a number")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
     try:
-        number = kind(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise _reject("wrong_type", fname, row_ref, f"{str(value)[:40]!r} is not a number") from None
-    if isinstance(number, float) and not math.isfinite(number):
-        raise _reject("wrong_type", fname, row_ref, f"{value!r} is not finite")
+    if not math.isfinite(number):
+        raise _reject("wrong_type", fname, row_ref, f"{str(value)[:40]!r} is not finite")
+    if kind is int:
+        if not number.is_integer():
+            raise _reject("wrong_type", fname, row_ref, f"{str(value)[:40]!r} is not a whole number")
+        return int(number)
     return number
+
+
+# What an HTTP status code means for the app's own error rate: 1xx-3xx answered, 4xx-5xx not.
+def _status(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | None:
+    """``ok``/``error`` from an HTTP status code (as a number or numeric text); other text is
+    kept, lower-cased (``ok``, ``error``, ``timeout``, ...)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise _reject("wrong_type", fname, row_ref, "a boolean is not a status")
+    code: float | None = None
+    if isinstance(value, (int, float)):
+        code = float(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        code = float(value.strip())
+    if code is not None:
+        if not (math.isfinite(code) and code.is_integer() and 100 <= code <= 599):
+            raise _reject("wrong_type", fname, row_ref, f"{value!r} is not an HTTP status code")
+        return "ok" if code < 400 else "error"
+    text = _text(value, fname, row_ref, limits, required=False)
+    text = text.strip().lower() if text else None
+    return text or None
 
 
 def _metadata(value: Any, fname: str, row_ref: str) -> dict[str, Any]:
@@ -172,12 +215,15 @@ def map_row(
     *,
     limits: RowLimits,
     position: str,
+    dropped: list[FieldDrop] | None = None,
 ) -> LogRecord:
     """Map one source row onto a :class:`LogRecord`.
 
     ``columns`` maps groundwatch field names to the app's column names (a field absent from it
     keeps its own name). ``position`` names the row when it has no usable request id (a file and
-    line, or a table and offset). Raises :class:`InvalidRecordError` on the first problem found.
+    line, or a table and offset). Raises :class:`InvalidRecordError` on the first problem found
+    in a required field; optional fields that cannot be read are left out of the record and
+    appended to ``dropped``.
     """
 
     def get(fname: str) -> Any:
@@ -207,25 +253,42 @@ def map_row(
         raise _reject("empty_field", "question", row_ref, "blank")
     contexts = _contexts(get("contexts"), "contexts", row_ref, limits)
 
-    status = _text(get("status"), "status", row_ref, limits, required=False)
-    feedback = _number(get("feedback"), "feedback", row_ref, int)
+    optional: dict[str, Any] = {}
+    for fname, read in _OPTIONAL_READERS.items():
+        try:
+            optional[fname] = read(get(fname), fname, row_ref, limits)
+        except InvalidRecordError as err:
+            # An optional field never costs the row: leave it out, and say so.
+            if dropped is not None:
+                dropped.append(FieldDrop(err.field, err.reason, err.row_ref, err.detail))
+    return LogRecord(request_id=request_id, timestamp=timestamp, question=question,
+                     contexts=contexts, answer=answer, **optional)
+
+
+def _label_text(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | None:
+    """Text, or a whole number read as its text (a numeric route or version is no guess)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return _text(value, fname, row_ref, limits, required=False)
+
+
+def _feedback(value: Any, fname: str, row_ref: str, limits: RowLimits) -> int | None:
+    feedback = _number(value, fname, row_ref, int)
     if feedback is not None and feedback not in (-1, 0, 1):
-        raise _reject("wrong_type", "feedback", row_ref, f"{feedback} is not -1, 0 or 1")
-    return LogRecord(
-        request_id=request_id,
-        timestamp=timestamp,
-        question=question,
-        contexts=contexts,
-        answer=answer,
-        route=_text(get("route"), "route", row_ref, limits, required=False),
-        model=_text(get("model"), "model", row_ref, limits, required=False),
-        app_version=_text(get("app_version"), "app_version", row_ref, limits, required=False),
-        latency_ms=_number(get("latency_ms"), "latency_ms", row_ref, float),
-        status=status.lower() if status else None,
-        error=_text(get("error"), "error", row_ref, limits, required=False),
-        prompt_tokens=_number(get("prompt_tokens"), "prompt_tokens", row_ref, int),
-        completion_tokens=_number(get("completion_tokens"), "completion_tokens", row_ref, int),
-        cost_usd=_number(get("cost_usd"), "cost_usd", row_ref, float),
-        feedback=feedback,
-        metadata=_metadata(get("metadata"), "metadata", row_ref),
-    )
+        raise _reject("wrong_type", fname, row_ref, f"{feedback} is not -1, 0 or 1")
+    return feedback
+
+
+_OPTIONAL_READERS: dict[str, Callable[[Any, str, str, RowLimits], Any]] = {
+    "route": _label_text,
+    "model": _label_text,
+    "app_version": _label_text,
+    "latency_ms": lambda v, f, r, _: _number(v, f, r, float),
+    "status": _status,
+    "error": lambda v, f, r, lim: _text(v, f, r, lim, required=False),
+    "prompt_tokens": lambda v, f, r, _: _number(v, f, r, int),
+    "completion_tokens": lambda v, f, r, _: _number(v, f, r, int),
+    "cost_usd": lambda v, f, r, _: _number(v, f, r, float),
+    "feedback": _feedback,
+    "metadata": lambda v, f, r, _: _metadata(v, f, r),
+}

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from evaluator.errors import InvalidRecordError
-from evaluator.records import LogRecord, RowLimits, map_row
+from evaluator.records import FieldDrop, LogRecord, RowLimits, map_row
 
 COLUMNS = {"request_id": "rid", "timestamp": "ts", "question": "q", "contexts": "docs",
            "answer": "a", "latency_ms": "lat", "feedback": "thumbs"}
@@ -57,8 +57,6 @@ def test_empty_answer_is_kept_for_the_empty_answer_detector() -> None:
         ({"a": "x" * 201}, "oversized", "answer"),
         ({"ts": "yesterday"}, "bad_timestamp", "timestamp"),
         ({"ts": None}, "missing_field", "timestamp"),
-        ({"lat": "fast"}, "wrong_type", "latency_ms"),
-        ({"thumbs": 5}, "wrong_type", "feedback"),
     ],
 )
 def test_rejections_name_reason_field_and_row(over: dict[str, object], reason: str,
@@ -69,6 +67,53 @@ def test_rejections_name_reason_field_and_row(over: dict[str, object], reason: s
     assert (err.reason, err.field) == (reason, field)
     assert err.row_ref in ("r1", "logs.jsonl:7")
     assert field in str(err) and err.row_ref in str(err)
+
+
+@pytest.mark.parametrize(
+    ("over", "fname", "reason"),
+    [
+        ({"lat": "fast"}, "latency_ms", "wrong_type"),
+        ({"lat": float("nan")}, "latency_ms", "wrong_type"),
+        ({"thumbs": 5}, "feedback", "wrong_type"),
+        ({"thumbs": True}, "feedback", "wrong_type"),
+        ({"status": 99}, "status", "wrong_type"),
+        ({"status": "x" * 201}, "status", "oversized"),
+        ({"tokens": "12.5"}, "prompt_tokens", "wrong_type"),
+        ({"meta": "{not json"}, "metadata", "bad_json"),
+        ({"meta": "[1, 2]"}, "metadata", "wrong_type"),
+    ],
+)
+def test_an_unreadable_optional_field_is_dropped_not_the_row(
+        over: dict[str, object], fname: str, reason: str) -> None:
+    columns = {**COLUMNS, "status": "status", "prompt_tokens": "tokens", "metadata": "meta"}
+    dropped: list[FieldDrop] = []
+    rec = map_row(row(**over), columns, limits=LIMITS, position="t:0", dropped=dropped)
+    assert rec.request_id == "r1"
+    assert getattr(rec, fname) in (None, {})
+    assert [(d.field, d.reason, d.row_ref) for d in dropped] == [(fname, reason, "r1")]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(200, "ok"), (302, "ok"), (404, "error"), (503, "error"), ("500", "error"),
+     (" 201 ", "ok"), (200.0, "ok"), ("OK", "ok"), ("Error", "error"), ("timeout", "timeout"),
+     ("", None), (None, None)],
+)
+def test_status_codes_are_normalised(status: object, expected: str | None) -> None:
+    # An HTTP status code means ok/error without guessing: the app's error rate needs it.
+    dropped: list[FieldDrop] = []
+    rec = map_row(row(status=status), {**COLUMNS, "status": "status"}, limits=LIMITS,
+                  position="t:0", dropped=dropped)
+    assert rec.status == expected and dropped == []
+
+
+def test_numeric_text_and_whole_floats_are_numbers() -> None:
+    columns = {**COLUMNS, "prompt_tokens": "tokens", "cost_usd": "cost", "route": "route"}
+    rec = map_row(row(lat=" 12.5 ", tokens="300", cost="0.002", thumbs="1", route=7),
+                  columns, limits=LIMITS, position="t:0")
+    assert (rec.latency_ms, rec.prompt_tokens, rec.cost_usd, rec.feedback) == (12.5, 300, 0.002, 1)
+    assert map_row(row(tokens=300.0), columns, limits=LIMITS, position="t:0").prompt_tokens == 300
+    assert rec.route == "7"
 
 
 def test_message_round_trip() -> None:

@@ -297,17 +297,19 @@ def test_bad_rows_are_rejected_and_good_rows_around_them_come_through(
     source = make_source(limits=RowLimits(max_field_chars=100))
 
     batches, cursor = drain(source, None, 3)
-    assert ids(batches) == ["r000", "r007"]
+    # An optional field that cannot be read ("fast" as a latency) costs the field, not the row.
+    assert ids(batches) == ["r000", "r006", "r007"]
     assert batches[0].records[0].latency_ms == 12.5
     assert batches[-1].records[-1].latency_ms is None
+    assert [(d.field, d.reason, d.row_ref) for b in batches for d in b.dropped] == [
+        ("latency_ms", "wrong_type", "r006")]
     rejected = [(e.reason, e.field, e.row_ref) for b in batches for e in b.rejections]
     assert rejected[0] == ("missing_field", "question", "r001")
     assert rejected[1][:2] == ("empty_field", "request_id")
     assert db.table_name in rejected[1][2]  # no id: named by its place in the table
     assert rejected[2:] == [("bad_contexts", "contexts", "r003"),
                             ("bad_contexts", "contexts", "r004"),
-                            ("oversized", "answer", "r005"),
-                            ("wrong_type", "latency_ms", "r006")]
+                            ("oversized", "answer", "r005")]
     assert sum(b.rows_read for b in batches) == 8
     assert cursor["request_id"]["value"] == "r007"  # the watermark moved past every row
 
@@ -349,7 +351,7 @@ def test_contexts_as_native_postgres_types(
     expected_reason = "bad_contexts" if native == "jsonb" else "missing_field"
     assert rejected == [(expected_reason, "contexts")]
     assert cursor["request_id"] == {"type": "uuid", "value": str(ids_in[3])}
-    assert cursor["ts"]["type"] == "datetime"
+    assert cursor["pos"]["type"] == "datetime"
 
 
 def test_schema_qualified_table(db: Db) -> None:
@@ -385,3 +387,190 @@ def test_choosing_a_source_imports_only_its_module() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["ConfigError", "False", "False"]
+
+
+# -- cursor modes: the order is time, whatever the column holds --------------------------------
+def iso_with_offset(t: datetime, hours: int) -> str:
+    """``t`` written in a zone ``hours`` from UTC, as apps in several regions do."""
+    from datetime import timezone
+
+    return t.astimezone(timezone(timedelta(hours=hours))).isoformat()
+
+
+class Seen:
+    """What the sampler keeps in the store for a lookback: the ids read, by log time."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, datetime] = {}
+
+    def __call__(self, ids: Any) -> set[str]:
+        return {i for i in ids if i in self.ids}
+
+    def take(self, batch: SourceBatch) -> None:
+        self.ids.update(dict(batch.read_ids))
+        if batch.forget_read_before is not None:
+            self.ids = {i: t for i, t in self.ids.items() if t >= batch.forget_read_before}
+
+
+def drain_seen(source: SqlSource, cursor: Any, limit: int,
+               seen: Seen) -> tuple[list[SourceBatch], Any]:
+    batches = []
+    for _ in range(1000):
+        batch = source.read(cursor, limit, seen=seen)
+        seen.take(batch)
+        cursor = json.loads(json.dumps(batch.cursor))
+        if batch.rows_read == 0:
+            return batches, cursor
+        batches.append(batch)
+    raise AssertionError("source never caught up")
+
+
+def test_timestamps_in_several_time_zones_are_ordered_as_times(
+        db: Db, make_source: Callable[..., SqlSource]) -> None:
+    # Finding 1 of issue 7: the watermark compared the column's text, so of 300 rows appended
+    # later in +00:00, +01:00 and -05:00 only the +01:00 third was read.
+    table = app_table(db, ts_type=Text())
+    db.insert(table, [app_row(i, iso_with_offset(BASE + timedelta(seconds=i), 0))
+                      for i in range(10)])
+    source = make_source()
+    batches, cursor = drain(source, None, 4)
+    assert len(ids(batches)) == 10
+
+    later = BASE + timedelta(seconds=10)
+    rows = [app_row(100 + i, iso_with_offset(later + timedelta(seconds=i), (0, 1, -5)[i % 3]),
+                    req_uuid=f"late{i:03d}") for i in range(300)]
+    random.Random(3).shuffle(rows)
+    db.insert(table, rows)
+    more, cursor = drain(source, cursor, 64)
+    got = [r.request_id for b in more for r in b.records]
+    assert sorted(got) == sorted(f"late{i:03d}" for i in range(300))
+    assert len(got) == len(set(got))
+    times = [r.timestamp for b in more for r in b.records]
+    assert times == sorted(times)  # read in the order of time, not of text
+
+
+def test_a_garbage_timestamp_is_reported_once_and_never_becomes_the_cursor(
+        db: Db, make_source: Callable[..., SqlSource]) -> None:
+    # Finding 2: "yesterday-ish" sorted after every "2026-..." text, became the watermark,
+    # and no later row was ever read.
+    table = app_table(db, ts_type=Text())
+    db.insert(table, [app_row(0, iso_with_offset(BASE, 0)),
+                      app_row(1, "yesterday-ish"),
+                      app_row(2, iso_with_offset(BASE + timedelta(seconds=2), 0)),
+                      app_row(3, None)])
+    source = make_source()
+    first = source.read(None, 10)
+    assert ids([first]) == ["r000", "r002"]
+    assert [(e.reason, e.field, e.row_ref) for e in first.rejections] == [
+        ("no_position", "timestamp", "r001"), ("no_position", "timestamp", "r003")]
+    assert first.unplaceable == 2
+    cursor = json.loads(json.dumps(first.cursor))
+
+    db.insert(table, [app_row(4, iso_with_offset(BASE + timedelta(seconds=4), 2))])
+    restarted = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits())
+    try:
+        second = restarted.read(cursor, 10)
+        assert ids([second]) == ["r004"]  # later rows are still read
+        assert second.rejections == []  # and the bad ones are not reported twice
+        assert second.unplaceable == 2  # but still counted
+    finally:
+        restarted.close()
+
+
+def test_incrementing_mode_follows_the_id_whatever_the_timestamps_say(
+        db: Db, make_source: Callable[..., SqlSource]) -> None:
+    table = app_table(db, ts_type=Text())
+    stamps = [iso_with_offset(BASE + timedelta(minutes=m), h)
+              for m, h in ((5, 0), (1, 1), (9, -5), (0, 0))]
+    db.insert(table, [app_row(i, ts) for i, ts in enumerate(stamps)])
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       mode="incrementing", incrementing_column="id")
+    try:
+        batches, cursor = drain(source, None, 3)
+        assert ids(batches) == ["r000", "r001", "r002", "r003"]  # insertion order
+        assert cursor["mode"] == "incrementing" and cursor["column"] == "id"
+        db.insert(table, [app_row(9, "not a time at all")])
+        more, _ = drain(source, cursor, 3)
+        # The timestamp is a field like any other here: a bad one rejects the row, in order.
+        assert [(e.reason, e.row_ref) for b in more for e in b.rejections] == [
+            ("bad_timestamp", "r009")]
+        assert "incrementing on column 'id'" in source.describe_cursor(cursor)
+    finally:
+        source.close()
+
+
+def test_incrementing_column_must_exist_and_grow(db: Db) -> None:
+    app_table(db)
+    with pytest.raises(ConfigError) as info:
+        SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, mode="incrementing",
+                  incrementing_column="seq")
+    assert info.value.key == "source.sql.incrementing_column"
+    with pytest.raises(ConfigError) as info:
+        SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, mode="incrementing",
+                  incrementing_column="route")  # text: no order of insertion
+    assert info.value.key == "source.sql.incrementing_column" and "number" in str(info.value)
+
+
+@pytest.mark.parametrize("ts_kind", ["datetime", "iso_text", "epoch_ms"])
+def test_lookback_reads_rows_committed_late_once(db: Db, ts_kind: str) -> None:
+    ts_type, to_db = TS_KINDS[ts_kind]
+    table = app_table(db, ts_type=ts_type())
+    db.insert(table, [app_row(i, to_db(BASE + timedelta(seconds=i))) for i in range(20)])
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       lookback_s=60.0)
+    seen = Seen()
+    try:
+        batches, cursor = drain_seen(source, None, 7, seen)
+        assert ids(batches) == [f"r{i:03d}" for i in range(20)]
+        assert all(b.late == 0 for b in batches)  # re-reading the window finds nothing new
+
+        # Committed after the cursor passed their time: 30 s and 2 s behind it, and one
+        # older than the window (documented: lost to a lookback this short).
+        db.insert(table, [app_row(50, to_db(BASE + timedelta(seconds=19 - 30))),
+                          app_row(51, to_db(BASE + timedelta(seconds=17))),
+                          app_row(52, to_db(BASE + timedelta(seconds=19 - 61)))])
+        late, cursor = drain_seen(source, cursor, 7, seen)
+        assert sorted(ids(late)) == ["r050", "r051"]
+        assert sum(b.late for b in late) == 2
+        again, _ = drain_seen(source, cursor, 7, seen)
+        assert again == []  # read once
+        # What the store keeps is bounded by the window.
+        assert min(seen.ids.values()) >= BASE + timedelta(seconds=19 - 60)
+    finally:
+        source.close()
+
+
+def test_a_second_row_with_a_read_id_is_a_duplicate(db: Db) -> None:
+    table = app_table(db)
+    at = [(BASE + timedelta(seconds=i)).replace(tzinfo=None) for i in range(4)]
+    db.insert(table, [app_row(0, at[0]), app_row(1, at[1]), app_row(0, at[2]),
+                      app_row(2, at[3])])
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       lookback_s=60.0)
+    seen = Seen()
+    try:
+        batches, _ = drain_seen(source, None, 2, seen)  # the copy is in another read
+        assert ids(batches) == ["r000", "r001", "r002"]
+        dupes = [(e.reason, e.row_ref) for b in batches for e in b.rejections]
+        assert dupes == [("duplicate_id", "r000")]
+    finally:
+        source.close()
+
+
+def test_cursor_of_an_earlier_version_carries_on(db: Db, make_source: Callable[..., SqlSource]) -> None:
+    table = app_table(db, ts_type=Text())
+    db.insert(table, [app_row(i, iso_with_offset(BASE + timedelta(seconds=i), 0))
+                      for i in range(4)])
+    old = {"ts": {"type": "str", "value": iso_with_offset(BASE + timedelta(seconds=1), 0)},
+           "request_id": {"type": "str", "value": "r001"}}
+    assert ids([make_source().read(old, 10)]) == ["r002", "r003"]
+
+
+def test_cursor_at_a_time(db: Db, make_source: Callable[..., SqlSource]) -> None:
+    table = app_table(db, ts_type=Text())
+    db.insert(table, [app_row(i, iso_with_offset(BASE + timedelta(seconds=i), -5))
+                      for i in range(5)])
+    source = make_source()
+    cursor = source.cursor_at(BASE + timedelta(seconds=3))
+    assert ids([source.read(json.loads(json.dumps(cursor)), 10)]) == ["r003", "r004"]
+    assert "at or after 2024-05-01T12:00:03+00:00" in source.describe_cursor(cursor)

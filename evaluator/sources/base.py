@@ -7,12 +7,13 @@ enqueued, so a crash may re-send a slice but never skips one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from evaluator.errors import InvalidRecordError
-from evaluator.records import LogRecord
+from evaluator.records import FieldDrop, LogRecord
 
 
 @dataclass(slots=True)
@@ -22,12 +23,23 @@ class SourceBatch:
     ``cursor`` is JSON-able and opaque to everyone but the source that made it. ``rows_read``
     counts every row consumed, mapped or rejected. An empty slice (``rows_read == 0``) means the
     source is caught up for now.
+
+    ``dropped`` lists optional fields left out of records (the rows were kept). ``read_ids``
+    (request id, log time) are the rows to remember as read, for a source that re-reads a
+    lookback window; ``forget_read_before`` is the time before which they may be forgotten.
+    ``late`` counts rows read from behind the cursor (committed late); ``unplaceable`` is the
+    number of rows the source cannot place in its order, when it looked this time.
     """
 
     records: list[LogRecord] = field(default_factory=list)
     rejections: list[InvalidRecordError] = field(default_factory=list)
     cursor: Mapping[str, Any] | None = None
     rows_read: int = 0
+    dropped: list[FieldDrop] = field(default_factory=list)
+    read_ids: list[tuple[str, datetime]] = field(default_factory=list)
+    forget_read_before: datetime | None = None
+    late: int = 0
+    unplaceable: int | None = None
 
 
 class Source(Protocol):
@@ -35,8 +47,12 @@ class Source(Protocol):
 
     name: str
 
-    def read(self, cursor: Mapping[str, Any] | None, limit: int) -> SourceBatch:
-        """At most ``limit`` rows strictly after ``cursor`` (``None``: from the beginning)."""
+    def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
+             seen: Callable[[Sequence[str]], set[str]] | None = None) -> SourceBatch:
+        """At most ``limit`` rows strictly after ``cursor`` (``None``: from the beginning).
+
+        ``seen(ids)`` answers which of ``ids`` were read before, for sources that re-read.
+        """
         ...
 
     def close(self) -> None:

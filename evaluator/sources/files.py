@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -155,13 +155,19 @@ class FileSource:
         )
 
     # -- the slice -------------------------------------------------------------------------
-    def read(self, cursor: Mapping[str, Any] | None, limit: int) -> SourceBatch:
-        """At most ``limit`` rows after the offsets in ``cursor``, files in sorted order."""
+    def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
+             seen: Callable[[Sequence[str]], set[str]] | None = None) -> SourceBatch:
+        """At most ``limit`` rows after the offsets in ``cursor``, files in sorted order.
+
+        Offsets are exact, so nothing is re-read and ``seen`` is not needed; a second row with
+        a request id already taken in the same read is rejected as ``duplicate_id``.
+        """
         if limit < 1:
             raise ValueError("limit must be at least 1")
         files = {path: entry for path, entry in self._parse_cursor(cursor).items()
                  if os.path.exists(path)}
         batch = SourceBatch()
+        taken: set[str] = set()
         for path in self.matching_files():
             remaining = limit - batch.rows_read
             if remaining <= 0:
@@ -195,10 +201,19 @@ class FileSource:
                     continue
                 row, position = item
                 try:
-                    batch.records.append(map_row(row, self._columns, limits=self.limits,
-                                                 position=position))
+                    record = map_row(row, self._columns, limits=self.limits,
+                                     position=position, dropped=batch.dropped)
                 except InvalidRecordError as err:
                     batch.rejections.append(err)
+                    continue
+                if record.request_id in taken:
+                    batch.rejections.append(InvalidRecordError(
+                        "duplicate_id", field="request_id", row_ref=record.request_id,
+                        detail=f"a row with this request id was read before; this one is "
+                               f"at {position}"))
+                    continue
+                taken.add(record.request_id)
+                batch.records.append(record)
             batch.rows_read += part.consumed
             rows = offset + part.consumed
             files[path] = {"rows": rows, "size": stat.st_size, "mtime": stat.st_mtime,

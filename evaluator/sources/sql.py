@@ -1,24 +1,64 @@
-"""The ``sql`` source: any SQLAlchemy URL, any table, read incrementally by a watermark.
+"""The ``sql`` source: any SQLAlchemy URL, any table, read incrementally by a cursor.
 
-The watermark is the pair (timestamp column, request-id column) of the last row consumed. A
-slice is ``WHERE ts > :ts OR (ts = :ts AND rid > :rid) ORDER BY ts, rid LIMIT :limit``, so ties
-on the timestamp are neither skipped nor read twice, whatever the batch boundaries.
+Every row has a *position*: in ``timestamp`` mode the timestamp column compared as a UTC time,
+in ``incrementing`` mode an increasing column the database sets. A slice is the keyset page
+``WHERE pos > :pos OR (pos = :pos AND rid > :rid) ORDER BY pos, rid LIMIT :limit``, so ties on
+the position are neither skipped nor read twice, whatever the batch boundaries.
+
+How the position of a timestamp is computed, so that it is a time and not text:
+
+* SQLite: whole milliseconds since the epoch, from ISO-8601 text with any offset or ``Z``
+  (``strftime``) or from epoch numbers (seconds, or milliseconds above 1e11, as
+  :func:`~evaluator.records.parse_timestamp` reads them). No index on the column helps.
+* PostgreSQL: a typed column (``timestamp``, ``timestamptz``, numbers) as it is, so an index
+  serves the range; text is cast to ``timestamptz`` behind a pattern that only lets valid
+  ISO-8601 dates through (naive text is taken as UTC), so one bad value cannot fail the query.
+* Other databases: typed columns as they are; text compares as text, which is exact only when
+  every row is written with the same offset (``check-config`` says so).
+
+A row whose position is NULL or unreadable (a NULL or garbage timestamp, a NULL request id) is
+never read in order and never moves the cursor; a periodic scan finds such rows, reports each
+(by request id) once as a rejection ``no_position`` and counts them all in a gauge.
+
+In ``timestamp`` mode ``lookback`` re-reads the window behind the cursor on every poll: rows of
+that window whose request id was not read before (committed late) are read now. Which ids were
+read is kept by the sampler in the store for the window's length (``SourceBatch.read_ids``).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
-from collections.abc import Mapping
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, Table, and_, create_engine, or_, select, type_coerce
+from sqlalchemy import (
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    and_,
+    case,
+    cast,
+    create_engine,
+    func,
+    not_,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchTableError, OperationalError
-from sqlalchemy.types import NullType
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import Date, DateTime, NullType
 
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError
-from evaluator.records import ALL_FIELDS, REQUIRED_FIELDS, RowLimits, map_row
+from evaluator.records import ALL_FIELDS, REQUIRED_FIELDS, FieldDrop, RowLimits, map_row, parse_timestamp
 from evaluator.sources.base import SourceBatch
 
 if TYPE_CHECKING:
@@ -26,11 +66,36 @@ if TYPE_CHECKING:
 
 __all__ = ["SqlSource", "decode_watermark_value", "encode_watermark_value"]
 
+log = logging.getLogger(__name__)
+
+CURSOR_VERSION = 2
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Ids of unplaceable rows already reported, kept in the cursor so a restart does not report
+# them again; past this many, further ones are only counted (the gauge) and logged.
+MAX_REPORTED_UNPLACEABLE = 1000
+# The lookback window is read as ids first; a window holding more than this many rows is cut
+# (and logged): size lookback to the traffic.
+MAX_LOOKBACK_IDS = 100_000
+_IN_CHUNK = 500
+
+# ISO-8601 dates PostgreSQL's timestamptz input accepts without an error: real calendar days
+# (leap years included), 24-hour times, optional fraction and offset. Anything else is NULL.
+_PG_YEAR = r"[1-9][0-9]{3}"
+_PG_DATE = (
+    rf"(?:{_PG_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"|[0-9]{2}(?:0[48]|[2468][048]|[13579][26])-02-29|(?:[02468][048]|[13579][26])00-02-29)"
+)
+_PG_TIME = r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,9})?)?)?"
+_PG_OFFSET = r"(?:Z|z|[+-](?:0[0-9]|1[0-4])(?::?[0-5][0-9])?)"
+_PG_NAIVE = f"^{_PG_DATE}{_PG_TIME}$"
+_PG_AWARE = f"^{_PG_DATE}{_PG_TIME} ?{_PG_OFFSET}$"
+
 
 def encode_watermark_value(value: Any) -> dict[str, Any]:
     """Tag a raw column value so that it is bound back with its native type.
 
-    A datetime must come back as a datetime (not as text) for ``ts > :ts`` to compare the way
+    A datetime must come back as a datetime (not as text) for ``pos > :pos`` to compare the way
     the database orders the column; likewise numbers and text.
     """
     if isinstance(value, bool):
@@ -64,24 +129,119 @@ def decode_watermark_value(tagged: Mapping[str, Any]) -> Any:
     return decoders[kind](value)
 
 
+def _is_numeric(column_type: Any) -> bool:
+    return isinstance(column_type, (Integer, Numeric, Float))
+
+
+def _is_temporal(column_type: Any) -> bool:
+    return isinstance(column_type, (DateTime, Date))
+
+
+class _Position:
+    """How a row's place in the order is computed (``expr``), and converted to and from a time.
+
+    ``kind`` is one of ``raw`` (the column itself, compared natively), ``sqlite_ms`` (whole
+    milliseconds since the epoch) and ``pg_text`` (text cast to timestamptz).
+    """
+
+    def __init__(self, expr: ColumnElement[Any], kind: str, column: Any, *, exact: bool,
+                 note: str | None = None) -> None:
+        self.expr = expr
+        self.kind = kind
+        self.column = column
+        self.exact = exact  # the order is the order of time (or of the increasing column)
+        self.note = note
+
+    def to_time(self, value: Any) -> datetime | None:
+        """The UTC time of a position value (None when it is no time)."""
+        try:
+            if self.kind == "sqlite_ms":
+                return EPOCH + timedelta(milliseconds=int(value))
+            return parse_timestamp(value)
+        except (InvalidRecordError, OverflowError, ValueError, TypeError):
+            return None
+
+    def from_time(self, when: datetime, *, numeric_unit_ms: bool = False) -> Any:
+        """The position value of the time ``when`` (for lookback bounds and ``cursor set``)."""
+        when = when.astimezone(UTC)
+        if self.kind == "sqlite_ms":
+            return (when - EPOCH) // timedelta(milliseconds=1)
+        if self.kind == "pg_text":
+            return when
+        column_type = self.column.type
+        if _is_numeric(column_type):
+            seconds = (when - EPOCH).total_seconds()
+            value = seconds * 1000 if numeric_unit_ms else seconds
+            return int(value) if isinstance(column_type, Integer) else value
+        if isinstance(column_type, DateTime) and not column_type.timezone:
+            return when.replace(tzinfo=None)
+        if isinstance(column_type, Date) and not isinstance(column_type, DateTime):
+            return when.date()
+        return when
+
+
+def _timestamp_position(column: Any, dialect: str) -> _Position:
+    raw = type_coerce(column, NullType())
+    if dialect == "sqlite":
+        # SQLite stores what it is given whatever the declared type: decide per value.
+        seconds = func.strftime("%s", raw)
+        millis = func.substr(func.strftime("%f", raw), 4, 3)
+        iso = and_(func.typeof(raw) == "text",
+                   raw.op("GLOB")("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*"))
+        number = and_(func.typeof(raw).in_(["integer", "real"]), func.abs(raw) < 1e14)
+        expr = case(
+            (number, cast(case((raw > 1e11, raw), else_=raw * 1000), Integer)),
+            (iso, cast(seconds, Integer) * 1000 + cast(millis, Integer)),
+            else_=None,
+        )
+        return _Position(type_coerce(expr, Integer()), "sqlite_ms", column, exact=True)
+    if _is_temporal(column.type) or _is_numeric(column.type):
+        return _Position(raw, "raw", column, exact=True)
+    if dialect == "postgresql" and isinstance(column.type, String):
+        text_col = cast(raw, String)
+        expr = case(
+            (text_col.op("~")(_PG_AWARE), cast(text_col, DateTime(timezone=True))),
+            (text_col.op("~")(_PG_NAIVE),
+             func.timezone("UTC", cast(text_col, DateTime(timezone=False)))),
+            else_=None,
+        )
+        return _Position(type_coerce(expr, DateTime(timezone=True)), "pg_text", column,
+                         exact=True,
+                         note="the timestamp column is text: it is parsed in the database on "
+                              "every read (no index helps); mode = 'incrementing' on an "
+                              "indexed id column is cheaper on a large table")
+    return _Position(raw, "raw", column, exact=False,
+                     note=f"the timestamp column is {column.type} on {dialect}: it is compared "
+                          "as text, which follows time only when every row has the same "
+                          "format and offset; use mode = 'incrementing' with an "
+                          "auto-increment column for an exact order")
+
+
+@dataclass
+class _Mark:
+    """Where a cursor stands: after (``pos``, ``rid``) in the order; with ``rid`` None, after
+    ``pos`` (``inclusive``: at or after); with ``pos`` None, at the start. ``reported`` holds
+    the ids of rows without a position already reported."""
+
+    pos: Any = None
+    rid: Any = None
+    inclusive: bool = False
+    reported: list[str] = field(default_factory=list)
+
+
 class SqlSource:
-    """Reads the app's request log from a table, in (timestamp, request id) order.
+    """Reads the app's request log from a table, in (position, request id) order.
 
     * Identifiers (table, schema, columns) come from config, are checked against the reflected
       table at construction and quoted by SQLAlchemy; nothing is pasted into SQL text.
     * A required field whose column is missing raises :class:`ConfigError` naming
       ``source.columns.<field>``. So does an optional field mapped to a column of another
       name; an optional field under its own name is simply not read when the table lacks it.
-    * The timestamp column may be a DATETIME/TIMESTAMP, ISO-8601 text or epoch numbers: the
-      watermark stores the column's *raw* value with a type tag and compares it with the
-      column's own ordering, so it never depends on parsing.
-    * Rows whose timestamp or request id is NULL cannot be placed on the watermark and are
-      never read (they are filtered out in the query, not rejected).
-    * Rows that fail :func:`~evaluator.records.map_row` become rejections; the watermark still
-      moves past them.
-    * (timestamp, request id) must be unique: two rows sharing both may lose one at a batch
-      boundary. Rows committed later with a timestamp at or before the watermark (late
-      arrivals) are not read.
+    * Rows that fail :func:`~evaluator.records.map_row` become rejections; the cursor still
+      moves past them (they were decided). Rows without a position never move it.
+    * (position, request id) must be unique: two rows sharing both may lose one at a batch
+      boundary. A second row with a request id already read is rejected as ``duplicate_id``
+      within one read, within the lookback window, and (for sampled items) by the store.
     """
 
     def __init__(
@@ -93,12 +253,22 @@ class SqlSource:
         columns: ColumnMap | None = None,
         limits: RowLimits | None = None,
         *,
+        mode: str = "timestamp",
+        incrementing_column: str | None = None,
+        lookback_s: float = 0.0,
+        unplaceable_check_s: float = 300.0,
         config_path: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from evaluator.config import ColumnMap
 
         self.name = name
         self.limits = limits or RowLimits()
+        self.mode = mode
+        self.lookback_s = lookback_s if mode == "timestamp" else 0.0
+        self._unplaceable_every = unplaceable_check_s
+        self._unplaceable_at: float | None = None
+        self._clock = clock
         self._columns_cfg = columns or ColumnMap()
         self._config_path = config_path
         self._qualified = f"{schema}.{table}" if schema else table
@@ -106,11 +276,33 @@ class SqlSource:
         try:
             self.table = self._reflect(table, schema)
             self._columns = self._resolve_columns()
+            if mode == "incrementing":
+                if not incrementing_column or incrementing_column not in self.table.c:
+                    raise ConfigError(
+                        f"column {incrementing_column!r} is not in table {self.table.fullname!r}",
+                        path=config_path, key="source.sql.incrementing_column")
+                inc = self.table.c[incrementing_column]
+                if not (_is_numeric(inc.type) or _is_temporal(inc.type)):
+                    raise ConfigError(
+                        f"column {incrementing_column!r} is {inc.type}: an incrementing column "
+                        "must be a number (an auto-increment id) or a time the database sets",
+                        path=config_path, key="source.sql.incrementing_column")
+                self._order_column = incrementing_column
+                self.position = _Position(type_coerce(inc, NullType()), "raw", inc, exact=True)
+            elif mode == "timestamp":
+                self._order_column = self._columns["timestamp"]
+                self.position = _timestamp_position(self.table.c[self._order_column],
+                                                    self.engine.dialect.name)
+            else:
+                raise ConfigError(f"unknown mode {mode!r} (timestamp, incrementing)",
+                                  path=config_path, key="source.sql.mode")
         except BaseException:
             self.engine.dispose()
             raise
-        self._ts = self.table.c[self._columns["timestamp"]]
-        self._rid = self.table.c[self._columns["request_id"]]
+        self._rid_col = self.table.c[self._columns["request_id"]]
+        self._rid = type_coerce(self._rid_col, NullType())
+        self._placeable = and_(self.position.expr.is_not(None), self._rid_col.is_not(None))
+        self._numeric_ms: bool | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> SqlSource:
@@ -122,6 +314,10 @@ class SqlSource:
             src.sql.schema_,
             src.columns,
             RowLimits(max_field_chars=src.max_field_chars, max_contexts=src.max_contexts),
+            mode=src.sql.mode,
+            incrementing_column=src.sql.incrementing_column,
+            lookback_s=src.sql.lookback_s,
+            unplaceable_check_s=src.sql.unplaceable_check,
             config_path=config.path,
         )
 
@@ -156,59 +352,248 @@ class SqlSource:
                     path=self._config_path, key=f"source.columns.{fname}")
         return resolved
 
+    def preflight_notes(self) -> list[str]:
+        """What ``check-config`` should tell the user about this source's order."""
+        return [self.position.note] if self.position.note else []
+
+    # -- cursors ---------------------------------------------------------------------------
+    def _cursor(self, mark: _Mark) -> dict[str, Any]:
+        return {"v": CURSOR_VERSION, "mode": self.mode, "column": self._order_column,
+                "pos": None if mark.pos is None else encode_watermark_value(mark.pos),
+                "request_id": None if mark.rid is None else encode_watermark_value(mark.rid),
+                "inclusive": mark.inclusive, "unplaceable_reported": list(mark.reported)}
+
+    def _unpack(self, cursor: Mapping[str, Any] | None) -> _Mark:
+        """Where a stored cursor stands (see :class:`_Mark`)."""
+        if cursor is None:
+            return _Mark()
+        try:
+            if "v" not in cursor:  # written before cursor modes: the raw timestamp value
+                raw = decode_watermark_value(cursor["ts"])
+                rid = decode_watermark_value(cursor["request_id"])
+                if self.mode != "timestamp":
+                    raise ValueError("a timestamp cursor cannot be used in incrementing mode")
+                if self.position.kind == "raw":
+                    return _Mark(raw, rid)
+                try:
+                    when: datetime | None = parse_timestamp(raw)
+                except InvalidRecordError:
+                    when = None
+                if when is None:
+                    log.warning("source %r: stored cursor %r is no time; reading from the "
+                                "start (items already stored are not sent again)", self.name, raw)
+                    return _Mark()
+                return _Mark(self.position.from_time(when), rid)
+            if cursor.get("mode") != self.mode or cursor.get("column") != self._order_column:
+                raise ValueError(
+                    f"source {self.name!r}: the stored cursor is for mode {cursor.get('mode')!r} "
+                    f"on column {cursor.get('column')!r}, the config says mode {self.mode!r} on "
+                    f"{self._order_column!r}: move it with `groundwatch cursor set` or "
+                    "`groundwatch cursor reset`")
+            reported = [str(r) for r in cursor.get("unplaceable_reported") or []]
+            pos = None if cursor["pos"] is None else decode_watermark_value(cursor["pos"])
+            rid = (None if cursor.get("request_id") is None
+                   else decode_watermark_value(cursor["request_id"]))
+            return _Mark(pos, rid, bool(cursor.get("inclusive")), reported)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"source {self.name!r}: not an sql cursor: {dict(cursor)!r}") from exc
+
+    def cursor_at(self, when: datetime | None = None, *, value: Any = None) -> dict[str, Any]:
+        """A cursor from which rows at or after the time ``when`` (timestamp mode), or after
+        the raw position ``value`` (either mode), are read next."""
+        if value is not None:
+            return self._cursor(_Mark(value, None, inclusive=False))
+        if when is None:
+            raise ValueError("give a time or a value")
+        if self.mode != "timestamp":
+            raise ValueError("in incrementing mode, give the column's value")
+        pos = self.position.from_time(when, numeric_unit_ms=self._column_in_ms())
+        return self._cursor(_Mark(pos, None, inclusive=True))
+
+    def describe_cursor(self, cursor: Mapping[str, Any] | None) -> str:
+        """One line for logs and ``groundwatch cursor show``."""
+        mark = self._unpack(cursor)
+        where = f"mode {self.mode} on column {self._order_column!r}"
+        if mark.pos is None:
+            return f"{where}: at the start of {self._qualified}"
+        when = self.position.to_time(mark.pos) if self.mode == "timestamp" else None
+        shown = when.isoformat() if when is not None else repr(mark.pos)
+        after = ("at or after" if mark.inclusive else "after") if mark.rid is None else "after"
+        tie = f" (request id {mark.rid!s})" if mark.rid is not None else ""
+        extra = (f"; {len(mark.reported)} row(s) without a position reported"
+                 if mark.reported else "")
+        return f"{where}: next rows {after} {shown}{tie}{extra}"
+
+    def _column_in_ms(self) -> bool:
+        """Whether a numeric timestamp column holds milliseconds (looked up once)."""
+        if self._numeric_ms is None:
+            self._numeric_ms = False
+            if self.position.kind == "raw" and _is_numeric(self.position.column.type):
+                with self.engine.connect() as conn:
+                    top = conn.scalar(select(func.max(self.position.column)))
+                self._numeric_ms = top is not None and float(top) > 1e11
+        return self._numeric_ms
+
     # -- reading ---------------------------------------------------------------------------
-    def read(self, cursor: Mapping[str, Any] | None, limit: int) -> SourceBatch:
-        """At most ``limit`` rows strictly after the watermark in ``cursor``."""
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
+    def _select(self) -> Any:
         # Every column is read raw (as the driver returns it): the records module parses JSON
         # text, ISO text and numbers itself, and a type's result processor (SQLite DATETIME,
         # JSON) would otherwise raise mid-fetch on one malformed value and stall the source.
         names = sorted(set(self._columns.values()))
         selected = [type_coerce(self.table.c[n], NullType()).label(n) for n in names]
-        ts = type_coerce(self._ts, NullType())
-        rid = type_coerce(self._rid, NullType())
-        query = select(*selected).where(self._ts.is_not(None), self._rid.is_not(None))
-        if cursor is not None:
-            last_ts, last_rid = self._watermark(cursor)
-            # ``ts >= :ts`` is implied by the OR; it is spelled out so that an index on the
-            # timestamp column gives a range scan on every database.
-            query = query.where(ts >= last_ts, or_(ts > last_ts, and_(ts == last_ts,
-                                                                     rid > last_rid)))
-        query = query.order_by(ts, rid).limit(limit)
+        return select(*selected, self.position.expr.label("_gw_pos"),
+                      self._rid.label("_gw_rid"))
+
+    def _execute(self, query: Any) -> list[Mapping[str, Any]]:
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(query).mappings().all()
+                return [dict(r) for r in conn.execute(query).mappings().all()]
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
                 raise TransientError("unavailable", f"reading {self._qualified!r}: "
                                      f"{type(exc.orig).__name__}: {exc.orig}") from exc
             raise
 
+    def _after(self, mark: _Mark) -> Any:
+        """The rows after ``mark`` in the order."""
+        p = self.position.expr
+        if mark.rid is None:
+            return p >= mark.pos if mark.inclusive else p > mark.pos
+        # ``pos >= :pos`` is implied by the OR; it is spelled out so that an index on the
+        # column gives a range scan on every database.
+        return and_(p >= mark.pos, or_(p > mark.pos, and_(p == mark.pos, self._rid > mark.rid)))
+
+    def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
+             seen: Callable[[Sequence[str]], set[str]] | None = None) -> SourceBatch:
+        """At most ``limit`` rows after the cursor, plus (with ``lookback`` and ``seen``) the
+        rows of the lookback window behind it whose ids ``seen`` does not know.
+
+        ``seen(ids)`` returns the ids among ``ids`` that were read before (the sampler asks
+        the store); without it, the lookback window is not re-read.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        mark = self._unpack(cursor)
+        query = self._select().where(self._placeable)
+        if mark.pos is not None:
+            query = query.where(self._after(mark))
+        rows = self._execute(query.order_by(self.position.expr, self._rid).limit(limit))
+
         batch = SourceBatch(cursor=dict(cursor) if cursor is not None else None)
-        ts_col, rid_col = self._columns["timestamp"], self._columns["request_id"]
+        read_ids: set[str] = set()
+        lookback = self.lookback_s > 0 and seen is not None
+        if lookback and mark.pos is not None:
+            late = self._late_rows(mark, seen)  # type: ignore[arg-type]
+            batch.late = len(late)
+            self._map_rows(late, batch, read_ids, seen=None)
+        self._map_rows(rows, batch, read_ids, seen=seen if lookback else None)
+        if rows:
+            mark = _Mark(rows[-1]["_gw_pos"], rows[-1]["_gw_rid"], reported=mark.reported)
+            batch.cursor = self._cursor(mark)
+        if self._check_unplaceable(batch, mark.reported):
+            batch.cursor = self._cursor(mark)
+        if lookback and mark.pos is not None:
+            newest = self.position.to_time(mark.pos)
+            if newest is not None:
+                batch.forget_read_before = newest - timedelta(seconds=self.lookback_s)
+        return batch
+
+    def _map_rows(self, rows: Iterable[Mapping[str, Any]], batch: SourceBatch,
+                  read_ids: set[str], *, seen: Callable[[Sequence[str]], set[str]] | None) -> None:
+        rows = list(rows)
+        known = seen([str(r["_gw_rid"]) for r in rows]) if seen is not None and rows else set()
         for row in rows:
             raw = dict(row)
+            pos, rid = raw.pop("_gw_pos"), str(raw.pop("_gw_rid"))
             for key, value in raw.items():
                 if isinstance(value, uuid.UUID):  # native UUID columns, e.g. PostgreSQL
                     raw[key] = str(value)
-            position = f"{self._qualified}[{row[ts_col]!s}, {row[rid_col]!s}]"
+            batch.rows_read += 1
+            when = self.position.to_time(pos)
+            position = f"{self._qualified}[{when.isoformat() if when else pos!s}, {rid}]"
+            if rid in read_ids or rid in known:
+                batch.rejections.append(InvalidRecordError(
+                    "duplicate_id", field="request_id", row_ref=rid,
+                    detail=f"a row with this request id was read before; this one is at "
+                           f"{position}"))
+                continue
+            read_ids.add(rid)
+            if self.lookback_s > 0 and when is not None:
+                batch.read_ids.append((rid, when))
+            drops: list[FieldDrop] = []
             try:
                 batch.records.append(map_row(raw, self._columns, limits=self.limits,
-                                             position=position))
+                                             position=position, dropped=drops))
             except InvalidRecordError as err:
                 batch.rejections.append(err)
-            batch.rows_read += 1
-            batch.cursor = {"ts": encode_watermark_value(row[ts_col]),
-                            "request_id": encode_watermark_value(row[rid_col])}
-        return batch
+            batch.dropped.extend(drops)
 
-    def _watermark(self, cursor: Mapping[str, Any]) -> tuple[Any, Any]:
+    def _late_rows(self, mark: _Mark,
+                   seen: Callable[[Sequence[str]], set[str]]) -> list[Mapping[str, Any]]:
+        """Rows of the lookback window behind ``mark`` that were not read before."""
+        newest = self.position.to_time(mark.pos)
+        if newest is None:
+            return []
+        floor = self.position.from_time(newest - timedelta(seconds=self.lookback_s),
+                                        numeric_unit_ms=self._column_in_ms())
+        behind = and_(self._placeable, self.position.expr >= floor, not_(self._after(mark)))
+        ids = self._execute(select(self._rid.label("rid")).where(behind)
+                            .limit(MAX_LOOKBACK_IDS + 1))
+        if len(ids) > MAX_LOOKBACK_IDS:
+            log.warning("source %r: the lookback window holds more than %d rows; only those "
+                        "are checked for late commits (make source.sql.lookback shorter)",
+                        self.name, MAX_LOOKBACK_IDS)
+            ids = ids[:MAX_LOOKBACK_IDS]
+        by_text = {str(r["rid"]): r["rid"] for r in ids}
+        known = seen(list(by_text)) if by_text else set()
+        unseen = [raw for text, raw in by_text.items() if text not in known]
+        late: list[Mapping[str, Any]] = []
+        for start in range(0, len(unseen), _IN_CHUNK):
+            chunk = unseen[start:start + _IN_CHUNK]
+            late += self._execute(self._select().where(behind, self._rid_col.in_(chunk))
+                                  .order_by(self.position.expr, self._rid))
+        if late:
+            log.info("source %r: %d row(s) committed late were read from the lookback window",
+                     self.name, len(late))
+        return late
+
+    def _check_unplaceable(self, batch: SourceBatch, reported: list[str]) -> bool:
+        """Now and then: count the rows without a position (``batch.unplaceable``), and report
+        each new one once as a rejection; True when ``reported`` grew (the cursor keeps it)."""
+        now = self._clock()
+        if self._unplaceable_at is not None and now - self._unplaceable_at < self._unplaceable_every:
+            return False
+        self._unplaceable_at = now
+        unplaceable = or_(self.position.expr.is_(None), self._rid_col.is_(None))
+        order = type_coerce(self.table.c[self._order_column], NullType())
         try:
-            return (decode_watermark_value(cursor["ts"]),
-                    decode_watermark_value(cursor["request_id"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"source {self.name!r}: not an sql cursor: {dict(cursor)!r}") from exc
+            with self.engine.connect() as conn:
+                count = int(conn.scalar(select(func.count()).select_from(self.table)
+                                        .where(unplaceable)) or 0)
+                rows = conn.execute(select(self._rid.label("rid"), order.label("at"))
+                                    .where(unplaceable, self._rid_col.is_not(None))
+                                    .limit(MAX_REPORTED_UNPLACEABLE)).all()
+        except DBAPIError as exc:
+            log.warning("source %r: could not look for rows without a position: %s",
+                        self.name, exc.orig)
+            return False
+        batch.unplaceable = count
+        if count:
+            log.warning("source %r: %d row(s) of %s cannot be placed in the %s order (NULL or "
+                        "unreadable %s, or NULL request id) and are not read; they are "
+                        "listed as rejections 'no_position'", self.name, count, self._qualified,
+                        self.mode, self._order_column)
+        known = set(reported)
+        room = MAX_REPORTED_UNPLACEABLE - len(reported)
+        fresh = [(str(r.rid), r.at) for r in rows if str(r.rid) not in known][:max(0, room)]
+        field = "timestamp" if self.mode == "timestamp" else self._order_column
+        for row_ref, at in fresh:
+            batch.rejections.append(InvalidRecordError(
+                "no_position", field=field, row_ref=row_ref,
+                detail=f"{self._order_column} = {str(at)[:60]!r} cannot be placed in the "
+                       f"{self.mode} order; the row is not read until it is fixed"))
+            reported.append(row_ref)
+        return bool(fresh)
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -216,3 +601,4 @@ class SqlSource:
 
     def __repr__(self) -> str:
         return f"SqlSource(name={self.name!r}, table={self._qualified!r}, url={self.engine.url!r})"
+
