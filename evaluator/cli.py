@@ -63,7 +63,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_sampler(args: argparse.Namespace) -> int:
     from workers.services import run_sampler
 
-    run_sampler(_config(args), until_idle=args.until_idle)
+    totals = run_sampler(_config(args), until_idle=args.until_idle)
+    if args.until_idle:
+        held = " The cursor is held: see the error above." if totals.held else ""
+        print(f"sampler: {totals.summary()}; {totals.batches} batch(es) enqueued.{held}")
     return 0
 
 

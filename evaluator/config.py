@@ -294,6 +294,14 @@ class WorkerConfig(_Section):
 class SamplerConfig(_Section):
     lock_ttl_s: float = Field(60.0, ge=5)
     enqueue_batch_size: int | None = Field(None, ge=1)
+    # Hold the cursor (and say which config key to fix) when every row of a read of at least
+    # this many rows is rejected for the same field and reason; 0 turns it off. Below it, a
+    # few bad rows at the end of the table are rejected one by one as usual.
+    hold_min_rows: int = Field(50, ge=0)
+    # A progress line this often (0: never), and a warning when more than this share of the
+    # rows read since the last line was rejected.
+    progress_every_s: float = Field(60.0, ge=0)
+    warn_reject_share: float = Field(0.2, ge=0.0, le=1.0)
 
 
 class MetricsConfig(_Section):

@@ -69,7 +69,8 @@ class _ScrapeTimeCollector:
                 age = self._oldest_unscored()
                 # None means nothing is waiting: the backlog is zero seconds old.
                 family = GaugeMetricFamily(
-                    OLDEST_UNSCORED_AGE, "Age of the oldest sampled item not yet scored.",
+                    OLDEST_UNSCORED_AGE,
+                    "Seconds since the sampler took the oldest item not yet scored.",
                     value=0.0 if age is None else float(age))
             except Exception:
                 self._failed("oldest_unscored")

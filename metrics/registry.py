@@ -284,6 +284,27 @@ class Metrics:
         self.enqueue_errors = Counter(
             p + "enqueue_errors_total", "Batches the sampler failed to enqueue.", registry=r)
 
+        # --- the source, as the sampler reads it ---------------------------------------------
+        self.fields_dropped = Counter(
+            p + "fields_dropped_total",
+            "Optional fields left out of a record because their value could not be read "
+            "(the row was kept).", ("field", "reason"), registry=r)
+        self.late_rows = Counter(
+            p + "source_late_rows_total",
+            "Rows read from the lookback window behind the cursor (committed late).",
+            ("source",), registry=r)
+        # livemax: the running sampler's last look; a dead sampler's value must not linger.
+        self.unplaceable_rows = Gauge(
+            p + "source_unplaceable_rows",
+            "Rows the source cannot place in its order (NULL or unreadable timestamp or "
+            "incrementing column, NULL request id): never read until fixed.",
+            ("source",), multiprocess_mode="livemax", registry=r)
+        self.source_held = Gauge(
+            p + "source_held",
+            "1 while the sampler holds its cursor because every row of a read was rejected "
+            "for the same field and reason (a mapping mistake, see the sampler's log).",
+            ("source",), multiprocess_mode="livemax", registry=r)
+
         # --- the watched app's own health, from its logs ------------------------------------
         self.app_requests = Counter(
             p + "app_requests_total", "Requests in the app's logs.", ("route", "model"),
@@ -476,6 +497,24 @@ class Metrics:
         """A row was read but rejected: it counts as seen, and as rejected for ``reason``."""
         self._child(self.logs_seen, self.policy.value("source", source)).inc()
         self.observe_rejected(reason)
+
+    def observe_dropped_fields(self, drops: Any) -> None:
+        """Optional fields left out of records (:class:`~evaluator.records.FieldDrop`)."""
+        from collections import Counter
+
+        value = self.policy.value
+        for (fname, reason), k in Counter((d.field, d.reason) for d in drops).items():
+            self._child(self.fields_dropped, fname, value("reason", reason)).inc(k)
+
+    def observe_late_rows(self, n: int, source: str = "app") -> None:
+        if n:
+            self._child(self.late_rows, self.policy.value("source", source)).inc(n)
+
+    def set_unplaceable_rows(self, n: int, source: str = "app") -> None:
+        self._child(self.unplaceable_rows, self.policy.value("source", source)).set(n)
+
+    def set_source_held(self, held: bool, source: str = "app") -> None:
+        self._child(self.source_held, self.policy.value("source", source)).set(1 if held else 0)
 
     def observe_capped(self, rule: str) -> None:
         """The rate selected a record but a per-minute cap refused it."""

@@ -92,7 +92,7 @@ def test_migrations_create_the_tables_and_match_the_models(db_url: str) -> None:
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE,
                                                          "compare_type": True})
-            assert ctx.get_current_revision() == "0001"
+            assert ctx.get_current_revision() == "0002"
             assert compare_metadata(ctx, metadata) == []
 
 
@@ -187,15 +187,50 @@ def test_naive_datetimes_are_refused(store: Store) -> None:
         store.purge(datetime(2025, 1, 1))
 
 
-def test_oldest_unscored_timestamp(store: Store) -> None:
-    assert store.oldest_unscored_timestamp() is None
-    recs = {r.request_id: r for r in (record("a", minutes=5), record("b", minutes=1),
+def test_oldest_unscored_counts_from_the_take_not_the_log_time(store: Store,
+                                                                clock: FakeClock) -> None:
+    # Finding 6 of issue 7: a table of 6-day-old rows showed a 513,308 s backlog. Age counts
+    # from when the sampler stored the item; the log time is eval_lag's business.
+    assert store.oldest_unscored_sampled_at() is None
+    recs = {r.request_id: r for r in (record("a", minutes=-9000), record("b", minutes=1),
                                       record("c", minutes=9))}
-    store.add_items([(r, "default") for r in recs.values()], source="app")
-    assert store.oldest_unscored_timestamp() == recs["b"].timestamp
-    store.record_results([ok_result("b")], recs, scorer="s", scorer_version="1")
-    oldest = store.oldest_unscored_timestamp()
-    assert oldest == recs["a"].timestamp and oldest is not None and oldest.tzinfo == UTC
+    store.add_items([(recs["a"], "default")], source="app")
+    taken_first = clock.now
+    clock.advance(30)
+    store.add_items([(recs["b"], "default"), (recs["c"], "default")], source="app")
+    assert store.oldest_unscored_sampled_at() == taken_first
+    store.record_results([ok_result("a")], recs, scorer="s", scorer_version="1")
+    oldest = store.oldest_unscored_sampled_at()
+    assert oldest == clock.now and oldest is not None and oldest.tzinfo == UTC
+
+
+def test_read_ids_move_with_the_cursor_and_are_forgotten_behind_the_window(
+        store: Store, clock: FakeClock) -> None:
+    t0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    assert store.acquire_lock("app", "a", 60)
+    store.set_cursor("app", {"pos": 1}, owner="a",
+                     read_ids=[("r1", t0), ("r2", t0 + timedelta(seconds=30))])
+    assert store.read_ids("app", ["r1", "r2", "r3"]) == {"r1", "r2"}
+    assert store.read_ids("other", ["r1"]) == set()
+    store.set_cursor("app", {"pos": 2}, owner="a", read_ids=[("r3", t0 + timedelta(seconds=90))],
+                     forget_read_before=t0 + timedelta(seconds=10))
+    assert store.read_ids("app", ["r1", "r2", "r3"]) == {"r2", "r3"}
+    # A refused cursor move remembers nothing.
+    with pytest.raises(LockHeldError):
+        store.set_cursor("app", {"pos": 3}, owner="b", read_ids=[("r4", t0)])
+    assert store.read_ids("app", ["r4"]) == set()
+    # An operator's reset is refused while a sampler holds the lock, then forgets the reads.
+    with pytest.raises(LockHeldError):
+        store.reset_cursor("app", None)
+    store.release_lock("app", "a")
+    assert store.reset_cursor("app", None) == {"pos": 2}
+    assert store.get_cursor("app") is None and store.read_ids("app", ["r2", "r3"]) == set()
+
+
+def test_stored_item_origins_tell_a_resend_from_another_row(store: Store) -> None:
+    rec = record("a")
+    store.add_items([(rec, "default")], source="app")
+    assert store.stored_item_origins(["a", "zz"]) == {"a": ("app", rec.timestamp)}
 
 
 # -- scores -----------------------------------------------------------------------------------

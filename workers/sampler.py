@@ -2,12 +2,18 @@
 
 One iteration (:meth:`Sampler.step`):
 1. take or renew the source's cursor lock (a second replica waits here);
-2. read the next slice after the stored cursor;
-3. decide every record (deterministic hash, then caps);
-4. store the sampled items as ``queued`` and enqueue them in batches;
-5. only then store rejections, count metrics and advance the cursor.
-A crash or a failed enqueue before step 5 leaves the cursor where it was: the slice is read
-again and re-sent (the store and the scores are idempotent), never skipped.
+2. read the next slice after the stored cursor (and, with a lookback, the rows committed late
+   behind it that were not read before);
+3. hold, without moving anything, when every row of the slice was rejected for the same field
+   and reason: that is a mapping mistake in config, not bad rows (the log names the key);
+4. decide every record (deterministic hash, then caps); a sampled record whose request id is
+   already stored for another row is a duplicate, not an item;
+5. store the sampled items as ``queued`` and enqueue them in batches;
+6. store the rejections, then advance the cursor (with the ids it read, in one transaction);
+7. only then count metrics.
+A crash or a failed enqueue before step 6 leaves the cursor where it was: the slice is read
+again and re-sent (the store and the scores are idempotent), never skipped, and since nothing
+was counted yet, nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.config import Config, load_config
-from evaluator.errors import ConfigError, LockHeldError
+from evaluator.errors import ConfigError, InvalidRecordError, LockHeldError
 from evaluator.records import LogRecord
 from evaluator.sampling import SamplingPolicy, Verdict
 from evaluator.sources import build_source
@@ -53,6 +59,10 @@ class StepResult:
     outside: int = 0  # backfill: records outside the time range
     already_stored: int = 0  # backfill: sampled records that were already items
     done: bool = False  # backfill: the source has passed the end of the range
+    late: int = 0  # rows read from the lookback window (committed late)
+    dropped: int = 0  # optional fields left out of records
+    held: bool = False  # the cursor was held: every row rejected for one field and reason
+    by_reason: dict[str, int] = field(default_factory=dict)  # rejections
 
     @property
     def idle(self) -> bool:
@@ -61,11 +71,22 @@ class StepResult:
     def add(self, step: StepResult) -> None:
         """Sum ``step`` into this result (running totals over a run)."""
         for name in ("rows", "sampled", "skipped", "capped", "rejected", "batches", "outside",
-                     "already_stored"):
+                     "already_stored", "late", "dropped"):
             setattr(self, name, getattr(self, name) + getattr(step, name))
-        for rule, n in step.by_rule.items():
-            self.by_rule[rule] = self.by_rule.get(rule, 0) + n
+        for totals, more in ((self.by_rule, step.by_rule), (self.by_reason, step.by_reason)):
+            for key, n in more.items():
+                totals[key] = totals.get(key, 0) + n
         self.done = self.done or step.done
+        self.held = step.held
+
+    def summary(self) -> str:
+        """One line: what was read and what became of it."""
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items()))
+        late = f", {self.late} committed late" if self.late else ""
+        dropped = f"; {self.dropped} optional field(s) dropped" if self.dropped else ""
+        return (f"read {self.rows} rows{late}: {self.sampled} sampled, {self.skipped} skipped "
+                f"by the rate, {self.capped} capped, {self.rejected} rejected"
+                f"{' (' + reasons + ')' if reasons else ''}{dropped}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,30 @@ class Backfill:
 
     def passed(self, ts: datetime) -> bool:
         return self.until is not None and ts >= self.until
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """The dotted keys whose values differ between two configs (secrets compared masked
+    would hide a change, so they are compared by value)."""
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict):
+            out: dict[str, Any] = {}
+            for key, value in data.items():
+                out.update(flat(value, f"{prefix}{key}."))
+            return out
+        return {prefix[:-1]: data}
+
+    def plain(config: Config) -> dict[str, Any]:
+        return flat(config.model_dump(mode="python", by_alias=True, exclude={"path"},
+                                      context=None, round_trip=False, warnings=False))
+
+    a, b = plain(old), plain(new)
+    return sorted(k for k in a.keys() | b.keys()
+                  if _secret_value(a.get(k)) != _secret_value(b.get(k)))
+
+
+def _secret_value(value: Any) -> Any:
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else value
 
 
 def default_owner() -> str:
@@ -119,6 +164,8 @@ class Sampler:
         # When this sampler last took or renewed the cursor lock (clock seconds); renewing on
         # every slice cost ~1 s per 20k items, a third of the lease is plenty.
         self._locked_at: float | None = None
+        self._held: tuple[str, str] | None = None  # (field, reason) while the cursor is held
+        self._restart_noted: set[str] = set()  # changed keys already logged as needing a restart
 
     # -- config reload -------------------------------------------------------------------
     def _mtime(self) -> float | None:
@@ -148,6 +195,12 @@ class Sampler:
             self.policy = SamplingPolicy(new.sampling, self._clock)
             log.info("sampling config reloaded: default_rate=%s, %d rules",
                      new.sampling.default_rate, len(new.sampling.rules))
+        for key in changed_keys(self.config, new):
+            if not key.startswith("sampling.") and key not in self._restart_noted:
+                self._restart_noted.add(key)
+                log.warning("config %s: %s changed, which needs a restart of the sampler to "
+                            "take effect; still running with the old value", self.config.path,
+                            key)
         self.config = self.config.model_copy(update={"sampling": new.sampling})
         self.metrics.observe_config_reload(ok=True)
         return True
@@ -163,9 +216,15 @@ class Sampler:
                 return StepResult(locked=False)
             self._locked_at = now
         cursor = self.store.get_cursor(name)
-        batch = self.source.read(cursor, self.config.source.read_batch_rows)
-        result = StepResult(rows=batch.rows_read, rejected=len(batch.rejections))
-        if batch.rows_read == 0:
+        batch = self.source.read(cursor, self.config.source.read_batch_rows,
+                                 seen=lambda ids: self.store.read_ids(name, ids))
+        result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped))
+        if batch.unplaceable is not None:
+            self.metrics.set_unplaceable_rows(batch.unplaceable, source=name)
+        if batch.rows_read == 0 and not batch.rejections:
+            return result
+        if self._hold(batch):
+            result.held = True
             return result
 
         records = batch.records
@@ -179,37 +238,108 @@ class Sampler:
             decision = self.policy.decide(record)
             if decision.verdict is Verdict.SAMPLED:
                 sampled.append((record, decision.rule))
-                result.by_rule[decision.rule] = result.by_rule.get(decision.rule, 0) + 1
             elif decision.verdict is Verdict.CAPPED:
                 capped.append(decision.rule)
             else:
                 result.skipped += 1
-        if self.backfill is not None and sampled:
+        rejections = list(batch.rejections)
+        counted = batch.records
+        if sampled and self.backfill is not None:
             stored = self.store.stored_item_ids([record.request_id for record, _ in sampled])
             result.already_stored = len(stored)
             sampled = [(record, rule) for record, rule in sampled
                        if record.request_id not in stored]
+        elif sampled:
+            sampled, duplicates = self._split_duplicates(name, sampled)
+            if duplicates:
+                rejections += duplicates
+                gone = {d.row_ref for d in duplicates}
+                counted = [r for r in batch.records if r.request_id not in gone]
+        for _, rule in sampled:
+            result.by_rule[rule] = result.by_rule.get(rule, 0) + 1
         result.sampled = len(sampled)
         result.capped = len(capped)
+        result.rejected = len(rejections)
+        for rejection in rejections:
+            result.by_reason[rejection.reason] = result.by_reason.get(rejection.reason, 0) + 1
 
         if sampled:
             messages = [record.to_message() for record, _ in sampled]
             self.store.add_items(sampled, source=name, payloads=messages)
             result.batches = self._enqueue(messages)
 
-        # The slice is durably queued: now it may count, and the cursor may move.
-        if batch.rejections:
-            self.store.record_rejections(name, batch.rejections)
-        self._count(batch.records, sampled, batch.rejections, capped)
+        # The slice is durably queued: keep its rejections, then move the cursor. Counting
+        # comes last, so a crash before the cursor moved counts nothing twice.
+        if rejections:
+            self.store.record_rejections(name, rejections)
         if batch.cursor is not None:
             try:
-                self.store.set_cursor(name, batch.cursor, owner=self.owner)
+                self.store.set_cursor(name, batch.cursor, owner=self.owner,
+                                      read_ids=batch.read_ids,
+                                      forget_read_before=batch.forget_read_before)
             except LockHeldError:
                 # The lease ran out (a long pause) and another replica took over: what we
                 # sent is harmless (idempotent), but we must take the lock again first.
                 self._locked_at = None
                 raise
+        self._count(counted, sampled, rejections, capped)
+        self.metrics.observe_dropped_fields(batch.dropped)
+        self.metrics.observe_late_rows(batch.late, source=name)
         return result
+
+    def _split_duplicates(self, source: str, sampled: list[tuple[LogRecord, str]]
+                          ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError]]:
+        """Sampled records whose request id is stored for *another* row are duplicates; the
+        same row stored before (a slice re-sent after a crash or a failed enqueue) is kept, so
+        that it is enqueued and counted now, once."""
+        origins = self.store.stored_item_origins([record.request_id for record, _ in sampled])
+        if not origins:
+            return sampled, []
+        kept: list[tuple[LogRecord, str]] = []
+        duplicates: list[InvalidRecordError] = []
+        for record, rule in sampled:
+            origin = origins.get(record.request_id)
+            if origin is None or origin == (source, record.timestamp):
+                kept.append((record, rule))
+                continue
+            duplicates.append(InvalidRecordError(
+                "duplicate_id", field="request_id", row_ref=record.request_id,
+                detail=f"already stored from source {origin[0]!r} with log time "
+                       f"{origin[1].isoformat()}; this row has {record.timestamp.isoformat()}"))
+        return kept, duplicates
+
+    def _hold(self, batch: Any) -> bool:
+        """Whether to hold the cursor: every row of a full-enough read rejected for the same
+        field and reason. Logs one error line naming the config key when the hold starts,
+        and one line when it ends; the gauge says so meanwhile."""
+        name = self.config.source.name
+        minimum = self.config.sampler.hold_min_rows
+        kinds = {(r.field, r.reason) for r in batch.rejections}
+        uniform = (minimum > 0 and not batch.records and batch.rows_read >= minimum
+                   and len(kinds) == 1 and len(batch.rejections) == batch.rows_read
+                   and next(iter(kinds))[1] not in ("duplicate_id", "no_position"))
+        if uniform:
+            fname, reason = next(iter(kinds))
+            if self._held != (fname, reason):
+                example = batch.rejections[0]
+                column = getattr(self.config.source.columns, fname, fname)
+                where = f" in {self.config.path}" if self.config.path else ""
+                log.error(
+                    "source %r: holding the cursor: all %d rows just read were rejected for "
+                    "field %r (%s: %s, e.g. row %s); this is a mapping mistake, not bad rows: "
+                    "check source.columns.%s (now %r)%s, or the source's format. Nothing is "
+                    "skipped meanwhile; the read is retried every poll and resumes after a "
+                    "fix (the sampling section reloads; other keys need a restart)",
+                    name, batch.rows_read, fname, reason, example.detail, example.row_ref,
+                    fname, column, where)
+            self._held = (fname, reason)
+            self.metrics.set_source_held(True, source=name)
+            return True
+        if self._held is not None:
+            log.warning("source %r: reading again; the cursor is no longer held", name)
+            self._held = None
+        self.metrics.set_source_held(False, source=name)
+        return False
 
     def _enqueue(self, messages: Sequence[dict[str, Any]]) -> int:
         size = self.config.sampler.enqueue_batch_size or self.config.broker.batch_size
@@ -237,11 +367,34 @@ class Sampler:
             m.observe_capped(rule)
 
     # -- the loop ------------------------------------------------------------------------
+    def describe(self) -> str:
+        """The start line: the source, how it keeps its place, and where its cursor is."""
+        src = self.config.source
+        where = (f"sql table {src.sql.table!r}" if src.kind == "sql"
+                 else f"files {', '.join(src.files.paths)}")
+        describe = getattr(self.source, "describe_cursor", None)
+        cursor = self.store.get_cursor(src.name)
+        at = describe(cursor) if describe is not None else f"cursor {cursor!r}"
+        lookback = (f", lookback {src.sql.lookback_s:g}s"
+                    if src.kind == "sql" and src.sql.lookback_s else "")
+        return (f"sampler for source {src.name!r} ({where}{lookback}); {at}; default rate "
+                f"{self.config.sampling.default_rate:g}, {len(self.config.sampling.rules)} rule(s)")
+
     def run(self, stop: threading.Event, *, on_step: Callable[[StepResult], None] | None = None,
-            until_idle: bool = False) -> None:
-        """Loop until ``stop`` is set (or, with ``until_idle``, until the source is caught up)."""
+            until_idle: bool = False) -> StepResult:
+        """Loop until ``stop`` is set (or, with ``until_idle``, until the source is caught up
+        or held); return the totals. Logs a start line, a progress line every
+        ``sampler.progress_every_s`` and a warning when the rejected share is high."""
         poll = self.config.source.poll_interval_s
         failures = 0
+        totals = StepResult()
+        window = StepResult()
+        window_start = time.monotonic()
+        try:
+            log.info("%s", self.describe())
+        except Exception:  # the start line must not be what stops a sampler
+            log.warning("sampler for source %r: could not describe the cursor",
+                        self.config.source.name, exc_info=True)
         try:
             while not stop.is_set():
                 self.maybe_reload()
@@ -255,20 +408,38 @@ class Sampler:
                                   failures, delay)
                     stop.wait(delay)
                     continue
+                totals.add(result)
+                window.add(result)
                 if on_step is not None:
                     on_step(result)
+                every = self.config.sampler.progress_every_s
+                if every and time.monotonic() - window_start >= every:
+                    self._progress(window, time.monotonic() - window_start)
+                    window, window_start = StepResult(), time.monotonic()
                 if not result.locked:
                     log.info("source %r is locked by another sampler; waiting",
                              self.config.source.name)
                     stop.wait(min(poll, self.config.sampler.lock_ttl_s / 2))
                 elif result.done:
-                    return
-                elif result.idle:
+                    break
+                elif result.idle or result.held:
                     if until_idle:
-                        return
+                        break
                     stop.wait(poll)
         finally:
             self.store.release_lock(self.config.source.name, self.owner)
+        return totals
+
+    def _progress(self, window: StepResult, seconds: float) -> None:
+        name = self.config.source.name
+        log.info("source %r, last %.0fs: %s", name, seconds, window.summary())
+        share = self.config.sampler.warn_reject_share
+        if window.rows and window.rejected / window.rows > share:
+            log.warning("source %r: %.1f%% of the rows read in the last %.0fs were rejected "
+                        "(above sampler.warn_reject_share = %g): %s; see `groundwatch explain "
+                        "ID` for a row, or the rejections in the store",
+                        name, 100.0 * window.rejected / window.rows, seconds, share,
+                        ", ".join(f"{k} {v}" for k, v in sorted(window.by_reason.items())))
 
 
 def build_sampler(config: Config, store: Store, metrics: Metrics, enqueue: Enqueue,

@@ -133,7 +133,7 @@ def build_exporter(config: Config, store: Any, app: Any, *, port: int | None = N
     depth = queue_depth_probe(app, config.broker.queue)
 
     def oldest() -> float | None:
-        ts = store.oldest_unscored_timestamp()
+        ts = store.oldest_unscored_sampled_at()
         return None if ts is None else max(0.0, (datetime.now(UTC) - ts).total_seconds())
 
     def health() -> dict[str, Any]:
@@ -194,7 +194,7 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
     from evaluator.store import Store
     from metrics.registry import Metrics
     from workers.app import make_celery
-    from workers.sampler import Backfill, StepResult, build_sampler, celery_enqueue
+    from workers.sampler import Backfill, build_sampler, celery_enqueue
 
     config = backfill_config(config, name, rate)
     store = Store.from_config(config.store)
@@ -202,11 +202,10 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
     sampler = build_sampler(config, store, Metrics(config.metrics),
                             celery_enqueue(app, config.broker.queue),
                             backfill=Backfill(since, until))
-    totals = StepResult()
     stop = stop or threading.Event()
     stop_on_signals(stop)
     try:
-        sampler.run(stop, until_idle=True, on_step=totals.add)
+        totals = sampler.run(stop, until_idle=True)
     finally:
         sampler.source.close()
         store.close()
@@ -214,7 +213,8 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
 
 
 def run_sampler(config: Config, *, stop: threading.Event | None = None,
-                until_idle: bool = False) -> None:
+                until_idle: bool = False) -> StepResult:
+    """Run the sampler until stopped (or caught up, with ``until_idle``); return its totals."""
     setup_process_metrics(config, clean=False)
     from evaluator.store import Store
     from metrics.registry import Metrics
@@ -228,7 +228,7 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
     stop = stop or threading.Event()
     stop_on_signals(stop)
     try:
-        sampler.run(stop, until_idle=until_idle)
+        return sampler.run(stop, until_idle=until_idle)
     finally:
         sampler.source.close()
         store.close()

@@ -95,6 +95,7 @@ items = Table(
     Column("payload", json_type(), nullable=False),
     CheckConstraint("status IN ('queued', 'scored', 'failed')", name="status"),
     Index(None, "status", "log_timestamp"),
+    Index(None, "status", "sampled_at"),
 )
 
 scores = Table(
@@ -169,4 +170,16 @@ rejections = Table(
     Column("detail", Text(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Index(None, "created_at"),
+    Index(None, "row_ref"),
+)
+
+# The ids a source read inside its lookback window (see evaluator/sources/sql.py), forgotten
+# once they fall behind it.
+source_reads = Table(
+    "gw_source_reads",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("request_id", String(200), primary_key=True),
+    Column("log_timestamp", UTCDateTime(), nullable=False),
+    Index(None, "source", "log_timestamp"),
 )

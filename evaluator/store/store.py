@@ -45,7 +45,15 @@ from evaluator.errors import ConfigError, InvalidRecordError, LockHeldError
 from evaluator.records import LogRecord
 from evaluator.scorers.base import Detection, ItemResult, MetricResult, Outcome
 from evaluator.store import models
-from evaluator.store.models import cursors, explanations, failures, items, rejections, scores
+from evaluator.store.models import (
+    cursors,
+    explanations,
+    failures,
+    items,
+    rejections,
+    scores,
+    source_reads,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -660,8 +668,14 @@ class Store:
             position = conn.scalar(select(cursors.c.position).where(cursors.c.source == source))
         return dict(position) if position is not None else None
 
-    def set_cursor(self, source: str, position: Mapping[str, Any], *, owner: str) -> None:
+    def set_cursor(self, source: str, position: Mapping[str, Any], *, owner: str,
+                   read_ids: Sequence[tuple[str, datetime]] = (),
+                   forget_read_before: datetime | None = None) -> None:
         """Store ``source``'s position; only the holder of an unexpired lock may.
+
+        ``read_ids`` (request id, log time) are remembered as read by ``source`` in the same
+        transaction, and those with a log time before ``forget_read_before`` forgotten: the
+        cursor and what it has read move together or not at all.
 
         Raises :class:`LockHeldError` otherwise, so a replica that lost its lock (paused past
         the TTL, say) can never move the cursor under the replica that took over.
@@ -682,13 +696,54 @@ class Store:
                 if holder is not None and holder.lock_owner and holder.lock_expires_at > now:
                     raise LockHeldError(source, holder.lock_owner)
                 raise LockHeldError(source, f"no one ({owner} does not hold the lock)")
+            rows = {rid: when for rid, when in read_ids}
+            if rows:
+                conn.execute(self._insert(source_reads).on_conflict_do_nothing(),
+                             [{"source": source, "request_id": rid, "log_timestamp": when}
+                              for rid, when in rows.items()])
+            if forget_read_before is not None:
+                conn.execute(delete(source_reads).where(
+                    source_reads.c.source == source,
+                    source_reads.c.log_timestamp < forget_read_before))
+
+    def read_ids(self, source: str, request_ids: Sequence[str]) -> set[str]:
+        """Which of ``request_ids`` ``source`` remembers as read (see :meth:`set_cursor`)."""
+        found: set[str] = set()
+        with self._engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(request_ids))):
+                found.update(conn.execute(
+                    select(source_reads.c.request_id)
+                    .where(source_reads.c.source == source,
+                           source_reads.c.request_id.in_(chunk))).scalars())
+        return found
+
+    def reset_cursor(self, source: str, position: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """Put ``source``'s cursor at ``position`` (None: the start) for an operator, and forget
+        what it read; return the position it had. Refused while a sampler holds the lock."""
+        now = self._clock()
+        with self._writer.begin() as conn:
+            conn.execute(self._insert(cursors).on_conflict_do_nothing(
+                index_elements=[cursors.c.source]), {"source": source, "updated_at": now})
+            row = conn.execute(select(cursors.c.position, cursors.c.lock_owner,
+                                      cursors.c.lock_expires_at)
+                               .where(cursors.c.source == source)).one()
+            if row.lock_owner and row.lock_expires_at > now:
+                raise LockHeldError(source, row.lock_owner)
+            conn.execute(update(cursors).where(cursors.c.source == source)
+                         .values(position=None if position is None else dict(position),
+                                 updated_at=now))
+            conn.execute(delete(source_reads).where(source_reads.c.source == source))
+        return None if row.position is None else dict(row.position)
 
     # -- reads ------------------------------------------------------------------------------
 
-    def oldest_unscored_timestamp(self) -> datetime | None:
-        """Log time of the oldest item still ``queued`` (None when there is none)."""
+    def oldest_unscored_sampled_at(self) -> datetime | None:
+        """When the sampler took the oldest item still ``queued`` (None when there is none).
+
+        The take time, not the log time: catching up on old logs is not a backlog.
+        """
         with self._engine.connect() as conn:
-            return conn.scalar(select(func.min(items.c.log_timestamp))
+            return conn.scalar(select(func.min(items.c.sampled_at))
                                .where(items.c.status == "queued"))
 
     def count_items_by_status(self) -> dict[str, int]:
@@ -727,6 +782,18 @@ class Store:
                 .order_by(scores.c.scorer, scores.c.scorer_version, scores.c.metric))
         with self._engine.connect() as conn:
             return [self._score_row(row) for row in conn.execute(stmt)]
+
+    def stored_item_origins(self, request_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        """(source, log time) of those of ``request_ids`` already stored as items: a row that
+        matches both is the same row sent again, any other is another row with the same id."""
+        found: dict[str, tuple[str, datetime]] = {}
+        with self._engine.connect() as conn:
+            for chunk in _chunks(list(dict.fromkeys(request_ids))):
+                for row in conn.execute(select(items.c.request_id, items.c.source,
+                                               items.c.log_timestamp)
+                                        .where(items.c.request_id.in_(chunk))):
+                    found[row.request_id] = (row.source, row.log_timestamp)
+        return found
 
     def stored_item_ids(self, request_ids: Sequence[str]) -> set[str]:
         """Which of ``request_ids`` are already stored as items (any status)."""
@@ -790,6 +857,7 @@ class Store:
             delete(explanations).where(explanations.c.created_at < older_than),
             delete(failures).where(failures.c.created_at < older_than),
             delete(rejections).where(rejections.c.created_at < older_than),
+            delete(source_reads).where(source_reads.c.log_timestamp < older_than),
         )
         with self._writer.begin() as conn:
             return sum(conn.execute(stmt).rowcount for stmt in statements)

@@ -1,0 +1,262 @@
+"""The sampler on an app's own table: nothing lost silently, every count once (issue 7).
+
+A real SQLite source and store, real metrics (in-process), and a list as the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine
+
+from evaluator.config import load_config
+from evaluator.store import Store
+from metrics.registry import Metrics
+from workers.sampler import build_sampler
+
+BASE = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+
+CONFIG = """
+[store]
+url = "sqlite:///{tmp}/gw.db"
+[source]
+name = "app"
+read_batch_rows = {read_rows}
+[source.sql]
+url = "sqlite:///{tmp}/app.db"
+table = "requests"
+{sql_extra}
+[source.columns]
+request_id = "rid"
+timestamp = "logged_at"
+question = "prompt"
+contexts = "{contexts}"
+answer = "completion"
+status = "{status}"
+latency_ms = "latency"
+[sampling]
+default_rate = 1.0
+max_items_per_minute = 0
+[sampler]
+progress_every_s = {progress}
+"""
+
+
+def app_db(tmp: Path, rows: list[dict[str, Any]]) -> None:
+    """The app's own table: its names, contexts as JSON text, ISO timestamps, an integer
+    HTTP status, and no uniqueness on the request id."""
+    engine = create_engine(f"sqlite:///{tmp}/app.db")
+    table = Table("requests", MetaData(),
+                  Column("id", Integer, primary_key=True, autoincrement=True),
+                  Column("rid", Text), Column("logged_at", Text), Column("prompt", Text),
+                  Column("docs", Text), Column("completion", Text),
+                  Column("http_status", Integer), Column("latency", Text))
+    table.metadata.create_all(engine)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), rows)
+    engine.dispose()
+
+
+def row(i: int, *, at: datetime | None = None, offset: int = 0, **over: Any) -> dict[str, Any]:
+    when = (at or BASE + timedelta(seconds=i)).astimezone(timezone(timedelta(hours=offset)))
+    base = {"rid": f"q{i:04d}", "logged_at": when.isoformat(), "prompt": f"How do I do {i}?",
+            "docs": json.dumps([f"Step {i} is documented here."]),
+            "completion": f"Do step {i}.", "http_status": 200, "latency": "120"}
+    base.update(over)
+    return base
+
+
+def make(tmp: Path, *, contexts: str = "docs", status: str = "http_status",
+         read_rows: int = 100, sql_extra: str = "", progress: float = 60.0) -> Any:
+    path = tmp / "gw.toml"
+    path.write_text(CONFIG.format(tmp=tmp, contexts=contexts, status=status,
+                                  read_rows=read_rows, sql_extra=sql_extra, progress=progress))
+    config = load_config(path, environ={})
+    store = Store.from_config(config.store)
+    metrics = Metrics(config.metrics, multiprocess=False)
+    queue: list[dict[str, Any]] = []
+    sampler = build_sampler(config, store, metrics, queue.extend)
+    return sampler, store, metrics, queue
+
+
+def drain(sampler: Any) -> list[Any]:
+    steps = []
+    for _ in range(200):
+        step = sampler.step()
+        if step.idle or step.held:
+            return steps
+        steps.append(step)
+    raise AssertionError("the sampler never caught up")
+
+
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def total(metrics: Metrics, name: str) -> float:
+    return sum(s.value for fam in metrics.registry.collect() if fam.name + "_total" == name
+               or fam.name == name for s in fam.samples if s.name == name)
+
+
+def test_an_integer_http_status_costs_no_row(tmp_path: Path) -> None:
+    # Finding 3: mapping status to an integer column rejected 2004 of 2010 rows as wrong_type,
+    # sampled nothing and still moved the cursor to the end.
+    rows = [row(i, http_status=(200, 500, 404)[i % 3]) for i in range(30)]
+    rows[4]["latency"] = "fast"  # an optional field that cannot be read: dropped, row kept
+    app_db(tmp_path, rows)
+    sampler, store, metrics, queue = make(tmp_path)
+    drain(sampler)
+    assert len(queue) == 30
+    assert [m["status"] for m in queue[:3]] == ["ok", "error", "error"]
+    assert store.rejections() == []
+    assert metric(metrics, "groundwatch_fields_dropped_total", field="latency_ms",
+                  reason="wrong_type") == 1
+    assert total(metrics, "groundwatch_app_errors_total") == 20
+    store.close()
+
+
+def test_a_mapping_mistake_holds_the_cursor_and_loses_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Finding 3: contexts mapped to a text column that is no JSON list: every row rejected
+    # for the same field and reason. That is the config's fault; the cursor must not move.
+    app_db(tmp_path, [row(i) for i in range(80)])
+    sampler, store, metrics, queue = make(tmp_path, contexts="prompt", read_rows=60)
+    with caplog.at_level(logging.ERROR, logger="groundwatch.sampler"):
+        assert sampler.step().held
+        assert sampler.step().held  # retried on the next poll, logged once
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "source.columns.contexts" in errors[0] and "'prompt'" in errors[0]
+    assert str(tmp_path / "gw.toml") in errors[0]
+    assert store.get_cursor("app") is None and queue == [] and store.rejections() == []
+    assert metric(metrics, "groundwatch_source_held", source="app") == 1
+    store.release_lock("app", sampler.owner)  # as a stopped sampler does
+    store.close()
+
+    # Fixed and restarted: every row comes through, none was skipped.
+    sampler, store, metrics, queue = make(tmp_path, contexts="docs", read_rows=60)
+    drain(sampler)
+    assert sorted(m["request_id"] for m in queue) == [f"q{i:04d}" for i in range(80)]
+    assert metric(metrics, "groundwatch_source_held", source="app") == 0
+    store.close()
+
+
+def test_a_few_bad_rows_at_the_end_do_not_hold(tmp_path: Path) -> None:
+    app_db(tmp_path, [row(i) for i in range(5)] + [row(5, docs="[oops")])
+    sampler, store, _, queue = make(tmp_path)
+    assert not sampler.step().held
+    assert len(queue) == 5 and [r.reason for r in store.rejections()] == ["bad_contexts"]
+    assert not sampler.step().held  # one bad row alone in a read: rejected, not a hold
+    store.close()
+
+
+def test_duplicate_request_ids_count_once_everywhere(tmp_path: Path) -> None:
+    # Finding 7: a duplicate request_id was stored and scored once but counted twice in
+    # items_sampled_total and app_requests_total.
+    rows = [row(i) for i in range(20)]
+    rows.append(row(3, at=BASE + timedelta(seconds=20)))  # the same id, another row, later
+    rows.append(row(7, at=BASE + timedelta(seconds=5)))  # and one inside the same read
+    app_db(tmp_path, rows)
+    sampler, store, metrics, queue = make(tmp_path, read_rows=8)
+    drain(sampler)
+    assert sorted(m["request_id"] for m in queue) == [f"q{i:04d}" for i in range(20)]
+    stored = store.count_items_by_status()
+    sampled = total(metrics, "groundwatch_items_sampled_total")
+    assert sampled == sum(stored.values()) == 20  # sampled == scored + failed + waiting
+    assert total(metrics, "groundwatch_app_requests_total") == 20
+    assert metric(metrics, "groundwatch_items_rejected_total", reason="duplicate_id") == 2
+    assert metric(metrics, "groundwatch_logs_seen_total", source="app") == 22  # every row read
+    assert sorted(r.row_ref for r in store.rejections()) == ["q0003", "q0007"]
+    store.close()
+
+
+def test_a_slice_resent_after_a_failed_enqueue_is_counted_once(tmp_path: Path) -> None:
+    app_db(tmp_path, [row(i) for i in range(12)])
+    sampler, store, metrics, queue = make(tmp_path)
+
+    def broken(_: Any) -> None:
+        raise ConnectionError("broker down")
+
+    good, sampler.enqueue = sampler.enqueue, broken
+    with pytest.raises(ConnectionError):
+        sampler.step()  # the items are stored, not queued; the cursor stays
+    assert store.get_cursor("app") is None and total(metrics, "groundwatch_items_sampled_total") == 0
+    sampler.enqueue = good
+    drain(sampler)
+    assert len(queue) == 12
+    assert total(metrics, "groundwatch_items_sampled_total") == 12  # not 0, not 24
+    assert total(metrics, "groundwatch_app_requests_total") == 12
+    assert store.rejections() == []  # a re-send is not a duplicate
+    store.close()
+
+
+def test_late_rows_in_several_zones_are_read_once_with_a_lookback(tmp_path: Path) -> None:
+    app_db(tmp_path, [row(i, offset=(0, 1, -5)[i % 3]) for i in range(30)])
+    sampler, store, metrics, queue = make(tmp_path, read_rows=7, sql_extra='lookback = "2m"')
+    drain(sampler)
+    assert len(queue) == 30
+    # Committed after the cursor went past their time (written with another offset).
+    more = [row(100 + i, at=BASE + timedelta(seconds=25 - i), offset=-5) for i in range(3)]
+    engine = create_engine(f"sqlite:///{tmp_path}/app.db")
+    table = Table("requests", MetaData(), autoload_with=engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), more)
+    engine.dispose()
+    drain(sampler)
+    drain(sampler)
+    assert sorted(m["request_id"] for m in queue[30:]) == ["q0100", "q0101", "q0102"]
+    assert metric(metrics, "groundwatch_source_late_rows_total", source="app") == 3
+    assert total(metrics, "groundwatch_app_requests_total") == 33  # the window re-read counts 0
+    assert total(metrics, "groundwatch_items_sampled_total") == 33
+    store.close()
+
+
+def test_the_sampler_says_what_it_does(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Finding 8: no start line, no progress, no warning when most rows are rejected.
+    rows = [row(i) for i in range(10)] + [row(10 + i, prompt=None) for i in range(10)]
+    rows.append(row(99, logged_at="yesterday-ish"))
+    app_db(tmp_path, rows)
+    sampler, store, metrics, _ = make(tmp_path, progress=1e-6)
+    import threading
+
+    with caplog.at_level(logging.INFO):
+        totals = sampler.run(threading.Event(), until_idle=True)
+    lines = [r.getMessage() for r in caplog.records]
+    start = next(line for line in lines if line.startswith("sampler for source 'app'"))
+    assert "sql table 'requests'" in start and "mode timestamp on column 'logged_at'" in start
+    assert "at the start" in start
+    assert any("last " in line and "read 20 rows" in line for line in lines)
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                   and "were rejected" in r.getMessage())
+    assert "missing_field 10" in warning and "no_position 1" in warning
+    assert any("cannot be placed" in line for line in lines)
+    assert totals.rows == 20 and totals.sampled == 10 and totals.by_reason == {
+        "missing_field": 10, "no_position": 1}
+    assert metric(metrics, "groundwatch_source_unplaceable_rows", source="app") == 1
+    store.close()
+
+
+def test_a_setting_that_needs_a_restart_says_so(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    app_db(tmp_path, [])
+    sampler, store, _, _ = make(tmp_path)
+    path = tmp_path / "gw.toml"
+    text = path.read_text().replace("read_batch_rows = 100", "read_batch_rows = 10")
+    path.write_text(text.replace("default_rate = 1.0", "default_rate = 0.5"))
+    import os
+
+    os.utime(path, (1, 1))  # a new mtime whatever the file system's resolution
+    with caplog.at_level(logging.INFO, logger="groundwatch.sampler"):
+        assert sampler.maybe_reload()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "source.read_batch_rows" in warnings[0]
+    assert "restart" in warnings[0]
+    assert sampler.config.sampling.default_rate == 0.5  # the sampling section did reload
+    assert sampler.config.source.read_batch_rows == 100
+    store.close()
