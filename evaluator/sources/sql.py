@@ -13,13 +13,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, Table, and_, create_engine, or_, select, type_coerce
+from sqlalchemy import MetaData, Table, and_, or_, select, type_coerce
 from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchTableError, OperationalError
 from sqlalchemy.types import NullType
 
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError
 from evaluator.records import ALL_FIELDS, REQUIRED_FIELDS, RowLimits, map_row
 from evaluator.sources.base import SourceBatch
+from evaluator.sources.engine import create_source_engine
 
 if TYPE_CHECKING:
     from evaluator.config import ColumnMap, Config
@@ -102,7 +103,7 @@ class SqlSource:
         self._columns_cfg = columns or ColumnMap()
         self._config_path = config_path
         self._qualified = f"{schema}.{table}" if schema else table
-        self.engine = create_engine(url, pool_pre_ping=True)
+        self.engine = create_source_engine(url, path=config_path)
         try:
             self.table = self._reflect(table, schema)
             self._columns = self._resolve_columns()
