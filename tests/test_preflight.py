@@ -348,14 +348,15 @@ def test_a_source_can_contribute_notes(tmp_path: Path) -> None:
 # -- PostgreSQL ---------------------------------------------------------------------------------
 @pytest.mark.postgres
 @pytest.mark.integration
-def test_postgres_source_database_that_does_not_exist(
+def test_postgres_databases_that_do_not_exist(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     name = f"gw_missing_{uuid.uuid4().hex[:10]}"
     url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    code, _, err = check(write_config(tmp_path, source_url=url), capsys)
+    code, _, err = check(write_config(tmp_path, source_url=url, store_url=url), capsys)
     assert code == 2
-    [line] = problems(err)
-    assert "key 'source.sql.url'" in line and f'database "{name}" does not exist' in line
+    source, store = problems(err)
+    assert "key 'source.sql.url'" in source and f'database "{name}" does not exist' in source
+    assert "key 'store.url'" in store and f'database "{name}" does not exist' in store
 
 
 @pytest.mark.postgres
