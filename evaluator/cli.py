@@ -44,11 +44,17 @@ def _store(config: Config) -> Any:
 
 # -- commands -------------------------------------------------------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from evaluator.scorers import check_scorer_name
+    from evaluator.preflight import run_preflight
 
     config = _config(args)
-    check_scorer_name(config.scoring.scorer, path=config.path)
+    report = run_preflight(config, offline=args.offline, sample_rows=args.sample_rows)
+    for finding in report.findings:
+        print(finding.line(), file=sys.stderr)
+    if not report.ok:
+        return EXIT_CONFIG
     print(f"# {config.path}: valid")
+    for line in report.checked:
+        print(f"# {line}")
     print(json.dumps(config.masked(), indent=2))
     return 0
 
@@ -337,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("exporter", help="serve /metrics and /healthz")
     p.set_defaults(func=cmd_exporter)
 
-    p = sub.add_parser("check-config", help="validate the config and print it, secrets masked")
+    p = sub.add_parser("check-config", help="preflight: validate the config, connect (read-only) "
+                       "to the source, store and broker, print the config with secrets masked")
+    p.add_argument("--offline", action="store_true",
+                   help="schema and scorer name only: connect to nothing")
+    p.add_argument("--sample-rows", type=_positive_int, default=200,
+                   help="source rows read to estimate rejections (default 200)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("report", help="per route and metric: count, mean, 95%% CI, worst items")

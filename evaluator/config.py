@@ -39,14 +39,41 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_db_url(value: str) -> str:
+# Dialects shipped with SQLAlchemy itself; others come from installed plugins.
+BUILTIN_DIALECTS = ("mssql", "mysql", "oracle", "postgresql", "sqlite")
+
+
+def db_url_problem(value: str, *, backends: tuple[str, ...] | None = None) -> str | None:
+    """Why ``value`` is not a usable SQLAlchemy URL, or ``None``.
+
+    The dialect is loaded (``url.get_dialect()``), so ``sqlit://`` fails when the config is
+    loaded rather than on the first connection; the driver itself (psycopg, ...) is imported
+    only when connecting, so a config can be checked on a machine without it.
+    """
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(value)
+        url = make_url(value)
     except ArgumentError:
-        raise ValueError(f"{value!r} is not a SQLAlchemy URL (e.g. sqlite:///file.db)") from None
+        return "not a SQLAlchemy URL (e.g. sqlite:///file.db)"
+    backend = url.get_backend_name()
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        if backend in BUILTIN_DIALECTS:
+            return f"unknown driver {url.get_driver_name()!r} for database {backend!r}"
+        return (f"unknown database dialect {url.drivername!r}; valid: "
+                f"{', '.join(BUILTIN_DIALECTS)} (or a dialect plugin you installed)")
+    if backends is not None and backend not in backends:
+        return f"runs on {' or '.join(backends)}, not {backend!r}"
+    return None
+
+
+def _check_db_url(value: str, *, backends: tuple[str, ...] | None = None) -> str:
+    problem = db_url_problem(value, backends=backends)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -57,7 +84,7 @@ class StoreConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: SecretStr) -> SecretStr:
-        _check_db_url(value.get_secret_value())
+        _check_db_url(value.get_secret_value(), backends=("sqlite", "postgresql"))
         return value
 
 

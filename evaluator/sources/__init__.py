@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from evaluator.errors import ConfigError
-from evaluator.sources.base import Source, SourceBatch
+from evaluator.sources.base import Source, SourceBatch, SourceNote
 
 if TYPE_CHECKING:
     from evaluator.config import Config
 
-__all__ = ["SOURCE_KINDS", "Source", "SourceBatch", "build_source"]
+__all__ = ["SOURCE_KINDS", "Source", "SourceBatch", "SourceNote", "build_source"]
 
 SOURCE_KINDS = ("files", "sql")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from evaluator.errors import InvalidRecordError
 from evaluator.records import FieldDrop, LogRecord
@@ -57,3 +57,17 @@ class Source(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class SourceNote(NamedTuple):
+    """Something a source wants ``groundwatch check-config`` to say about its settings.
+
+    A source may define ``preflight_notes(self) -> Iterable[SourceNote | str]``; the preflight
+    calls it (when present) after reading its sample. ``key`` is the config key the note is
+    about (``source.sql.mode``); ``problem`` makes it a failure (exit 2) instead of a warning,
+    e.g. "text timestamps cannot be ordered exactly in mode 'timestamp': use 'incrementing'".
+    """
+
+    text: str
+    key: str | None = None
+    problem: bool = False

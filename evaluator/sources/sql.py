@@ -46,7 +46,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    create_engine,
     func,
     not_,
     or_,
@@ -59,7 +58,8 @@ from sqlalchemy.types import Date, DateTime, NullType
 
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError
 from evaluator.records import ALL_FIELDS, REQUIRED_FIELDS, FieldDrop, RowLimits, map_row, parse_timestamp
-from evaluator.sources.base import SourceBatch
+from evaluator.sources.base import SourceBatch, SourceNote
+from evaluator.sources.engine import create_source_engine
 
 if TYPE_CHECKING:
     from evaluator.config import ColumnMap, Config
@@ -272,7 +272,7 @@ class SqlSource:
         self._columns_cfg = columns or ColumnMap()
         self._config_path = config_path
         self._qualified = f"{schema}.{table}" if schema else table
-        self.engine = create_engine(url, pool_pre_ping=True)
+        self.engine = create_source_engine(url, path=config_path)
         try:
             self.table = self._reflect(table, schema)
             self._columns = self._resolve_columns()
@@ -352,9 +352,13 @@ class SqlSource:
                     path=self._config_path, key=f"source.columns.{fname}")
         return resolved
 
-    def preflight_notes(self) -> list[str]:
-        """What ``check-config`` should tell the user about this source's order."""
-        return [self.position.note] if self.position.note else []
+    def preflight_notes(self) -> list[SourceNote]:
+        """What ``check-config`` should tell the user about this source's order: a warning
+        when the order is exact but slow, a problem when it cannot be exact."""
+        if not self.position.note:
+            return []
+        return [SourceNote(self.position.note, key="source.sql.mode",
+                           problem=not self.position.exact)]
 
     # -- cursors ---------------------------------------------------------------------------
     def _cursor(self, mark: _Mark) -> dict[str, Any]:
@@ -384,6 +388,10 @@ class SqlSource:
                                 "start (items already stored are not sent again)", self.name, raw)
                     return _Mark()
                 return _Mark(self.position.from_time(when), rid)
+            if cursor.get("pos") is None:
+                # Never moved (e.g. every row unplaceable under a mapping since fixed): a
+                # cursor at the start fits any mode and column.
+                return _Mark()
             if cursor.get("mode") != self.mode or cursor.get("column") != self._order_column:
                 raise ValueError(
                     f"source {self.name!r}: the stored cursor is for mode {cursor.get('mode')!r} "

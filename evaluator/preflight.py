@@ -1,0 +1,398 @@
+"""``groundwatch check-config``: a preflight of a loaded config against the real world.
+
+Beside the schema (already checked by :func:`~evaluator.config.load_config`) and the scorer
+name, :func:`run_preflight` connects, read-only and with short timeouts, to
+
+* the **source**: opens it as the sampler would (SQLite read-only and never created; the table
+  and every mapped column reflected), reads a sample from the beginning with the source's own
+  ``read`` and counts what would be rejected, by field and reason; a ``files`` source must
+  match at least one file. A source may add notes of its own through ``preflight_notes()``
+  (see :class:`~evaluator.sources.base.SourceNote`);
+* the **store**: reachable, and its Alembic revision against the shipped head (information:
+  migrations run at the next start). Nothing is created or migrated: a SQLite file that does not
+  exist yet is reported, not made;
+* the **broker**: one connection attempt bounded by ``broker_timeout_s``.
+
+Every problem found becomes one :class:`Finding`, so one run lists them all. ``offline=True``
+skips every connection. The module imports kombu (for the broker) only inside that check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy.engine import make_url
+
+from evaluator.config import ENV_PREFIX, Config
+from evaluator.errors import ConfigError, GroundwatchError, InvalidRecordError, TransientError
+from evaluator.records import ALL_FIELDS
+from evaluator.sources.base import SourceNote
+
+__all__ = ["DEFAULT_SAMPLE_ROWS", "REJECT_PROBLEM_SHARE", "Finding", "PreflightReport",
+           "run_preflight"]
+
+#: Rows read from the start of the source to estimate rejections.
+DEFAULT_SAMPLE_ROWS = 200
+#: A (field, reason) that rejects every sampled row, or rejections over this share of the
+#: sample, fail the preflight: the mapping is wrong, not a few rows broken. Fewer are warnings.
+REJECT_PROBLEM_SHARE = 0.5
+DEFAULT_TIMEOUT_S = 3.0
+
+Level = Literal["problem", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem (exit 2) or warning, about one config key, rendered as one line."""
+
+    level: Level
+    where: str
+    what: str
+    key: str | None = None
+
+    def line(self) -> str:
+        text = " ".join(f"{self.where}: {self.what}".split())  # driver messages span lines
+        return f"{self.level}: {text}"
+
+
+@dataclass(slots=True)
+class PreflightReport:
+    """What was checked (``checked``: one summary line each) and what was found."""
+
+    checked: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "problem"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Checker:
+    def __init__(self, config: Config, environ: Mapping[str, str]) -> None:
+        self.config = config
+        self.environ = environ
+        self.report = PreflightReport()
+
+    # -- naming the place of a finding ------------------------------------------------------
+    def where(self, key: str | None) -> str:
+        """``env NAME, key 'k'`` when an environment variable set ``key`` (or a section above
+        it), else ``file PATH, key 'k'``."""
+        parts = key.split(".") if key else []
+        for name in sorted(self.environ):
+            if not name.startswith(ENV_PREFIX):
+                continue
+            env_parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+            if env_parts and parts[:len(env_parts)] == env_parts:
+                return f"env {name}, key '{key}'"
+        bits = [f"file {self.config.path}" if self.config.path else "",
+                f"key '{key}'" if key else ""]
+        return ", ".join(b for b in bits if b) or "config"
+
+    def add(self, level: Level, key: str | None, what: str) -> None:
+        self.report.findings.append(Finding(level, self.where(key), what, key))
+
+    def problem(self, key: str | None, what: str) -> None:
+        self.add("problem", key, what)
+
+    def config_error(self, exc: ConfigError) -> None:
+        self.problem(exc.key, exc.problem)
+
+    def checked(self, line: str) -> None:
+        self.report.checked.append(line)
+
+    # -- scorer -----------------------------------------------------------------------------
+    def scorer(self) -> None:
+        from evaluator.scorers import check_scorer_name
+
+        name = self.config.scoring.scorer
+        try:
+            check_scorer_name(name, path=self.config.path)
+        except ConfigError as exc:
+            self.config_error(exc)
+        else:
+            self.checked(f"scorer {name!r}: available")
+
+    # -- source -----------------------------------------------------------------------------
+    def source(self, sample_rows: int, timeout_s: float) -> None:
+        src = self.config.source
+        if src.kind == "sql" and not self._sql_reachable(timeout_s):
+            return
+        from evaluator.sources import build_source
+
+        try:
+            source = build_source(self.config)
+        except ConfigError as exc:
+            self.config_error(exc)
+            return
+        except TransientError as exc:
+            self.problem("source.sql.url" if src.kind == "sql" else "source.files.paths",
+                         f"source unreachable: {exc.detail}")
+            return
+        try:
+            if src.kind == "files" and not self._files_match(source):
+                return
+            self._sample(source, sample_rows)
+            self._source_notes(source)
+        finally:
+            source.close()
+
+    def _sql_reachable(self, timeout_s: float) -> bool:
+        """Connect once, bounded, before reflecting: a clear line for a database that does not
+        exist or does not answer, instead of the reflection's error."""
+        from evaluator.sources.engine import create_source_engine
+
+        url = self.config.source.sql.url.get_secret_value()
+        try:
+            engine = create_source_engine(url, path=self.config.path, connect_timeout_s=timeout_s)
+        except ConfigError as exc:
+            self.config_error(exc)
+            return False
+        try:
+            with engine.connect():
+                pass
+        except Exception as exc:  # any driver error is this check's answer
+            self.problem("source.sql.url", f"cannot connect to the source database "
+                         f"{_masked(url)}: {_reason(exc)}")
+            return False
+        finally:
+            engine.dispose()
+        return True
+
+    def _files_match(self, source: Any) -> bool:
+        files = source.matching_files()
+        paths = self.config.source.files.paths
+        if not files:
+            self.problem("source.files.paths", f"no file matches {paths!r} "
+                         f"(relative globs are resolved from {os.getcwd()})")
+            return False
+        self.checked(f"source {self.config.source.name!r} (files): {len(files)} file(s) match "
+                     f"{paths!r}")
+        return True
+
+    def _sample(self, source: Any, sample_rows: int) -> None:
+        src = self.config.source
+        try:
+            batch = source.read(None, sample_rows)
+        except ConfigError as exc:
+            self.config_error(exc)
+            return
+        except Exception as exc:  # the preflight reports, the sampler would have crashed
+            self.problem(_source_key(src.kind), f"reading a sample of the source failed: "
+                         f"{_reason(exc)}")
+            return
+        what = (f" table {src.sql.table!r} of {_masked(src.sql.url.get_secret_value())}:"
+                if src.kind == "sql" else "")
+        # Rows a source cannot place in its order are not "read" but reported as no_position
+        # rejections: they count as examined, or a timestamp mapped to the wrong column would
+        # look like an empty table.
+        unplaced = sum(1 for e in batch.rejections if e.reason == "no_position")
+        read, rejected = batch.rows_read + unplaced, len(batch.rejections)
+        line = f"source {src.name!r} ({src.kind}):{what} read {read} sample row(s)"
+        if batch.unplaceable and batch.unplaceable > unplaced:
+            self.add("warning", "source.sql.mode",
+                     f"{batch.unplaceable} row(s) of the whole table have no position in the "
+                     f"{src.sql.mode} order (NULL or unreadable value, or NULL request id): the "
+                     "sampler never reads them until they are fixed")
+        if read == 0:
+            self.checked(line + ": the source is empty, nothing to check the mapping against")
+            self.add("warning", _source_key(src.kind),
+                     "the source has no rows yet: the column mapping is checked, the values not")
+            return
+        self.checked(f"{line}: {read - rejected} would be sampled, {rejected} rejected")
+        groups: dict[tuple[str, str], list[InvalidRecordError]] = {}
+        for err in batch.rejections:
+            groups.setdefault((err.field, err.reason), []).append(err)
+        too_many = rejected > REJECT_PROBLEM_SHARE * read
+        for (fname, reason), errs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            level: Level = "problem" if too_many or len(errs) == read else "warning"
+            key = f"source.columns.{fname}" if fname in ALL_FIELDS else _source_key(src.kind)
+            example = errs[0]
+            self.add(level, key, f"{len(errs)} of {read} sampled row(s) would be rejected as "
+                     f"{reason} (field {fname!r}), e.g. row {example.row_ref}: "
+                     f"{_short(example.detail)}")
+
+    def _source_notes(self, source: Any) -> None:
+        notes = getattr(source, "preflight_notes", None)
+        if not callable(notes):
+            return
+        try:
+            found: Iterable[SourceNote | str] = notes()
+            for note in found:
+                if isinstance(note, str):
+                    note = SourceNote(note)
+                self.add("problem" if note.problem else "warning",
+                         note.key or _source_key(self.config.source.kind), note.text)
+        except Exception as exc:
+            self.problem(_source_key(self.config.source.kind),
+                         f"the source's own checks failed: {_reason(exc)}")
+
+    # -- store ------------------------------------------------------------------------------
+    def store(self, timeout_s: float) -> None:
+        from evaluator.sources.engine import create_readonly_engine, sqlite_file
+
+        url = self.config.store.url.get_secret_value()
+        shown = _masked(url)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            file = sqlite_file(parsed)
+            if file is None:
+                self.add("warning", "store.url", "the store is in memory: nothing outlives the "
+                         "process, and processes do not share it")
+                return
+            if not file.exists():
+                self._store_file_creatable(file)
+                return
+        try:
+            engine = create_readonly_engine(url, key="store.url", path=self.config.path,
+                                            connect_timeout_s=timeout_s, role="store")
+        except ConfigError as exc:
+            self.config_error(exc)
+            return
+        try:
+            with engine.connect() as conn:
+                current, head, pending = _migration_state(conn)
+        except Exception as exc:
+            self.problem("store.url", f"cannot open the store {shown}: {_reason(exc)}")
+            return
+        finally:
+            engine.dispose()
+        if current is None:
+            state = f"not migrated yet: {pending} migration(s) to head {head} run at first start"
+        elif pending:
+            state = (f"schema at {current}, head {head}: {pending} migration(s) pending, "
+                     f"applied at the next start")
+        elif current == head:
+            state = f"schema at head {head}"
+        else:
+            state = f"schema at {current}, unknown to this version (head {head}): newer groundwatch?"
+            self.add("warning", "store.url", f"the store's schema revision {current!r} is not "
+                     "one this groundwatch ships: was it migrated by a newer version?")
+        self.checked(f"store: {shown}: reachable, {state}")
+
+    def _store_file_creatable(self, file: Path) -> None:
+        parent = file.resolve().parent
+        existing = parent
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            self.problem("store.url", f"store database file {str(file)!r} does not exist and "
+                         f"cannot be created: {str(existing)!r} is not a writable directory")
+            return
+        self.checked(f"store: {str(file)!r} does not exist yet: it is created and migrated at "
+                     "first start")
+
+    # -- broker -----------------------------------------------------------------------------
+    def broker(self, timeout_s: float) -> None:
+        url = self.config.broker.url.get_secret_value()
+        scheme = url.partition("://")[0].split("+")[0]
+        if scheme == "memory":
+            self.add("warning", "broker.url", "the memory broker only works inside one process "
+                     "(tests): the sampler and workers cannot share it")
+            return
+        if scheme == "filesystem":
+            folder = url.removeprefix("filesystem://") or ".groundwatch/broker"
+            self.checked(f"broker: filesystem folder {folder!r} (no connection to make)")
+            return
+        from kombu import Connection
+
+        conn = Connection(url, connect_timeout=timeout_s,
+                          transport_options={"socket_timeout": timeout_s,
+                                             "socket_connect_timeout": timeout_s})
+        try:
+            # One retry at once: a refused port answers in milliseconds, a black hole within
+            # the timeout; kombu's own default backoff would wait seconds for nothing.
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                   interval_max=0, timeout=timeout_s)
+        except Exception as exc:
+            self.problem("broker.url", f"cannot reach the broker {_masked(url)}: "
+                         f"{_reason(exc)}")
+            return
+        finally:
+            conn.release()
+        self.checked(f"broker: {_masked(url)}: reachable")
+
+
+def run_preflight(
+    config: Config,
+    *,
+    offline: bool = False,
+    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    environ: Mapping[str, str] | None = None,
+) -> PreflightReport:
+    """Check ``config`` (already loaded and schema-valid) and return every finding.
+
+    ``environ`` (default ``os.environ``) tells which keys came from environment variables, so
+    findings name the variable instead of the file. Never raises for a problem it can name.
+    """
+    checker = _Checker(config, os.environ if environ is None else environ)
+    checker.checked(f"schema: valid ({config.path or 'built-in defaults'})")
+    checker.scorer()
+    if offline:
+        checker.checked("connections: skipped (--offline)")
+        return checker.report
+    checker.source(sample_rows, timeout_s)
+    checker.store(timeout_s)
+    checker.broker(timeout_s)
+    return checker.report
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _source_key(kind: str) -> str:
+    return "source.files.paths" if kind == "files" else "source.sql.table"
+
+
+def _masked(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(url)"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TransientError):
+        return exc.detail
+    if isinstance(exc, GroundwatchError):
+        return str(exc)
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if orig is not None:
+        return f"{type(orig).__name__}: {orig}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _migration_state(conn: Any) -> tuple[str | None, str | None, int]:
+    """(current revision, head revision, migrations between them), read without writing."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from evaluator.store.models import VERSION_TABLE
+    from evaluator.store.store import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    current = context.get_current_revision()
+    if head is None:
+        return current, head, 0
+    try:
+        pending = sum(1 for _ in script.iterate_revisions(head, current))
+    except Exception:  # a revision this version does not know
+        return current, head, 0
+    return current, head, pending
