@@ -5,6 +5,10 @@ Reliability settings and why:
   batch is stored, so a worker killed mid-batch has the batch re-delivered; the store's
   idempotent upserts make the redo count once.
 - ``worker_prefetch_multiplier = 1``: with acks_late, prefetched batches wait behind a slow one.
+- ``visibility_timeout`` (:func:`visibility_timeout`): derived from the scorer and batch size
+  unless set; it bounds both a batch's run time (past it a second worker gets the batch too)
+  and the wait for a killed worker's batch (docs/architecture.md).
+- ``worker_proc_alive_timeout``: a prefork child warms its scorer before it is up.
 - results are ignored: scores go to the store, not to a result backend.
 """
 
