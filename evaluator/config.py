@@ -92,7 +92,8 @@ class BrokerConfig(_Section):
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     queue: str = "groundwatch.score"
     batch_size: int = Field(100, ge=1, le=10_000)
-    visibility_timeout_s: int = Field(3600, ge=10)
+    # Unset: derived from the scorer and batch_size (workers.app.visibility_timeout).
+    visibility_timeout_s: int | None = Field(None, ge=10)
 
     @field_validator("url")
     @classmethod

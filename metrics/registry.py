@@ -31,6 +31,7 @@ import platform
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -354,6 +355,24 @@ class Metrics:
             p + "last_score_timestamp_seconds", "Unix time of the newest ok score.",
             multiprocess_mode="max", registry=r)
 
+        # --- batch duration against the broker's visibility timeout (workers) ---------------
+        # A batch still running when the visibility timeout expires is handed to a second
+        # worker; slow_batches_total counts those past half of it, exactly, as a warning.
+        # The longest batch is a max gauge rather than a histogram: the question it answers is
+        # "what must broker.visibility_timeout_s exceed", one number, and a histogram's top
+        # bucket would only bound it (the per-item distribution is scorer_latency_seconds).
+        # max (not livemax): a process that exited keeps its longest batch in the answer.
+        self.slow_batches = Counter(
+            p + "slow_batches_total",
+            "Scoring batches that ran past half of broker.visibility_timeout_s.",
+            ("scorer",), registry=r)
+        self.batch_seconds_max = Gauge(
+            p + "batch_seconds_max",
+            "Longest scoring batch (task start to stored) of any process, in seconds.",
+            ("scorer",), multiprocess_mode="max", registry=r)
+        self._batch_max_seen: dict[str, float] = {}
+        self._batch_max_lock = threading.Lock()  # threads pools: never set a lower max last
+
         self.build_info.labels(_version(), platform.python_version()).set(1)
         # Known label values start at 0 so that rate() and absent() see the series from the start.
         for result in ("ok", "error"):
@@ -611,6 +630,16 @@ class Metrics:
 
     def observe_task_retry(self, kind: str) -> None:
         self._child(self.task_retries, self.policy.value("kind", kind)).inc()
+
+    def observe_batch(self, scorer: str, seconds: float, *, slow: bool) -> None:
+        """A scoring task took ``seconds``; ``slow`` when past half the visibility timeout."""
+        scorer_v = self.policy.value("scorer", scorer)
+        if slow:
+            self._child(self.slow_batches, scorer_v).inc()
+        with self._batch_max_lock:
+            if seconds > self._batch_max_seen.get(scorer_v, -1.0):
+                self._batch_max_seen[scorer_v] = seconds
+                self._child(self.batch_seconds_max, scorer_v).set(seconds)
 
     # --- judge -----------------------------------------------------------------------------
 

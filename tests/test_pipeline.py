@@ -6,18 +6,26 @@ driven by each record's metadata, so the worker code path is the production one.
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import signal
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from evaluator.config import load_config
 from evaluator.records import LogRecord
 from evaluator.store import Store
 from tests.gw_helpers import (
+    REDIS_HOST,
+    REDIS_PORT,
+    TEST_REDIS_DB,
     flush_test_redis,
     groundwatch_cmd,
     log_tail,
@@ -67,29 +75,68 @@ def scores_per_item(store: Store) -> Counter[str]:
     return Counter(s.request_id for s in store.scores())
 
 
+def _redis() -> redis.Redis:
+    return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=TEST_REDIS_DB)
+
+
+def _unacked() -> list[tuple[float, list[str]]]:
+    """kombu's Redis transport keeps each delivered, unacknowledged message in the ``unacked``
+    hash and its delivery time in the ``unacked_index`` sorted set: (delivered at, the
+    request ids of its batch) per message."""
+    r = _redis()
+    out = []
+    for tag, delivered_at in r.zrange("unacked_index", 0, -1, withscores=True):
+        raw = r.hget("unacked", tag)
+        if raw is None:
+            continue
+        message = json.loads(raw)[0]
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        out.append((delivered_at, [m["request_id"] for m in args[0]]))
+    return out
+
+
 def test_killed_worker_batch_is_redone_exactly_once_in_effect(tmp_path: Path,
                                                                redis_db: None) -> None:
-    # Solo pool, one batch at a time, each batch slowed by one item: the kill lands mid-queue.
-    config = write_config(tmp_path, scorer=FAULTS, pool="solo", concurrency=1, visibility=10)
-    batches = [[record(b * 10 + i, "slow:300" if i == 0 else None) for i in range(10)]
-               for b in range(12)]
+    # Solo pool, one batch at a time, each batch slowed by one item; batch 2 is slower (3 s),
+    # so the kill, sent once batches 0 and 1 are stored and batch 2 is delivered, lands in it.
+    visibility = 10
+    config = write_config(tmp_path, scorer=FAULTS, pool="solo", concurrency=1,
+                          visibility=visibility)
+    slow = {0: "slow:300", 2: "slow:3000"}
+    batches = [[record(b * 10 + i, slow.get(b, "slow:300") if i == 0 else None)
+                for i in range(10)] for b in range(12)]
     n_items = 120
     enqueue_batches(config, batches)
     store = Store(f"sqlite:///{tmp_path}/gw.db")
     with processes() as procs:
         first = start(procs, groundwatch_cmd(config, "worker", "--name", "first@%h"),
                       tmp_path / "w1.log")
-        wait_until(lambda: store.count_items_by_status()["scored"] >= 20, timeout=60,
-                   what="a few batches scored")
+        wait_until(lambda: store.count_items_by_status()["scored"] >= 20 and _unacked(),
+                   timeout=60, what="two batches scored and the third delivered")
         first.send_signal(signal.SIGKILL)  # no warm shutdown: its reserved batch is unacked
+        killed_at = time.time()
         first.wait(timeout=10)
+        in_flight = _unacked()
+        assert len(in_flight) == 1, in_flight  # prefetch 1 + acks_late: one batch held
+        delivered_at, lost_ids = in_flight[0]
+        assert lost_ids == [r["request_id"] for r in batches[2]]
         scored_at_kill = store.count_items_by_status()["scored"]
         assert scored_at_kill < n_items
         start(procs, groundwatch_cmd(config, "worker", "--name", "second@%h"),
               tmp_path / "w2.log")
-        # The unacked batch comes back after the visibility timeout (10 s).
+        # The unacked batch comes back after the visibility timeout plus at most one sweep of
+        # kombu's unacked-restore (every visibility/10 s, see workers.app.broker_options).
         wait_until(lambda: len(scores_per_item(store)) == n_items, timeout=90,
                    what=f"all items scored (log: {log_tail(tmp_path / 'w2.log', 5)})")
+    redone_at = min(s.scored_at.timestamp() for s in store.scores()
+                    if s.request_id in set(lost_ids))
+    print(f"\nredelivery: batch delivered -> redone {redone_at - delivered_at:.1f}s, "
+          f"worker killed -> redone {redone_at - killed_at:.1f}s "
+          f"(visibility_timeout {visibility}s, the batch itself takes ~3s)")
+    # Never before the timeout (it was delivered before the kill), and within it plus a
+    # generous allowance for the second worker's start, a sweep and the 3 s batch.
+    assert redone_at - delivered_at >= visibility
+    assert redone_at - killed_at <= visibility + 30
     per_item = scores_per_item(store)
     assert set(per_item.values()) == {METRICS}, "each item has exactly one score per metric"
     # The metric files of the killed process are kept: totals are sums over both processes,
@@ -97,6 +144,100 @@ def test_killed_worker_batch_is_redone_exactly_once_in_effect(tmp_path: Path,
     parsed = parse_metrics(snapshot(tmp_path / "prom"))
     assert total(parsed, "groundwatch_score_outcomes_total") == METRICS * n_items
     assert total(parsed, "groundwatch_eval_lag_seconds_count") == n_items
+    store.close()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def _first(lines: list[str], pattern: str) -> int | None:
+    return next((i for i, line in enumerate(lines) if re.search(pattern, line)), None)
+
+
+def test_worker_is_ready_only_once_its_model_is_loaded(tmp_path: Path, redis_db: None) -> None:
+    # The embedded scorer loads its model lazily; the worker must load (and warm) it before it
+    # says ready. Prefork: the model loads in the child, and the main process holds its
+    # consumer (and the "ready." line and worker_ready signal) until the child is warm.
+    config = write_config(tmp_path, scorer="embedded", pool="prefork", concurrency=1,
+                          visibility=60)
+    log = tmp_path / "w.log"
+    enqueue_batches(config, [[record(i) for i in range(3)]])
+    store = Store(f"sqlite:///{tmp_path}/gw.db")
+    with processes() as procs:
+        start(procs, groundwatch_cmd(config, "worker"), log)
+        wait_until(lambda: len(scores_per_item(store)) == 3, timeout=240,
+                   what=f"the batch scored: {log_tail(log)}")
+    lines = _lines(log)
+    warm, ready = _first(lines, r"scorer embedded warm in"), _first(lines, r" ready\.")
+    received = _first(lines, r"Task groundwatch\.score_batch\[.*\] received")
+    assert warm is not None and ready is not None and received is not None, log_tail(log)
+    assert warm < ready <= received, "\n".join(lines[warm - 2:received + 2])
+    store.close()
+
+
+def test_a_worker_still_warming_takes_nothing_a_second_worker_redoes(tmp_path: Path,
+                                                                     redis_db: None) -> None:
+    # The field report: a worker said "ready" before loading its model, its first batch took
+    # longer than the visibility timeout, Redis handed the batch to a second worker, and both
+    # scored it. Here the first worker's "model" takes longer than the visibility timeout to
+    # load; a second worker starts meanwhile. Every batch must be delivered exactly once.
+    visibility = 10
+    config = write_config(tmp_path, scorer=FAULTS, pool="solo", concurrency=1,
+                          visibility=visibility)
+    batches = [[record(b * 5 + i) for i in range(5)] for b in range(6)]
+    enqueue_batches(config, batches)
+    queue = load_config(config, environ={}).broker.queue
+    store = Store(f"sqlite:///{tmp_path}/gw.db")
+    slow_log, fast_log = tmp_path / "slow.log", tmp_path / "fast.log"
+    with processes() as procs:
+        start(procs, groundwatch_cmd(config, "worker", "--name", "slow@%h"), slow_log,
+              env={"GROUNDWATCH_FAULT_WARM_UP_S": str(visibility + 4)})
+        wait_until(lambda: _first(_lines(slow_log), "fault scorer warming up") is not None,
+                   timeout=60, what=f"the first worker warming up: {log_tail(slow_log)}")
+        start(procs, groundwatch_cmd(config, "worker", "--name", "fast@%h"), fast_log,
+              env={"GROUNDWATCH_FAULT_WARM_UP_S": "0"})
+
+        def settled() -> bool:
+            r = _redis()
+            return (len(scores_per_item(store)) == 30
+                    and _first(_lines(slow_log), r" ready\.") is not None
+                    and r.llen(queue) == 0 and r.hlen("unacked") == 0)
+        wait_until(settled, timeout=120,
+                   what=f"all batches done: {log_tail(slow_log, 5)} {log_tail(fast_log, 5)}")
+    received = Counter(m.group(1) for path in (slow_log, fast_log) for line in _lines(path)
+                       if (m := re.search(r"score_batch\[([0-9a-f-]+)\] received", line)))
+    assert len(received) == len(batches)
+    assert set(received.values()) == {1}, f"a batch was delivered twice: {received}"
+    slow_lines = _lines(slow_log)
+    warm, ready = _first(slow_lines, "scorer fault warm in"), _first(slow_lines, r" ready\.")
+    assert warm is not None and ready is not None and warm < ready
+    per_item = scores_per_item(store)
+    assert set(per_item.values()) == {METRICS}
+    parsed = parse_metrics(snapshot(tmp_path / "prom"))
+    assert total(parsed, "groundwatch_score_outcomes_total") == METRICS * 30
+    assert total(parsed, "groundwatch_slow_batches_total") == 0
+    store.close()
+
+
+def test_a_batch_past_half_the_visibility_timeout_is_logged_and_counted(
+        tmp_path: Path, redis_db: None) -> None:
+    visibility = 10
+    config = write_config(tmp_path, scorer=FAULTS, pool="solo", concurrency=1,
+                          visibility=visibility)
+    enqueue_batches(config, [[record(0, "slow:6000"), record(1)], [record(2)]])
+    store = Store(f"sqlite:///{tmp_path}/gw.db")
+    log = tmp_path / "w.log"
+    with processes() as procs:
+        start(procs, groundwatch_cmd(config, "worker"), log)
+        wait_until(lambda: len(scores_per_item(store)) == 3, timeout=90,
+                   what=f"both batches scored: {log_tail(log)}")
+    warnings = [line for line in _lines(log) if "broker.visibility_timeout_s" in line]
+    assert len(warnings) == 1 and "batch of 2 took" in warnings[0], warnings
+    parsed = parse_metrics(snapshot(tmp_path / "prom"))
+    assert total(parsed, "groundwatch_slow_batches_total", scorer="fault") == 1
+    longest = total(parsed, "groundwatch_batch_seconds_max", scorer="fault")
+    assert visibility / 2 < longest < visibility * 10
     store.close()
 
 

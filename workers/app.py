@@ -5,23 +5,47 @@ Reliability settings and why:
   batch is stored, so a worker killed mid-batch has the batch re-delivered; the store's
   idempotent upserts make the redo count once.
 - ``worker_prefetch_multiplier = 1``: with acks_late, prefetched batches wait behind a slow one.
+- ``visibility_timeout`` (:func:`visibility_timeout`): derived from the scorer and batch size
+  unless set; it bounds both a batch's run time (past it a second worker gets the batch too)
+  and the wait for a killed worker's batch (docs/architecture.md).
+- ``worker_proc_alive_timeout``: a prefork child warms its scorer before it is up.
 - results are ignored: scores go to the store, not to a result backend.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from celery import Celery
 
 from evaluator.config import Config
-from workers.tasks import TASK_NAME
+from evaluator.scorers import item_seconds_estimate
+from workers.tasks import TASK_NAME, WARM_UP_TIMEOUT_S
+
+# The derived visibility timeout: a batch's pessimistic time (per-item estimate x batch_size)
+# times a safety factor, never under the floor. The factor absorbs what the per-item estimate
+# does not: a slow host, a store that stalls, a batch of unusually long items. The floor keeps
+# fast scorers from a timeout so short that a GC pause or a store hiccup re-delivers a batch;
+# the price of a long timeout is only the wait for a dead worker's batch (docs/architecture.md).
+VISIBILITY_SAFETY_FACTOR = 4
+VISIBILITY_FLOOR_S = 300
+
+
+def visibility_timeout(config: Config) -> int:
+    """``broker.visibility_timeout_s`` if set, else derived from the scorer and batch size:
+    ``max(VISIBILITY_FLOOR_S, item estimate x batch_size x VISIBILITY_SAFETY_FACTOR)``
+    (embedded at batch 100: 400 s; lexical: 300 s; an unknown scorer: 4000 s)."""
+    if config.broker.visibility_timeout_s is not None:
+        return config.broker.visibility_timeout_s
+    batch_s = item_seconds_estimate(config.scoring.scorer) * config.broker.batch_size
+    return max(VISIBILITY_FLOOR_S, math.ceil(batch_s * VISIBILITY_SAFETY_FACTOR))
 
 
 def broker_options(config: Config) -> dict[str, Any]:
     """Transport options for the configured broker URL."""
     url = config.broker.url.get_secret_value()
-    visibility = config.broker.visibility_timeout_s
+    visibility = visibility_timeout(config)
     options: dict[str, Any] = {
         "visibility_timeout": visibility,
         # kombu's Redis transport sweeps for unacknowledged messages of dead workers only every
@@ -51,6 +75,9 @@ def make_celery(config: Config) -> Celery:
         task_ignore_result=True,
         task_store_errors_even_if_ignored=False,
         worker_prefetch_multiplier=config.worker.prefetch_multiplier,
+        # A prefork child loads its scorer in worker_process_init; Celery kills a child that
+        # is not up within this (4 s by default, less than a model load).
+        worker_proc_alive_timeout=WARM_UP_TIMEOUT_S,
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=config.broker.queue,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 from evaluator.config import Config
@@ -35,6 +36,18 @@ class WorkerContext:
     def build(cls, config: Config) -> WorkerContext:
         store = Store.from_config(config.store)
         scorer = build_scorer(config)
+        # Warm before the worker takes a message: a model loaded by the first batch makes that
+        # batch outlive the visibility timeout, and Redis hands it to a second worker.
+        started = time.perf_counter()
+        try:
+            scorer.warm_up()
+        except BaseException:
+            scorer.close()
+            store.close()
+            raise
+        warm_s = time.perf_counter() - started
+        log.info("scorer %s warm in %.2fs", scorer.name, warm_s,
+                 extra={"pid": os.getpid(), "scorer": scorer.name, "warm_up_s": warm_s})
         metrics = Metrics(config.metrics)
         log.info("worker context ready", extra={"pid": os.getpid(), "scorer": scorer.name})
         return cls(config, store, scorer, metrics, os.getpid())

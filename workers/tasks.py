@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, bootsteps
 from celery.signals import (
     worker_init,
     worker_process_init,
@@ -34,6 +35,62 @@ from workers.context import ContextHolder, WorkerContext
 log = logging.getLogger("groundwatch.worker")
 
 TASK_NAME = "groundwatch.score_batch"
+# How long a worker waits for its scorer to load before it takes work anyway (and says so).
+# The embedded model loads in seconds; ten minutes covers a cold disk on a busy host. It is
+# also Celery's worker_proc_alive_timeout: a prefork child still warming is not killed.
+WARM_UP_TIMEOUT_S = 600.0
+
+
+class WarmPoolGate:
+    """Counts prefork children whose scorer is warm, in memory shared across the fork.
+
+    Celery's main process says "ready" and starts reserving messages as soon as it has forked
+    its children, while they are still in ``worker_process_init`` loading the model; a
+    reserved message's visibility clock runs meanwhile. The :class:`WaitForWarmPool` consumer
+    step holds the consumer's event loop (nothing is fetched before it runs) until every child
+    has counted itself here. Needs the fork start method (Celery's default on Linux)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self._warm = multiprocessing.get_context("fork").Value("i", 0)
+
+    def child_warm(self) -> None:
+        with self._warm.get_lock():
+            self._warm.value += 1
+
+    @property
+    def warm(self) -> int:
+        return int(self._warm.value)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until every child is warm (a respawned child counts again: ``>=``)."""
+        deadline = time.monotonic() + timeout_s
+        while self.warm < self.expected:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+class WaitForWarmPool(bootsteps.StartStopStep):
+    """Consumer step: with a prefork pool, start consuming only once every child is warm.
+
+    It requires the Tasks step and so starts before the event loop (Celery starts that last),
+    hence before the first message is fetched and before ``worker_ready``."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        gate: WarmPoolGate | None = getattr(c.app, "groundwatch_warm_gate", None)
+        if gate is None:
+            return
+        started = time.monotonic()
+        if gate.wait(WARM_UP_TIMEOUT_S):
+            log.info("%d pool processes warm in %.2fs", gate.warm, time.monotonic() - started)
+        else:
+            log.error("only %d of %d pool processes warmed up within %.0fs; consuming anyway "
+                      "(see the worker log for the scorer's error)", gate.warm, gate.expected,
+                      WARM_UP_TIMEOUT_S)
 
 
 def backoff_delay(retries: int, base_s: float, cap_s: float,
@@ -114,17 +171,45 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
     return len(written)
 
 
+def observe_batch_time(ctx: WorkerContext, seconds: float, n_messages: int,
+                       visibility_s: float) -> None:
+    """Count a batch's time against the visibility timeout; warn past half of it, when a
+    little more would have the broker hand the batch to a second worker."""
+    slow = seconds > visibility_s / 2
+    try:
+        ctx.metrics.observe_batch(ctx.scorer.name, seconds, slow=slow)
+    except Exception:  # metrics must not fail a stored batch
+        log.warning("could not record the batch time", exc_info=True)
+    if slow:
+        log.warning("a batch of %d took %.1fs, over half of broker.visibility_timeout_s "
+                    "(%.0fs): past it the broker hands the batch to another worker and it is "
+                    "scored twice; raise broker.visibility_timeout_s or lower "
+                    "broker.batch_size", n_messages, seconds, visibility_s,
+                    extra={"batch_seconds": seconds, "visibility_timeout_s": visibility_s})
+
+
 def register(app: Celery) -> None:
     """Register the task and the per-process signals on ``app``."""
     config = app.groundwatch_config
     holder = ContextHolder(config)
     app.groundwatch_contexts = holder
     wcfg = config.worker
+    from workers.app import visibility_timeout
+
+    visibility_s = visibility_timeout(config)
 
     @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
               max_retries=wcfg.max_retries, ignore_result=True)
     def score_batch(self: Task, messages: list[dict[str, Any]]) -> dict[str, int]:
         ctx = holder.get()
+        started = time.monotonic()
+        try:
+            return _score_batch(self, ctx, messages)
+        finally:
+            observe_batch_time(ctx, time.monotonic() - started, len(messages), visibility_s)
+
+    def _score_batch(self: Task, ctx: WorkerContext,
+                     messages: list[dict[str, Any]]) -> dict[str, int]:
         records, bad = decode_messages(messages)
         attempts = self.request.retries + 1
         if bad:
@@ -156,13 +241,23 @@ def register(app: Celery) -> None:
             return {"scored": 0, "failed": len(ids) + len(bad)}
         return {"scored": written, "failed": len(bad)}
 
-    # Per-process set-up. prefork children get worker_process_init; solo and threads pools
-    # run tasks in the main process, which gets worker_init.
+    # Per-process set-up, warm-up included, before the worker takes a message. prefork
+    # children get worker_process_init (and count themselves warm for WaitForWarmPool); solo
+    # and threads pools run tasks in the main process, which gets worker_init, before Celery
+    # starts its consumer and says "ready".
+    app.groundwatch_warm_gate = None
+    app.steps["consumer"].add(WaitForWarmPool)
+
     def _on_process_init(**_: Any) -> None:
         holder.get()
+        gate = app.groundwatch_warm_gate
+        if gate is not None:
+            gate.child_warm()
 
     def _on_main_init(**_: Any) -> None:
-        if wcfg.pool != "prefork":
+        if wcfg.pool == "prefork":
+            app.groundwatch_warm_gate = WarmPoolGate(wcfg.concurrency)
+        else:
             holder.get()
 
     def _on_shutdown(**_: Any) -> None:

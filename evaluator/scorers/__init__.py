@@ -36,6 +36,22 @@ REQUIRES: dict[str, tuple[str, ...]] = {
 }
 
 
+# A pessimistic time per item, in seconds, per backend: what sizes the broker's visibility
+# timeout when ``broker.visibility_timeout_s`` is unset (workers.app.visibility_timeout).
+# Measured (docs/scorers.md, 1 torch thread, a shared 2-core host): lexical takes microseconds;
+# embedded 1/12 s on short QA, 1/7 s on ExpertQA-sized items, 0.7 s on whole web pages (WiCE),
+# so 1 s covers its slowest measured inputs on a busier host. A scorer named by
+# ``module:Factory`` is unknown: it is taken to be an LLM judge (seconds per call, plus
+# retries that honour Retry-After), 10 s.
+ITEM_SECONDS: dict[str, float] = {"embedded": 1.0, "lexical": 0.01, "noop": 0.001}
+UNKNOWN_ITEM_SECONDS = 10.0
+
+
+def item_seconds_estimate(name: str) -> float:
+    """The pessimistic per-item time of the scorer ``name`` (see ``ITEM_SECONDS``)."""
+    return ITEM_SECONDS.get(name, UNKNOWN_ITEM_SECONDS)
+
+
 def _target(name: str) -> str | None:
     """``module:Factory`` for a backend name; a name with a colon is taken as one already
     (a team's own scorer, or the fault-injecting test double)."""
@@ -78,6 +94,7 @@ def build_scorer(config: Config, name: str | None = None) -> Scorer:
 
 
 __all__ = [
-    "BACKENDS", "DETECTION_KINDS", "METRICS", "Detection", "ItemResult", "MetricResult",
-    "Outcome", "Scorer", "build_scorer", "check_scorer_name",
+    "BACKENDS", "DETECTION_KINDS", "ITEM_SECONDS", "METRICS", "Detection", "ItemResult",
+    "MetricResult", "Outcome", "Scorer", "build_scorer", "check_scorer_name",
+    "item_seconds_estimate",
 ]

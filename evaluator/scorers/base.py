@@ -106,6 +106,14 @@ class Scorer(Protocol):
         item's result; only a failure of the whole backend may raise."""
         ...
 
+    def warm_up(self) -> None:
+        """Load what the first batch would otherwise load (models, tokenizers, clients) and
+        score one tiny batch, so the first real batch costs what every later one does. The
+        worker calls it once per process before it reports ready: a batch must never carry a
+        model load, or it can outlive the broker's visibility timeout and be delivered twice.
+        Idempotent; a no-op for backends with nothing to load."""
+        ...
+
     def close(self) -> None:
         """Release what the backend holds (models, clients)."""
         ...

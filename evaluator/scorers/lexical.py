@@ -37,6 +37,9 @@ class LexicalScorer:
     def from_config(cls, config: Config) -> LexicalScorer:
         return cls()
 
+    def warm_up(self) -> None:
+        return None  # nothing to load
+
     def close(self) -> None:
         return None
 

@@ -26,6 +26,9 @@ class NoopScorer:
     def from_config(cls, config: Config) -> NoopScorer:
         return cls()
 
+    def warm_up(self) -> None:
+        return None  # nothing to load
+
     def close(self) -> None:
         return None
 

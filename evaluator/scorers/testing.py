@@ -7,11 +7,17 @@
 - ``item_error`` — return an ``error`` outcome for that item only;
 - ``slow:MS`` — sleep MS milliseconds before scoring the batch.
 
+``GROUNDWATCH_FAULT_WARM_UP_S`` (seconds, default 0) gives it a model to load, like the
+embedded scorer's: ``warm_up()`` takes that long once per process, and a batch that finds the
+scorer cold pays it first (the embedded encoder loads lazily the same way).
+
 Select it with ``scorer = "evaluator.scorers.testing:FaultScorer"``. Never in production.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -26,24 +32,41 @@ from evaluator.scorers.lexical import LexicalScorer
 if TYPE_CHECKING:
     from evaluator.config import Config
 
+log = logging.getLogger("groundwatch.worker")
+
 
 class FaultScorer:
     name = "fault"
     version = "1"
 
-    def __init__(self) -> None:
+    def __init__(self, warm_up_s: float = 0.0) -> None:
         self._inner = LexicalScorer()
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.warm_up_s = warm_up_s
+        self._warm = threading.Event()
+        self._warm_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config) -> FaultScorer:
-        return cls()
+        return cls(float(os.environ.get("GROUNDWATCH_FAULT_WARM_UP_S", "0") or 0))
+
+    @property
+    def warm(self) -> bool:
+        return self._warm.is_set()
+
+    def warm_up(self) -> None:
+        with self._warm_lock:
+            if not self._warm.is_set():
+                log.info("fault scorer warming up for %.1fs", self.warm_up_s)
+                time.sleep(self.warm_up_s)  # stands in for a model load
+                self._warm.set()
 
     def close(self) -> None:
         return None
 
     def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
+        self.warm_up()  # lazily, as a model would load on first use
         for record in records:
             fault = str(record.metadata.get("gw_fault", ""))
             if fault.startswith("slow:"):

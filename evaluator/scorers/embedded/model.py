@@ -76,6 +76,10 @@ class Encoder:
                     self._model = model
         return self._model
 
+    def load(self) -> None:
+        """Import torch and load the model now, instead of on the first encode()."""
+        self._load()
+
     def clear_cache(self) -> None:
         with self._cache_lock:
             self._cache.clear()

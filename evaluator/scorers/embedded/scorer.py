@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,6 +92,17 @@ class EmbeddedScorer:
         """Running totals of this process, exported by the worker as counter deltas."""
         return {"truncations": self.truncations, "cache_hits": self.encoder.cache_hits,
                 "cache_misses": self.encoder.cache_misses}
+
+    def warm_up(self) -> None:
+        """Load the model (torch import plus weights: seconds) and score one tiny item, so
+        tokenizer, kernels and the scope vectors are ready before the first real batch. The
+        passage cache and the counters are put back as they were: the warm-up item is nobody's
+        traffic and must not show in the cache metrics."""
+        self.encoder.load()
+        before = (self.truncations, self.encoder.cache_hits, self.encoder.cache_misses)
+        self.score_batch([_warm_up_record()])
+        self.encoder.clear_cache()
+        self.truncations, self.encoder.cache_hits, self.encoder.cache_misses = before
 
     def close(self) -> None:
         self.encoder.close()
@@ -319,6 +331,13 @@ class EmbeddedScorer:
             sum(c["verdict"] == "supported" for c in claims) / len(claims), 4)
         return [MetricResult.ok("faithfulness", float(np.clip(np.mean(probs), 0.0, 1.0))),
                 MetricResult.ok("groundedness", float(np.clip(np.mean(strengths), 0.0, 1.0)))]
+
+
+def _warm_up_record() -> LogRecord:
+    return LogRecord(request_id="groundwatch-warm-up", timestamp=datetime.now(UTC),
+                     question="How long are deleted files kept?",
+                     contexts=("Deleted files are kept for 30 days.",),
+                     answer="Deleted files are kept for 30 days.")
 
 
 def _failed(record: LogRecord, kind: str) -> ItemResult:
