@@ -38,9 +38,12 @@ class WorkerContext:
         scorer = build_scorer(config)
         # Warm before the worker takes a message: a model loaded by the first batch makes that
         # batch outlive the visibility timeout, and Redis hands it to a second worker.
+        # A user's own scorer (module:Factory) may predate warm_up(): it then loads lazily.
+        warm_up = getattr(scorer, "warm_up", None)
         started = time.perf_counter()
         try:
-            scorer.warm_up()
+            if callable(warm_up):
+                warm_up()
         except BaseException:
             scorer.close()
             store.close()
