@@ -1,0 +1,186 @@
+"""The command line as a user meets it: option order, closed pipes, ``explain`` of a rejected
+row."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from evaluator import demo_traffic
+from evaluator.cli import EXIT_BROKEN_PIPE, build_parser, main
+from evaluator.config import load_config
+from evaluator.records import LogRecord
+from evaluator.scorers import build_scorer
+from evaluator.store import Store
+from metrics.registry import Metrics
+from tests.test_sampler import Queue
+from tests.test_sampler import write_config as write_sampler_config
+from workers.sampler import build_sampler
+
+REPO = Path(__file__).resolve().parent.parent
+ROUTES = 400  # report --json of this many routes is ~1 MB: more than a pipe holds
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GROUNDWATCH__")}
+    return {**env, "PYTHONPATH": str(REPO), "GROUNDWATCH_LOG_LEVEL": "WARNING"}
+
+
+def groundwatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "evaluator.cli", *args]
+
+
+@pytest.fixture
+def scored(tmp_path: Path) -> Path:
+    """A config whose store holds lexical scores of one item on each of ROUTES routes; its
+    source, store and broker all exist, so a preflight of the config finds nothing to fix."""
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    (tmp_path / "broker").mkdir()
+    path = tmp_path / "gw.toml"
+    path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/gw.db"\n'
+                    f'[broker]\nurl = "filesystem://{tmp_path}/broker"\n'
+                    f'[source.sql]\nurl = "sqlite:///{tmp_path}/logs.db"\n'
+                    f'table = "{demo_traffic.TABLE}"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    config = load_config(path, environ={})
+    now = datetime.now(UTC)
+    records = [LogRecord(request_id=f"r{i}", timestamp=now - timedelta(minutes=1),
+                         question=f"Where is bucket {i} stored?",
+                         contexts=(f"Bucket {i} is stored in region eu-{i}.",),
+                         answer=f"Bucket {i} is stored in region eu-{i}.", route=f"route-{i:04d}")
+               for i in range(ROUTES)]
+    scorer = build_scorer(config, "lexical")
+    store = Store.from_config(config.store)
+    store.record_results(scorer.score_batch(records), {r.request_id: r for r in records},
+                         scorer=scorer.name, scorer_version=scorer.version)
+    store.close()
+    scorer.close()
+    return path
+
+
+# -- 1. --config and --log-level before or after the command ---------------------------------
+
+def test_global_options_parse_before_and_after_the_command() -> None:
+    parser = build_parser()
+    for argv in (["--config", "x.toml", "report"], ["report", "--config", "x.toml"],
+                 ["-c", "x.toml", "report"], ["report", "-c", "x.toml"]):
+        assert parser.parse_args(argv).config == "x.toml", argv
+    # Not given after the command: the value given before it stands (no default overwrites it).
+    args = parser.parse_args(["--config", "x.toml", "--log-level", "DEBUG", "explain", "id"])
+    assert (args.config, args.log_level) == ("x.toml", "DEBUG")
+    assert parser.parse_args(["explain", "id", "--log-level", "ERROR"]).log_level == "ERROR"
+    # After the command wins over before it, as a later option does.
+    assert parser.parse_args(["-c", "a.toml", "report", "-c", "b.toml"]).config == "b.toml"
+    assert parser.parse_args(["report"]).config is None
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_config_before_or_after_the_command(
+        scored: Path, order: str, capsys: pytest.CaptureFixture[str]) -> None:
+    command = ["report", "--json", "--worst", "0"]
+    argv = (["--config", str(scored), *command] if order == "before"
+            else [*command, "--config", str(scored), "--log-level", "WARNING"])
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len({r["route"] for r in rows}) == ROUTES
+
+
+def test_config_after_the_command_in_a_process(scored: Path) -> None:
+    proc = subprocess.run(groundwatch("explain", "r7", "-c", str(scored), "--log-level", "ERROR"),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "request r7" in proc.stdout and "route: route-0007" in proc.stdout
+
+
+# -- 2. no traceback for a closed pipe -----------------------------------------------------
+
+def _read_one_line_then_close(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Like `argv | head -1`: read a line of stdout, close the pipe, return (exit code,
+    stderr)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                            cwd=cwd)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert first, err.decode()
+    return proc.returncode, err.decode()
+
+
+def _many_rules_config(scored: Path) -> Path:
+    rules = "".join(f'[[sampling.rules]]\nname = "rule_{i}"\nmatch = {{ route = "r{i}" }}\n'
+                    f"rate = 1.0\n" for i in range(1500))
+    path = scored.with_name("many_rules.toml")
+    path.write_text(scored.read_text() + rules)
+    return path
+
+
+@pytest.mark.parametrize("command", ["report", "check-config", "score"])
+def test_closed_pipe_ends_quietly(scored: Path, tmp_path: Path, command: str) -> None:
+    if command == "report":
+        argv = groundwatch("--config", str(scored), "report", "--json")
+    elif command == "check-config":  # ~300 KB of config, as JSON
+        argv = groundwatch("--config", str(_many_rules_config(scored)), "check-config")
+    else:
+        src = tmp_path / "many.jsonl"
+        src.write_text("".join(json.dumps({"id": f"q{i}", "question": "Where is it?",
+                                           "contexts": ["It is in Paris."],
+                                           "answer": "It is in Paris."}) + "\n"
+                               for i in range(3000)))
+        argv = groundwatch("-c", str(scored), "score", str(src), "--scorer", "lexical", "--quiet")
+    code, err = _read_one_line_then_close(argv, tmp_path)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == EXIT_BROKEN_PIPE, err
+
+
+def test_an_open_pipe_still_gets_everything(scored: Path) -> None:
+    proc = subprocess.run(groundwatch("-c", str(scored), "report", "--json"),
+                          capture_output=True, timeout=120, env=_env(), cwd=REPO)
+    assert proc.returncode == 0
+    assert len(json.loads(proc.stdout)) == 4 * ROUTES
+
+
+# -- 3. explain shows a rejected row -------------------------------------------------------
+
+def test_explain_shows_the_rejection_of_a_row_that_was_not_sampled(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = demo_traffic.make_rows(60, seed=3)
+    rows[9]["user_question"] = None
+    rows[12]["retrieved_docs"] = "{not json"
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    demo_traffic.write_rows(f"sqlite:///{tmp_path}/logs.db", rows)
+    path = write_sampler_config(tmp_path)
+    config = load_config(path, environ={})
+    store = Store.from_config(config.store)
+    queue = Queue()
+    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    while not sampler.step().idle:
+        pass
+    store.close()
+    rejected = str(rows[9]["req_uuid"])
+    assert rejected not in queue.ids()
+
+    assert main(["--config", str(path), "explain", rejected]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"request {rejected}"
+    assert "not sampled" in out
+    assert re.search(r"rejected \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 by source 'app': "
+                     r"field 'question': missing_field: ", out), out
+
+    assert main(["explain", str(rows[12]["req_uuid"]), "-c", str(path)]) == 0
+    assert "field 'contexts': bad_contexts: not valid JSON" in capsys.readouterr().out
+
+    assert main(["explain", "no-such-id", "-c", str(path)]) == 1
+    assert "no item, score or rejection" in capsys.readouterr().err
