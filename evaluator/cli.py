@@ -21,9 +21,8 @@ from evaluator.config import Config, load_config
 from evaluator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from evaluator.offline import Progress
+    from evaluator.progress import StepProgress
 
 EXIT_CONFIG = 2
 # What a shell reports for a process killed by SIGPIPE (128 + 13): `groundwatch report | head`
@@ -91,8 +90,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"--since ({args.since.isoformat()}) must be before --until "
               f"({args.until.isoformat()})", file=sys.stderr)
         return 2
-    t = run_backfill(_config(args), args.name, since=args.since, until=args.until,
-                     rate=args.rate)
+    from evaluator.progress import StepProgress
+
+    with StepProgress(f"backfill {args.name!r}: read", unit="rows") as progress:
+        t = run_backfill(_config(args), args.name, since=args.since, until=args.until,
+                         rate=args.rate, on_progress=lambda t: progress.update(
+                             t.rows, f"enqueued {t.sampled}, rejected {t.rejected}, "
+                                     f"{t.outside} outside the range"))
     print(f"backfill {args.name!r}: read {t.rows} rows ({t.outside} outside the range, "
           f"{t.rejected} rejected); enqueued {t.sampled} items, {t.already_stored} sampled "
           f"items were already stored, {t.capped} capped, {t.skipped} skipped by the rate")
@@ -230,29 +234,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _progress_printer(quiet: bool) -> Callable[[Progress], None] | None:
-    """Progress on stderr: rewritten in place on a terminal, a line every 5 s in a log."""
-    if quiet:
-        return None
-    import time
+def _progress_printer(quiet: bool) -> StepProgress | None:
+    """Progress on stderr: a live bar on a terminal, a line per step of progress in a log."""
+    from evaluator.progress import StepProgress
 
-    tty = sys.stderr.isatty()
-    last = [0.0]
-
-    def show(p: Progress) -> None:
-        now = time.monotonic()
-        final = p.done >= p.total
-        if not final and now - last[0] < (0.5 if tty else 5.0):
-            return
-        last[0] = now
-        msg = (f"scored {p.done}/{p.total} items, {p.failed} failed, "
-               f"{p.items_per_s:.1f} items/s")
-        if tty:
-            print("\r" + msg, end="\n" if final else "", file=sys.stderr, flush=True)
-        else:
-            print(msg, file=sys.stderr, flush=True)
-
-    return show
+    return None if quiet else StepProgress("scored", unit="items")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -272,6 +258,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     limits = RowLimits(config.source.max_field_chars, config.source.max_contexts)
     failed = 0
+    progress = _progress_printer(args.quiet)
+
+    def on_progress(p: Progress) -> None:
+        if progress is not None:
+            progress.update(p.done, f"{p.failed} failed, {p.items_per_s:.1f} items/s",
+                            total=p.total)
+
     try:
         out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
@@ -280,7 +273,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         rows = score_file(args.path, scorer, batch_size=args.batch_size, explain=args.explain,
-                          on_progress=_progress_printer(args.quiet), limits=limits)
+                          on_progress=on_progress, limits=limits)
         for row in rows:
             if "error" in row:
                 err = row["error"]
@@ -290,6 +283,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             failed += is_failure(row)
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     finally:
+        if progress is not None:
+            progress.close()
         if out is not sys.stdout:
             out.close()
         scorer.close()

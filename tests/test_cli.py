@@ -1,13 +1,16 @@
 """The command line as a user meets it: option order, closed pipes, ``explain`` of a rejected
-row."""
+row, and progress (a live bar on a terminal, a line per step of progress in a pipe)."""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 from evaluator import demo_traffic
 from evaluator.cli import EXIT_BROKEN_PIPE, build_parser, main
 from evaluator.config import load_config
+from evaluator.progress import StepProgress
 from evaluator.records import LogRecord
 from evaluator.scorers import build_scorer
 from evaluator.store import Store
@@ -184,3 +188,115 @@ def test_explain_shows_the_rejection_of_a_row_that_was_not_sampled(
 
     assert main(["explain", "no-such-id", "-c", str(path)]) == 1
     assert "no item, score or rejection" in capsys.readouterr().err
+
+
+# -- 4. progress -----------------------------------------------------------------------------
+
+def _progress_lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_piped_progress_writes_a_line_per_step_of_progress() -> None:
+    class Stream:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, s: str) -> None:
+            self.text += s
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return False
+
+    stream = Stream()
+    with StepProgress("scored", total=1000, stream=stream, interval_s=3600) as p:
+        for done in range(0, 1001, 5):
+            p.update(done, "0 failed")
+        p.update(1000, "0 failed")  # the same state again: no new line
+    lines = stream.text.splitlines()
+    assert len(lines) == len(set(lines)) == 11  # the first, then every tenth
+    assert lines[0] == "scored 0/1000 items, 0 failed"
+    assert lines[-1] == "scored 1000/1000 items, 0 failed"
+    # An unknown total: the first line, then one when something changed and time has passed.
+    stream.text = ""
+    with StepProgress("read", unit="rows", stream=stream, interval_s=0.0) as p:
+        for done in (10, 10, 20, 20):
+            p.update(done)
+    assert stream.text.splitlines() == ["read 10 rows", "read 20 rows"]
+
+
+def test_piped_demo_progress_has_no_repeated_lines_and_ends_complete(tmp_path: Path) -> None:
+    proc = subprocess.run(groundwatch("demo", "--items", "100", "--scorer", "lexical",
+                                      "--workdir", str(tmp_path / "demo")),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=240, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = _progress_lines(proc.stdout, "sampler: ") + _progress_lines(proc.stdout, "workers: ")
+    assert lines and len(lines) == len(set(lines)), lines
+    assert len(lines) <= 24
+    assert "\r" not in proc.stdout
+    assert _progress_lines(proc.stdout, "sampler: ")[-1].startswith("sampler: read 100/100 rows")
+    last = _progress_lines(proc.stdout, "workers: ")[-1]
+    match = re.fullmatch(r"workers: finished (\d+)/(\d+) items, scored \d+, failed 0, "
+                         r"waiting 0", last)
+    assert match and match.group(1) == match.group(2), last
+
+
+def test_piped_score_progress_has_no_repeated_lines(tmp_path: Path) -> None:
+    src = tmp_path / "items.jsonl"
+    src.write_text("".join(json.dumps({"id": f"q{i}", "question": "Where is it?",
+                                       "contexts": ["It is in Paris."],
+                                       "answer": "It is in Paris."}) + "\n" for i in range(500)))
+    proc = subprocess.run(groundwatch("score", str(src), "--scorer", "lexical", "--batch-size",
+                                      "5", "--out", str(tmp_path / "out.jsonl")),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = _progress_lines(proc.stderr, "scored ")
+    assert 2 <= len(lines) <= 22 and len(lines) == len(set(lines)), lines
+    assert lines[-1].startswith("scored 500/500 items, 0 failed")
+
+
+def _run_in_pty(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal 120 columns wide."""
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+                            env=_env(), cwd=cwd, close_fds=True)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # EIO: every writer has closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(leader)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_demo_on_a_terminal_draws_a_live_bar(tmp_path: Path) -> None:
+    code, out = _run_in_pty(groundwatch("demo", "--items", "100", "--scorer", "lexical",
+                                        "--workdir", str(tmp_path / "demo")), tmp_path, 240)
+    assert code == 0, out[-3000:]
+    assert re.search(r"\rsampler: read: +100%\|█+\| 100/100", out), out[-3000:]
+    assert re.search(r"\rworkers: finished: +100%\|█+\| (\d+)/\1 ", out), out[-3000:]
+    assert "rows read 100, sampled" in out
