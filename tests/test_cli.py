@@ -300,3 +300,21 @@ def test_demo_on_a_terminal_draws_a_live_bar(tmp_path: Path) -> None:
     assert re.search(r"\rsampler: read: +100%\|█+\| 100/100", out), out[-3000:]
     assert re.search(r"\rworkers: finished: +100%\|█+\| (\d+)/\1 ", out), out[-3000:]
     assert "rows read 100, sampled" in out
+
+
+def test_piped_backfill_progress_ends_with_the_totals(tmp_path: Path) -> None:
+    rows = demo_traffic.make_rows(120, seed=3)
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    demo_traffic.write_rows(f"sqlite:///{tmp_path}/logs.db", rows)
+    path = write_sampler_config(tmp_path, rate=1.0)
+    path.write_text(path.read_text() + f'url = "filesystem://{tmp_path}/broker"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    (tmp_path / "broker").mkdir()
+    proc = subprocess.run(groundwatch("backfill", "all", "--config", str(path)),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = _progress_lines(proc.stderr, "backfill 'all': read ")
+    assert lines and len(lines) == len(set(lines)), proc.stderr
+    assert lines[-1] == ("backfill 'all': read 120 rows, enqueued 120, rejected 0, "
+                         "0 outside the range")
+    assert "read 120 rows (0 outside the range, 0 rejected); enqueued 120 items" in proc.stdout
