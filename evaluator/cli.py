@@ -262,8 +262,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     def on_progress(p: Progress) -> None:
         if progress is not None:
-            progress.update(p.done, f"{p.failed} failed, {p.items_per_s:.1f} items/s",
-                            total=p.total)
+            rate = "" if progress.live else f", {p.items_per_s:.1f} items/s"
+            progress.update(p.done, f"{p.failed} failed{rate}", total=p.total)
 
     try:
         out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115

@@ -42,11 +42,19 @@ class StepProgress:
         if self.stream.isatty() if tty is None else tty:
             from tqdm import tqdm
 
-            # A terminal that reports no width (a pty nobody sized) would get no bar at all.
-            sized = _columns(self.stream) > 0
+            # tqdm draws nothing on a terminal that reports no size (a pty nobody sized, as
+            # under `script` or some CI runners): give it one.
+            columns, lines = _size(self.stream)
+            sized = columns > 0 and lines > 0
             self._bar = tqdm(total=total, desc=label, unit=f" {unit}", file=self.stream,
-                             dynamic_ncols=sized, ncols=None if sized else 80, leave=True,
+                             dynamic_ncols=sized, ncols=None if sized else (columns or 80),
+                             nrows=None if sized else (lines or 24), leave=True,
                              mininterval=0.2)
+
+    @property
+    def live(self) -> bool:
+        """Whether a bar is drawn (it shows its own rate and elapsed time)."""
+        return self._bar is not None
 
     def line(self) -> str:
         """The current state as one line of text."""
@@ -99,8 +107,9 @@ class StepProgress:
         self.close()
 
 
-def _columns(stream: TextIO) -> int:
+def _size(stream: TextIO) -> tuple[int, int]:
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        size = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
-        return 0
+        return 0, 0
+    return size.columns, size.lines

@@ -101,6 +101,10 @@ def test_config_after_the_command_in_a_process(scored: Path) -> None:
                           capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "request r7" in proc.stdout and "route: route-0007" in proc.stdout
+    proc = subprocess.run(groundwatch("check-config", "--config", str(scored)),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert str(scored) in proc.stdout
 
 
 # -- 2. no traceback for a closed pipe -----------------------------------------------------
@@ -291,6 +295,31 @@ def _run_in_pty(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int, str]
             proc.wait(timeout=10)
         os.close(leader)
     return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("columns", [0, 100])
+def test_the_bar_is_drawn_on_a_terminal_that_reports_no_size(columns: int) -> None:
+    """Under `script` a pty has 0 x 0 cells until someone sizes it (`stty cols 100` leaves
+    0 lines): tqdm then drew nothing at all."""
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 0, columns, 0, 0))
+    try:
+        assert os.get_terminal_size(follower) == (columns, 0)
+        with open(follower, "w", encoding="utf-8", closefd=False) as stream, \
+                StepProgress("scored", total=10, stream=stream) as p:
+            p.update(10, "0 failed")
+        out, deadline = "", time.monotonic() + 10
+        while "\n" not in out and time.monotonic() < deadline:  # the bar ends with one
+            if select.select([leader], [], [], 0.5)[0]:
+                out += os.read(leader, 65536).decode()
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert re.search(r"\rscored: 100%\|█+\| 10/10 .*0 failed", out), repr(out)
 
 
 def test_demo_on_a_terminal_draws_a_live_bar(tmp_path: Path) -> None:
