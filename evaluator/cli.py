@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,13 @@ from evaluator.config import Config, load_config
 from evaluator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from evaluator.offline import Progress
+    from evaluator.progress import StepProgress
 
 EXIT_CONFIG = 2
+# What a shell reports for a process killed by SIGPIPE (128 + 13): `groundwatch report | head`
+# ends like `yes | head`, quietly, and `set -o pipefail` scripts still see that it was cut off.
+EXIT_BROKEN_PIPE = 141
 
 for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
                       ("RAGAS_DO_NOT_TRACK", "true"), ("TOKENIZERS_PARALLELISM", "false")):
@@ -97,8 +99,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         print(f"--since ({args.since.isoformat()}) must be before --until "
               f"({args.until.isoformat()})", file=sys.stderr)
         return 2
-    t = run_backfill(_config(args), args.name, since=args.since, until=args.until,
-                     rate=args.rate)
+    from evaluator.progress import StepProgress
+
+    with StepProgress(f"backfill {args.name!r}: read", unit="rows") as progress:
+        t = run_backfill(_config(args), args.name, since=args.since, until=args.until,
+                         rate=args.rate, on_progress=lambda t: progress.update(
+                             t.rows, f"enqueued {t.sampled}, rejected {t.rejected}, "
+                                     f"{t.outside} outside the range"))
     print(f"backfill {args.name!r}: read {t.rows} rows ({t.outside} outside the range, "
           f"{t.rejected} rejected); enqueued {t.sampled} items, {t.already_stored} sampled "
           f"items were already stored, {t.capped} capped, {t.skipped} skipped by the rate")
@@ -143,9 +150,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 def format_explanation(store: Any, request_id: str) -> str | None:
     item = store.item(request_id)
     scores = store.scores_for(request_id)
-    if item is None and not scores:
+    rejected = store.rejections_for(request_id)
+    if item is None and not scores and not rejected:
         return None
     lines = [f"request {request_id}"]
+    if item is None and not scores:
+        lines.append("  not sampled: the sampler could not map this source row onto a log "
+                     "record")
+    for r in rejected:
+        lines.append(f"  rejected {r.created_at.isoformat(timespec='seconds')} by source "
+                     f"{r.source!r}: field {r.field!r}: {r.reason}: {r.detail}")
+    if item is None and not scores:
+        return "\n".join(lines)
     if item is not None:
         p = item.payload or {}
         lines += [f"  status: {item.status}   route: {item.route}   model: {item.model}   "
@@ -200,7 +216,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     text = format_explanation(store, args.request_id)
     store.close()
     if text is None:
-        print(f"no item or score with request id {args.request_id!r}", file=sys.stderr)
+        print(f"no item, score or rejection with request id {args.request_id!r}",
+              file=sys.stderr)
         return 1
     print(text)
     return 0
@@ -226,29 +243,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _progress_printer(quiet: bool) -> Callable[[Progress], None] | None:
-    """Progress on stderr: rewritten in place on a terminal, a line every 5 s in a log."""
-    if quiet:
-        return None
-    import time
+def _progress_printer(quiet: bool) -> StepProgress | None:
+    """Progress on stderr: a live bar on a terminal, a line per step of progress in a log."""
+    from evaluator.progress import StepProgress
 
-    tty = sys.stderr.isatty()
-    last = [0.0]
-
-    def show(p: Progress) -> None:
-        now = time.monotonic()
-        final = p.done >= p.total
-        if not final and now - last[0] < (0.5 if tty else 5.0):
-            return
-        last[0] = now
-        msg = (f"scored {p.done}/{p.total} items, {p.failed} failed, "
-               f"{p.items_per_s:.1f} items/s")
-        if tty:
-            print("\r" + msg, end="\n" if final else "", file=sys.stderr, flush=True)
-        else:
-            print(msg, file=sys.stderr, flush=True)
-
-    return show
+    return None if quiet else StepProgress("scored", unit="items")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -268,6 +267,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     limits = RowLimits(config.source.max_field_chars, config.source.max_contexts)
     failed = 0
+    progress = _progress_printer(args.quiet)
+
+    def on_progress(p: Progress) -> None:
+        if progress is not None:
+            rate = "" if progress.live else f", {p.items_per_s:.1f} items/s"
+            progress.update(p.done, f"{p.failed} failed{rate}", total=p.total)
+
     try:
         out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
@@ -276,7 +282,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         rows = score_file(args.path, scorer, batch_size=args.batch_size, explain=args.explain,
-                          on_progress=_progress_printer(args.quiet), limits=limits)
+                          on_progress=on_progress, limits=limits)
         for row in rows:
             if "error" in row:
                 err = row["error"]
@@ -286,6 +292,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             failed += is_failure(row)
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     finally:
+        if progress is not None:
+            progress.close()
         if out is not sys.stdout:
             out.close()
         scorer.close()
@@ -358,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("explain", help="an item's scores, claims, verdicts and evidence")
+    p = sub.add_parser("explain", help="an item's scores, claims, verdicts and evidence, or "
+                                       "why its source row was rejected")
     p.add_argument("request_id")
     p.set_defaults(func=cmd_explain)
 
@@ -375,7 +384,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("purge", help="delete what is older than the retention")
     p.add_argument("--days", type=int, default=None)
     p.set_defaults(func=cmd_purge)
+    _accept_global_options_after_the_command(sub.choices.values())
     return parser
+
+
+def _accept_global_options_after_the_command(
+        subparsers: Iterable[argparse.ArgumentParser]) -> None:
+    """``--config`` and ``--log-level`` work after the command too (``groundwatch check-config
+    --config X``). SUPPRESS keeps a subcommand that was not given the option from overwriting
+    the value given before the command with a default."""
+    for p in subparsers:
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS,
+                       help="config file (also accepted before the command)")
+        p.add_argument("--log-level", default=argparse.SUPPRESS,
+                       help="logging level (also accepted before the command)")
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether ``fd`` is a pipe whose reading end is closed (poll reports POLLERR for it)."""
+    import select
+
+    if not hasattr(select, "poll"):
+        return True  # cannot tell (Windows): the BrokenPipeError itself is the evidence
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_on_closed_pipe() -> bool:
+    """After a BrokenPipeError: point every standard stream whose reader went away at
+    /dev/null, so that Python's final flush does not raise again and print a traceback, and
+    say whether one had (an unrelated socket's broken pipe must still be reported)."""
+    closed = False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # replaced by a test harness
+                continue
+            if _reader_gone(fd):
+                os.dup2(devnull, fd)
+                closed = True
+    finally:
+        os.close(devnull)
+    return closed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -387,7 +440,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # output still buffered meets a closed pipe here, not at exit
+        return code
+    except BrokenPipeError:
+        if not _quiet_on_closed_pipe():
+            raise
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG

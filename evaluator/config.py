@@ -370,17 +370,49 @@ def _parse_env_value(text: str) -> Any:
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Nested dict of ``GROUNDWATCH__SECTION__KEY=value`` overrides."""
+    return _env_overrides(environ)[0]
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The overrides, and which variable set each key (a dotted path as a tuple), so that an
+    error in a value can name the variable rather than the file."""
     out: dict[str, Any] = {}
-    for name, text in environ.items():
+    names: dict[tuple[str, ...], str] = {}
+    for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        parts = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__") if p)
+        if not parts:
+            continue
+        # GROUNDWATCH__BROKER=x beside GROUNDWATCH__BROKER__URL=y: one value cannot be both.
+        clash = next((other for key, other in names.items()
+                      if key != parts and (key[:len(parts)] == parts
+                                           or parts[:len(key)] == key)), None)
+        if clash is not None:
+            raise ConfigError(f"conflicts with environment variable {clash}: one sets a "
+                              f"section, the other a key inside it", key=".".join(parts),
+                              env=name)
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        if parts:
-            node[parts[-1]] = _parse_env_value(text)
-    return out
+        node[parts[-1]] = _parse_env_value(text)
+        names[parts] = name
+    return out, names
+
+
+def _env_culprit(loc: tuple[Any, ...], names: Mapping[tuple[str, ...], str],
+                 raw: Mapping[str, Any]) -> str | None:
+    """The environment variable behind a validation error at ``loc``, if one is."""
+    path = tuple(str(p) for p in loc)
+    for n in range(len(path), 0, -1):  # it set this value, or one holding it (a list, a table)
+        if path[:n] in names:
+            return names[path[:n]]
+    # It created or replaced the table the error is about (an unknown section, say).
+    inside = sorted(name for key, name in names.items() if key[:len(path)] == path)
+    node: Any = raw
+    for part in path:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return inside[0] if inside and not isinstance(node, Mapping) else None
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -428,12 +460,15 @@ def load_config(
         raise ConfigError(f"not valid TOML: {exc}", path=shown) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path=shown) from None
-    data = _merge(raw, env_overrides(environ))
+    overrides, env_names = _env_overrides(environ)
+    data = _merge(raw, overrides)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         key, msg = _describe(errors[0])
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(msg + more, path=shown, key=key or None) from None
+        env = _env_culprit(tuple(errors[0].get("loc", ())), env_names, raw)
+        raise ConfigError(msg + more, path=None if env else shown, key=key or None,
+                          env=env) from None
     return config.model_copy(update={"path": str(file.resolve())})

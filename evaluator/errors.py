@@ -14,15 +14,21 @@ class GroundwatchError(Exception):
 class ConfigError(GroundwatchError):
     """A setting is missing, unknown or invalid.
 
-    ``str(err)`` is one line naming the file, the key and the problem, suitable for a CLI that
-    exits with code 2.
+    ``str(err)`` is one line naming where the bad setting came from (the file, or ``env``: the
+    ``GROUNDWATCH__…`` environment variable that set it), the key and the problem, suitable for
+    a CLI that exits with code 2.
     """
 
-    def __init__(self, problem: str, *, path: str | None = None, key: str | None = None) -> None:
+    def __init__(self, problem: str, *, path: str | None = None, key: str | None = None,
+                 env: str | None = None) -> None:
         self.problem = problem
         self.path = path
         self.key = key
-        where = ", ".join(p for p in (path and f"file {path}", key and f"key '{key}'") if p)
+        self.env = env
+        if env:
+            where = f"environment variable {env}" + (f" (key '{key}')" if key else "")
+        else:
+            where = ", ".join(p for p in (path and f"file {path}", key and f"key '{key}'") if p)
         super().__init__(f"config error: {where}: {problem}" if where else f"config error: {problem}")
 
 

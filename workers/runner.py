@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evaluator.config import Config, load_config
+from evaluator.progress import StepProgress
 from workers.services import (
     build_exporter,
     setup_process_metrics,
@@ -137,11 +138,6 @@ port = 0
 """
 
 
-def _progress(text: str) -> None:
-    sys.stderr.write(f"\r\033[K{text}" if sys.stderr.isatty() else f"{text}\n")
-    sys.stderr.flush()
-
-
 def default_demo_scorer() -> str:
     """``embedded`` when its extra is installed, else ``lexical`` (with a notice)."""
     from evaluator.errors import ConfigError
@@ -197,40 +193,42 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
           f"embedded broker {root / 'broker'}")
 
     totals = StepResult()
+    sampling = StepProgress("sampler: read", total=items, unit="rows")
 
     def on_step(step: StepResult) -> None:
         totals.add(step)
-        _progress(f"sampler: read {totals.rows}/{items} rows, sampled {totals.sampled}, "
-                  f"rejected {totals.rejected}")
+        sampling.update(totals.rows, f"sampled {totals.sampled}, rejected {totals.rejected}")
 
     sampler = build_sampler(config, store, Metrics(config.metrics),
                             celery_enqueue(app, config.broker.queue))
     stop = threading.Event()
     stop_on_signals(stop)
     code = 0
+    problem = ""
     try:
-        sampler.run(stop, on_step=on_step, until_idle=True)
+        with sampling:
+            sampler.run(stop, on_step=on_step, until_idle=True)
         deadline = time.monotonic() + timeout_s
-        while not stop.is_set():
-            counts = store.count_items_by_status()
-            queued = counts.get("queued", 0)
-            done = counts.get("scored", 0) + counts.get("failed", 0)
-            _progress(f"workers: scored {counts.get('scored', 0)}, failed "
-                      f"{counts.get('failed', 0)}, waiting {queued}")
-            if queued == 0 and done >= totals.sampled:
-                break
-            if worker.poll() is not None:
-                print(f"\nthe worker exited with code {worker.returncode}; see {root}/worker.log",
-                      file=sys.stderr)
-                code = 1
-                break
-            if time.monotonic() > deadline:
-                print(f"\ngave up waiting after {timeout_s:.0f}s with {queued} items unscored",
-                      file=sys.stderr)
-                code = 1
-                break
-            stop.wait(0.2)
-        sys.stderr.write("\n")
+        with StepProgress("workers: finished", total=totals.sampled) as scoring:
+            while not stop.is_set():
+                counts = store.count_items_by_status()
+                queued = counts.get("queued", 0)
+                done = counts.get("scored", 0) + counts.get("failed", 0)
+                scoring.update(done, f"scored {counts.get('scored', 0)}, failed "
+                                     f"{counts.get('failed', 0)}, waiting {queued}")
+                if queued == 0 and done >= totals.sampled:
+                    break
+                if worker.poll() is not None:
+                    problem = (f"the worker exited with code {worker.returncode}; see "
+                               f"{root}/worker.log")
+                    break
+                if time.monotonic() > deadline:
+                    problem = f"gave up waiting after {timeout_s:.0f}s with {queued} items unscored"
+                    break
+                stop.wait(0.2)
+        if problem:  # after the bar is closed, not drawn over it
+            print(problem, file=sys.stderr)
+            code = 1
     finally:
         stop_processes([worker])
         worker_log.close()

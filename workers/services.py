@@ -186,15 +186,17 @@ def backfill_config(config: Config, name: str, rate: float | None = None) -> Con
 
 def run_backfill(config: Config, name: str, *, since: datetime | None = None,
                  until: datetime | None = None, rate: float | None = None,
-                 stop: threading.Event | None = None) -> StepResult:
+                 stop: threading.Event | None = None,
+                 on_progress: Callable[[StepResult], None] | None = None) -> StepResult:
     """Replay the source's rows in [since, until) once under the sampling policy (``rate``
     overrides its default rate), enqueue the sampled items not already stored, and return
-    the totals. Re-running the same ``name`` resumes where it stopped."""
+    the totals (also given to ``on_progress`` after every step). Re-running the same
+    ``name`` resumes where it stopped."""
     setup_process_metrics(config, clean=False)
     from evaluator.store import Store
     from metrics.registry import Metrics
     from workers.app import make_celery
-    from workers.sampler import Backfill, build_sampler, celery_enqueue
+    from workers.sampler import Backfill, StepResult, build_sampler, celery_enqueue
 
     config = backfill_config(config, name, rate)
     store = Store.from_config(config.store)
@@ -204,8 +206,15 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
                             backfill=Backfill(since, until))
     stop = stop or threading.Event()
     stop_on_signals(stop)
+    running = StepResult()
+
+    def on_step(step: StepResult) -> None:
+        running.add(step)
+        if on_progress is not None:
+            on_progress(running)
+
     try:
-        totals = sampler.run(stop, until_idle=True)
+        totals = sampler.run(stop, until_idle=True, on_step=on_step)
     finally:
         sampler.source.close()
         store.close()

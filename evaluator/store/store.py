@@ -841,6 +841,15 @@ class Store:
             return [RejectionRow(r.id, r.source, r.row_ref, r.field, r.reason, r.detail,
                                  r.created_at) for r in conn.execute(stmt)]
 
+    def rejections_for(self, row_ref: str, limit: int = 20) -> list[RejectionRow]:
+        """The newest rejections of one source row (``row_ref``: its request id when the row
+        had one), for ``groundwatch explain``."""
+        stmt = (select(rejections).where(rejections.c.row_ref == row_ref)
+                .order_by(rejections.c.id.desc()).limit(limit))
+        with self._engine.connect() as conn:
+            return [RejectionRow(r.id, r.source, r.row_ref, r.field, r.reason, r.detail,
+                                 r.created_at) for r in conn.execute(stmt)]
+
     # -- retention --------------------------------------------------------------------------
 
     def purge(self, older_than: datetime) -> int:

@@ -1,0 +1,350 @@
+"""The command line as a user meets it: option order, closed pipes, ``explain`` of a rejected
+row, and progress (a live bar on a terminal, a line per step of progress in a pipe)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from evaluator import demo_traffic
+from evaluator.cli import EXIT_BROKEN_PIPE, build_parser, main
+from evaluator.config import load_config
+from evaluator.progress import StepProgress
+from evaluator.records import LogRecord
+from evaluator.scorers import build_scorer
+from evaluator.store import Store
+from metrics.registry import Metrics
+from tests.test_sampler import Queue
+from tests.test_sampler import write_config as write_sampler_config
+from workers.sampler import build_sampler
+
+REPO = Path(__file__).resolve().parent.parent
+ROUTES = 400  # report --json of this many routes is ~1 MB: more than a pipe holds
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GROUNDWATCH__")}
+    return {**env, "PYTHONPATH": str(REPO), "GROUNDWATCH_LOG_LEVEL": "WARNING"}
+
+
+def groundwatch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "evaluator.cli", *args]
+
+
+@pytest.fixture
+def scored(tmp_path: Path) -> Path:
+    """A config whose store holds lexical scores of one item on each of ROUTES routes; its
+    source, store and broker all exist, so a preflight of the config finds nothing to fix."""
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    (tmp_path / "broker").mkdir()
+    path = tmp_path / "gw.toml"
+    path.write_text(f'[store]\nurl = "sqlite:///{tmp_path}/gw.db"\n'
+                    f'[broker]\nurl = "filesystem://{tmp_path}/broker"\n'
+                    f'[source.sql]\nurl = "sqlite:///{tmp_path}/logs.db"\n'
+                    f'table = "{demo_traffic.TABLE}"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    config = load_config(path, environ={})
+    now = datetime.now(UTC)
+    records = [LogRecord(request_id=f"r{i}", timestamp=now - timedelta(minutes=1),
+                         question=f"Where is bucket {i} stored?",
+                         contexts=(f"Bucket {i} is stored in region eu-{i}.",),
+                         answer=f"Bucket {i} is stored in region eu-{i}.", route=f"route-{i:04d}")
+               for i in range(ROUTES)]
+    scorer = build_scorer(config, "lexical")
+    store = Store.from_config(config.store)
+    store.record_results(scorer.score_batch(records), {r.request_id: r for r in records},
+                         scorer=scorer.name, scorer_version=scorer.version)
+    store.close()
+    scorer.close()
+    return path
+
+
+# -- 1. --config and --log-level before or after the command ---------------------------------
+
+def test_global_options_parse_before_and_after_the_command() -> None:
+    parser = build_parser()
+    for argv in (["--config", "x.toml", "report"], ["report", "--config", "x.toml"],
+                 ["-c", "x.toml", "report"], ["report", "-c", "x.toml"]):
+        assert parser.parse_args(argv).config == "x.toml", argv
+    # Not given after the command: the value given before it stands (no default overwrites it).
+    args = parser.parse_args(["--config", "x.toml", "--log-level", "DEBUG", "explain", "id"])
+    assert (args.config, args.log_level) == ("x.toml", "DEBUG")
+    assert parser.parse_args(["explain", "id", "--log-level", "ERROR"]).log_level == "ERROR"
+    # After the command wins over before it, as a later option does.
+    assert parser.parse_args(["-c", "a.toml", "report", "-c", "b.toml"]).config == "b.toml"
+    assert parser.parse_args(["report"]).config is None
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_config_before_or_after_the_command(
+        scored: Path, order: str, capsys: pytest.CaptureFixture[str]) -> None:
+    command = ["report", "--json", "--worst", "0"]
+    argv = (["--config", str(scored), *command] if order == "before"
+            else [*command, "--config", str(scored), "--log-level", "WARNING"])
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len({r["route"] for r in rows}) == ROUTES
+
+
+def test_config_after_the_command_in_a_process(scored: Path) -> None:
+    proc = subprocess.run(groundwatch("explain", "r7", "-c", str(scored), "--log-level", "ERROR"),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "request r7" in proc.stdout and "route: route-0007" in proc.stdout
+    # --offline: the order of the options is under test here, not the preflight.
+    proc = subprocess.run(groundwatch("check-config", "--offline", "--config", str(scored)),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert str(scored) in proc.stdout
+
+
+# -- 2. no traceback for a closed pipe -----------------------------------------------------
+
+def _read_one_line_then_close(argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Like `argv | head -1`: read a line of stdout, close the pipe, return (exit code,
+    stderr)."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+                            cwd=cwd)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert first, err.decode()
+    return proc.returncode, err.decode()
+
+
+def _many_rules_config(scored: Path) -> Path:
+    rules = "".join(f'[[sampling.rules]]\nname = "rule_{i}"\nmatch = {{ route = "r{i}" }}\n'
+                    f"rate = 1.0\n" for i in range(1500))
+    path = scored.with_name("many_rules.toml")
+    path.write_text(scored.read_text() + rules)
+    return path
+
+
+@pytest.mark.parametrize("command", ["report", "check-config", "score"])
+def test_closed_pipe_ends_quietly(scored: Path, tmp_path: Path, command: str) -> None:
+    if command == "report":
+        argv = groundwatch("--config", str(scored), "report", "--json")
+    elif command == "check-config":  # ~300 KB of config, as JSON
+        argv = groundwatch("--config", str(_many_rules_config(scored)), "check-config", "--offline")
+    else:
+        src = tmp_path / "many.jsonl"
+        src.write_text("".join(json.dumps({"id": f"q{i}", "question": "Where is it?",
+                                           "contexts": ["It is in Paris."],
+                                           "answer": "It is in Paris."}) + "\n"
+                               for i in range(3000)))
+        argv = groundwatch("-c", str(scored), "score", str(src), "--scorer", "lexical", "--quiet")
+    code, err = _read_one_line_then_close(argv, tmp_path)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == EXIT_BROKEN_PIPE, err
+
+
+def test_an_open_pipe_still_gets_everything(scored: Path) -> None:
+    proc = subprocess.run(groundwatch("-c", str(scored), "report", "--json"),
+                          capture_output=True, timeout=120, env=_env(), cwd=REPO)
+    assert proc.returncode == 0
+    assert len(json.loads(proc.stdout)) == 4 * ROUTES
+
+
+# -- 3. explain shows a rejected row -------------------------------------------------------
+
+def test_explain_shows_the_rejection_of_a_row_that_was_not_sampled(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = demo_traffic.make_rows(60, seed=3)
+    rows[9]["user_question"] = None
+    rows[12]["retrieved_docs"] = "{not json"
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    demo_traffic.write_rows(f"sqlite:///{tmp_path}/logs.db", rows)
+    path = write_sampler_config(tmp_path)
+    config = load_config(path, environ={})
+    store = Store.from_config(config.store)
+    queue = Queue()
+    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    while not sampler.step().idle:
+        pass
+    store.close()
+    rejected = str(rows[9]["req_uuid"])
+    assert rejected not in queue.ids()
+
+    assert main(["--config", str(path), "explain", rejected]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"request {rejected}"
+    assert "not sampled" in out
+    assert re.search(r"rejected \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 by source 'app': "
+                     r"field 'question': missing_field: ", out), out
+
+    assert main(["explain", str(rows[12]["req_uuid"]), "-c", str(path)]) == 0
+    assert "field 'contexts': bad_contexts: not valid JSON" in capsys.readouterr().out
+
+    assert main(["explain", "no-such-id", "-c", str(path)]) == 1
+    assert "no item, score or rejection" in capsys.readouterr().err
+
+
+# -- 4. progress -----------------------------------------------------------------------------
+
+def _progress_lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_piped_progress_writes_a_line_per_step_of_progress() -> None:
+    class Stream:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, s: str) -> None:
+            self.text += s
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return False
+
+    stream = Stream()
+    with StepProgress("scored", total=1000, stream=stream, interval_s=3600) as p:
+        for done in range(0, 1001, 5):
+            p.update(done, "0 failed")
+        p.update(1000, "0 failed")  # the same state again: no new line
+    lines = stream.text.splitlines()
+    assert len(lines) == len(set(lines)) == 11  # the first, then every tenth
+    assert lines[0] == "scored 0/1000 items, 0 failed"
+    assert lines[-1] == "scored 1000/1000 items, 0 failed"
+    # An unknown total: the first line, then one when something changed and time has passed.
+    stream.text = ""
+    with StepProgress("read", unit="rows", stream=stream, interval_s=0.0) as p:
+        for done in (10, 10, 20, 20):
+            p.update(done)
+    assert stream.text.splitlines() == ["read 10 rows", "read 20 rows"]
+
+
+def test_piped_demo_progress_has_no_repeated_lines_and_ends_complete(tmp_path: Path) -> None:
+    proc = subprocess.run(groundwatch("demo", "--items", "100", "--scorer", "lexical",
+                                      "--workdir", str(tmp_path / "demo")),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=240, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = _progress_lines(proc.stdout, "sampler: ") + _progress_lines(proc.stdout, "workers: ")
+    assert lines and len(lines) == len(set(lines)), lines
+    assert len(lines) <= 24
+    assert "\r" not in proc.stdout
+    assert _progress_lines(proc.stdout, "sampler: ")[-1].startswith("sampler: read 100/100 rows")
+    last = _progress_lines(proc.stdout, "workers: ")[-1]
+    match = re.fullmatch(r"workers: finished (\d+)/(\d+) items, scored \d+, failed 0, "
+                         r"waiting 0", last)
+    assert match and match.group(1) == match.group(2), last
+
+
+def test_piped_score_progress_has_no_repeated_lines(tmp_path: Path) -> None:
+    src = tmp_path / "items.jsonl"
+    src.write_text("".join(json.dumps({"id": f"q{i}", "question": "Where is it?",
+                                       "contexts": ["It is in Paris."],
+                                       "answer": "It is in Paris."}) + "\n" for i in range(500)))
+    proc = subprocess.run(groundwatch("score", str(src), "--scorer", "lexical", "--batch-size",
+                                      "5", "--out", str(tmp_path / "out.jsonl")),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = _progress_lines(proc.stderr, "scored ")
+    assert 2 <= len(lines) <= 22 and len(lines) == len(set(lines)), lines
+    assert lines[-1].startswith("scored 500/500 items, 0 failed")
+
+
+def _run_in_pty(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal 120 columns wide."""
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+                            env=_env(), cwd=cwd, close_fds=True)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:  # EIO: every writer has closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(leader)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("columns", [0, 100])
+def test_the_bar_is_drawn_on_a_terminal_that_reports_no_size(columns: int) -> None:
+    """Under `script` a pty has 0 x 0 cells until someone sizes it (`stty cols 100` leaves
+    0 lines): tqdm then drew nothing at all."""
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 0, columns, 0, 0))
+    try:
+        assert os.get_terminal_size(follower) == (columns, 0)
+        with open(follower, "w", encoding="utf-8", closefd=False) as stream, \
+                StepProgress("scored", total=10, stream=stream) as p:
+            p.update(10, "0 failed")
+        out, deadline = "", time.monotonic() + 10
+        while "\n" not in out and time.monotonic() < deadline:  # the bar ends with one
+            if select.select([leader], [], [], 0.5)[0]:
+                out += os.read(leader, 65536).decode()
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert re.search(r"\rscored: 100%\|█+\| 10/10 .*0 failed", out), repr(out)
+
+
+def test_demo_on_a_terminal_draws_a_live_bar(tmp_path: Path) -> None:
+    code, out = _run_in_pty(groundwatch("demo", "--items", "100", "--scorer", "lexical",
+                                        "--workdir", str(tmp_path / "demo")), tmp_path, 240)
+    assert code == 0, out[-3000:]
+    assert re.search(r"\rsampler: read: +100%\|█+\| 100/100", out), out[-3000:]
+    assert re.search(r"\rworkers: finished: +100%\|█+\| (\d+)/\1 ", out), out[-3000:]
+    assert "rows read 100, sampled" in out
+
+
+def test_piped_backfill_progress_ends_with_the_totals(tmp_path: Path) -> None:
+    rows = demo_traffic.make_rows(120, seed=3)
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    demo_traffic.write_rows(f"sqlite:///{tmp_path}/logs.db", rows)
+    path = write_sampler_config(tmp_path, rate=1.0)
+    path.write_text(path.read_text() + f'url = "filesystem://{tmp_path}/broker"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    (tmp_path / "broker").mkdir()
+    proc = subprocess.run(groundwatch("backfill", "all", "--config", str(path)),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = _progress_lines(proc.stderr, "backfill 'all': read ")
+    assert lines and len(lines) == len(set(lines)), proc.stderr
+    assert lines[-1] == ("backfill 'all': read 120 rows, enqueued 120, rejected 0, "
+                         "0 outside the range")
+    assert "read 120 rows (0 outside the range, 0 rejected); enqueued 120 items" in proc.stdout
