@@ -233,6 +233,76 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cursor(args: argparse.Namespace) -> int:
+    """Show or move a source's cursor (where the sampler reads next)."""
+    from evaluator.errors import LockHeldError
+    from evaluator.sources import build_source
+
+    config = _config(args)
+    name = args.source or config.source.name
+    store = _store(config)
+    source = build_source(config)
+    try:
+        state = store.cursor_state(name)
+        describe = getattr(source, "describe_cursor", None)
+        if args.action == "show":
+            position = state.position if state is not None else None
+            print(f"source {name!r}: " + (describe(position) if describe is not None
+                                           else ("at the start" if position is None
+                                                 else "files and offsets below")))
+            if state is not None and state.lock_owner:
+                alive = state.lock_expires_at is not None and state.lock_expires_at > datetime.now(UTC)
+                print(f"  lock: {state.lock_owner} "
+                      f"({'held until' if alive else 'expired at'} "
+                      f"{state.lock_expires_at.isoformat() if state.lock_expires_at else '?'})")
+            if state is not None:
+                print(f"  updated: {state.updated_at.isoformat()}")
+            print(json.dumps(position, indent=2, default=str))
+            return 0
+        if args.action == "reset":
+            new: dict[str, Any] | None = None
+        elif args.json is not None:
+            try:
+                new = json.loads(args.json)
+            except json.JSONDecodeError as exc:
+                print(f"groundwatch cursor set: --json is not JSON: {exc.msg}", file=sys.stderr)
+                return EXIT_CONFIG
+        else:
+            cursor_at = getattr(source, "cursor_at", None)
+            if cursor_at is None:
+                print(f"groundwatch cursor set: a {config.source.kind} source takes --json "
+                      "(the position as `cursor show` prints it)", file=sys.stderr)
+                return EXIT_CONFIG
+            try:
+                new = cursor_at(args.at, value=args.value)
+            except ValueError as exc:
+                print(f"groundwatch cursor set: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+        try:
+            old = store.reset_cursor(name, new)
+        except LockHeldError as exc:
+            print(f"groundwatch cursor {args.action}: {exc}: stop that sampler first (or wait "
+                  f"for its lock to expire, sampler.lock_ttl_s)", file=sys.stderr)
+            return 1
+        print(f"source {name!r}: was {json.dumps(old, default=str)}")
+        print(f"source {name!r}: now " + (describe(new) if describe is not None
+                                          else json.dumps(new)))
+        return 0
+    finally:
+        source.close()
+        store.close()
+
+
+def _cursor_value(text: str) -> Any:
+    """A position value for --value: a number when it reads as one, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -380,6 +450,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="include each item's explanation")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("cursor", help="show or move where the sampler reads the source next")
+    p.add_argument("action", choices=("show", "reset", "set"),
+                   help="show it; reset it to the start; set it (--at, --value or --json)")
+    p.add_argument("--source", default=None,
+                   help="the cursor's source name (default: source.name; a backfill's is "
+                        "SOURCE.backfill.NAME)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--at", type=_instant, default=None,
+                       help="set: read rows logged at or after this time next (ISO-8601; no "
+                            "zone = UTC; timestamp mode)")
+    where.add_argument("--value", type=_cursor_value, default=None,
+                       help="set: read rows after this value of the order column next "
+                            "(incrementing mode: the last id to skip)")
+    where.add_argument("--json", default=None,
+                       help="set: the position exactly as `cursor show` printed it")
+    p.set_defaults(func=cmd_cursor)
 
     p = sub.add_parser("purge", help="delete what is older than the retention")
     p.add_argument("--days", type=int, default=None)

@@ -294,6 +294,10 @@ class Metrics:
             p + "source_late_rows_total",
             "Rows read from the lookback window behind the cursor (committed late).",
             ("source",), registry=r)
+        self.files_rewritten = Counter(
+            p + "source_files_rewritten_total",
+            "Source files found shrunk or rewritten in place, and read again from the start.",
+            ("source",), registry=r)
         # livemax: the running sampler's last look; a dead sampler's value must not linger.
         self.unplaceable_rows = Gauge(
             p + "source_unplaceable_rows",
@@ -528,6 +532,10 @@ class Metrics:
     def observe_late_rows(self, n: int, source: str = "app") -> None:
         if n:
             self._child(self.late_rows, self.policy.value("source", source)).inc(n)
+
+    def observe_files_rewritten(self, n: int, source: str = "app") -> None:
+        if n:
+            self._child(self.files_rewritten, self.policy.value("source", source)).inc(n)
 
     def set_unplaceable_rows(self, n: int, source: str = "app") -> None:
         self._child(self.unplaceable_rows, self.policy.value("source", source)).set(n)

@@ -260,3 +260,43 @@ def test_a_setting_that_needs_a_restart_says_so(tmp_path: Path,
     assert sampler.config.sampling.default_rate == 0.5  # the sampling section did reload
     assert sampler.config.source.read_batch_rows == 100
     store.close()
+
+
+def test_cursor_show_set_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from evaluator.cli import main
+
+    app_db(tmp_path, [row(i, offset=(0, 1, -5)[i % 3]) for i in range(20)])
+    sampler, store, metrics, queue = make(tmp_path, read_rows=8)
+    drain(sampler)
+    cfg = str(tmp_path / "gw.toml")
+    assert main(["cursor", "show", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "source 'app': mode timestamp on column 'logged_at': next rows after " \
+           "2026-11-24T09:00:19+00:00 (request id q0019)" in out
+    assert "lock: " in out and "held until" in out
+
+    # Moving it while a sampler holds the lock is refused...
+    assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "-c", cfg]) == 1
+    assert "stop that sampler first" in capsys.readouterr().err
+    store.release_lock("app", sampler.owner)  # the sampler stopped
+    # ...then the rows from that time on are read again, but neither sent nor counted again.
+    assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "-c", cfg]) == 0
+    assert "now mode timestamp on column 'logged_at': next rows at or after " \
+           "2026-11-24T09:00:10+00:00" in capsys.readouterr().out
+    sampled_before = total(metrics, "groundwatch_items_sampled_total")
+    sampler = build_sampler(sampler.config, store, metrics, queue.extend)  # started again
+    steps = drain(sampler)
+    assert sum(s.rows for s in steps) == 10 and sum(s.already_stored for s in steps) == 10
+    assert len(queue) == 20 and total(metrics, "groundwatch_items_sampled_total") == sampled_before
+    assert store.rejections() == []  # a replay is not a duplicate
+
+    store.release_lock("app", sampler.owner)
+    assert main(["cursor", "reset", "-c", cfg]) == 0
+    assert "now mode timestamp on column 'logged_at': at the start" in capsys.readouterr().out
+    assert store.get_cursor("app") is None
+    with pytest.raises(SystemExit) as info:  # argparse: one place at a time
+        main(["cursor", "set", "--value", "x", "--at", "2026-01-01", "-c", cfg])
+    assert info.value.code == 2
+    assert main(["cursor", "set", "-c", cfg]) == 2  # and at least one
+    assert "give a time or a value" in capsys.readouterr().err
+    store.close()

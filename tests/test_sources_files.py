@@ -93,8 +93,10 @@ def test_jsonl_maps_keys_and_remembers_offsets(
     assert record.timestamp == BASE and record.contexts == ("p0a", "p0b")
     assert record.question == "question 0?" and record.answer == "answer 0"
     assert record.latency_ms == 10.5 and record.route == "chat"
-    assert first.cursor == {"files": {str(log): {
-        "rows": 2, "size": log.stat().st_size, "mtime": log.stat().st_mtime, "done": False}}}
+    entry = first.cursor["files"][str(log)]
+    assert {k: entry[k] for k in ("rows", "size", "mtime", "done")} == {
+        "rows": 2, "size": log.stat().st_size, "mtime": log.stat().st_mtime, "done": False}
+    assert entry["head_len"] == log.stat().st_size and len(entry["head"]) == 32
 
     rest, cursor = drain(source, first.cursor, 2)
     assert ids(rest) == ["r002", "r003", "r004"]
@@ -136,8 +138,9 @@ def test_malformed_json_line_is_rejected_and_the_rest_is_read(
     assert rejected == [("bad_json", "<line>", f"{log}:2"),
                         ("wrong_type", "<line>", f"{log}:5"),
                         ("missing_field", "question", "r004")]
-    assert cursor["files"][str(log)] == {"rows": 6, "size": log.stat().st_size,
-                                         "mtime": log.stat().st_mtime, "done": True}
+    entry = cursor["files"][str(log)]
+    assert {k: entry[k] for k in ("rows", "size", "mtime", "done")} == {
+        "rows": 6, "size": log.stat().st_size, "mtime": log.stat().st_mtime, "done": True}
 
     # The malformed file still resumes where it stopped, in this instance and in a new one.
     write_jsonl(log, [app_row(6)], mode="a")
@@ -350,3 +353,21 @@ def test_parquet_replaced_while_a_stream_is_open(
     write_parquet(log, [*rows, app_row(4)])
     batches, _ = drain(source, first.cursor, 2)
     assert ids(batches) == ["r002", "r003", "r004"]
+
+
+def test_a_file_rewritten_in_place_is_read_again_and_counted(
+        tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
+    log = tmp_path / "app.jsonl"
+    write_jsonl(log, [app_row(i) for i in range(3)])
+    source = make_source()
+    _, cursor = drain(source, None, 10)
+    # Same name, same length, other rows: a shipper that rewrites its file. Before, a done
+    # file of the same size was skipped: these rows were never read.
+    text = log.read_text()
+    log.write_text(text.replace("r000", "x000").replace("r001", "x001").replace("r002", "x002"))
+    batches, cursor = drain(source, cursor, 10)
+    assert ids(batches) == ["x000", "x001", "x002"]
+    assert sum(b.rewritten for b in batches) == 1
+    # Touched only: nothing is read again.
+    os.utime(log)
+    assert drain(source, cursor, 10)[0] == []

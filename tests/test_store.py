@@ -230,7 +230,10 @@ def test_read_ids_move_with_the_cursor_and_are_forgotten_behind_the_window(
 def test_stored_item_origins_tell_a_resend_from_another_row(store: Store) -> None:
     rec = record("a")
     store.add_items([(rec, "default")], source="app")
-    assert store.stored_item_origins(["a", "zz"]) == {"a": ("app", rec.timestamp)}
+    assert store.stored_item_origins(["a", "zz"]) == {"a": ("app", rec.timestamp, False)}
+    assert store.acquire_lock("app", "s", 60)
+    store.set_cursor("app", {"pos": 1}, owner="s", committed=["a"])
+    assert store.stored_item_origins(["a"]) == {"a": ("app", rec.timestamp, True)}
 
 
 # -- scores -----------------------------------------------------------------------------------
@@ -476,3 +479,27 @@ def test_purge_deletes_old_finished_work_only(store: Store, clock: FakeClock) ->
     assert store.failures() == [] and store.rejections() == []
     assert store.get_cursor("app") == {"id": "old"}
     assert store.purge(cutoff) == 0
+
+
+def test_upgrade_from_0001_keeps_items_and_marks_them_committed(db_url: str) -> None:
+    # Items stored before 0002 were sent by a sampler whose cursor moved on: a rewind must
+    # not send them again as if a crash had cut their first sending short.
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from evaluator.store.store import alembic_config
+
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text(
+            "INSERT INTO gw_items (request_id, source, log_timestamp, rule, status, sampled_at, "
+            "updated_at, payload) VALUES ('old', 'app', :t, 'default', 'queued', :t, :t, '{}')"),
+            {"t": T0})
+    engine.dispose()
+    with Store(db_url) as store:
+        assert store.stored_item_origins(["old"])["old"][2] is True
+        store.add_items([(record("new"), "default")], source="app")
+        assert store.stored_item_origins(["new"])["new"][2] is False

@@ -57,7 +57,9 @@ class StepResult:
     batches: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
     outside: int = 0  # backfill: records outside the time range
-    already_stored: int = 0  # backfill: sampled records that were already items
+    # sampled records already sent and counted (a backfill's overlap with the live sampler,
+    # or rows read again after `groundwatch cursor set` moved the cursor back)
+    already_stored: int = 0
     done: bool = False  # backfill: the source has passed the end of the range
     late: int = 0  # rows read from the lookback window (committed late)
     dropped: int = 0  # optional fields left out of records
@@ -250,7 +252,7 @@ class Sampler:
             sampled = [(record, rule) for record, rule in sampled
                        if record.request_id not in stored]
         elif sampled:
-            sampled, duplicates = self._split_duplicates(name, sampled)
+            sampled, duplicates, result.already_stored = self._split_duplicates(name, sampled)
             if duplicates:
                 rejections += duplicates
                 gone = {d.row_ref for d in duplicates}
@@ -276,7 +278,8 @@ class Sampler:
             try:
                 self.store.set_cursor(name, batch.cursor, owner=self.owner,
                                       read_ids=batch.read_ids,
-                                      forget_read_before=batch.forget_read_before)
+                                      forget_read_before=batch.forget_read_before,
+                                      committed=[record.request_id for record, _ in sampled])
             except LockHeldError:
                 # The lease ran out (a long pause) and another replica took over: what we
                 # sent is harmless (idempotent), but we must take the lock again first.
@@ -285,28 +288,43 @@ class Sampler:
         self._count(counted, sampled, rejections, capped)
         self.metrics.observe_dropped_fields(batch.dropped)
         self.metrics.observe_late_rows(batch.late, source=name)
+        self.metrics.observe_files_rewritten(batch.rewritten, source=name)
         return result
 
     def _split_duplicates(self, source: str, sampled: list[tuple[LogRecord, str]]
-                          ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError]]:
-        """Sampled records whose request id is stored for *another* row are duplicates; the
-        same row stored before (a slice re-sent after a crash or a failed enqueue) is kept, so
-        that it is enqueued and counted now, once."""
+                          ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError], int]:
+        """Split sampled records by what the store already holds under their request ids:
+        (to send, duplicates, already sent).
+
+        * nothing: a new item;
+        * the same row (source and log time), not committed: sent before the cursor could
+          move (a crash, a failed enqueue), so never counted: send and count it now;
+        * the same row, committed: read again after the cursor moved back (``groundwatch
+          cursor set``): already sent and counted, so neither again;
+        * another row: a ``duplicate_id`` rejection.
+        """
         origins = self.store.stored_item_origins([record.request_id for record, _ in sampled])
         if not origins:
-            return sampled, []
+            return sampled, [], 0
         kept: list[tuple[LogRecord, str]] = []
         duplicates: list[InvalidRecordError] = []
+        replayed = 0
         for record, rule in sampled:
             origin = origins.get(record.request_id)
-            if origin is None or origin == (source, record.timestamp):
+            if origin is None:
                 kept.append((record, rule))
-                continue
-            duplicates.append(InvalidRecordError(
-                "duplicate_id", field="request_id", row_ref=record.request_id,
-                detail=f"already stored from source {origin[0]!r} with log time "
-                       f"{origin[1].isoformat()}; this row has {record.timestamp.isoformat()}"))
-        return kept, duplicates
+            elif origin[:2] == (source, record.timestamp):
+                if origin[2]:
+                    replayed += 1
+                else:
+                    kept.append((record, rule))
+            else:
+                duplicates.append(InvalidRecordError(
+                    "duplicate_id", field="request_id", row_ref=record.request_id,
+                    detail=f"already stored from source {origin[0]!r} with log time "
+                           f"{origin[1].isoformat()}; this row has "
+                           f"{record.timestamp.isoformat()}"))
+        return kept, duplicates, replayed
 
     def _hold(self, batch: Any) -> bool:
         """Whether to hold the cursor: every row of a full-enough read rejected for the same

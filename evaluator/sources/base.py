@@ -40,6 +40,7 @@ class SourceBatch:
     forget_read_before: datetime | None = None
     late: int = 0
     unplaceable: int | None = None
+    rewritten: int = 0  # files found rewritten in place (or shrunk) and read again
 
 
 class Source(Protocol):

@@ -4,11 +4,15 @@ Files are read in sorted path order, streamed (``load_dataset(..., streaming=Tru
 Arrow cache is written), and remembered in the cursor::
 
     {"files": {"/abs/path.jsonl": {"rows": 120, "size": 40960, "mtime": 1718000000.0,
-                                   "done": true}}}
+                                   "done": true, "head_len": 4096, "head": "9f0c..."}}}
 
 ``rows`` counts the rows consumed (mapped or rejected); ``done`` means the file was read to its
-end when it had ``size`` bytes. A done file whose size is unchanged is skipped; a file that grew
-resumes at ``rows``; a file that shrank (truncated or replaced) is read again from the start.
+end when it had ``size`` bytes. A done file whose size and mtime are unchanged is skipped; a
+file that grew resumes at ``rows``. A file that shrank, or whose first ``head_len`` bytes no
+longer hash to ``head`` (rewritten in place under the same name), is read again from the start
+and counted (``groundwatch_source_files_rewritten_total``); sampled rows already stored are not
+sent again. A rewrite that keeps the size and the first 4 KiB is not noticed, nor is a Parquet
+file replaced by a longer one with other rows (Parquet files grow by being replaced).
 """
 
 from __future__ import annotations
@@ -57,6 +61,22 @@ def _import_datasets() -> Any:
     import datasets
 
     return datasets
+
+
+# A file is recognised by a hash of its first bytes (as far as it had been read): a file
+# rewritten in place under the same name is read again from the start.
+_HEAD_BYTES = 4096
+
+
+def _head(path: str, length: int) -> str:
+    """Hash of the first ``length`` bytes of ``path`` ("" when it cannot be read)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.blake2b(fh.read(length), digest_size=16).hexdigest()
+    except OSError:
+        return ""
 
 
 @dataclass(slots=True)
@@ -183,8 +203,22 @@ class FileSource:
             if entry is not None and stat.st_size < entry["size"]:
                 log.warning("file %s shrank from %d to %d bytes; reading it from the start",
                             path, entry["size"], stat.st_size)
+                batch.rewritten += 1
+                entry = None
+            if (entry is not None and entry["done"] and entry["size"] == stat.st_size
+                    and entry["mtime"] == stat.st_mtime):
+                continue
+            if (entry is not None and entry.get("head") and fmt != "parquet"
+                    and _head(path, entry["head_len"]) != entry["head"]):
+                # Same name, other bytes where we had read: rewritten in place (a log shipper
+                # that rewrites, an editor). Offsets mean nothing now: read it from the start;
+                # sampled rows already stored are not sent again.
+                log.warning("file %s was rewritten in place (its first %d bytes changed); "
+                            "reading it from the start", path, entry["head_len"])
+                batch.rewritten += 1
                 entry = None
             if entry is not None and entry["done"] and entry["size"] == stat.st_size:
+                files[path] = {**entry, "mtime": stat.st_mtime}  # touched, not changed
                 continue
             offset = entry["rows"] if entry is not None else 0
             version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -216,12 +250,24 @@ class FileSource:
                 batch.records.append(record)
             batch.rows_read += part.consumed
             rows = offset + part.consumed
+            # Text formats grow by appending, so their first bytes stay; a Parquet file is
+            # replaced by a longer one as it grows, so its bytes say nothing.
+            head_len = min(stat.st_size, _HEAD_BYTES) if fmt != "parquet" else 0
             files[path] = {"rows": rows, "size": stat.st_size, "mtime": stat.st_mtime,
-                           "done": part.at_eof}
+                           "done": part.at_eof, "head_len": head_len,
+                           "head": _head(path, head_len)}
             if part.at_eof:
                 self._eof[path] = (version, rows)
         batch.cursor = {"files": files}
         return batch
+
+    def describe_cursor(self, cursor: Mapping[str, Any] | None) -> str:
+        """One line for logs and ``groundwatch cursor show``."""
+        files = self._parse_cursor(cursor)
+        done = sum(1 for e in files.values() if e["done"])
+        rows = sum(e["rows"] for e in files.values())
+        return (f"files {', '.join(self.paths)}: {len(files)} file(s) known, {done} read to "
+                f"the end, {rows} row(s) consumed")
 
     def matching_files(self) -> list[str]:
         """Absolute paths of the regular files the globs match now, sorted."""
@@ -248,7 +294,9 @@ class FileSource:
         try:
             files = cursor["files"]
             return {str(path): {"rows": int(e["rows"]), "size": int(e["size"]),
-                                "mtime": float(e["mtime"]), "done": bool(e["done"])}
+                                "mtime": float(e["mtime"]), "done": bool(e["done"]),
+                                "head_len": int(e.get("head_len") or 0),
+                                "head": str(e.get("head") or "")}
                     for path, e in files.items()}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"source {self.name!r}: not a files cursor: {cursor!r}") from exc

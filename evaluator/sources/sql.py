@@ -221,12 +221,15 @@ def _timestamp_position(column: Any, dialect: str) -> _Position:
 class _Mark:
     """Where a cursor stands: after (``pos``, ``rid``) in the order; with ``rid`` None, after
     ``pos`` (``inclusive``: at or after); with ``pos`` None, at the start. ``reported`` holds
-    the ids of rows without a position already reported."""
+    the ids of rows without a position already reported; ``floor`` bounds the lookback."""
 
     pos: Any = None
     rid: Any = None
     inclusive: bool = False
     reported: list[str] = field(default_factory=list)
+    # Where an operator put the cursor (``cursor set``): the lookback never reaches behind
+    # it, since the ids read there before were forgotten with the move.
+    floor: Any = None
 
 
 class SqlSource:
@@ -365,7 +368,8 @@ class SqlSource:
         return {"v": CURSOR_VERSION, "mode": self.mode, "column": self._order_column,
                 "pos": None if mark.pos is None else encode_watermark_value(mark.pos),
                 "request_id": None if mark.rid is None else encode_watermark_value(mark.rid),
-                "inclusive": mark.inclusive, "unplaceable_reported": list(mark.reported)}
+                "inclusive": mark.inclusive, "unplaceable_reported": list(mark.reported),
+                "floor": None if mark.floor is None else encode_watermark_value(mark.floor)}
 
     def _unpack(self, cursor: Mapping[str, Any] | None) -> _Mark:
         """Where a stored cursor stands (see :class:`_Mark`)."""
@@ -402,7 +406,9 @@ class SqlSource:
             pos = None if cursor["pos"] is None else decode_watermark_value(cursor["pos"])
             rid = (None if cursor.get("request_id") is None
                    else decode_watermark_value(cursor["request_id"]))
-            return _Mark(pos, rid, bool(cursor.get("inclusive")), reported)
+            floor = (None if cursor.get("floor") is None
+                     else decode_watermark_value(cursor["floor"]))
+            return _Mark(pos, rid, bool(cursor.get("inclusive")), reported, floor)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"source {self.name!r}: not an sql cursor: {dict(cursor)!r}") from exc
 
@@ -410,13 +416,13 @@ class SqlSource:
         """A cursor from which rows at or after the time ``when`` (timestamp mode), or after
         the raw position ``value`` (either mode), are read next."""
         if value is not None:
-            return self._cursor(_Mark(value, None, inclusive=False))
+            return self._cursor(_Mark(value, None, inclusive=False, floor=value))
         if when is None:
             raise ValueError("give a time or a value")
         if self.mode != "timestamp":
             raise ValueError("in incrementing mode, give the column's value")
         pos = self.position.from_time(when, numeric_unit_ms=self._column_in_ms())
-        return self._cursor(_Mark(pos, None, inclusive=True))
+        return self._cursor(_Mark(pos, None, inclusive=True, floor=pos))
 
     def describe_cursor(self, cursor: Mapping[str, Any] | None) -> str:
         """One line for logs and ``groundwatch cursor show``."""
@@ -496,7 +502,8 @@ class SqlSource:
             self._map_rows(late, batch, read_ids, seen=None)
         self._map_rows(rows, batch, read_ids, seen=seen if lookback else None)
         if rows:
-            mark = _Mark(rows[-1]["_gw_pos"], rows[-1]["_gw_rid"], reported=mark.reported)
+            mark = _Mark(rows[-1]["_gw_pos"], rows[-1]["_gw_rid"], reported=mark.reported,
+                         floor=mark.floor)
             batch.cursor = self._cursor(mark)
         if self._check_unplaceable(batch, mark.reported):
             batch.cursor = self._cursor(mark)
@@ -544,6 +551,8 @@ class SqlSource:
             return []
         floor = self.position.from_time(newest - timedelta(seconds=self.lookback_s),
                                         numeric_unit_ms=self._column_in_ms())
+        if mark.floor is not None:
+            floor = max(floor, mark.floor)
         behind = and_(self._placeable, self.position.expr >= floor, not_(self._after(mark)))
         ids = self._execute(select(self._rid.label("rid")).where(behind)
                             .limit(MAX_LOOKBACK_IDS + 1))

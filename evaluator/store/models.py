@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -93,6 +95,9 @@ items = Table(
     Column("sampled_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("payload", json_type(), nullable=False),
+    # Set in the transaction that moves the source's cursor past the item: until then the
+    # sampler may send the same row again (a crash, a failed enqueue) and count it then.
+    Column("committed", Boolean(), nullable=False, server_default=false()),
     CheckConstraint("status IN ('queued', 'scored', 'failed')", name="status"),
     Index(None, "status", "log_timestamp"),
     Index(None, "status", "sampled_at"),

@@ -145,6 +145,15 @@ class FailureRow:
 
 
 @dataclass(frozen=True, slots=True)
+class CursorRow:
+    source: str
+    position: dict[str, Any] | None
+    lock_owner: str | None
+    lock_expires_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class RejectionRow:
     """A source row that could not be mapped onto a log record."""
 
@@ -662,6 +671,15 @@ class Store:
             )
             return released.rowcount == 1
 
+    def cursor_state(self, source: str) -> CursorRow | None:
+        """``source``'s cursor with its lock and last update, or None if it has none."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(cursors).where(cursors.c.source == source)).first()
+        if row is None:
+            return None
+        return CursorRow(row.source, None if row.position is None else dict(row.position),
+                         row.lock_owner, row.lock_expires_at, row.updated_at)
+
     def get_cursor(self, source: str) -> dict[str, Any] | None:
         """The stored position of ``source``, or None if it has none yet."""
         with self._engine.connect() as conn:
@@ -670,12 +688,14 @@ class Store:
 
     def set_cursor(self, source: str, position: Mapping[str, Any], *, owner: str,
                    read_ids: Sequence[tuple[str, datetime]] = (),
-                   forget_read_before: datetime | None = None) -> None:
+                   forget_read_before: datetime | None = None,
+                   committed: Sequence[str] = ()) -> None:
         """Store ``source``'s position; only the holder of an unexpired lock may.
 
-        ``read_ids`` (request id, log time) are remembered as read by ``source`` in the same
-        transaction, and those with a log time before ``forget_read_before`` forgotten: the
-        cursor and what it has read move together or not at all.
+        In the same transaction, ``read_ids`` (request id, log time) are remembered as read by
+        ``source`` and those with a log time before ``forget_read_before`` forgotten, and the
+        items ``committed`` (sent in the slice the cursor moves past) are marked so: the cursor,
+        what it read and what it sent move together or not at all.
 
         Raises :class:`LockHeldError` otherwise, so a replica that lost its lock (paused past
         the TTL, say) can never move the cursor under the replica that took over.
@@ -705,6 +725,10 @@ class Store:
                 conn.execute(delete(source_reads).where(
                     source_reads.c.source == source,
                     source_reads.c.log_timestamp < forget_read_before))
+            for chunk in _chunks(list(dict.fromkeys(committed))):
+                conn.execute(update(items).where(items.c.request_id.in_(chunk),
+                                                 items.c.committed.is_(False))
+                             .values(committed=True))
 
     def read_ids(self, source: str, request_ids: Sequence[str]) -> set[str]:
         """Which of ``request_ids`` ``source`` remembers as read (see :meth:`set_cursor`)."""
@@ -783,16 +807,20 @@ class Store:
         with self._engine.connect() as conn:
             return [self._score_row(row) for row in conn.execute(stmt)]
 
-    def stored_item_origins(self, request_ids: Sequence[str]) -> dict[str, tuple[str, datetime]]:
-        """(source, log time) of those of ``request_ids`` already stored as items: a row that
-        matches both is the same row sent again, any other is another row with the same id."""
-        found: dict[str, tuple[str, datetime]] = {}
+    def stored_item_origins(self, request_ids: Sequence[str]
+                            ) -> dict[str, tuple[str, datetime, bool]]:
+        """(source, log time, committed) of those of ``request_ids`` already stored as items.
+
+        A row matching source and log time is the same row read again: sent again before the
+        cursor moved past it (not committed), or replayed after (committed). Any other is
+        another row with the same request id."""
+        found: dict[str, tuple[str, datetime, bool]] = {}
         with self._engine.connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(request_ids))):
                 for row in conn.execute(select(items.c.request_id, items.c.source,
-                                               items.c.log_timestamp)
+                                               items.c.log_timestamp, items.c.committed)
                                         .where(items.c.request_id.in_(chunk))):
-                    found[row.request_id] = (row.source, row.log_timestamp)
+                    found[row.request_id] = (row.source, row.log_timestamp, bool(row.committed))
         return found
 
     def stored_item_ids(self, request_ids: Sequence[str]) -> set[str]:
