@@ -261,10 +261,23 @@ class Config(_Section):
         return self.model_dump(mode="json", by_alias=True, exclude={"path"})
 
 
+def _load_toml(text: str, path: str | None = None) -> dict[str, Any]:
+    """``tomllib.loads`` with every failure a ConfigError: tomllib also lets out a
+    RecursionError (``[[[[…]]]]``) and a ValueError (an integer past Python's 4300 digits)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", path=path) from None
+    except ValueError:
+        raise ConfigError("not valid TOML: a number too long to read", path=path) from None
+
+
 def _parse_env_value(text: str) -> Any:
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        return _load_toml(f"v = {text}")["v"]
+    except ConfigError:
         return text
 
 
@@ -318,14 +331,16 @@ def load_config(
         path = environ.get("GROUNDWATCH_CONFIG") or DEFAULT_CONFIG
     file = Path(path)
     shown = str(path)
+    if "\x00" in shown:  # open() would raise ValueError
+        raise ConfigError("cannot read: a NUL byte in the file name", path=shown)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        raw = _load_toml(file.read_text(encoding="utf-8"), shown)
     except FileNotFoundError:
         raise ConfigError("file not found", path=shown) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, not a file", path=shown) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=shown) from None
+    except OSError as exc:  # no permission, an I/O error
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=shown) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path=shown) from None
     data = _merge(raw, env_overrides(environ))
