@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -78,8 +79,29 @@ class BrokerConfig(_Section):
         return value
 
 
+def check_identifier(value: str | None) -> str | None:
+    """A table, schema or column name from config: SQLAlchemy quotes it, so any text is safe
+    in SQL; what is refused here are the names that can only be mistakes."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("a name must not be empty")
+    if any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in value):
+        raise ValueError("a name must not hold control or invisible characters (NUL, newline…)")
+    if len(value) > MAX_IDENTIFIER_CHARS:
+        raise ValueError(f"a name must be at most {MAX_IDENTIFIER_CHARS} characters")
+    return value
+
+
+# The longest identifier of the databases SQLAlchemy ships (SQL Server, Oracle 12.2+: 128;
+# PostgreSQL 63 bytes, MySQL 64 characters: their own errors cover the rest).
+MAX_IDENTIFIER_CHARS = 128
+
+
 class ColumnMap(_Section):
     """The app's column (or JSON key) for each record field; unset fields keep their own name."""
+
+    _names = field_validator("*")(check_identifier)
 
     request_id: str = "request_id"
     timestamp: str = "timestamp"
@@ -109,6 +131,8 @@ class SqlSourceConfig(_Section):
     def _url(cls, value: SecretStr) -> SecretStr:
         _check_db_url(value.get_secret_value())
         return value
+
+    _names = field_validator("table", "schema_")(check_identifier)
 
 
 class FilesSourceConfig(_Section):

@@ -363,6 +363,7 @@ HAND_WRITTEN = {
     "datetime-port": "[metrics]\nport = 1979-05-27T07:32:00Z",
     "empty-scorer-module": '[scoring]\nscorer = ":Factory"',
     "relative-scorer-module": '[scoring]\nscorer = ".nowhere:Factory"',
+    "nul-in-table-name": '[source.sql]\ntable = "a\\u0000b"',
     "unicode-garbage": "ключ = 1\n[🙂]\n",
 }
 

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import MetaData, Table, and_, create_engine, or_, select, type_coerce
+from sqlalchemy import MetaData, Table, and_, create_engine, inspect, or_, select, type_coerce
 from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchTableError, OperationalError
 from sqlalchemy.types import NullType
 
@@ -128,6 +128,11 @@ class SqlSource:
     # -- construction ----------------------------------------------------------------------
     def _reflect(self, table: str, schema: str | None) -> Table:
         try:
+            # SQLite reports an unknown schema (attached database) as an OperationalError,
+            # which would read as "unavailable" and be retried forever.
+            if schema is not None and schema not in inspect(self.engine).get_schema_names():
+                raise ConfigError(f"schema {schema!r} does not exist", path=self._config_path,
+                                  key="source.sql.schema")
             return Table(table, MetaData(), schema=schema, autoload_with=self.engine)
         except NoSuchTableError:
             where = f"schema {schema!r}" if schema else "the database"
