@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -107,8 +108,29 @@ class BrokerConfig(_Section):
         return value
 
 
+def check_identifier(value: str | None) -> str | None:
+    """A table, schema or column name from config: SQLAlchemy quotes it, so any text is safe
+    in SQL; what is refused here are the names that can only be mistakes."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError("a name must not be empty")
+    if any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in value):
+        raise ValueError("a name must not hold control or invisible characters (NUL, newline…)")
+    if len(value) > MAX_IDENTIFIER_CHARS:
+        raise ValueError(f"a name must be at most {MAX_IDENTIFIER_CHARS} characters")
+    return value
+
+
+# The longest identifier of the databases SQLAlchemy ships (SQL Server, Oracle 12.2+: 128;
+# PostgreSQL 63 bytes, MySQL 64 characters: their own errors cover the rest).
+MAX_IDENTIFIER_CHARS = 128
+
+
 class ColumnMap(_Section):
     """The app's column (or JSON key) for each record field; unset fields keep their own name."""
+
+    _names = field_validator("*")(check_identifier)
 
     request_id: str = "request_id"
     timestamp: str = "timestamp"
@@ -201,6 +223,8 @@ class SqlSourceConfig(_Section):
     def _url(cls, value: SecretStr) -> SecretStr:
         _check_db_url(value.get_secret_value())
         return value
+
+    _names = field_validator("table", "schema_", "incrementing_column")(check_identifier)
 
 
 class FilesSourceConfig(_Section):
@@ -361,10 +385,23 @@ class Config(_Section):
         return self.model_dump(mode="json", by_alias=True, exclude={"path"})
 
 
+def _load_toml(text: str, path: str | None = None) -> dict[str, Any]:
+    """``tomllib.loads`` with every failure a ConfigError: tomllib also lets out a
+    RecursionError (``[[[[…]]]]``) and a ValueError (an integer past Python's 4300 digits)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", path=path) from None
+    except RecursionError:
+        raise ConfigError("not valid TOML: nested too deeply", path=path) from None
+    except ValueError:
+        raise ConfigError("not valid TOML: a number too long to read", path=path) from None
+
+
 def _parse_env_value(text: str) -> Any:
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+        return _load_toml(f"v = {text}")["v"]
+    except ConfigError:
         return text
 
 
@@ -450,14 +487,16 @@ def load_config(
         path = environ.get("GROUNDWATCH_CONFIG") or DEFAULT_CONFIG
     file = Path(path)
     shown = str(path)
+    if "\x00" in shown:  # open() would raise ValueError
+        raise ConfigError("cannot read: a NUL byte in the file name", path=shown)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        raw = _load_toml(file.read_text(encoding="utf-8"), shown)
     except FileNotFoundError:
         raise ConfigError("file not found", path=shown) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, not a file", path=shown) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=shown) from None
+    except OSError as exc:  # no permission, an I/O error
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=shown) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path=shown) from None
     overrides, env_names = _env_overrides(environ)

@@ -31,6 +31,17 @@ class ConfigError(GroundwatchError):
             where = ", ".join(p for p in (path and f"file {path}", key and f"key '{key}'") if p)
         super().__init__(f"config error: {where}: {problem}" if where else f"config error: {problem}")
 
+    def __str__(self) -> str:
+        # Keys, values and file names come from the user: a newline in one, or a huge one,
+        # must not turn the CLI's one line into several.
+        return _one_line(super().__str__(), 1000)
+
+
+def _one_line(text: str, limit: int) -> str:
+    """``text`` with every character that could break a line escaped, cut to ``limit``."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
 
 class InvalidRecordError(GroundwatchError):
     """A log row could not be mapped onto a :class:`~evaluator.records.LogRecord`.

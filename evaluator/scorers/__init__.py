@@ -74,6 +74,8 @@ def check_scorer_name(name: str, *, path: str | None = None) -> None:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             problem = f"cannot import scorer module {module_name!r}: {exc}"
+        except Exception as exc:  # an empty or relative name, or a module that fails to load
+            problem = f"cannot import scorer module {module_name!r}: {type(exc).__name__}: {exc}"
         else:
             if not hasattr(getattr(module, attr, None), "from_config"):
                 problem = f"{name!r} has no scorer factory with a from_config classmethod"

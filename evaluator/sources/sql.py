@@ -47,6 +47,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    inspect,
     not_,
     or_,
     select,
@@ -327,6 +328,11 @@ class SqlSource:
     # -- construction ----------------------------------------------------------------------
     def _reflect(self, table: str, schema: str | None) -> Table:
         try:
+            # SQLite reports an unknown schema (attached database) as an OperationalError,
+            # which would read as "unavailable" and be retried forever.
+            if schema is not None and schema not in inspect(self.engine).get_schema_names():
+                raise ConfigError(f"schema {schema!r} does not exist", path=self._config_path,
+                                  key="source.sql.schema")
             return Table(table, MetaData(), schema=schema, autoload_with=self.engine)
         except NoSuchTableError:
             where = f"schema {schema!r}" if schema else "the database"
