@@ -6,6 +6,8 @@ Reliability settings and why:
   idempotent upserts make the redo count once.
 - ``worker_prefetch_multiplier = 1``: with acks_late, prefetched batches wait behind a slow one.
 - results are ignored: scores go to the store, not to a result backend.
+- ``broker_transport``: for Redis, kombu's transport with the fix in :mod:`workers.broker`
+  (a worker whose ack failed during an outage would otherwise stop consuming for good).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from celery import Celery
 
 from evaluator.config import Config
+from workers.broker import transport_for
 from workers.tasks import TASK_NAME
 
 
@@ -55,6 +58,7 @@ def make_celery(config: Config) -> Celery:
         accept_content=["json"],
         task_default_queue=config.broker.queue,
         task_routes={TASK_NAME: {"queue": config.broker.queue}},
+        broker_transport=transport_for(url),
         broker_transport_options=broker_options(config),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -148,7 +148,9 @@ def build_exporter(config: Config, store: Any, app: Any, *, port: int | None = N
             checks["broker"] = "ok"
         except Exception as exc:
             checks["broker"] = f"error: {type(exc).__name__}"
-        checks["status"] = "ok" if all(v == "ok" for v in checks.values()) else "error"
+        # The exporter itself is up and still serves what it can: a dependency that is down
+        # makes it "degraded" (HTTP 503), with the failing check named beside it.
+        checks["status"] = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
         return checks
 
     return Exporter(config.metrics.multiproc_dir, config.metrics.host,

@@ -1,0 +1,162 @@
+"""Faults with real processes: the broker, the store and the store's disk fail under a running
+sampler, exporter and Celery workers, then come back. Nothing may be lost, nothing counted
+twice, and no process may need a restart.
+
+Each test owns the server it breaks (its own ``redis-server`` or PostgreSQL on a free loopback
+port, a tmpfs of its own): the shared services are never touched. The measured recovery times
+are printed (``pytest -s``) and summarised in docs/architecture.md, "Faults".
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from evaluator import demo_traffic
+from evaluator.sampling import sample_hash
+from evaluator.store import Store
+from tests.fault_helpers import Stopwatch, redis_server
+from tests.gw_helpers import (
+    groundwatch_cmd,
+    log_tail,
+    parse_metrics,
+    processes,
+    start,
+    total,
+    write_config,
+)
+from tests.prom_helpers import free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+FAULTS = "evaluator.scorers.testing:FaultScorer"
+METRICS = ("answer_relevance", "context_relevance", "faithfulness", "groundedness")
+RATE = 0.5
+SALT = "e2e"  # tests.gw_helpers.CONFIG's salt
+
+
+def log_rows(n: int, *, seed: int, start: datetime, slow_ms: int) -> list[dict[str, Any]]:
+    """Synthetic rows whose metadata asks the fault scorer to take ``slow_ms`` per item, so a
+    backlog is still queued in the broker when the fault hits."""
+    rows = demo_traffic.make_rows(n, seed=seed, start=start)
+    for row in rows:
+        extra = json.loads(str(row["extra"]))
+        row["extra"] = json.dumps({**extra, "gw_fault": f"slow:{slow_ms}"})
+    return rows
+
+
+def sampled_ids(rows: list[dict[str, Any]]) -> set[str]:
+    """The request ids the sampling policy of tests.gw_helpers.CONFIG takes (no caps)."""
+    return {str(r["req_uuid"]) for r in rows
+            if r["thumbs"] == -1 or r["outcome"] == "error"
+            or sample_hash(SALT, str(r["req_uuid"])) < RATE}
+
+
+def assert_scored_once(store: Store, expected: set[str]) -> None:
+    """Every expected item is stored and ``scored``, with exactly one score per metric."""
+    counts = store.count_items_by_status()
+    assert counts == {"queued": 0, "scored": len(expected), "failed": 0}, counts
+    per_pair = Counter((s.request_id, s.metric) for s in store.scores())
+    assert {rid for rid, _ in per_pair} == expected
+    assert set(per_pair.values()) == {1}
+    assert Counter(m for _, m in per_pair) == dict.fromkeys(METRICS, len(expected))
+
+
+def healthz(port: int) -> tuple[int, dict[str, Any]]:
+    response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    return response.status_code, response.json()
+
+
+def report(name: str, **figures: Any) -> None:
+    print(f"\n[fault] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+# -- the broker ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["redis-aof", "redis-no-persistence"])
+def test_redis_stopped_mid_run_loses_and_doubles_nothing(tmp_path: Path,
+                                                          persistent: bool) -> None:
+    start_at = datetime.now(UTC) - timedelta(minutes=20)
+    first = log_rows(240, seed=31, start=start_at, slow_ms=40)
+    later = log_rows(60, seed=32, start=start_at + timedelta(minutes=5), slow_ms=40)
+    expected = sampled_ids(first + later)
+    logs_url = f"sqlite:///{tmp_path}/logs.db"
+    demo_traffic.create_log_table(logs_url)
+    demo_traffic.write_rows(logs_url, first)
+
+    with redis_server(tmp_path / "redis", persistent=persistent) as broker:
+        port = free_port()
+        config = write_config(tmp_path, rate=RATE, scorer=FAULTS, batch_size=10, visibility=10,
+                              concurrency=1, port=port, broker_url=broker.url)
+        store = Store(f"sqlite:///{tmp_path}/gw.db")
+        with processes() as procs:
+            workers = [start(procs, groundwatch_cmd(config, "worker", "--name", f"w{i}@%h"),
+                             tmp_path / f"worker{i}.log") for i in range(2)]
+            exporter = start(procs, groundwatch_cmd(config, "exporter"), tmp_path / "exp.log")
+            sampler = start(procs, groundwatch_cmd(config, "sampler"), tmp_path / "sampler.log")
+            everyone = [*workers, exporter, sampler]
+
+            # Stop the broker with scored items behind and a backlog in its queue.
+            def under_way() -> bool:
+                c = store.count_items_by_status()
+                return c["scored"] >= 20 and c["queued"] >= 40
+            wait_until(under_way, timeout=60, what="scoring under way with a backlog: "
+                       + log_tail(tmp_path / "worker0.log", 10))
+            broker.stop()
+            down = Stopwatch()
+            scored_at_stop = store.count_items_by_status()["scored"]
+
+            # While it is down: /healthz says so, new rows keep arriving, the sampler tries.
+            _, body = wait_until(lambda: (h := healthz(port))[0] == 503 and h, timeout=20,
+                                 what="/healthz degraded")
+            assert body["status"] == "degraded" and body["store"] == "ok", body
+            assert body["broker"].startswith("error"), body
+            demo_traffic.write_rows(logs_url, later)
+            later_ids = {str(r["req_uuid"]) for r in later} & expected
+            wait_until(lambda: later_ids <= store.stored_item_ids(sorted(later_ids)),
+                       timeout=30, what="the sampler reading rows during the outage")
+            wait_until(lambda: "sampler step failed" in log_tail(tmp_path / "sampler.log", 200),
+                       timeout=30, what="the sampler backing off")
+            assert all(p.poll() is None for p in everyone), "a process gave up on the broker"
+            outage = down.elapsed
+
+            broker.start()
+            back = Stopwatch()
+            wait_until(lambda: healthz(port)[0] == 200, timeout=30, what="/healthz ok again")
+            health_back = back.elapsed
+
+            def all_scored() -> bool:
+                for i, w in enumerate(workers):
+                    assert w.poll() is None, log_tail(tmp_path / f"worker{i}.log")
+                return store.count_items_by_status()["scored"] == len(expected)
+            wait_until(all_scored, timeout=60,
+                       what=f"all {len(expected)} items scored after the restart "
+                            f"({store.count_items_by_status()}); sampler: "
+                            + log_tail(tmp_path / "sampler.log", 5))
+            recovered = back.elapsed
+            assert all(p.poll() is None for p in everyone), "no process may need a restart"
+
+            assert_scored_once(store, expected)
+
+            def counted() -> dict[str, Any] | None:
+                parsed = parse_metrics(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+                done = total(parsed, "groundwatch_score_outcomes_total") >= 4 * len(expected)
+                return parsed if done else None
+            m = wait_until(counted, timeout=30, what="the scores in /metrics")
+            assert total(m, "groundwatch_score_outcomes_total") == 4 * len(expected)
+            assert total(m, "groundwatch_eval_lag_seconds_count") == len(expected)
+            assert total(m, "groundwatch_logs_seen_total") == len(first) + len(later)
+            assert total(m, "groundwatch_items_sampled_total") == len(expected)
+            report(f"redis stopped ({'aof' if persistent else 'no persistence'})",
+                   items=len(expected), scored_before_stop=scored_at_stop,
+                   outage_s=f"{outage:.1f}", healthz_ok_after_s=f"{health_back:.1f}",
+                   all_scored_after_restart_s=f"{recovered:.1f}",
+                   enqueue_errors=total(m, "groundwatch_enqueue_errors_total"))
+        store.close()
+
