@@ -113,8 +113,16 @@ def test_redis_stopped_mid_run_loses_and_doubles_nothing(tmp_path: Path,
             scored_at_stop = store.count_items_by_status()["scored"]
 
             # While it is down: /healthz says so, new rows keep arriving, the sampler tries.
-            _, body = wait_until(lambda: (h := healthz(port))[0] == 503 and h, timeout=20,
-                                 what="/healthz degraded")
+            seen: list[Any] = []
+
+            def degraded() -> dict[str, Any] | None:
+                status, body = healthz(port)
+                seen.append((round(down.elapsed, 1), status, body))
+                return body if status == 503 else None
+            try:
+                body = wait_until(degraded, timeout=20, what="/healthz degraded")
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}; last answers: {seen[-3:]}") from exc
             assert body["status"] == "degraded" and body["store"] == "ok", body
             assert body["broker"].startswith("error"), body
             demo_traffic.write_rows(logs_url, later)
@@ -143,6 +151,8 @@ def test_redis_stopped_mid_run_loses_and_doubles_nothing(tmp_path: Path,
             assert all(p.poll() is None for p in everyone), "no process may need a restart"
 
             assert_scored_once(store, expected)
+            resent = "re-sent" in (tmp_path / "sampler.log").read_text()
+            assert resent is not persistent, "re-sent exactly when the broker lost its data"
 
             def counted() -> dict[str, Any] | None:
                 parsed = parse_metrics(httpx.get(f"http://127.0.0.1:{port}/metrics").text)

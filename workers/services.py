@@ -221,16 +221,19 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
     from evaluator.store import Store
     from metrics.registry import Metrics
     from workers.app import make_celery
+    from workers.recovery import broker_loss_hook
     from workers.sampler import build_sampler, celery_enqueue
 
     store = Store.from_config(config.store)
     app = make_celery(config)
     metrics = Metrics(config.metrics)
-    sampler = build_sampler(config, store, metrics, celery_enqueue(app, config.broker.queue))
+    enqueue = celery_enqueue(app, config.broker.queue)
+    sampler = build_sampler(config, store, metrics, enqueue)
     stop = stop or threading.Event()
     stop_on_signals(stop)
     try:
-        sampler.run(stop, until_idle=until_idle)
+        sampler.run(stop, until_idle=until_idle,
+                    on_step=broker_loss_hook(config, store, enqueue))
     finally:
         sampler.source.close()
         store.close()
