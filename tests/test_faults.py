@@ -10,6 +10,7 @@ are printed (``pytest -s``) and summarised in docs/architecture.md, "Faults".
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from evaluator import demo_traffic
 from evaluator.sampling import sample_hash
 from evaluator.store import Store
-from tests.fault_helpers import Stopwatch, redis_server
+from tests.fault_helpers import Stopwatch, postgres_server, redis_server
 from tests.gw_helpers import (
     groundwatch_cmd,
     log_tail,
@@ -170,3 +172,81 @@ def test_redis_stopped_mid_run_loses_and_doubles_nothing(tmp_path: Path,
                    enqueue_errors=total(m, "groundwatch_enqueue_errors_total"))
         store.close()
 
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+def test_postgres_store_stopped_mid_run_waits_and_writes_nothing_by_halves(
+        tmp_path: Path) -> None:
+    rows = log_rows(240, seed=41, start=datetime.now(UTC) - timedelta(minutes=20), slow_ms=40)
+    expected = sampled_ids(rows)
+    logs_url = f"sqlite:///{tmp_path}/logs.db"
+    demo_traffic.create_log_table(logs_url)
+    demo_traffic.write_rows(logs_url, rows)
+
+    with postgres_server() as pg, redis_server(tmp_path / "redis", persistent=False) as broker:
+        port = free_port()
+        config = write_config(tmp_path, rate=RATE, scorer=FAULTS, batch_size=10, visibility=10,
+                              concurrency=1, port=port, broker_url=broker.url,
+                              store_url=pg.url)
+        max_retries = 4  # tests.gw_helpers.CONFIG: worker.max_retries
+        store = Store(pg.url)
+        with processes() as procs:
+            workers = [start(procs, groundwatch_cmd(config, "worker", "--name", f"w{i}@%h"),
+                             tmp_path / f"worker{i}.log") for i in range(2)]
+            exporter = start(procs, groundwatch_cmd(config, "exporter"), tmp_path / "exp.log")
+            sampler = start(procs, groundwatch_cmd(config, "sampler"), tmp_path / "sampler.log")
+            everyone = [*workers, exporter, sampler]
+
+            def under_way() -> bool:
+                c = store.count_items_by_status()
+                return c["scored"] >= 20 and c["queued"] >= 40
+            wait_until(under_way, timeout=60, what="scoring under way with a backlog")
+            pg.stop("fast")  # every session ends, as in a database restart or failover
+            down = Stopwatch()
+
+            def retries() -> Counter[str]:
+                """Retries per task id, from Celery's own log lines."""
+                logs = "".join(log_tail(tmp_path / f"worker{i}.log", 5000) for i in range(2))
+                assert "failed for good" not in logs, "a batch was given up while the store " \
+                    "was down: " + logs[logs.index("failed for good") - 200:][:600]
+                return Counter(re.findall(r"score_batch\[([0-9a-f-]+)\] retry:", logs))
+
+            # Down for longer than a batch's retry budget: the batches must still wait.
+            wait_until(lambda: max(retries().values(), default=0) > max_retries + 2,
+                       timeout=45, what="a batch retrying past its retry budget")
+            status, body = healthz(port)
+            assert status == 503 and body["store"].startswith("error"), body
+            assert all(p.poll() is None for p in everyone), "a process gave up on the store"
+            outage = down.elapsed
+
+            pg.start()
+            back = Stopwatch()
+
+            def all_done() -> bool:
+                c = store.count_items_by_status()
+                return c["scored"] + c["failed"] == len(expected) and c["queued"] == 0
+            try:
+                wait_until(all_done, timeout=60, what="every item settled after the restart")
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}: {store.count_items_by_status()}") from exc
+            recovered = back.elapsed
+            assert all(p.poll() is None for p in everyone), "no process may need a restart"
+
+            assert_scored_once(store, expected)
+            with store.engine.connect() as conn:
+                # Nothing by halves: scores exist only for items marked scored, and every scored
+                # item has all its scores and its explanation.
+                orphans = conn.execute(text(
+                    "SELECT count(*) FROM gw_scores s JOIN gw_items i USING (request_id) "
+                    "WHERE i.status <> 'scored'")).scalar_one()
+                incomplete = conn.execute(text(
+                    "SELECT count(*) FROM gw_items i WHERE i.status = 'scored' AND "
+                    f"((SELECT count(*) FROM gw_scores s WHERE s.request_id = i.request_id) <> "
+                    f"{len(METRICS)} OR NOT EXISTS (SELECT 1 FROM gw_explanations e "
+                    "WHERE e.request_id = i.request_id))")).scalar_one()
+                dead = conn.execute(text("SELECT count(*) FROM gw_failures")).scalar_one()
+            assert (orphans, incomplete, dead) == (0, 0, 0)
+            report("postgres store stopped", items=len(expected), outage_s=f"{outage:.1f}",
+                   worker_retries=sum(retries().values()), all_scored_after_restart_s=f"{recovered:.1f}")
+        store.close()
