@@ -239,6 +239,52 @@ def tiny_filesystem(path: Path, size: int) -> Iterator[TinyFilesystem]:
         fs.unmount()
 
 
+class FrozenFiles:
+    """``chattr +i`` (root, on ext2/3/4 and others): the files refuse every write, also through
+    descriptors already open, which is what a store file turned read-only under a running
+    process looks like. :meth:`thaw` (and the context manager's exit) undoes it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.frozen: list[Path] = []
+
+    def freeze(self, pattern: str) -> None:
+        for path in sorted(self.directory.glob(pattern)):
+            subprocess.run(["chattr", "+i", str(path)], check=True, timeout=10,
+                           capture_output=True)
+            self.frozen.append(path)
+
+    def thaw(self) -> None:
+        while self.frozen:
+            subprocess.run(["chattr", "-i", str(self.frozen.pop())], timeout=10,
+                           capture_output=True)
+
+
+def can_freeze(directory: Path) -> bool:
+    """Whether ``chattr +i`` works on files in ``directory`` (root, a filesystem with it)."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        return False
+    probe = directory / ".gw-chattr-probe"
+    probe.touch()
+    try:
+        ok = subprocess.run(["chattr", "+i", str(probe)], timeout=10,
+                            capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["chattr", "-i", str(probe)], timeout=10, capture_output=True)
+        return ok
+    finally:
+        probe.unlink()
+
+
+@contextlib.contextmanager
+def frozen_files(directory: Path) -> Iterator[FrozenFiles]:
+    frozen = FrozenFiles(directory)
+    try:
+        yield frozen
+    finally:
+        frozen.thaw()
+
+
 class Stopwatch:
     """Seconds since :meth:`start`, for measured recovery times in test output."""
 

@@ -9,6 +9,7 @@ are printed (``pytest -s``) and summarised in docs/architecture.md, "Faults".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import Counter
@@ -23,7 +24,15 @@ from sqlalchemy import text
 from evaluator import demo_traffic
 from evaluator.sampling import sample_hash
 from evaluator.store import Store
-from tests.fault_helpers import Stopwatch, postgres_server, redis_server
+from tests.fault_helpers import (
+    Stopwatch,
+    can_freeze,
+    can_mount,
+    frozen_files,
+    postgres_server,
+    redis_server,
+    tiny_filesystem,
+)
 from tests.gw_helpers import (
     groundwatch_cmd,
     log_tail,
@@ -250,3 +259,90 @@ def test_postgres_store_stopped_mid_run_waits_and_writes_nothing_by_halves(
             report("postgres store stopped", items=len(expected), outage_s=f"{outage:.1f}",
                    worker_retries=sum(retries().values()), all_scored_after_restart_s=f"{recovered:.1f}")
         store.close()
+
+
+# -- the store's disk ---------------------------------------------------------------------------
+
+def big_rows(n: int, *, seed: int, start: datetime) -> list[dict[str, Any]]:
+    """Rows with ~20 kB contexts, so that storing them needs new pages (a write that fits in
+    pages the database or its WAL already holds would succeed on a full disk)."""
+    rows = log_rows(n, seed=seed, start=start, slow_ms=1)
+    for i, row in enumerate(rows):
+        row["retrieved_docs"] = json.dumps([f"passage {seed}-{i}: " + "lorem ipsum " * 1700])
+        row["thumbs"] = -1  # always sampled: every row must reach the store
+    return rows
+
+
+@pytest.mark.parametrize("fault", ["disk-full", "read-only"])
+def test_sqlite_store_that_cannot_be_written_holds_the_cursor_and_loses_nothing(
+        tmp_path: Path, fault: str) -> None:
+    """disk-full: the store on a tmpfs of its own, filled up. read-only: the store's files made
+    immutable (``chattr +i``; as root, chmod would not stop a write)."""
+    if fault == "disk-full" and not can_mount():
+        pytest.skip("needs root with CAP_SYS_ADMIN to mount a tmpfs")
+    if fault == "read-only" and not can_freeze(tmp_path):
+        pytest.skip("needs root and a filesystem with chattr +i")
+    start_at = datetime.now(UTC) - timedelta(minutes=20)
+    first = log_rows(40, seed=51, start=start_at, slow_ms=1)
+    later = big_rows(40, seed=52, start=start_at + timedelta(minutes=2))
+    expected = sampled_ids(first + later)
+    logs_url = f"sqlite:///{tmp_path}/logs.db"
+    demo_traffic.create_log_table(logs_url)
+    demo_traffic.write_rows(logs_url, first)
+
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(redis_server(tmp_path / "redis", persistent=False))
+        if fault == "disk-full":
+            fs = stack.enter_context(tiny_filesystem(tmp_path / "storefs", 8 << 20))
+            store_dir, word = fs.path, "SQLITE_FULL"
+            breaks, mends = fs.fill, fs.drain
+        else:
+            # SQLite's word for a write the OS refuses (EPERM) is an I/O error.
+            store_dir, word = tmp_path / "store", "SQLITE_IOERR_WRITE"
+            store_dir.mkdir()
+            frozen = stack.enter_context(frozen_files(store_dir))
+            # Not the -shm file: it is mapped in memory, and a frozen mapping kills its readers.
+            breaks = lambda: frozen.freeze("gw.db") or frozen.freeze("gw.db-wal")  # noqa: E731
+            mends = frozen.thaw
+        store_url = f"sqlite:///{store_dir}/gw.db"
+        config = write_config(tmp_path, rate=RATE, scorer=FAULTS, batch_size=10,
+                              concurrency=1, broker_url=broker.url, store_url=store_url)
+        store = stack.enter_context(Store(store_url))
+        sampler_log = tmp_path / "sampler.log"
+        procs = stack.enter_context(processes())
+        worker = start(procs, groundwatch_cmd(config, "worker"), tmp_path / "worker.log")
+        sampler = start(procs, groundwatch_cmd(config, "sampler"), sampler_log)
+        first_ids = sampled_ids(first)
+        wait_until(lambda: store.count_items_by_status()["scored"] == len(first_ids),
+                   timeout=60, what="the first rows scored")
+        cursor = store.get_cursor("app")
+        assert cursor is not None
+
+        breaks()
+        broke = Stopwatch()
+        log_size = sampler_log.stat().st_size
+        demo_traffic.write_rows(logs_url, later)
+
+        def new_log() -> str:
+            with sampler_log.open(errors="replace") as f:
+                f.seek(log_size)
+                return f.read()
+        # The sampler backs off and keeps trying: wait for its third try in a row.
+        line = wait_until(lambda: next((ln for ln in new_log().splitlines()
+                                        if "sampler step failed (3 in a row)" in ln), None),
+                          timeout=30, what=f"the sampler's error on a {fault} store")
+        # One line that names the store and says what is wrong, not a traceback.
+        assert f"{store_dir}/gw.db" in line and word in line, line
+        assert "Traceback" not in new_log(), new_log()[-3000:]
+        assert store.get_cursor("app") == cursor, "the cursor moved past unstored rows"
+        assert sampler.poll() is None and worker.poll() is None
+
+        mends()
+        back = Stopwatch()
+        wait_until(lambda: store.count_items_by_status()["scored"] == len(expected),
+                   timeout=60, what=f"every row scored once the store is {fault} no more")
+        assert sampler.poll() is None and worker.poll() is None, "no process may need a restart"
+        assert_scored_once(store, expected)
+        report(f"sqlite store {fault}", rows=len(later),
+               failing_for_s=f"{back.started - broke.started:.1f}",
+               all_scored_after_fix_s=f"{back.elapsed:.1f}")

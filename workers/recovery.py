@@ -107,3 +107,22 @@ def broker_loss_hook(config: Any, store: Store,
             guard.check()
 
     return after_step
+
+
+def describe_outage(exc: BaseException, store: Store) -> str | None:
+    """One line for an error that means the store or the broker cannot be used right now
+    (a traceback would only repeat itself at every retry); None for anything else."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        code = getattr(exc.orig, "sqlite_errorname", None)  # SQLITE_FULL, SQLITE_IOERR_WRITE
+        if code:
+            cause = f"{cause} ({code})"
+        return f"the store {store!r} cannot be used: {type(exc.orig).__name__}: {cause}"
+    if isinstance(exc, (BrokerError, RedisConnectionError, RedisTimeoutError)):
+        return f"the broker cannot be reached: {type(exc).__name__}: {exc}"
+    return None
