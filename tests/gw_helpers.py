@@ -22,9 +22,9 @@ TEST_REDIS_DB = int(os.environ.get("GROUNDWATCH_TEST_REDIS_DB", "11"))
 
 CONFIG = """
 [store]
-url = "sqlite:///{tmp}/gw.db"
+url = "{store_url}"
 [broker]
-url = "redis://{host}:{port}/{db}"
+url = "{broker_url}"
 queue = "{queue}"
 batch_size = {batch_size}
 visibility_timeout_s = {visibility}
@@ -65,12 +65,16 @@ port = {metrics_port}
 
 def write_config(tmp: Path, *, rate: float = 0.5, scorer: str = "lexical", batch_size: int = 25,
                  visibility: int = 3600, pool: str = "threads", concurrency: int = 2,
-                 port: int = 0) -> Path:
+                 port: int = 0, broker_url: str | None = None,
+                 store_url: str | None = None) -> Path:
+    """A config for tests: the shared Redis's test DB and a SQLite store in ``tmp`` unless
+    ``broker_url`` / ``store_url`` name others (fault tests run their own servers)."""
     columns = "\n".join(f'{k} = "{v}"' for k, v in demo_traffic.COLUMNS.items())
     path = tmp / "gw.toml"
     path.write_text(CONFIG.format(
-        tmp=tmp.as_posix(), host=REDIS_HOST, port=REDIS_PORT, db=TEST_REDIS_DB,
-            metrics_port=port,
+        tmp=tmp.as_posix(), metrics_port=port,
+        broker_url=broker_url or f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}",
+        store_url=store_url or f"sqlite:///{tmp.as_posix()}/gw.db",
         queue=f"gw-test-{uuid.uuid4().hex[:8]}", batch_size=batch_size, visibility=visibility,
         columns=columns, rate=rate, scorer=scorer, pool=pool, concurrency=concurrency,
     ))

@@ -10,6 +10,8 @@ Reliability settings and why:
   and the wait for a killed worker's batch (docs/architecture.md).
 - ``worker_proc_alive_timeout``: a prefork child warms its scorer before it is up.
 - results are ignored: scores go to the store, not to a result backend.
+- ``broker_transport``: for Redis, kombu's transport with the fix in :mod:`workers.broker`
+  (a worker whose ack failed during an outage would otherwise stop consuming for good).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from celery import Celery
 
 from evaluator.config import Config
 from evaluator.scorers import item_seconds_estimate
+from workers.broker import transport_for
 from workers.tasks import TASK_NAME, WARM_UP_TIMEOUT_S
 
 # The derived visibility timeout: a batch's pessimistic time (per-item estimate x batch_size)
@@ -82,6 +85,7 @@ def make_celery(config: Config) -> Celery:
         accept_content=["json"],
         task_default_queue=config.broker.queue,
         task_routes={TASK_NAME: {"queue": config.broker.queue}},
+        broker_transport=transport_for(url),
         broker_transport_options=broker_options(config),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

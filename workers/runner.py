@@ -44,10 +44,12 @@ def run_all(config: Config, *, workers: int = 2) -> int:
     log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port, workers)
     stop = threading.Event()
     stop_on_signals(stop)
-    sampler = build_sampler(config, store, Metrics(config.metrics),
-                            celery_enqueue(app, config.broker.queue))
+    from workers.recovery import broker_loss_hook
+
+    enqueue = celery_enqueue(app, config.broker.queue)
+    sampler = build_sampler(config, store, Metrics(config.metrics), enqueue)
     try:
-        sampler.run(stop)
+        sampler.run(stop, on_step=broker_loss_hook(config, store, enqueue))
     finally:
         stop_processes(procs)
         exporter.stop()

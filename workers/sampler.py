@@ -38,6 +38,7 @@ from evaluator.sources import build_source
 from evaluator.sources.base import Source
 from evaluator.store import Store
 from metrics.registry import Metrics
+from workers.recovery import describe_outage
 
 log = logging.getLogger("groundwatch.sampler")
 
@@ -419,11 +420,16 @@ class Sampler:
                 try:
                     result = self.step()
                     failures = 0
-                except Exception:
+                except Exception as exc:
                     failures += 1
                     delay = min(60.0, poll * 2 ** min(failures, 6))
-                    log.exception("sampler step failed (%d in a row); next try in %.1fs",
-                                  failures, delay)
+                    outage = describe_outage(exc, self.store)
+                    if outage is not None:  # one line, not the same traceback every retry
+                        log.error("sampler step failed (%d in a row): %s; next try in %.1fs",
+                                  failures, outage, delay)
+                    else:
+                        log.exception("sampler step failed (%d in a row); next try in %.1fs",
+                                      failures, delay)
                     stop.wait(delay)
                     continue
                 totals.add(result)

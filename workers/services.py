@@ -148,7 +148,9 @@ def build_exporter(config: Config, store: Any, app: Any, *, port: int | None = N
             checks["broker"] = "ok"
         except Exception as exc:
             checks["broker"] = f"error: {type(exc).__name__}"
-        checks["status"] = "ok" if all(v == "ok" for v in checks.values()) else "error"
+        # The exporter itself is up and still serves what it can: a dependency that is down
+        # makes it "degraded" (HTTP 503), with the failing check named beside it.
+        checks["status"] = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
         return checks
 
     return Exporter(config.metrics.multiproc_dir, config.metrics.host,
@@ -228,16 +230,19 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
     from evaluator.store import Store
     from metrics.registry import Metrics
     from workers.app import make_celery
+    from workers.recovery import broker_loss_hook
     from workers.sampler import build_sampler, celery_enqueue
 
     store = Store.from_config(config.store)
     app = make_celery(config)
     metrics = Metrics(config.metrics)
-    sampler = build_sampler(config, store, metrics, celery_enqueue(app, config.broker.queue))
+    enqueue = celery_enqueue(app, config.broker.queue)
+    sampler = build_sampler(config, store, metrics, enqueue)
     stop = stop or threading.Event()
     stop_on_signals(stop)
     try:
-        return sampler.run(stop, until_idle=until_idle)
+        return sampler.run(stop, until_idle=until_idle,
+                           on_step=broker_loss_hook(config, store, enqueue))
     finally:
         sampler.source.close()
         store.close()

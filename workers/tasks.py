@@ -2,8 +2,10 @@
 
 - The scorer's per-item problems are ``error`` outcomes inside the results and are stored like
   any score (an outage is visible as errors, never as low quality).
-- A :class:`TransientError` or a database/broker connection problem retries the whole batch
-  with exponential backoff and full jitter, up to ``worker.max_retries``.
+- A :class:`TransientError` or a broker connection problem retries the whole batch with
+  exponential backoff and full jitter, up to ``worker.max_retries``. A store that cannot be
+  reached retries without a limit (backoff capped at ``worker.retry_backoff_max_s``): the
+  store is where both the scores and the dead letter would go, so the batch waits for it.
 - Anything else, or retries exhausted, becomes a recorded failure for each item of the batch:
   no item disappears.
 - Metrics are counted from what the store newly wrote, so a batch re-delivered after a worker
@@ -96,7 +98,8 @@ class WaitForWarmPool(bootsteps.StartStopStep):
 def backoff_delay(retries: int, base_s: float, cap_s: float,
                   retry_after_s: float | None = None) -> float:
     """Exponential backoff with full jitter; never sooner than a server's Retry-After."""
-    delay = random.uniform(0.0, min(cap_s, base_s * (2 ** retries)))
+    # min(retries, 60): a store outage retries without a limit, and 2.0 * 2**1024 overflows.
+    delay = random.uniform(0.0, min(cap_s, base_s * (2 ** min(retries, 60))))
     return max(delay, retry_after_s or 0.0)
 
 
@@ -199,7 +202,7 @@ def register(app: Celery) -> None:
     visibility_s = visibility_timeout(config)
 
     @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
-              max_retries=wcfg.max_retries, ignore_result=True)
+              max_retries=None, ignore_result=True)  # the limit is decided below
     def score_batch(self: Task, messages: list[dict[str, Any]]) -> dict[str, int]:
         ctx = holder.get()
         started = time.monotonic()
@@ -224,7 +227,8 @@ def register(app: Celery) -> None:
         except Exception as exc:
             kind = _is_transient(exc)
             ids = [r.request_id for r in records]
-            if kind is not None and self.request.retries < wcfg.max_retries:
+            if kind is not None and (self.request.retries < wcfg.max_retries
+                                     or kind == "store_unavailable"):
                 delay = backoff_delay(self.request.retries, wcfg.retry_backoff_s,
                                       wcfg.retry_backoff_max_s,
                                       getattr(exc, "retry_after_s", None))

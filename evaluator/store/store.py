@@ -832,6 +832,22 @@ class Store:
                                           .where(items.c.request_id.in_(chunk))).scalars())
         return found
 
+    def queued_payloads(self, batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """The task payloads of every item still ``queued``, ``batch_size`` at a time (by
+        request id, one short query per batch, so memory stays bounded). For re-sending
+        what a broker lost."""
+        after = ""
+        while True:
+            stmt = (select(items.c.request_id, items.c.payload)
+                    .where(items.c.status == "queued", items.c.request_id > after)
+                    .order_by(items.c.request_id).limit(batch_size))
+            with self._engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+            if not rows:
+                return
+            yield [dict(row.payload) for row in rows]
+            after = rows[-1].request_id
+
     def item(self, request_id: str) -> ItemRow | None:
         """One item with its payload, or None."""
         with self._engine.connect() as conn:
