@@ -348,3 +348,22 @@ def test_piped_backfill_progress_ends_with_the_totals(tmp_path: Path) -> None:
     assert lines[-1] == ("backfill 'all': read 120 rows, enqueued 120, rejected 0, "
                          "0 outside the range")
     assert "read 120 rows (0 outside the range, 0 rejected); enqueued 120 items" in proc.stdout
+
+
+def test_sampler_until_idle_prints_a_summary(tmp_path: Path) -> None:
+    # Finding 8 of issue 7: `sampler --until-idle` printed nothing at all.
+    rows = demo_traffic.make_rows(60, seed=5)
+    rows[3]["user_question"] = None
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    demo_traffic.write_rows(f"sqlite:///{tmp_path}/logs.db", rows)
+    path = write_sampler_config(tmp_path, rate=1.0)
+    path.write_text(path.read_text() + f'url = "filesystem://{tmp_path}/broker"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    (tmp_path / "broker").mkdir()
+    proc = subprocess.run(groundwatch("sampler", "--until-idle", "--config", str(path),
+                                      "--log-level", "INFO"),
+                          capture_output=True, text=True, timeout=120, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ("sampler: read 60 rows: 59 sampled, 0 skipped by the rate, 0 capped, 1 rejected "
+            "(missing_field 1)") in proc.stdout
+    assert "sampler for source 'app' (sql table 'chat_logs'" in proc.stderr  # the start line

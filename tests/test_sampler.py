@@ -274,11 +274,12 @@ def test_groundwatch_backfill_cli(tmp_path: Path) -> None:
     done = backfill("nov", "--since", "2026-11-01T00:00:10", "--until", "2026-11-01T00:00:20",
                     "--rate", "1")
     assert done.returncode == 0, done.stderr
-    assert "read 100 rows (60 outside the range, 0 rejected); enqueued 40 items" in done.stdout
+    # The first read starts at --since in the table's own order: no row before it is read.
+    assert "read 50 rows (10 outside the range, 0 rejected); enqueued 40 items" in done.stdout
     store = Store(f"sqlite:///{tmp_path}/gw.db")
     assert store.count_items_by_status()["queued"] == 40
     assert store.get_cursor("app") is None  # the live sampler's cursor is untouched
     store.close()
-    # Batches of broker.batch_size (7) per slice of 50 rows: 10 items (2 messages) from rows
-    # 0-49, 30 (5 messages) from rows 50-99, which also passed `until` and ended the run.
-    assert len([p for p in (tmp_path / "broker").iterdir() if p.suffix == ".msg"]) == 7
+    # Batches of broker.batch_size (7): one slice of 50 rows from `since`, 40 in range, which
+    # also passed `until` and ended the run: 6 messages.
+    assert len([p for p in (tmp_path / "broker").iterdir() if p.suffix == ".msg"]) == 6
