@@ -7,7 +7,9 @@ worker`` and one ``groundwatch exporter``. A feeder thread in this process appen
 rows (:mod:`evaluator.demo_traffic`, timestamped when written) to a SQLite log table at
 ``--rate`` rows/s for ``--duration`` seconds. Every ``--sample-every`` seconds it records the
 queue depth (the exporter's ``groundwatch_queue_depth`` and Redis ``LLEN``), the store's
-backlog and the RSS of every process (``/proc/PID/status`` VmRSS, prefork children included).
+backlog and the RSS of every process (``/proc/PID/status`` VmRSS, prefork children included);
+RSS is compared at the end with its value after warm-up (``--warmup-share`` of the run, but
+not before the sampler's lookback window has filled) and in the middle.
 After the feed it waits until every sampled item is scored, then stops everything.
 
 It reports items/s scored, the lag from the take (``items.sampled_at``) to the score
@@ -369,8 +371,11 @@ def soak(args: argparse.Namespace, run: Run) -> dict[str, Any]:
           f"temp dir {run.tmp}", flush=True)
     began, wall_began = time.monotonic(), datetime.now(UTC)
     feeder.start()
-    marks = {"warmup": args.warmup_share * args.duration, "middle": 0.6 * args.duration,
-             "end": args.duration}
+    # The sampler re-reads the lookback window (60 s by default) on every poll, so its memory
+    # grows until the window is full of rows: the RSS baseline is taken after that.
+    window = config.source.sql.lookback_s + 2 * config.source.poll_interval_s
+    warm = min(0.5 * args.duration, max(args.warmup_share * args.duration, window))
+    marks = {"warmup": warm, "middle": (warm + args.duration) / 2, "end": args.duration}
     try:
         tick = 0.0
         while True:
@@ -532,7 +537,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sample-every", type=float, default=5.0,
                    help="seconds between queue/RSS samples (5)")
     p.add_argument("--warmup-share", type=float, default=0.2,
-                   help="share of the run before the RSS baseline is taken (0.2)")
+                   help="share of the run before the RSS baseline is taken (0.2), at least "
+                        "the source's lookback window and at most half the run")
     p.add_argument("--drain-timeout", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", type=Path, default=RESULTS)
