@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
-	calibrate clean
+	soak calibrate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ bench: install ## throughput benchmarks; writes benchmarks/results/pipeline.json
 # Pass options with QUALITY_ARGS, e.g. make bench-quality QUALITY_ARGS="--scorers lexical --limit 200"
 bench-quality: install ## scorer ROC-AUC on the labelled dev data; writes benchmarks/results/quality.json
 	$(BIN)/python -m benchmarks.quality $(QUALITY_ARGS)
+
+# Not in CI: 5 minutes of real processes. Options with SOAK_ARGS, e.g. SOAK_ARGS="--duration 120 --scorer embedded"
+soak: install ## soak: sampler, 2 workers, exporter on Redis under steady traffic; writes benchmarks/results/soak.json
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 calibrate: install ## calibrate scorer thresholds on the labelled dev data (scripts/calibrate.py)
 	$(BIN)/python scripts/calibrate.py
