@@ -47,6 +47,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal,
     not_,
     or_,
     select,
@@ -114,6 +115,10 @@ def encode_watermark_value(value: Any) -> dict[str, Any]:
         return {"type": "str", "value": value}
     if isinstance(value, uuid.UUID):
         return {"type": "uuid", "value": str(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # A BLOB request id (SQLite keeps what it is given): the row is rejected, but when it
+        # ends a page the cursor must still be able to stand after it.
+        return {"type": "bytes", "value": bytes(value).hex()}
     raise TypeError(f"a watermark column value of type {type(value).__name__} is not supported")
 
 
@@ -123,6 +128,7 @@ def decode_watermark_value(tagged: Mapping[str, Any]) -> Any:
     decoders: dict[str, Any] = {
         "bool": bool, "datetime": datetime.fromisoformat, "date": date.fromisoformat, "int": int,
         "float": float, "decimal": Decimal, "str": str, "uuid": uuid.UUID,
+        "bytes": bytes.fromhex,
     }
     if kind not in decoders:
         raise ValueError(f"unknown watermark value type {kind!r}")
@@ -388,17 +394,18 @@ class SqlSource:
                                 "start (items already stored are not sent again)", self.name, raw)
                     return _Mark()
                 return _Mark(self.position.from_time(when), rid)
+            reported = [str(r) for r in cursor.get("unplaceable_reported") or []]
             if cursor.get("pos") is None:
                 # Never moved (e.g. every row unplaceable under a mapping since fixed): a
-                # cursor at the start fits any mode and column.
-                return _Mark()
+                # cursor at the start fits any mode and column. The rows it reported stay
+                # reported, or each check would report (and count) them again.
+                return _Mark(reported=reported)
             if cursor.get("mode") != self.mode or cursor.get("column") != self._order_column:
                 raise ValueError(
                     f"source {self.name!r}: the stored cursor is for mode {cursor.get('mode')!r} "
                     f"on column {cursor.get('column')!r}, the config says mode {self.mode!r} on "
                     f"{self._order_column!r}: move it with `groundwatch cursor set` or "
                     "`groundwatch cursor reset`")
-            reported = [str(r) for r in cursor.get("unplaceable_reported") or []]
             pos = None if cursor["pos"] is None else decode_watermark_value(cursor["pos"])
             rid = (None if cursor.get("request_id") is None
                    else decode_watermark_value(cursor["request_id"]))
@@ -486,6 +493,8 @@ class SqlSource:
         if mark.pos is not None:
             query = query.where(self._after(mark))
         rows = self._execute(query.order_by(self.position.expr, self._rid).limit(limit))
+        if len(rows) == limit:
+            rows += self._exact_ties(rows)
 
         batch = SourceBatch(cursor=dict(cursor) if cursor is not None else None)
         read_ids: set[str] = set()
@@ -505,6 +514,23 @@ class SqlSource:
             if newest is not None:
                 batch.forget_read_before = newest - timedelta(seconds=self.lookback_s)
         return batch
+
+    def _exact_ties(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The rows after a full page that share the (position, request id) of its last row.
+
+        The next page starts strictly after that pair, so such a row (the same request logged
+        twice at the same time) would be passed without a word; read in this page, it is
+        rejected as ``duplicate_id``. They are one more read only when the page is full.
+        """
+        pos, rid = rows[-1]["_gw_pos"], rows[-1]["_gw_rid"]
+        taken = 0
+        for row in reversed(rows):
+            if (row["_gw_pos"], row["_gw_rid"]) != (pos, rid):
+                break
+            taken += 1
+        ties = self._execute(self._select().where(self._placeable, self.position.expr == pos,
+                                                  self._rid == rid))
+        return ties[taken:]
 
     def _map_rows(self, rows: Iterable[Mapping[str, Any]], batch: SourceBatch,
                   read_ids: set[str], *, seen: Callable[[Sequence[str]], set[str]] | None) -> None:
@@ -558,7 +584,10 @@ class SqlSource:
         late: list[Mapping[str, Any]] = []
         for start in range(0, len(unseen), _IN_CHUNK):
             chunk = unseen[start:start + _IN_CHUNK]
-            late += self._execute(self._select().where(behind, self._rid_col.in_(chunk))
+            # Bound untyped: the ids are as the driver returned them, and SQLite may hold
+            # text, numbers and BLOBs in one column (a typed bind would convert, and fail).
+            ids_ = [literal(rid, NullType()) for rid in chunk]
+            late += self._execute(self._select().where(behind, self._rid_col.in_(ids_))
                                   .order_by(self.position.expr, self._rid))
         if late:
             log.info("source %r: %d row(s) committed late were read from the lookback window",
