@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,25 +88,57 @@ def _reject(reason: str, fname: str, row_ref: str, detail: str) -> InvalidRecord
     return InvalidRecordError(reason, field=fname, row_ref=row_ref, detail=detail)
 
 
+# Lone UTF-16 surrogates: JSON text may carry them ("\ud800"), but no UTF-8 database or file
+# can store them, so one would fail every write of the slice holding it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# An integer of more digits than this is no id, count or code; str() of a huge one raises.
+_MAX_INT_BITS = 700  # about 210 decimal digits
+
+
+def _valid_text(value: str) -> str:
+    """``value`` with lone surrogates replaced by U+FFFD, as bytes that are not UTF-8 are."""
+    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``, with nesting too deep for the parser reported as invalid JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text[:100], 0) from None
+
+
+def _utc(dt: datetime, fname: str, row_ref: str) -> datetime:
+    try:
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise _reject("bad_timestamp", fname, row_ref, f"{dt.isoformat()} is out of range") from None
+
+
 def parse_timestamp(value: Any, *, row_ref: str = "?", fname: str = "timestamp") -> datetime:
     """Accept datetimes (naive ones are taken as UTC), ISO-8601 text and epoch seconds."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return _utc(value, fname, row_ref)
     if isinstance(value, bool):
         raise _reject("bad_timestamp", fname, row_ref, "a boolean is not a timestamp")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise _reject("bad_timestamp", fname, row_ref, f"{value!r} is not finite")
         # Milliseconds since the epoch are common in app logs; seconds would be year > 5000.
-        seconds = value / 1000.0 if value > 1e11 else float(value)
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        try:
+            seconds = value / 1000.0 if value > 1e11 else float(value)
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):  # beyond what a datetime or time_t holds
+            raise _reject("bad_timestamp", fname, row_ref,
+                          f"{str(value)[:40]} is out of range as epoch seconds or milliseconds"
+                          ) from None
     if isinstance(value, str):
         text = value.strip()
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise _reject("bad_timestamp", fname, row_ref, f"{text[:40]!r} is not ISO-8601") from None
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        return _utc(dt, fname, row_ref)
     raise _reject("bad_timestamp", fname, row_ref, f"type {type(value).__name__} is not a timestamp")
 
 
@@ -119,7 +152,7 @@ def _text(value: Any, fname: str, row_ref: str, limits: RowLimits, *, required: 
     if len(value) > limits.max_field_chars:
         raise _reject("oversized", fname, row_ref,
                       f"{len(value)} characters > limit {limits.max_field_chars}")
-    return value
+    return _valid_text(value)
 
 
 def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[str, ...]:
@@ -129,7 +162,7 @@ def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[
         value = value.decode("utf-8", errors="replace")
     if isinstance(value, str):
         try:
-            value = json.loads(value) if value.strip() else None
+            value = _loads(value) if value.strip() else None
         except json.JSONDecodeError as exc:
             raise _reject("bad_contexts", fname, row_ref, f"not valid JSON: {exc.msg}") from None
         if value is None:
@@ -149,7 +182,7 @@ def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[
         if len(passage) > limits.max_field_chars:
             raise _reject("oversized", fname, row_ref,
                           f"item {i} has {len(passage)} characters > limit {limits.max_field_chars}")
-    return tuple(value)
+    return tuple(_valid_text(passage) for passage in value)
 
 
 def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:
@@ -161,9 +194,11 @@ def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:
         value = value.strip()
         if not value:
             return None
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        raise _reject("wrong_type", fname, row_ref, f"a {value.bit_length()}-bit integer")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _reject("wrong_type", fname, row_ref, f"{str(value)[:40]!r} is not a number") from None
     if not math.isfinite(number):
         raise _reject("wrong_type", fname, row_ref, f"{str(value)[:40]!r} is not finite")
@@ -183,9 +218,12 @@ def _status(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | No
     if isinstance(value, bool):
         raise _reject("wrong_type", fname, row_ref, "a boolean is not a status")
     code: float | None = None
+    if isinstance(value, int) and not 100 <= value <= 599:  # also ints too large for a float
+        raise _reject("wrong_type", fname, row_ref, f"{str(value)[:40]} is not an HTTP status code")
     if isinstance(value, (int, float)):
         code = float(value)
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        # isdigit alone also admits '²', which float() refuses.
         code = float(value.strip())
     if code is not None:
         if not (math.isfinite(code) and code.is_integer() and 100 <= code <= 599):
@@ -196,17 +234,29 @@ def _status(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | No
     return text or None
 
 
-def _metadata(value: Any, fname: str, row_ref: str) -> dict[str, Any]:
+def _metadata(value: Any, fname: str, row_ref: str, limits: RowLimits) -> dict[str, Any]:
     if value is None or value == "":
         return {}
     if isinstance(value, str):
+        if len(value) > limits.max_field_chars:
+            raise _reject("oversized", fname, row_ref,
+                          f"{len(value)} characters > limit {limits.max_field_chars}")
         try:
-            value = json.loads(value)
+            value = _loads(value)
         except json.JSONDecodeError as exc:
             raise _reject("bad_json", fname, row_ref, f"not valid JSON: {exc.msg}") from None
     if not isinstance(value, Mapping):
         raise _reject("wrong_type", fname, row_ref, f"expected an object, got {type(value).__name__}")
-    return dict(value)
+    # The metadata travels as JSON (the queue, the store's payload column): it must be strict
+    # JSON (PostgreSQL refuses NaN), valid UTF-8, and as bounded as any other field.
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _reject("wrong_type", fname, row_ref, f"not JSON data: {str(exc)[:80]}") from None
+    if len(text) > limits.max_field_chars:
+        raise _reject("oversized", fname, row_ref,
+                      f"{len(text)} characters as JSON > limit {limits.max_field_chars}")
+    return dict(json.loads(_valid_text(text))) if _SURROGATE.search(text) else dict(value)
 
 
 def map_row(
@@ -230,7 +280,13 @@ def map_row(
         return row.get(columns.get(fname, fname))
 
     raw_id = get("request_id")
-    row_ref = str(raw_id) if isinstance(raw_id, (str, int)) and str(raw_id).strip() else position
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool) \
+            and raw_id.bit_length() > _MAX_INT_BITS:
+        raise _reject("oversized", "request_id", position, f"a {raw_id.bit_length()}-bit integer")
+    if isinstance(raw_id, str):
+        raw_id = _valid_text(raw_id)
+    row_ref = (str(raw_id)[:200] if isinstance(raw_id, (str, int)) and str(raw_id).strip()
+               else position)
     if raw_id is None:
         raise _reject("missing_field", "request_id", row_ref, "no value")
     if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
@@ -268,6 +324,8 @@ def map_row(
 def _label_text(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | None:
     """Text, or a whole number read as its text (a numeric route or version is no guess)."""
     if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise _reject("oversized", fname, row_ref, f"a {value.bit_length()}-bit integer")
         value = str(value)
     return _text(value, fname, row_ref, limits, required=False)
 
@@ -290,5 +348,5 @@ _OPTIONAL_READERS: dict[str, Callable[[Any, str, str, RowLimits], Any]] = {
     "completion_tokens": lambda v, f, r, _: _number(v, f, r, int),
     "cost_usd": lambda v, f, r, _: _number(v, f, r, float),
     "feedback": _feedback,
-    "metadata": lambda v, f, r, _: _metadata(v, f, r),
+    "metadata": _metadata,
 }

@@ -304,6 +304,11 @@ class Metrics:
             "Rows the source cannot place in its order (NULL or unreadable timestamp or "
             "incrementing column, NULL request id): never read until fixed.",
             ("source",), multiprocess_mode="livemax", registry=r)
+        self.missed_rows = Gauge(
+            p + "source_missed_rows",
+            "Rows at or behind the cursor that were never read (committed after the cursor "
+            "passed them, beyond the lookback): read them with groundwatch backfill.",
+            ("source",), multiprocess_mode="livemax", registry=r)
         self.source_held = Gauge(
             p + "source_held",
             "1 while the sampler holds its cursor because every row of a read was rejected "
@@ -539,6 +544,9 @@ class Metrics:
 
     def set_unplaceable_rows(self, n: int, source: str = "app") -> None:
         self._child(self.unplaceable_rows, self.policy.value("source", source)).set(n)
+
+    def set_missed_rows(self, n: int, source: str = "app") -> None:
+        self._child(self.missed_rows, self.policy.value("source", source)).set(n)
 
     def set_source_held(self, held: bool, source: str = "app") -> None:
         self._child(self.source_held, self.policy.value("source", source)).set(1 if held else 0)

@@ -210,21 +210,22 @@ def test_read_ids_move_with_the_cursor_and_are_forgotten_behind_the_window(
     assert store.acquire_lock("app", "a", 60)
     store.set_cursor("app", {"pos": 1}, owner="a",
                      read_ids=[("r1", t0), ("r2", t0 + timedelta(seconds=30))])
-    assert store.read_ids("app", ["r1", "r2", "r3"]) == {"r1", "r2"}
-    assert store.read_ids("other", ["r1"]) == set()
+    assert store.read_ids("app", ["r1", "r2", "r3"]) == {"r1": {t0: 1},
+                                                         "r2": {t0 + timedelta(seconds=30): 1}}
+    assert store.read_ids("other", ["r1"]) == {}
     store.set_cursor("app", {"pos": 2}, owner="a", read_ids=[("r3", t0 + timedelta(seconds=90))],
                      forget_read_before=t0 + timedelta(seconds=10))
-    assert store.read_ids("app", ["r1", "r2", "r3"]) == {"r2", "r3"}
+    assert set(store.read_ids("app", ["r1", "r2", "r3"])) == {"r2", "r3"}
     # A refused cursor move remembers nothing.
     with pytest.raises(LockHeldError):
         store.set_cursor("app", {"pos": 3}, owner="b", read_ids=[("r4", t0)])
-    assert store.read_ids("app", ["r4"]) == set()
+    assert store.read_ids("app", ["r4"]) == {}
     # An operator's reset is refused while a sampler holds the lock, then forgets the reads.
     with pytest.raises(LockHeldError):
         store.reset_cursor("app", None)
     store.release_lock("app", "a")
     assert store.reset_cursor("app", None) == {"pos": 2}
-    assert store.get_cursor("app") is None and store.read_ids("app", ["r2", "r3"]) == set()
+    assert store.get_cursor("app") is None and store.read_ids("app", ["r2", "r3"]) == {}
 
 
 def test_stored_item_origins_tell_a_resend_from_another_row(store: Store) -> None:

@@ -224,6 +224,8 @@ class Sampler:
         result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped))
         if batch.unplaceable is not None:
             self.metrics.set_unplaceable_rows(batch.unplaceable, source=name)
+        if batch.missed is not None:
+            self.metrics.set_missed_rows(batch.missed, source=name)
         if batch.rows_read == 0 and not batch.rejections:
             return result
         if self._hold(batch):

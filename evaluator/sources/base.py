@@ -15,6 +15,11 @@ from typing import Any, NamedTuple, Protocol
 from evaluator.errors import InvalidRecordError
 from evaluator.records import FieldDrop, LogRecord
 
+#: ``seen(ids)``: those of ``ids`` a source read before, with the log times of the rows read
+#: under each and how many rows shared that time (the sampler answers from the store, for
+#: sources that re-read a window).
+Seen = Callable[[Sequence[str]], Mapping[str, Mapping[datetime, int]]]
+
 
 @dataclass(slots=True)
 class SourceBatch:
@@ -41,6 +46,7 @@ class SourceBatch:
     late: int = 0
     unplaceable: int | None = None
     rewritten: int = 0  # files found rewritten in place (or shrunk) and read again
+    missed: int | None = None  # rows at or behind the cursor never read (when it looked)
 
 
 class Source(Protocol):
@@ -49,10 +55,11 @@ class Source(Protocol):
     name: str
 
     def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
-             seen: Callable[[Sequence[str]], set[str]] | None = None) -> SourceBatch:
+             seen: Seen | None = None) -> SourceBatch:
         """At most ``limit`` rows strictly after ``cursor`` (``None``: from the beginning).
 
-        ``seen(ids)`` answers which of ``ids`` were read before, for sources that re-read.
+        ``seen(ids)`` answers which of ``ids`` were read before (with the log time of the row
+        read), for sources that re-read.
         """
         ...
 

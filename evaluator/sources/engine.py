@@ -20,7 +20,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from evaluator.config import db_url_problem
@@ -112,13 +112,16 @@ def create_readonly_engine(
         connect_args.setdefault("connect_timeout", max(1, round(connect_timeout_s)))
         kwargs["connect_args"] = connect_args
     try:
-        return create_engine(parsed, **kwargs)
+        engine = create_engine(parsed, **kwargs)
     except ImportError as exc:
         module = (exc.name or "").split(".")[0] or parsed.get_driver_name()
         package = DRIVER_PACKAGES.get(module, module)
         raise ConfigError(f"the {parsed.drivername!r} driver needs the Python package "
                           f"{module!r}, which is not installed: pip install '{package}'",
                           path=path, key=key) from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _lenient_text)
+    return engine
 
 
 def create_source_engine(url: str, *, path: str | None = None,
@@ -126,3 +129,19 @@ def create_source_engine(url: str, *, path: str | None = None,
     """The read-only engine of the ``sql`` source (errors name ``source.sql.url``)."""
     return create_readonly_engine(url, key="source.sql.url", path=path,
                                   connect_timeout_s=connect_timeout_s)
+
+
+def _lenient_text(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite stores whatever bytes it is given as TEXT; sqlite3 fails the whole fetch on one
+    # value that is not UTF-8, which would stall the source on that row forever. Such a value
+    # comes back as bytes instead, which the records module rejects (or, for contexts,
+    # decodes) like a BLOB, with a reason. Not replaced by U+FFFD: the cursor must be able to
+    # bind a request id back exactly as stored.
+    dbapi_connection.text_factory = _decode_text
+
+
+def _decode_text(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw

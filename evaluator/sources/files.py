@@ -24,13 +24,13 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evaluator.errors import ConfigError, InvalidRecordError
 from evaluator.records import RowLimits, map_row
-from evaluator.sources.base import SourceBatch
+from evaluator.sources.base import Seen, SourceBatch
 
 if TYPE_CHECKING:
     from evaluator.config import ColumnMap, Config
@@ -176,7 +176,7 @@ class FileSource:
 
     # -- the slice -------------------------------------------------------------------------
     def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
-             seen: Callable[[Sequence[str]], set[str]] | None = None) -> SourceBatch:
+             seen: Seen | None = None) -> SourceBatch:
         """At most ``limit`` rows after the offsets in ``cursor``, files in sorted order.
 
         Offsets are exact, so nothing is re-read and ``seen`` is not needed; a second row with

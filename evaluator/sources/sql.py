@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -48,6 +48,7 @@ from sqlalchemy import (
     cast,
     func,
     inspect,
+    literal,
     not_,
     or_,
     select,
@@ -59,7 +60,7 @@ from sqlalchemy.types import Date, DateTime, NullType
 
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError
 from evaluator.records import ALL_FIELDS, REQUIRED_FIELDS, FieldDrop, RowLimits, map_row, parse_timestamp
-from evaluator.sources.base import SourceBatch, SourceNote
+from evaluator.sources.base import Seen, SourceBatch, SourceNote
 from evaluator.sources.engine import create_source_engine
 
 if TYPE_CHECKING:
@@ -115,6 +116,10 @@ def encode_watermark_value(value: Any) -> dict[str, Any]:
         return {"type": "str", "value": value}
     if isinstance(value, uuid.UUID):
         return {"type": "uuid", "value": str(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # A BLOB request id (SQLite keeps what it is given): the row is rejected, but when it
+        # ends a page the cursor must still be able to stand after it.
+        return {"type": "bytes", "value": bytes(value).hex()}
     raise TypeError(f"a watermark column value of type {type(value).__name__} is not supported")
 
 
@@ -124,6 +129,7 @@ def decode_watermark_value(tagged: Mapping[str, Any]) -> Any:
     decoders: dict[str, Any] = {
         "bool": bool, "datetime": datetime.fromisoformat, "date": date.fromisoformat, "int": int,
         "float": float, "decimal": Decimal, "str": str, "uuid": uuid.UUID,
+        "bytes": bytes.fromhex,
     }
     if kind not in decoders:
         raise ValueError(f"unknown watermark value type {kind!r}")
@@ -231,6 +237,9 @@ class _Mark:
     # Where an operator put the cursor (``cursor set``): the lookback never reaches behind
     # it, since the ids read there before were forgotten with the move.
     floor: Any = None
+    # Rows consumed at or before the cursor, to compare with what the table holds there
+    # (None: not known yet, e.g. after a move; the next audit takes the table's count).
+    read_total: int | None = None
 
 
 class SqlSource:
@@ -375,12 +384,13 @@ class SqlSource:
                 "pos": None if mark.pos is None else encode_watermark_value(mark.pos),
                 "request_id": None if mark.rid is None else encode_watermark_value(mark.rid),
                 "inclusive": mark.inclusive, "unplaceable_reported": list(mark.reported),
-                "floor": None if mark.floor is None else encode_watermark_value(mark.floor)}
+                "floor": None if mark.floor is None else encode_watermark_value(mark.floor),
+                "read_total": mark.read_total}
 
     def _unpack(self, cursor: Mapping[str, Any] | None) -> _Mark:
         """Where a stored cursor stands (see :class:`_Mark`)."""
         if cursor is None:
-            return _Mark()
+            return _Mark(read_total=0)
         try:
             if "v" not in cursor:  # written before cursor modes: the raw timestamp value
                 raw = decode_watermark_value(cursor["ts"])
@@ -398,23 +408,26 @@ class SqlSource:
                                 "start (items already stored are not sent again)", self.name, raw)
                     return _Mark()
                 return _Mark(self.position.from_time(when), rid)
+            reported = [str(r) for r in cursor.get("unplaceable_reported") or []]
             if cursor.get("pos") is None:
                 # Never moved (e.g. every row unplaceable under a mapping since fixed): a
-                # cursor at the start fits any mode and column.
-                return _Mark()
+                # cursor at the start fits any mode and column. The rows it reported stay
+                # reported, or each check would report (and count) them again.
+                return _Mark(reported=reported, read_total=0)
             if cursor.get("mode") != self.mode or cursor.get("column") != self._order_column:
                 raise ValueError(
                     f"source {self.name!r}: the stored cursor is for mode {cursor.get('mode')!r} "
                     f"on column {cursor.get('column')!r}, the config says mode {self.mode!r} on "
                     f"{self._order_column!r}: move it with `groundwatch cursor set` or "
                     "`groundwatch cursor reset`")
-            reported = [str(r) for r in cursor.get("unplaceable_reported") or []]
             pos = None if cursor["pos"] is None else decode_watermark_value(cursor["pos"])
             rid = (None if cursor.get("request_id") is None
                    else decode_watermark_value(cursor["request_id"]))
             floor = (None if cursor.get("floor") is None
                      else decode_watermark_value(cursor["floor"]))
-            return _Mark(pos, rid, bool(cursor.get("inclusive")), reported, floor)
+            total = cursor.get("read_total")
+            return _Mark(pos, rid, bool(cursor.get("inclusive")), reported, floor,
+                         None if total is None else int(total))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"source {self.name!r}: not an sql cursor: {dict(cursor)!r}") from exc
 
@@ -484,12 +497,13 @@ class SqlSource:
         return and_(p >= mark.pos, or_(p > mark.pos, and_(p == mark.pos, self._rid > mark.rid)))
 
     def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
-             seen: Callable[[Sequence[str]], set[str]] | None = None) -> SourceBatch:
+             seen: Seen | None = None) -> SourceBatch:
         """At most ``limit`` rows after the cursor, plus (with ``lookback`` and ``seen``) the
         rows of the lookback window behind it whose ids ``seen`` does not know.
 
-        ``seen(ids)`` returns the ids among ``ids`` that were read before (the sampler asks
-        the store); without it, the lookback window is not re-read.
+        ``seen(ids)`` returns, for the ids among ``ids`` that were read before, the log time of
+        the row read (the sampler asks the store); without it, the lookback window is not
+        re-read.
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -498,31 +512,52 @@ class SqlSource:
         if mark.pos is not None:
             query = query.where(self._after(mark))
         rows = self._execute(query.order_by(self.position.expr, self._rid).limit(limit))
+        if len(rows) == limit:
+            rows += self._exact_ties(rows)
 
         batch = SourceBatch(cursor=dict(cursor) if cursor is not None else None)
         read_ids: set[str] = set()
-        lookback = self.lookback_s > 0 and seen is not None
-        if lookback and mark.pos is not None:
-            late = self._late_rows(mark, seen)  # type: ignore[arg-type]
+        lookback = seen if self.lookback_s > 0 else None
+        if lookback is not None and mark.pos is not None:
+            late, known = self._late_rows(mark, lookback)
             batch.late = len(late)
-            self._map_rows(late, batch, read_ids, seen=None)
-        self._map_rows(rows, batch, read_ids, seen=seen if lookback else None)
+            self._map_rows(late, batch, read_ids, known=known)
+        main_known = lookback([str(r["_gw_rid"]) for r in rows]) if lookback and rows else {}
+        self._map_rows(rows, batch, read_ids, known=main_known)
         if rows:
             mark = _Mark(rows[-1]["_gw_pos"], rows[-1]["_gw_rid"], reported=mark.reported,
-                         floor=mark.floor)
+                         floor=mark.floor, read_total=mark.read_total)
+        if mark.read_total is not None:
+            mark.read_total += batch.rows_read
+        if self._audit(batch, mark) or batch.rows_read:
             batch.cursor = self._cursor(mark)
-        if self._check_unplaceable(batch, mark.reported):
-            batch.cursor = self._cursor(mark)
-        if lookback and mark.pos is not None:
+        if lookback is not None and mark.pos is not None:
             newest = self.position.to_time(mark.pos)
             if newest is not None:
                 batch.forget_read_before = newest - timedelta(seconds=self.lookback_s)
         return batch
 
+    def _exact_ties(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """The rows after a full page that share the (position, request id) of its last row.
+
+        The next page starts strictly after that pair, so such a row (the same request logged
+        twice at the same time) would be passed without a word; read in this page, it is
+        rejected as ``duplicate_id``. They are one more read only when the page is full.
+        """
+        pos, rid = rows[-1]["_gw_pos"], rows[-1]["_gw_rid"]
+        taken = 0
+        for row in reversed(rows):
+            if (row["_gw_pos"], row["_gw_rid"]) != (pos, rid):
+                break
+            taken += 1
+        ties = self._execute(self._select().where(self._placeable, self.position.expr == pos,
+                                                  self._rid == rid))
+        return ties[taken:]
+
     def _map_rows(self, rows: Iterable[Mapping[str, Any]], batch: SourceBatch,
-                  read_ids: set[str], *, seen: Callable[[Sequence[str]], set[str]] | None) -> None:
-        rows = list(rows)
-        known = seen([str(r["_gw_rid"]) for r in rows]) if seen is not None and rows else set()
+                  read_ids: set[str], *, known: Mapping[str, Mapping[datetime, int]]) -> None:
+        """Map ``rows`` into ``batch``; a request id already in ``read_ids`` (this read) or
+        ``known`` (read before, as another row) makes the row a ``duplicate_id``."""
         for row in rows:
             raw = dict(row)
             pos, rid = raw.pop("_gw_pos"), str(raw.pop("_gw_rid"))
@@ -532,6 +567,8 @@ class SqlSource:
             batch.rows_read += 1
             when = self.position.to_time(pos)
             position = f"{self._qualified}[{when.isoformat() if when else pos!s}, {rid}]"
+            if self.lookback_s > 0 and when is not None:
+                batch.read_ids.append((rid, when))  # duplicates too: each row is read once
             if rid in read_ids or rid in known:
                 batch.rejections.append(InvalidRecordError(
                     "duplicate_id", field="request_id", row_ref=rid,
@@ -539,8 +576,6 @@ class SqlSource:
                            f"{position}"))
                 continue
             read_ids.add(rid)
-            if self.lookback_s > 0 and when is not None:
-                batch.read_ids.append((rid, when))
             drops: list[FieldDrop] = []
             try:
                 batch.records.append(map_row(raw, self._columns, limits=self.limits,
@@ -549,50 +584,90 @@ class SqlSource:
                 batch.rejections.append(err)
             batch.dropped.extend(drops)
 
-    def _late_rows(self, mark: _Mark,
-                   seen: Callable[[Sequence[str]], set[str]]) -> list[Mapping[str, Any]]:
-        """Rows of the lookback window behind ``mark`` that were not read before."""
+    def _late_rows(self, mark: _Mark, seen: Seen
+                   ) -> tuple[list[Mapping[str, Any]], Mapping[str, Mapping[datetime, int]]]:
+        """Rows of the lookback window behind ``mark`` that were not read before, and what
+        ``seen`` knows of their ids (a known id is another row: a duplicate).
+
+        Rows are told apart by (request id, time): of the window's rows sharing both, as many
+        as ``seen`` counts were read before; the others were committed late. (Rows that share
+        both are indistinguishable here, so which of them is taken as new is arbitrary; all
+        but one of them are duplicates anyway.)
+        """
         newest = self.position.to_time(mark.pos)
         if newest is None:
-            return []
+            return [], {}
         floor = self.position.from_time(newest - timedelta(seconds=self.lookback_s),
                                         numeric_unit_ms=self._column_in_ms())
         if mark.floor is not None:
             floor = max(floor, mark.floor)
         behind = and_(self._placeable, self.position.expr >= floor, not_(self._after(mark)))
-        ids = self._execute(select(self._rid.label("rid")).where(behind)
-                            .limit(MAX_LOOKBACK_IDS + 1))
-        if len(ids) > MAX_LOOKBACK_IDS:
+        p = self.position.expr
+        window = self._execute(select(self._rid.label("rid"), p.label("pos"),
+                                      func.count().label("n"))
+                               .where(behind).group_by(self._rid, p)
+                               .limit(MAX_LOOKBACK_IDS + 1))
+        if len(window) > MAX_LOOKBACK_IDS:
             log.warning("source %r: the lookback window holds more than %d rows; only those "
                         "are checked for late commits (make source.sql.lookback shorter)",
                         self.name, MAX_LOOKBACK_IDS)
-            ids = ids[:MAX_LOOKBACK_IDS]
-        by_text = {str(r["rid"]): r["rid"] for r in ids}
-        known = seen(list(by_text)) if by_text else set()
-        unseen = [raw for text, raw in by_text.items() if text not in known]
+            window = window[:MAX_LOOKBACK_IDS]
+        known = seen(list({str(r["rid"]) for r in window})) if window else {}
+
+        def already(rid: Any, pos: Any) -> int:
+            when = self.position.to_time(pos)
+            return known.get(str(rid), {}).get(when, 0) if when is not None else 0
+
+        unseen = list({str(r["rid"]): r["rid"] for r in window
+                       if r["n"] > already(r["rid"], r["pos"])}.values())
         late: list[Mapping[str, Any]] = []
+        skip: dict[tuple[str, Any], int] = {}
         for start in range(0, len(unseen), _IN_CHUNK):
             chunk = unseen[start:start + _IN_CHUNK]
-            late += self._execute(self._select().where(behind, self._rid_col.in_(chunk))
-                                  .order_by(self.position.expr, self._rid))
+            # Bound untyped: the ids are as the driver returned them, and SQLite may hold
+            # text, numbers and BLOBs in one column (a typed bind would convert, and fail).
+            ids_ = [literal(rid, NullType()) for rid in chunk]
+            for row in self._execute(self._select().where(behind, self._rid_col.in_(ids_))
+                                     .order_by(p, self._rid)):
+                key = (str(row["_gw_rid"]), row["_gw_pos"])
+                if key not in skip:
+                    skip[key] = already(row["_gw_rid"], row["_gw_pos"])
+                if skip[key] > 0:
+                    skip[key] -= 1  # one of the rows read before
+                    continue
+                late.append(row)
         if late:
             log.info("source %r: %d row(s) committed late were read from the lookback window",
                      self.name, len(late))
-        return late
+        return late, known
 
-    def _check_unplaceable(self, batch: SourceBatch, reported: list[str]) -> bool:
-        """Now and then: count the rows without a position (``batch.unplaceable``), and report
-        each new one once as a rejection; True when ``reported`` grew (the cursor keeps it)."""
+    def _audit(self, batch: SourceBatch, mark: _Mark) -> bool:
+        """Now and then, look at the whole table for what ordered reads cannot see:
+
+        * rows without a position: counted (``batch.unplaceable``), each new one reported
+          once as a rejection (``mark.reported`` keeps their ids);
+        * rows at or behind the cursor that were never read (``batch.missed``): committed
+          later than the lookback window reaches, or, in incrementing mode, with an id below
+          the cursor committed after it (the table holds more rows there than were consumed).
+
+        True when ``mark`` changed and the cursor must be stored."""
+        reported = mark.reported
         now = self._clock()
         if self._unplaceable_at is not None and now - self._unplaceable_at < self._unplaceable_every:
             return False
         self._unplaceable_at = now
         unplaceable = or_(self.position.expr.is_(None), self._rid_col.is_(None))
         order = type_coerce(self.table.c[self._order_column], NullType())
+        changed = False
         try:
             with self.engine.connect() as conn:
                 count = int(conn.scalar(select(func.count()).select_from(self.table)
                                         .where(unplaceable)) or 0)
+                behind = 0
+                if mark.pos is not None:
+                    behind = int(conn.scalar(select(func.count()).select_from(self.table)
+                                             .where(self._placeable, not_(self._after(mark))))
+                                 or 0)
                 rows = conn.execute(select(self._rid.label("rid"), order.label("at"))
                                     .where(unplaceable, self._rid_col.is_not(None))
                                     .limit(MAX_REPORTED_UNPLACEABLE)).all()
@@ -601,6 +676,18 @@ class SqlSource:
                         self.name, exc.orig)
             return False
         batch.unplaceable = count
+        if mark.read_total is None:  # after a move: from now on, count from the table's count
+            mark.read_total, changed = behind, True
+        batch.missed = max(0, behind - mark.read_total)
+        if batch.missed:
+            log.warning("source %r: %d row(s) of %s at or behind the cursor were never read: "
+                        "committed after the cursor had passed their %s%s; read them with "
+                        "`groundwatch backfill`, and %s", self.name, batch.missed,
+                        self._qualified, self._order_column,
+                        f" by more than the lookback ({self.lookback_s:g} s)"
+                        if self.mode == "timestamp" else "",
+                        "make source.sql.lookback longer" if self.mode == "timestamp"
+                        else "mind that ids are handed out before their rows commit")
         if count:
             log.warning("source %r: %d row(s) of %s cannot be placed in the %s order (NULL or "
                         "unreadable %s, or NULL request id) and are not read; they are "
@@ -608,7 +695,12 @@ class SqlSource:
                         self.mode, self._order_column)
         known = set(reported)
         room = MAX_REPORTED_UNPLACEABLE - len(reported)
-        fresh = [(str(r.rid), r.at) for r in rows if str(r.rid) not in known][:max(0, room)]
+        fresh: list[tuple[str, Any]] = []
+        for r in rows:  # one report per request id: two unplaceable rows may share one
+            if str(r.rid) not in known:
+                known.add(str(r.rid))
+                fresh.append((str(r.rid), r.at))
+        fresh = fresh[:max(0, room)]
         field = "timestamp" if self.mode == "timestamp" else self._order_column
         for row_ref, at in fresh:
             batch.rejections.append(InvalidRecordError(
@@ -616,7 +708,7 @@ class SqlSource:
                 detail=f"{self._order_column} = {str(at)[:60]!r} cannot be placed in the "
                        f"{self.mode} order; the row is not read until it is fixed"))
             reported.append(row_ref)
-        return bool(fresh)
+        return bool(fresh) or changed
 
     def close(self) -> None:
         """Release the connection pool."""

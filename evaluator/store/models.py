@@ -185,6 +185,7 @@ source_reads = Table(
     metadata,
     Column("source", String(64), primary_key=True),
     Column("request_id", String(200), primary_key=True),
-    Column("log_timestamp", UTCDateTime(), nullable=False),
+    Column("log_timestamp", UTCDateTime(), primary_key=True),
+    Column("rows", Integer, nullable=False),  # rows read with this id and time (usually 1)
     Index(None, "source", "log_timestamp"),
 )

@@ -14,6 +14,7 @@ delivers twice is counted once.
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -716,11 +717,15 @@ class Store:
                 if holder is not None and holder.lock_owner and holder.lock_expires_at > now:
                     raise LockHeldError(source, holder.lock_owner)
                 raise LockHeldError(source, f"no one ({owner} does not hold the lock)")
-            rows = {rid: when for rid, when in read_ids}
-            if rows:
-                conn.execute(self._insert(source_reads).on_conflict_do_nothing(),
-                             [{"source": source, "request_id": rid, "log_timestamp": when}
-                              for rid, when in rows.items()])
+            counts = Counter(read_ids)
+            if counts:
+                stmt = self._insert(source_reads)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[source_reads.c.source, source_reads.c.request_id,
+                                    source_reads.c.log_timestamp],
+                    set_={"rows": source_reads.c.rows + stmt.excluded.rows}),
+                    [{"source": source, "request_id": rid, "log_timestamp": when, "rows": n}
+                     for (rid, when), n in counts.items()])
             if forget_read_before is not None:
                 conn.execute(delete(source_reads).where(
                     source_reads.c.source == source,
@@ -730,15 +735,19 @@ class Store:
                                                  items.c.committed.is_(False))
                              .values(committed=True))
 
-    def read_ids(self, source: str, request_ids: Sequence[str]) -> set[str]:
-        """Which of ``request_ids`` ``source`` remembers as read (see :meth:`set_cursor`)."""
-        found: set[str] = set()
+    def read_ids(self, source: str,
+                 request_ids: Sequence[str]) -> dict[str, dict[datetime, int]]:
+        """Those of ``request_ids`` that ``source`` remembers as read (see :meth:`set_cursor`):
+        for each, the log times of the rows read under it and how many rows had that time."""
+        found: dict[str, dict[datetime, int]] = {}
         with self._engine.connect() as conn:
             for chunk in _chunks(list(dict.fromkeys(request_ids))):
-                found.update(conn.execute(
-                    select(source_reads.c.request_id)
-                    .where(source_reads.c.source == source,
-                           source_reads.c.request_id.in_(chunk))).scalars())
+                for rid, when, n in conn.execute(
+                        select(source_reads.c.request_id, source_reads.c.log_timestamp,
+                               source_reads.c.rows)
+                        .where(source_reads.c.source == source,
+                               source_reads.c.request_id.in_(chunk))):
+                    found.setdefault(rid, {})[when] = n
         return found
 
     def reset_cursor(self, source: str, position: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -4,9 +4,10 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-01
 
-* ``gw_source_reads``: the request ids a source read, with their log time, kept for the
-  length of the source's lookback window, so that re-reading the window takes only rows
-  committed late and counts nothing twice.
+* ``gw_source_reads``: the rows a source read (request id and log time: a second row with the
+  same id is another entry; ``rows`` counts rows that share both), kept for the length of the
+  source's lookback window, so that re-reading the window takes only rows committed late and
+  counts nothing twice.
 * ``gw_items.committed``: true once the cursor moved past the item (same transaction), so a
   row sent again before that (a crash, a failed enqueue) is told from a replayed one.
 * ``gw_items (status, sampled_at)``: the oldest unscored item by take time (backlog age).
@@ -32,7 +33,9 @@ def upgrade() -> None:
         sa.Column("source", sa.String(64), nullable=False),
         sa.Column("request_id", sa.String(200), nullable=False),
         sa.Column("log_timestamp", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("source", "request_id", name="pk_gw_source_reads"),
+        sa.Column("rows", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("source", "request_id", "log_timestamp",
+                                name="pk_gw_source_reads"),
     )
     op.create_index("ix_gw_source_reads_source_log_timestamp", "gw_source_reads",
                     ["source", "log_timestamp"])
