@@ -244,7 +244,7 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
     worst = min((s for s in store.scores() if s.metric == "faithfulness" and s.value is not None),
                 key=lambda s: (s.value, s.request_id), default=None)
     if worst is not None:
-        from evaluator.cli import format_explanation
+        from evaluator.explain import format_explanation
 
         print(f"\nThe least faithful answer ({scorer}), as `groundwatch --config {config_path} explain "
               f"{worst.request_id}` shows it:")
