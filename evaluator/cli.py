@@ -139,6 +139,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     config = _config(args)
     store = _store(config)
     since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
+    if args.html:
+        from evaluator.report_html import write_html_report
+
+        path = write_html_report(store, args.html, thresholds=config.scoring.thresholds,
+                                 since=since, scorer=args.scorer, worst=args.html_worst,
+                                 source=store.safe_url)
+        store.close()
+        print(f"HTML report: {path}")
+        return 0
     rows = build_report(store.scores(since=since, scorer=args.scorer), worst=args.worst)
     store.close()
     if args.json:
@@ -372,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", default=None)
     p.add_argument("--worst", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="FILE", default=None,
+                   help="write one self-contained HTML page instead (charts over time, failure "
+                        "modes, sampling coverage, worst items and their explanations)")
+    p.add_argument("--html-worst", type=_positive_int, default=20,
+                   help="worst items (and explanations) per metric in the HTML page (default 20)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("explain", help="an item's scores, claims, verdicts and evidence, or "
