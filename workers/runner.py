@@ -249,6 +249,11 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
         print(f"\nThe least faithful answer ({scorer}), as `groundwatch --config {config_path} explain "
               f"{worst.request_id}` shows it:")
         print(format_explanation(store, worst.request_id))
+    from evaluator.report_html import write_html_report
+
+    page = write_html_report(store, root / "report.html", thresholds=config.scoring.thresholds,
+                             source=store.safe_url)
+    print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
     exporter.stop()
     store.close()
     return code
