@@ -43,6 +43,8 @@ _BUCKET_WIDTHS_S = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 216
 _SCORES_PER_BUCKET = 8
 _MAX_BUCKETS = 30
 _MIN_BUCKETS = 4
+# A bucket mean of fewer scores is drawn as a hollow dot: it may be one odd item.
+FEW_SCORES = 5
 _MAX_QUESTION_CHARS = 200
 _MAX_EXPLANATION_CHARS = 8000
 
@@ -234,7 +236,8 @@ def render_chart(chart: Chart, colours: Mapping[str, str], start: datetime, end:
         for b in buckets:
             tip = (f"{route} · {b.start:%Y-%m-%d %H:%M:%S}–{b.start + width:%H:%M:%S} UTC\n"
                    f"n = {b.n}, mean {b.mean:.3f}")
-            out.append(f'<circle cx="{x(b.start):.1f}" cy="{y(b.mean):.1f}" r="3.5">'
+            few = ' class="few"' if b.n < FEW_SCORES else ""
+            out.append(f'<circle{few} cx="{x(b.start):.1f}" cy="{y(b.mean):.1f}" r="3.5">'
                        f'<title>{escape(tip)}</title></circle>')
         out.append("</g>")
     out.append(f'<text class="xlabel" x="{_LEFT + plot_w / 2:.0f}" y="{_H - 2}">log time '
@@ -272,6 +275,7 @@ svg .thlabel{fill:#222}
 svg .ytick{text-anchor:end;fill:#5b6270}svg .xtick,svg .xlabel{text-anchor:middle;fill:#5b6270}
 svg .route polyline{fill:none;stroke:var(--c);stroke-width:2.5;stroke-linejoin:round}
 svg .route circle{fill:var(--c);stroke:#fff;stroke-width:1}
+svg .route circle.few{fill:#fff;stroke:var(--c);stroke-width:1.5}
 svg:hover .route{opacity:.3}svg .route:hover{opacity:1}
 table{border-collapse:collapse;background:#fff;margin:4px 0 8px}
 th,td{border:1px solid #e1e4ea;padding:3px 8px;text-align:left;vertical-align:top}
@@ -437,9 +441,10 @@ def _quality(scores: Sequence[_ScoreLike], charts: Sequence[Chart], colours: Map
                          for route, c in colours.items())
         out.append(f'<p class="note">Mean of the ok scores per {_fmt_width(width)} of log time, '
                    f'one line per route; the dashed line is the metric\'s threshold, the tinted '
-                   f'band below it counts as quality failures. Hover a dot for its n and mean. '
-                   f'Not-applicable and error outcomes are not scores and are counted in the '
-                   f'table below.</p><div class="legend">{legend}</div><div class="cards">')
+                   f'band below it counts as quality failures. Hover a dot for its n and mean; a '
+                   f'hollow dot is the mean of fewer than {FEW_SCORES} scores. Not-applicable '
+                   f'and error outcomes are not scores and are counted in the table below.</p>'
+                   f'<div class="legend">{legend}</div><div class="cards">')
         for chart in charts:
             out.append(f'<div class="card"><h3>{escape(chart.metric)} '
                        f'<small>({escape(chart.scorer)})</small></h3>'

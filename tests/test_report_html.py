@@ -211,6 +211,7 @@ def test_page_shows_the_stores_means_counts_and_failure_modes(filled: Store) -> 
     assert sum(n for n, _ in parsed) == 4
     assert sum(n * m for n, m in parsed) / 4 == pytest.approx(0.5, abs=1e-3)
     assert any("threshold 0.50" in t for svg, t in page.titles if svg == "faithfulness (lexical)")
+    assert '<circle class="few"' in page_of(filled)  # one score per bucket: hollow dots
     # Failure modes per route: count and share of the explained items.
     modes = page.rows_starting("docs", "4")
     assert modes and modes[0][2:] == ["1 (25.0%)", "0 (0.0%)", "1 (25.0%)", "0 (0.0%)"]
