@@ -282,7 +282,8 @@ th,td{border:1px solid #e1e4ea;padding:3px 8px;text-align:left;vertical-align:to
 th{background:#eef0f4;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.low{color:#b00020;font-weight:600}
 .bar{display:inline-block;height:9px;background:#7a8bb8;margin-right:6px;vertical-align:middle}
-.q{max-width:420px}
+.q{max-width:330px}
+.pair{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:16px}
 pre{background:#fff;border:1px solid #d9dce3;padding:8px;white-space:pre-wrap;
   word-break:break-word;font-size:12px}
 section.explanation{margin-top:18px}
@@ -562,7 +563,7 @@ def _worst(scores: Sequence[_ScoreLike], store: _Store, limit: int,
     out = ['<section id="worst"><h2>Worst items per metric</h2>',
            f'<p class="note">The {limit} lowest scores of each metric; the request id links to '
            'the item\'s explanation further down (the text of <code>groundwatch explain</code>)'
-           '.</p><div class="cards">']
+           '.</p><div class="pair">']
     explained: dict[str, None] = {}
     questions: dict[str, str] = {}
     for (metric, scorer), group in sorted(groups.items()):
