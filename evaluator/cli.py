@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from evaluator import __version__
 from evaluator.config import Config, load_config
 from evaluator.errors import ConfigError
+from evaluator.explain import format_explanation
 
 if TYPE_CHECKING:
     from evaluator.offline import Progress
@@ -138,6 +139,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     config = _config(args)
     store = _store(config)
     since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
+    if args.html:
+        from evaluator.report_html import write_html_report
+
+        path = write_html_report(store, args.html, thresholds=config.scoring.thresholds,
+                                 since=since, scorer=args.scorer, worst=args.html_worst,
+                                 source=store.safe_url)
+        store.close()
+        print(f"HTML report: {path}")
+        return 0
     rows = build_report(store.scores(since=since, scorer=args.scorer), worst=args.worst)
     store.close()
     if args.json:
@@ -145,69 +155,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print(format_report(rows))
     return 0
-
-
-def format_explanation(store: Any, request_id: str) -> str | None:
-    item = store.item(request_id)
-    scores = store.scores_for(request_id)
-    rejected = store.rejections_for(request_id)
-    if item is None and not scores and not rejected:
-        return None
-    lines = [f"request {request_id}"]
-    if item is None and not scores:
-        lines.append("  not sampled: the sampler could not map this source row onto a log "
-                     "record")
-    for r in rejected:
-        lines.append(f"  rejected {r.created_at.isoformat(timespec='seconds')} by source "
-                     f"{r.source!r}: field {r.field!r}: {r.reason}: {r.detail}")
-    if item is None and not scores:
-        return "\n".join(lines)
-    if item is not None:
-        p = item.payload or {}
-        lines += [f"  status: {item.status}   route: {item.route}   model: {item.model}   "
-                  f"rule: {item.rule}",
-                  f"  question: {p.get('question', '')}",
-                  f"  answer:   {p.get('answer', '')}"]
-        for i, ctx in enumerate(p.get("contexts") or []):
-            lines.append(f"  context[{i}]: {ctx[:300]}{'...' if len(ctx) > 300 else ''}")
-        if not p.get("contexts"):
-            lines.append("  contexts: (none retrieved)")
-    lines.append("  scores:")
-    for s in sorted(scores, key=lambda s: (s.scorer, s.metric)):
-        shown = f"{s.value:.3f}" if s.value is not None else s.outcome
-        why = f" ({s.reason})" if s.reason else ""
-        lines.append(f"    {s.scorer}/{s.metric}: {shown}{why}")
-    for exp in store.explanations(request_id):
-        body = exp.body or {}
-        for det in exp.detections or []:
-            lines.append(f"  detection: {det.kind}: {det.detail}")
-        relevance = body.get("answer_relevance")
-        if isinstance(relevance, dict) and "on_topic" in relevance:
-            lines.append(f"  answer relevance ({exp.scorer}): on topic "
-                         f"{relevance['on_topic']:.3f} x useful {relevance['useful']:.3f}")
-        contexts = body.get("context_relevance")
-        if isinstance(contexts, dict) and contexts.get("per_context"):
-            lines.append(f"  context relevance per passage ({exp.scorer}): " + ", ".join(
-                f"[{i}] {v:.3f}" for i, v in enumerate(contexts["per_context"])))
-        claims = body.get("claims") or []
-        if claims:
-            lines.append(f"  claims ({exp.scorer} {exp.scorer_version}):")
-        for c in claims:
-            extra = ""
-            if c.get("evidence"):
-                where = (f"context[{c['evidence_context']}]" if "evidence_context" in c
-                         else "evidence")
-                extra = f"\n        {where}: {c['evidence'][:200]}"
-            elif c.get("missing"):
-                extra = f"  missing: {', '.join(c['missing'][:8])}"
-            why = c.get("reason") or c.get("mismatch")
-            if why:
-                extra += f"\n        {'why' if c.get('reason') else 'note'}: {why}"
-            lines.append(f"    [{c.get('verdict')}, strength {c.get('strength')}] "
-                         f"{c.get('claim')}{extra}")
-    for f in store.failures(request_id=request_id):
-        lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
-    return "\n".join(lines)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -434,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scorer", default=None)
     p.add_argument("--worst", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="FILE", default=None,
+                   help="write one self-contained HTML page instead (charts over time, failure "
+                        "modes, sampling coverage, worst items and their explanations)")
+    p.add_argument("--html-worst", type=_positive_int, default=20,
+                   help="worst items (and explanations) per metric in the HTML page (default 20)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("explain", help="an item's scores, claims, verdicts and evidence, or "

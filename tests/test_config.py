@@ -127,7 +127,7 @@ def test_check_config_as_a_process_exits_2(tmp_path: Path) -> None:
 
 def test_domain_does_not_import_celery_or_prometheus() -> None:
     code = ("import sys, evaluator.config, evaluator.records, evaluator.sampling, "
-            "evaluator.scorers.lexical, evaluator.report, evaluator.cli; "
+            "evaluator.scorers.lexical, evaluator.report, evaluator.report_html, evaluator.cli; "
             "bad = [m for m in ('celery', 'prometheus_client', 'kombu') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

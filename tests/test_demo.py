@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.gw_helpers import parse_metrics, total
 
 
-def test_demo_runs_offline_and_leaves_a_report_and_a_snapshot(tmp_path: Path) -> None:
+def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_path: Path) -> None:
     env = {**os.environ, "GROUNDWATCH__BROKER__URL": "redis://127.0.0.1:1/0"}  # must not matter
     proc = subprocess.run(
         [sys.executable, "-m", "evaluator.cli", "demo", "--items", "300", "--workdir",
@@ -31,6 +31,13 @@ def test_demo_runs_offline_and_leaves_a_report_and_a_snapshot(tmp_path: Path) ->
     for kind in ("no_relevant_context", "empty_answer", "refusal"):
         assert total(parsed, "groundwatch_detections_total", kind=kind) > 0
     assert "claims (" in out and "least faithful answer" in out
+    page = Path(re.search(r"HTML report \(.*\): (\S+)", out).group(1))  # type: ignore[union-attr]
+    assert page == tmp_path / "demo" / "report.html" and out.rstrip().endswith(str(page))
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<svg class="chart"') == 4  # one chart per metric
+    for route in ("docs_qa", "billing", "support_chat"):
+        assert f"<td>{route}</td>" in html
+    assert f"<dt>items sampled</dt><dd>{int(sampled)}</dd>" in html
     from evaluator.errors import ConfigError
     from evaluator.scorers import check_scorer_name
 

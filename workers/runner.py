@@ -244,11 +244,16 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
     worst = min((s for s in store.scores() if s.metric == "faithfulness" and s.value is not None),
                 key=lambda s: (s.value, s.request_id), default=None)
     if worst is not None:
-        from evaluator.cli import format_explanation
+        from evaluator.explain import format_explanation
 
         print(f"\nThe least faithful answer ({scorer}), as `groundwatch --config {config_path} explain "
               f"{worst.request_id}` shows it:")
         print(format_explanation(store, worst.request_id))
+    from evaluator.report_html import write_html_report
+
+    page = write_html_report(store, root / "report.html", thresholds=config.scoring.thresholds,
+                             source=store.safe_url)
+    print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
     exporter.stop()
     store.close()
     return code

@@ -266,7 +266,12 @@ class Store:
         return cls(cfg.url.get_secret_value(), migrate=migrate, clock=clock)
 
     def __repr__(self) -> str:
-        return f"Store({self._url.render_as_string(hide_password=True)!r})"
+        return f"Store({self.safe_url!r})"
+
+    @property
+    def safe_url(self) -> str:
+        """The store's URL with its password hidden, for showing to people."""
+        return self._url.render_as_string(hide_password=True)
 
     def __enter__(self) -> Store:
         return self
@@ -787,6 +792,55 @@ class Store:
                                           .group_by(items.c.status)):
                 counts[status] = n
         return counts
+
+    def count_items(self, *, since: datetime | None = None
+                    ) -> dict[tuple[str | None, str, str], int]:
+        """Number of items per (route, rule, status); ``since`` compares ``sampled_at``.
+
+        Only what the sampler stored: rows skipped by the rate or capped are counted in the
+        metrics alone.
+        """
+        stmt = select(items.c.route, items.c.rule, items.c.status, func.count()).group_by(
+            items.c.route, items.c.rule, items.c.status)
+        if since is not None:
+            stmt = stmt.where(items.c.sampled_at >= since)
+        with self._engine.connect() as conn:
+            return {(route, rule, status): n for route, rule, status, n in conn.execute(stmt)}
+
+    def count_rejections(self, *, since: datetime | None = None
+                         ) -> dict[tuple[str, str], int]:
+        """Number of stored rejections per (field, reason); ``since`` compares ``created_at``."""
+        stmt = select(rejections.c.field, rejections.c.reason, func.count()).group_by(
+            rejections.c.field, rejections.c.reason)
+        if since is not None:
+            stmt = stmt.where(rejections.c.created_at >= since)
+        with self._engine.connect() as conn:
+            return {(field_, reason): n for field_, reason, n in conn.execute(stmt)}
+
+    def count_failures(self, *, since: datetime | None = None) -> dict[tuple[str, str], int]:
+        """Number of dead letters per (stage, kind); ``since`` compares ``created_at``."""
+        stmt = select(failures.c.stage, failures.c.kind, func.count()).group_by(
+            failures.c.stage, failures.c.kind)
+        if since is not None:
+            stmt = stmt.where(failures.c.created_at >= since)
+        with self._engine.connect() as conn:
+            return {(stage, kind): n for stage, kind, n in conn.execute(stmt)}
+
+    def item_detections(self, *, since: datetime | None = None
+                        ) -> dict[str, tuple[str | None, frozenset[str]]]:
+        """Per explained item: its route and the detection kinds any scorer found in it (an
+        empty set when none). ``since`` compares the explanation's ``created_at``."""
+        stmt = (select(explanations.c.request_id, explanations.c.detections, items.c.route)
+                .select_from(explanations.outerjoin(
+                    items, items.c.request_id == explanations.c.request_id)))
+        if since is not None:
+            stmt = stmt.where(explanations.c.created_at >= since)
+        found: dict[str, tuple[str | None, set[str]]] = {}
+        with self._engine.connect() as conn:
+            for rid, detections, route in conn.execute(stmt):
+                kinds = found.setdefault(rid, (route, set()))[1]
+                kinds.update(d["kind"] for d in detections or ())
+        return {rid: (route, frozenset(kinds)) for rid, (route, kinds) in found.items()}
 
     _score_columns = (scores.c.request_id, scores.c.metric, scores.c.scorer,
                       scores.c.scorer_version, scores.c.outcome, scores.c.value, scores.c.reason,
