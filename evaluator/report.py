@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
-class _ScoreLike(Protocol):
+class ScoreLike(Protocol):
+    """What a report reads of a score (:class:`~evaluator.store.ScoreRow` has it)."""
+
     @property
     def request_id(self) -> str: ...
     @property
@@ -54,8 +56,8 @@ def mean_ci95(values: list[float]) -> tuple[float, float, float] | None:
     return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
-def build_report(scores: Iterable[_ScoreLike], *, worst: int = 3) -> list[ReportRow]:
-    groups: dict[tuple[str, str, str], list[_ScoreLike]] = defaultdict(list)
+def build_report(scores: Iterable[ScoreLike], *, worst: int = 3) -> list[ReportRow]:
+    groups: dict[tuple[str, str, str], list[ScoreLike]] = defaultdict(list)
     for s in scores:
         groups[(s.route or "-", s.metric, s.scorer)].append(s)
     rows = []

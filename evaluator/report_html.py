@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from evaluator.explain import format_explanation
-from evaluator.report import build_report, mean_ci95
+from evaluator.report import ScoreLike, build_report, mean_ci95
 
 DETECTION_ORDER = ("no_relevant_context", "out_of_scope", "refusal", "empty_answer")
 DETECTION_MEANING = {
@@ -49,21 +49,9 @@ _MAX_QUESTION_CHARS = 200
 _MAX_EXPLANATION_CHARS = 8000
 
 
-class _ScoreLike(Protocol):
-    @property
-    def request_id(self) -> str: ...
-    @property
-    def metric(self) -> str: ...
-    @property
-    def scorer(self) -> str: ...
+class _ScoreLike(ScoreLike, Protocol):
     @property
     def scorer_version(self) -> str: ...
-    @property
-    def outcome(self) -> str: ...
-    @property
-    def value(self) -> float | None: ...
-    @property
-    def route(self) -> str | None: ...
     @property
     def log_timestamp(self) -> datetime: ...
 

@@ -793,6 +793,15 @@ class Store:
                 counts[status] = n
         return counts
 
+    def _count_by(self, columns: Sequence[Any], when: Any,
+                  since: datetime | None) -> dict[tuple[Any, ...], int]:
+        """Rows per value of ``columns``; ``since`` (inclusive) compares the column ``when``."""
+        stmt = select(*columns, func.count()).group_by(*columns)
+        if since is not None:
+            stmt = stmt.where(when >= since)
+        with self._engine.connect() as conn:
+            return {tuple(row[:-1]): row[-1] for row in conn.execute(stmt)}
+
     def count_items(self, *, since: datetime | None = None
                     ) -> dict[tuple[str | None, str, str], int]:
         """Number of items per (route, rule, status); ``since`` compares ``sampled_at``.
@@ -800,31 +809,19 @@ class Store:
         Only what the sampler stored: rows skipped by the rate or capped are counted in the
         metrics alone.
         """
-        stmt = select(items.c.route, items.c.rule, items.c.status, func.count()).group_by(
-            items.c.route, items.c.rule, items.c.status)
-        if since is not None:
-            stmt = stmt.where(items.c.sampled_at >= since)
-        with self._engine.connect() as conn:
-            return {(route, rule, status): n for route, rule, status, n in conn.execute(stmt)}
+        return self._count_by((items.c.route, items.c.rule, items.c.status),
+                              items.c.sampled_at, since)
 
     def count_rejections(self, *, since: datetime | None = None
                          ) -> dict[tuple[str, str], int]:
         """Number of stored rejections per (field, reason); ``since`` compares ``created_at``."""
-        stmt = select(rejections.c.field, rejections.c.reason, func.count()).group_by(
-            rejections.c.field, rejections.c.reason)
-        if since is not None:
-            stmt = stmt.where(rejections.c.created_at >= since)
-        with self._engine.connect() as conn:
-            return {(field_, reason): n for field_, reason, n in conn.execute(stmt)}
+        return self._count_by((rejections.c.field, rejections.c.reason),
+                              rejections.c.created_at, since)
 
     def count_failures(self, *, since: datetime | None = None) -> dict[tuple[str, str], int]:
         """Number of dead letters per (stage, kind); ``since`` compares ``created_at``."""
-        stmt = select(failures.c.stage, failures.c.kind, func.count()).group_by(
-            failures.c.stage, failures.c.kind)
-        if since is not None:
-            stmt = stmt.where(failures.c.created_at >= since)
-        with self._engine.connect() as conn:
-            return {(stage, kind): n for stage, kind, n in conn.execute(stmt)}
+        return self._count_by((failures.c.stage, failures.c.kind),
+                              failures.c.created_at, since)
 
     def item_detections(self, *, since: datetime | None = None
                         ) -> dict[str, tuple[str | None, frozenset[str]]]:
