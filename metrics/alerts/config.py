@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from evaluator.config import parse_duration
 from evaluator.errors import ConfigError
@@ -199,12 +207,13 @@ class Quality(_Model):
     mean_thresholds: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
         default_factory=dict)
 
-    @model_validator(mode="after")
-    def _known_metrics(self) -> Quality:
-        unknown = sorted(set(self.mean_thresholds) - set(METRICS))
+    @field_validator("mean_thresholds")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(METRICS))
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
-        return self
+        return value
 
 
 class Grafana(_Model):
@@ -318,7 +327,8 @@ def load_alerts(path: str | os.PathLike[str] | None = None) -> AlertsConfig:
     try:
         config = AlertsConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # A misspelt key is reported as unknown *and* as a missing one: name the typo first.
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(msg + more, path=shown, key=_key(tuple(err["loc"]))) from None
