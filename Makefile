@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
-	soak calibrate clean
+	soak calibrate clean alerts
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ soak: install ## soak: sampler, 2 workers, exporter on Redis under steady traffi
 
 calibrate: install ## calibrate scorer thresholds on the labelled dev data (scripts/calibrate.py)
 	$(BIN)/python scripts/calibrate.py
+
+alerts: ## regenerate the Prometheus rules, promtool tests and Grafana alerts from configs/alerts.yml
+	$(BIN)/python -m metrics.alerts generate
 
 clean: ## remove local state (.groundwatch/, caches)
 	rm -rf .groundwatch .pytest_cache .ruff_cache .mypy_cache
