@@ -277,3 +277,31 @@ def test_filesystem_broker_worker_heartbeat_is_a_file_that_expires(tmp_path: Pat
         wait_until(lambda: not _healthy(config, "worker"), timeout=30,
                    what="the killed worker's heartbeat expires")
         assert _health(config, "worker", "--any-host").returncode == 1
+
+
+@pytest.mark.integration
+def test_prefork_worker_beats_from_its_main_process_and_counts_its_childrens_items(
+        tmp_path: Path) -> None:
+    flush_test_redis()
+    config = _config(tmp_path, pool="prefork", concurrency=2)
+    with processes() as procs:
+        worker = start(procs, groundwatch_cmd(config, "worker", "--name", "pf@%h"),
+                       tmp_path / "worker.log")
+        sampler = start(procs, groundwatch_cmd(config, "sampler", "--until-idle"),
+                        tmp_path / "sampler.log")
+        assert sampler.wait(timeout=120) == 0, log_tail(tmp_path / "sampler.log")
+
+        def counted() -> Beat | None:
+            assert worker.poll() is None, log_tail(tmp_path / "worker.log")
+            keys = _keys("worker")
+            beats = [Beat.from_json(raw) for raw in (_redis().mget(keys) if keys else []) if raw]
+            done = [b for b in beats if b is not None and b.details.get("items", 0) > 0]
+            return done[0] if done else None
+        beat = wait_until(counted, timeout=90, what="the prefork children's items in the beat")
+        # One heartbeat, the main process's: the children score, the parent beats.
+        assert beat.pid == worker.pid and len(_keys("worker")) == 1
+        assert beat.details["state"] == "ready" and beat.details["last_task_at"]
+        assert _healthy(config, "worker")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0, log_tail(tmp_path / "worker.log")
+        assert _keys("worker") == []
