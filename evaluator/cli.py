@@ -120,6 +120,15 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 while a live heartbeat of the role exists (a container's HEALTHCHECK)."""
+    from workers.health import check_role
+
+    report = check_role(_config(args), args.role, any_host=args.any_host)
+    print(report.line)
+    return 0 if report.ok else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from workers.runner import run_all
 
@@ -367,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("exporter", help="serve /metrics and /healthz")
     p.set_defaults(func=cmd_exporter)
+
+    # The roles of workers.health.ROLES (not imported here: the CLI imports workers lazily).
+    p = sub.add_parser("health", help="exit 0 while a sampler, worker or exporter of this host "
+                                      "is alive (its heartbeat); 1 otherwise")
+    p.add_argument("role", choices=("sampler", "worker", "exporter"))
+    p.add_argument("--any-host", action="store_true",
+                   help="count a live heartbeat of any host, not only this one")
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("check-config", help="preflight: validate the config, connect (read-only) "
                        "to the source, store and broker, print the config with secrets masked")

@@ -356,6 +356,13 @@ class SamplerConfig(_Section):
     warn_reject_share: float = Field(0.2, ge=0.0, le=1.0)
 
 
+class HealthConfig(_Section):
+    # Each long-running process (sampler, worker, exporter) writes a heartbeat this often; a
+    # heartbeat lives HEALTH_TTL_FACTOR x this, so two missed beats are tolerated and the
+    # third says the process is gone (workers/health.py, docs/deploy.md).
+    interval_s: float = Field(10.0, ge=0.1, le=3600.0)
+
+
 class MetricsConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
@@ -377,6 +384,7 @@ class Config(_Section):
     scoring: ScoringConfig = ScoringConfig()
     worker: WorkerConfig = WorkerConfig()
     sampler: SamplerConfig = SamplerConfig()
+    health: HealthConfig = HealthConfig()
     metrics: MetricsConfig = MetricsConfig()
     path: str | None = Field(None, exclude=True)
 

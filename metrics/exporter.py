@@ -1,4 +1,5 @@
-"""The HTTP exporter: ``GET /metrics`` merges the multiprocess directory, ``GET /healthz``.
+"""The HTTP exporter: ``GET /metrics`` merges the multiprocess directory, ``GET /healthz``
+(the store and broker checked), ``GET /livez`` (this server answers).
 
 The exporter only *reads* the directory, so it does not need multiprocess mode itself and may
 run in its own process or inside the all-in-one runner. Two gauges are computed at scrape time
@@ -415,12 +416,16 @@ class Exporter:
                         self._send(500, b"collecting metrics failed\n", "text/plain", body_too)
                         return
                     self._send(200, body, content_type, body_too)
+                elif path == "/livez":
+                    # Liveness only: this server answers. The exporter's heartbeat asks it
+                    # (workers/health.py); dependencies are /healthz's business.
+                    self._send(200, b"ok\n", "text/plain", body_too)
                 elif path == "/healthz":
                     status, details = exporter.health()
                     body = json.dumps(details, default=str).encode("utf-8")
                     self._send(status, body, "application/json", body_too)
                 else:
-                    self._send(404, b"not found: try /metrics or /healthz\n", "text/plain",
+                    self._send(404, b"not found: try /metrics, /healthz or /livez\n", "text/plain",
                                body_too)
 
             def _send(self, status: int, body: bytes, content_type: str, body_too: bool) -> None:

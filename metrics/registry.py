@@ -382,6 +382,17 @@ class Metrics:
         self._batch_max_seen: dict[str, float] = {}
         self._batch_max_lock = threading.Lock()  # threads pools: never set a lower max last
 
+        # --- liveness (workers/health.py) --------------------------------------------------
+        # The heartbeat's time, beside the Redis key: Prometheus sees a role go silent even
+        # when Redis is what failed. max (not livemax): the newest beat of any process of the
+        # role, exited ones included, so `time() - this` keeps growing after the last one died
+        # instead of the series vanishing. A worker whose batch outlived the visibility
+        # timeout stops moving it (workers/health.py).
+        self.heartbeat_timestamp = Gauge(
+            p + "heartbeat_timestamp_seconds",
+            "Unix time of the newest heartbeat of a role (sampler, worker, exporter).",
+            ("role",), multiprocess_mode="max", registry=r)
+
         self.build_info.labels(_version(), platform.python_version()).set(1)
         # Known label values start at 0 so that rate() and absent() see the series from the start.
         for result in ("ok", "error"):
@@ -656,6 +667,12 @@ class Metrics:
             if seconds > self._batch_max_seen.get(scorer_v, -1.0):
                 self._batch_max_seen[scorer_v] = seconds
                 self._child(self.batch_seconds_max, scorer_v).set(seconds)
+
+    # --- liveness --------------------------------------------------------------------------
+
+    def set_heartbeat(self, role: str, at: float) -> None:
+        """A process of ``role`` (sampler, worker, exporter: a fixed set) beat at ``at``."""
+        self._child(self.heartbeat_timestamp, role).set(at)
 
     # --- judge -----------------------------------------------------------------------------
 

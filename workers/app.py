@@ -24,6 +24,7 @@ from celery import Celery
 from evaluator.config import Config
 from evaluator.scorers import item_seconds_estimate
 from workers.broker import transport_for
+from workers.health import filesystem_broker_folder
 from workers.tasks import TASK_NAME, WARM_UP_TIMEOUT_S
 
 # The derived visibility timeout: a batch's pessimistic time (per-item estimate x batch_size)
@@ -60,7 +61,7 @@ def broker_options(config: Config) -> dict[str, Any]:
     }
     if url.startswith("filesystem://"):
         # The embedded broker of the demo: a folder of message files beside the store.
-        folder = url.removeprefix("filesystem://") or ".groundwatch/broker"
+        folder = filesystem_broker_folder(url)
         options = {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.05,
                    "store_processed": False, "control_folder": f"{folder}/control"}
     return options

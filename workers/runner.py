@@ -15,6 +15,7 @@ from evaluator.config import Config, load_config
 from evaluator.progress import StepProgress
 from workers.services import (
     build_exporter,
+    exporter_status,
     setup_process_metrics,
     spawn_worker,
     stop_on_signals,
@@ -44,13 +45,21 @@ def run_all(config: Config, *, workers: int = 2) -> int:
     log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port, workers)
     stop = threading.Event()
     stop_on_signals(stop)
+    from workers.health import heartbeat_for
     from workers.recovery import broker_loss_hook
 
     enqueue = celery_enqueue(app, config.broker.queue)
-    sampler = build_sampler(config, store, Metrics(config.metrics), enqueue)
+    metrics = Metrics(config.metrics)
+    # One process, two roles: each beats as itself (the workers beat on their own).
+    exporter_heartbeat = heartbeat_for(config, "exporter", metrics)
+    exporter_heartbeat.start(exporter_status(exporter))
+    sampler_heartbeat = heartbeat_for(config, "sampler", metrics)
+    sampler = build_sampler(config, store, metrics, enqueue, heartbeat=sampler_heartbeat)
     try:
         sampler.run(stop, on_step=broker_loss_hook(config, store, enqueue))
     finally:
+        sampler_heartbeat.stop()
+        exporter_heartbeat.stop()
         stop_processes(procs)
         exporter.stop()
         sampler.source.close()

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evaluator.config import Config, load_config
 from evaluator.errors import ConfigError, InvalidRecordError, LockHeldError
@@ -39,6 +39,9 @@ from evaluator.sources.base import Source
 from evaluator.store import Store
 from metrics.registry import Metrics
 from workers.recovery import describe_outage
+
+if TYPE_CHECKING:
+    from workers.health import Heartbeat
 
 log = logging.getLogger("groundwatch.sampler")
 
@@ -153,8 +156,12 @@ class Sampler:
         owner: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         backfill: Backfill | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.config = config
+        # Beaten from run()'s own loop, never from a thread: a sampler stuck in a step must
+        # stop beating (workers/health.py).
+        self.heartbeat = heartbeat
         self.backfill = backfill
         self.store = store
         self.source = source
@@ -418,6 +425,7 @@ class Sampler:
                         self.config.source.name, exc_info=True)
         try:
             while not stop.is_set():
+                self._beat(totals, failures)
                 self.maybe_reload()
                 try:
                     result = self.step()
@@ -432,7 +440,7 @@ class Sampler:
                     else:
                         log.exception("sampler step failed (%d in a row); next try in %.1fs",
                                       failures, delay)
-                    stop.wait(delay)
+                    self._wait(stop, delay, totals, failures)
                     continue
                 totals.add(result)
                 window.add(result)
@@ -445,16 +453,40 @@ class Sampler:
                 if not result.locked:
                     log.info("source %r is locked by another sampler; waiting",
                              self.config.source.name)
-                    stop.wait(min(poll, self.config.sampler.lock_ttl_s / 2))
+                    self._wait(stop, min(poll, self.config.sampler.lock_ttl_s / 2), totals,
+                               failures)
                 elif result.done:
                     break
                 elif result.idle or result.held:
                     if until_idle:
                         break
-                    stop.wait(poll)
+                    self._wait(stop, poll, totals, failures)
         finally:
             self.store.release_lock(self.config.source.name, self.owner)
         return totals
+
+    def _beat(self, totals: StepResult, failures: int) -> None:
+        """A heartbeat, at most once per ``[health] interval_s`` (a cheap no-op otherwise)."""
+        if self.heartbeat is None or not self.heartbeat.due():
+            return
+        from workers.health import Status
+
+        self.heartbeat.beat(Status({
+            "source": self.config.source.name, "rows": totals.rows, "sampled": totals.sampled,
+            "rejected": totals.rejected, "locked": self._locked_at is not None,
+            "held": self._held is not None, "failures_in_a_row": failures}))
+
+    def _wait(self, stop: threading.Event, seconds: float, totals: StepResult,
+              failures: int) -> None:
+        """``stop.wait(seconds)``, beating meanwhile: a backoff of a minute is not a death."""
+        deadline = time.monotonic() + seconds
+        step = self.heartbeat.interval_s if self.heartbeat is not None else seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            stop.wait(min(left, step))
+            self._beat(totals, failures)
 
     def _progress(self, window: StepResult, seconds: float) -> None:
         name = self.config.source.name
@@ -469,10 +501,11 @@ class Sampler:
 
 
 def build_sampler(config: Config, store: Store, metrics: Metrics, enqueue: Enqueue,
-                  *, owner: str | None = None, backfill: Backfill | None = None) -> Sampler:
+                  *, owner: str | None = None, backfill: Backfill | None = None,
+                  heartbeat: Heartbeat | None = None) -> Sampler:
     source = build_source(config)
     return Sampler(config, store=store, source=source, metrics=metrics, enqueue=enqueue,
-                   owner=owner, backfill=backfill)
+                   owner=owner, backfill=backfill, heartbeat=heartbeat)
 
 
 def celery_enqueue(app: Any, queue: str) -> Enqueue:

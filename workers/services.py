@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -61,7 +62,35 @@ def run_worker(config: Config, *, name: str | None = None, loglevel: str = "INFO
     from workers.app import make_celery
 
     app = make_celery(config)
-    app.worker_main(worker_argv(config, name=name, loglevel=loglevel))
+    heartbeat = start_worker_heartbeat(config, app)
+    try:
+        app.worker_main(worker_argv(config, name=name, loglevel=loglevel))
+    finally:
+        heartbeat.stop()
+
+
+def start_worker_heartbeat(config: Config, app: Any) -> Any:
+    """The worker's heartbeat, beating from a thread of this (the main) process from now on,
+    through the warm-up, until :meth:`~workers.health.Heartbeat.stop`. Started before Celery
+    forks its prefork children, so that they share the activity counters."""
+    from celery.signals import worker_ready
+
+    from metrics.registry import Metrics
+    from workers.app import visibility_timeout
+    from workers.health import WorkerActivity, heartbeat_for, worker_status
+
+    activity = app.groundwatch_activity = WorkerActivity()
+    ready = threading.Event()
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            ready.set()
+
+    worker_ready.connect(on_ready, weak=False)
+    heartbeat = heartbeat_for(config, "worker", Metrics(config.metrics))
+    stuck_after_s = float(visibility_timeout(config))
+    heartbeat.start(lambda: worker_status(activity, stuck_after_s, ready))
+    return heartbeat
 
 
 def spawn_worker(config_path: str, *, env: dict[str, str] | None = None,
@@ -161,18 +190,51 @@ def build_exporter(config: Config, store: Any, app: Any, *, port: int | None = N
 def run_exporter(config: Config) -> None:
     setup_process_metrics(config, clean=False)
     from evaluator.store import Store
+    from metrics.registry import Metrics, mark_process_dead
     from workers.app import make_celery
+    from workers.health import heartbeat_for
 
     store = Store.from_config(config.store)
     app = make_celery(config)
     exporter = build_exporter(config, store, app)
     port = exporter.start()
     log.info("exporter on http://%s:%d/metrics", config.metrics.host, port)
+    heartbeat = heartbeat_for(config, "exporter", Metrics(config.metrics))
+    heartbeat.start(exporter_status(exporter))
     stop = threading.Event()
     stop_on_signals(stop)
-    stop.wait()
-    exporter.stop()
-    store.close()
+    try:
+        stop.wait()
+    finally:
+        heartbeat.stop()
+        exporter.stop()
+        store.close()
+        mark_process_dead()
+
+
+def exporter_status(exporter: Any, timeout_s: float = 5.0) -> Callable[[], Any]:
+    """The exporter's beat: healthy while its own HTTP server answers ``/livez`` (which touches
+    neither the store nor the broker: a dependency that is down is /healthz's business)."""
+    import urllib.error
+    import urllib.request
+
+    from workers.health import Status
+
+    def status() -> Status:
+        host, port = exporter.address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        url = f"http://[{host}]:{port}/livez" if ":" in host else f"http://{host}:{port}/livez"
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                code = response.status
+        except (OSError, urllib.error.URLError) as exc:
+            return Status({"port": port}, healthy=False,
+                          problem=f"its HTTP server did not answer {url}: {exc}")
+        return Status({"port": port, "livez": code,
+                       "probe_ms": round(1000 * (time.monotonic() - started), 1)})
+
+    return status
 
 
 # -- sampler --------------------------------------------------------------------------------
@@ -242,14 +304,18 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
 
     store = Store.from_config(config.store)
     app = make_celery(config)
+    from workers.health import heartbeat_for
+
     metrics = Metrics(config.metrics)
     enqueue = celery_enqueue(app, config.broker.queue)
-    sampler = build_sampler(config, store, metrics, enqueue)
+    heartbeat = heartbeat_for(config, "sampler", metrics)
+    sampler = build_sampler(config, store, metrics, enqueue, heartbeat=heartbeat)
     stop = stop or threading.Event()
     stop_on_signals(stop)
     try:
         return sampler.run(stop, until_idle=until_idle,
                            on_step=broker_loss_hook(config, store, enqueue))
     finally:
+        heartbeat.stop()
         sampler.source.close()
         store.close()

@@ -210,6 +210,9 @@ def register(app: Celery) -> None:
             return _score_batch(self, ctx, messages)
         finally:
             observe_batch_time(ctx, time.monotonic() - started, len(messages), visibility_s)
+            activity = getattr(app, "groundwatch_activity", None)  # set by run_worker
+            if activity is not None:  # for the heartbeat (workers/health.py)
+                activity.task_done(len(messages))
 
     def _score_batch(self: Task, ctx: WorkerContext,
                      messages: list[dict[str, Any]]) -> dict[str, int]:
