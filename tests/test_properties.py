@@ -15,6 +15,7 @@ import math
 import os
 import sqlite3
 import tempfile
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -829,3 +830,56 @@ def test_a_byte_order_mark_before_a_blank_line_does_not_shift_the_offsets() -> N
         run.drain()
         assert [m["request_id"] for m in run.queue] == ["r1", "r2"]
         assert [r.reason for r in run.store.rejections()] == ["bad_json"]
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+TEN_MB = 10 * 1024 * 1024
+
+
+def traced_peak(run: Run) -> int:
+    """Peak bytes the Python heap grew by while the sampler caught up."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        run.drain()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def check_huge_field_left_behind(run: Run, fname: str, peak: int) -> None:
+    # The bound: at most three copies live at once (a JSON line: its bytes, the line decoded by
+    # json.loads, the value parsed out of it, each ~10 MB of ASCII; a SQLite cell: the str
+    # the driver returns and the parsed contexts), plus slack for the rest of a step. A
+    # reader that buffered more than the row, copied it per check, or let the value through
+    # to the message and the store would pass 4x.
+    assert peak < 4 * TEN_MB, f"peak {peak / TEN_MB:.1f} x the field"
+    store_file = run.tmp / "gw.db"
+    assert store_file.stat().st_size < TEN_MB // 10  # nothing of it was stored
+    assert all(len(json.dumps(m)) < 10_000 for m in run.queue)  # nor queued
+    rejections = run.store.rejections()
+    if fname in OPTIONAL_FIELDS:  # dropped, the row kept
+        assert [m["request_id"] for m in run.queue] == ["r1"] and rejections == []
+        assert run.queue[0][fname] is None
+        assert run.metric("groundwatch_fields_dropped_total", field=fname) == 1
+    else:
+        assert run.queue == []
+        assert [(r.field, r.reason) for r in rejections] == [(fname, "oversized")]
+        assert all(len(r.detail) < 200 for r in rejections)
+
+
+@pytest.mark.parametrize("fname", ["answer", "error"])
+def test_a_10_mb_field_in_a_json_line_stays_out_of_memory_queue_and_store(fname: str) -> None:
+    with sampler_run("files", max_chars=100_000) as run:  # source.max_field_chars's default
+        FileLog(run.tmp, LIMITS).append("b.jsonl", jsonl_row("r1", **{fname: "x" * TEN_MB}) + b"\n")
+        check_huge_field_left_behind(run, fname, traced_peak(run))
+
+
+@pytest.mark.parametrize("fname", ["contexts", "error"])
+def test_a_10_mb_field_in_a_sqlite_cell_stays_out_of_memory_queue_and_store(fname: str) -> None:
+    with sampler_run("sql", max_chars=100_000, setup=create_table) as run:
+        value = json.dumps(["x" * TEN_MB]) if fname == "contexts" else "x" * TEN_MB
+        insert_rows(run.tmp, [good_row("r1", **{fname: value})])
+        del value
+        check_huge_field_left_behind(run, fname, traced_peak(run))
