@@ -10,6 +10,8 @@ How long these take is set by a profile: ``ci`` (the default, about half a minut
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -730,6 +732,44 @@ def test_the_sampler_decides_every_jsonl_line_once(data: st.DataObject) -> None:
             # exactly the rows not read yet.
             assert remaining_rows(run) == log.rows - rows_read(run)
         check_files_run(run, log, rate=rate, cap=cap)
+
+
+
+def csv_cell(value: Any) -> str:
+    value = as_json(value)
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value).encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+@sampler_settings
+@given(data=st.data())
+def test_the_sampler_decides_every_csv_row_once(data: st.DataObject) -> None:
+    rate = data.draw(st.sampled_from([1.0, 1.0, 0.5]), label="rate")
+    cap = data.draw(st.sampled_from([0, 0, 3]), label="cap")
+    read_rows = data.draw(st.integers(1, 5), label="read_batch_rows")
+    with sampler_run("files", read_rows=read_rows, rate=rate, cap=cap) as run:
+        log = FileLog(run.tmp, LIMITS)
+        written = 0
+        for _ in range(data.draw(st.integers(1, 3), label="rounds")):
+            name = data.draw(st.sampled_from(["b.csv", "b.csv", "a.csv"]), label="file")
+            rows_ = data.draw(st.lists(st.one_of(good_rows(), file_rows()), max_size=6),
+                              label="rows")
+            out = io.StringIO()
+            writer = csv.writer(out)
+            if name not in log.sizes:
+                writer.writerow(TABLE_COLUMNS)
+            for row in rows_:
+                writer.writerow([csv_cell(row.get(c)) for c in TABLE_COLUMNS])
+            log.append(name, out.getvalue().encode())
+            written += len(rows_)
+            run.drain()
+            assert remaining_rows(run) == written - rows_read(run)
+        run.drain()
+        check_accounting(run, total_rows=written, unplaceable_ids=None, unplaceable=0,
+                         remaining=remaining_rows(run))
 
 
 # -- regressions found by the properties above (each failed before its fix) -----------------
