@@ -1,4 +1,5 @@
-"""The files source on real JSON Lines, Parquet and CSV files, read through ``datasets``."""
+"""The files source on real JSON Lines (read line by line), Parquet and CSV files (read
+through ``datasets``)."""
 
 from __future__ import annotations
 
@@ -301,9 +302,9 @@ def test_bad_settings_name_their_key() -> None:
 
 def test_offline_and_no_cache_in_home(
         tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
-    write_jsonl(tmp_path / "app.jsonl", [app_row(0)])
-    source = make_source()
-    source.read(None, 10)
+    write_parquet(tmp_path / "app.parquet", [app_row(0)])  # JSON Lines never use datasets
+    source = make_source([str(tmp_path / "*.parquet")])
+    assert ids([source.read(None, 10)]) == ["r000"]
     assert os.environ["HF_DATASETS_OFFLINE"] and os.environ["HF_HUB_OFFLINE"]
     cache = source._cache_dir
     assert cache is not None and os.path.isdir(cache)
@@ -316,10 +317,10 @@ def test_offsets_agree_when_a_clean_file_turns_malformed(
         tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
     log = tmp_path / "app.jsonl"
     write_jsonl(log, [app_row(0)])
-    append_text(log, "\n  \n")  # blank lines: not rows for datasets, nor for the line reader
+    append_text(log, "\n  \n")  # blank lines: not rows
     write_jsonl(log, [app_row(1), app_row(2)], mode="a")
     source = make_source()
-    first = source.read(None, 2)  # through datasets
+    first = source.read(None, 2)
     assert ids([first]) == ["r000", "r001"]
     append_text(log, "not json\n")
     write_jsonl(log, [app_row(3)], mode="a")

@@ -1,7 +1,8 @@
-"""The ``files`` source: JSON Lines, Parquet or CSV files matched by globs, read with ``datasets``.
+"""The ``files`` source: JSON Lines, Parquet or CSV files matched by globs.
 
-Files are read in sorted path order, streamed (``load_dataset(..., streaming=True)``, so no
-Arrow cache is written), and remembered in the cursor::
+Parquet and CSV are read with ``datasets``, JSON Lines line by line with ``json.loads``. Files
+are read in sorted path order, streamed (``load_dataset(..., streaming=True)``, so no Arrow
+cache is written), and remembered in the cursor::
 
     {"files": {"/abs/path.jsonl": {"rows": 120, "size": 40960, "mtime": 1718000000.0,
                                    "done": true, "head_len": 4096, "head": "9f0c..."}}}
@@ -17,6 +18,7 @@ file replaced by a longer one with other rows (Parquet files grow by being repla
 
 from __future__ import annotations
 
+import codecs
 import glob
 import json
 import logging
@@ -68,6 +70,15 @@ def _import_datasets() -> Any:
 _HEAD_BYTES = 4096
 
 
+def _loads_line(line: bytes) -> Any:
+    """``json.loads``, with nesting too deep for the parser reported as invalid JSON (a
+    RecursionError would fail every read of the file)."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _head(path: str, length: int) -> str:
     """Hash of the first ``length`` bytes of ``path`` ("" when it cannot be read)."""
     import hashlib
@@ -114,14 +125,15 @@ class FileSource:
     warning). Rows without a usable request id are named ``path:N`` in rejections, N being the
     line number for CSV and JSON Lines read line by line, otherwise the 1-based row number.
 
-    Files are read with ``datasets``, streamed. JSON Lines are also read line by line with
-    ``json.loads`` (blank lines are not rows on either path, so offsets agree):
-
-    * when ``datasets`` cannot parse the file (a malformed line): each bad line is rejected
-      (``bad_json``, field ``<line>``) and the rest of the file comes through;
-    * when resuming mid-file (the file grew, or a new instance starts from a saved cursor):
-      earlier lines are skipped without parsing, and the byte offset is then remembered, so
-      tailing a growing file does not re-read it from the top every poll.
+    Parquet and CSV files are read with ``datasets``, streamed. JSON Lines are read line by
+    line with ``json.loads``, so that each row keeps the types it was written with whatever
+    the rows beside it (datasets gives a column one type for the whole file), and a line is
+    always one row: blank lines are not rows, a byte order mark opening the file is ignored,
+    and a line that is not a JSON object (``wrong_type``) or not JSON, UTF-8 included
+    (``bad_json``), is rejected with field ``<line>`` while the rest of the file comes through.
+    Resuming mid-file (the file grew, or a new instance starts from a saved cursor) skips the
+    earlier lines unparsed once, and the byte offset is then remembered, so tailing a growing
+    file does not re-read it from the top every poll.
 
     An unterminated last line that does not parse is taken to be still being written and is
     left for the next read. A Parquet or CSV file that cannot be read is skipped for this read
@@ -155,8 +167,8 @@ class FileSource:
         self._stream: _OpenStream | None = None
         # Files found at their end, as (version, rows): saves reopening an idle file each poll.
         self._eof: dict[str, tuple[tuple[int, int, int], int]] = {}
-        # JSON files datasets could not parse, with (inode, rows, byte offset, line number) of
-        # the line reader, so that a long malformed file is not rescanned from the top.
+        # JSON Lines files, with (inode, rows, byte offset, line number) of the line reader,
+        # so that a long file is not rescanned from the top on every read.
         self._line_mode: dict[str, tuple[int, int, int, int]] = {}
         self._warned: set[str] = set()
         self._cache_dir: str | None = None
@@ -304,20 +316,17 @@ class FileSource:
     # -- one file --------------------------------------------------------------------------
     def _read_file(self, path: str, fmt: str, version: tuple[int, int, int], offset: int,
                    limit: int) -> _FileSlice | None:
-        if fmt == "json" and (path in self._line_mode
-                              or (offset > 0 and not self._can_continue(path, version, offset))):
-            # Resuming JSON Lines mid-file (it grew, or a new instance): datasets could only
-            # skip by parsing every earlier row again; the line reader skips lines unparsed
-            # once, then remembers the byte offset, so tailing a growing file stays cheap.
+        if fmt == "json":
+            # JSON Lines are read line by line, never through datasets: pyarrow gives a column
+            # one type for the whole file, so a row's values depended on its neighbours (an id
+            # 1 next to a 2.5 came back 1.0, 2**70 as a float), and a file that opens with "["
+            # was read as one JSON array (one line, many rows, and the offsets no longer
+            # counted lines). The line reader also resumes at a remembered byte offset.
             return self._read_json_lines(path, offset, limit)
         try:
             return self._read_with_datasets(path, fmt, version, offset, limit)
         except Exception as exc:  # datasets/pyarrow/pandas raise many types for a bad file
             self._drop_stream()
-            if fmt == "json":
-                log.info("datasets cannot parse %s (%s); reading it line by line", path, exc)
-                self._line_mode[path] = (-1, 0, 0, 0)
-                return self._read_json_lines(path, offset, limit)
             log.warning("cannot read %s as %s, will retry: %s: %s", path, fmt,
                         type(exc).__name__, exc)
             return None
@@ -375,10 +384,13 @@ class FileSource:
             else:
                 rows, lineno = 0, 0
                 while rows < offset:
+                    at_start = f.tell() == 0
                     line = f.readline()
                     if not line:
                         break
                     lineno += 1
+                    if at_start and line.startswith(codecs.BOM_UTF8):
+                        line = line[len(codecs.BOM_UTF8):]
                     if line.strip():
                         rows += 1
             while part.consumed < limit:
@@ -388,11 +400,13 @@ class FileSource:
                     part.at_eof = True
                     break
                 lineno += 1
+                if start == 0 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8):]  # opens the file; not part of a row
                 if not line.strip():
                     continue
                 ref = f"{path}:{lineno}"
                 try:
-                    obj = json.loads(line)
+                    obj = _loads_line(line)
                 except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                     if not line.endswith(b"\n"):
                         # Probably a line still being written: leave it for the next read.
