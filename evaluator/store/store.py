@@ -224,7 +224,8 @@ def _sqlite_engine(url: URL) -> Engine:
         # A deferred transaction that reads and then writes can fail at once with SQLITE_BUSY
         # when another process committed in between; IMMEDIATE waits for the lock up front.
         # SQLite's busy handler (busy_timeout, 30 s) does the waiting; polling for the lock
-        # ourselves every 1-2 ms measured no faster (docs/decisions.md, record 4).
+        # ourselves every 1-2 ms measured no faster
+        # (docs/decisions/0004-sqlite-wal-default-postgresql-for-scale.md).
         mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
 

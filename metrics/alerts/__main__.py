@@ -1,8 +1,11 @@
-"""``python -m metrics.alerts generate [--config FILE] [--profile NAME] [--out DIR] [--check]``.
+"""``python -m metrics.alerts generate [--config FILE] [--profile NAME] [--out DIR] [--check]``
+and ``python -m metrics.alerts runbooks [--config FILE] [--dir DIR] [--check]``.
 
-Writes the generated rule files under ``--out`` (default: the repository root, i.e. the
-committed files). ``--profile test`` writes the short-window variant the end-to-end test
-loads. ``--check`` writes nothing and exits 1 when a committed file differs from what the
+``generate`` writes the generated rule files under ``--out`` (default: the repository root,
+i.e. the committed files). ``--profile test`` writes the short-window variant the end-to-end
+test loads. ``runbooks`` rewrites the generated header block of every runbook under ``--dir``
+(default ``docs/runbooks``) and creates a skeleton for an alert that has none. With
+``--check`` either writes nothing and exits 1 when a committed file differs from what the
 settings generate.
 """
 
@@ -16,6 +19,7 @@ from evaluator.errors import ConfigError
 from metrics.alerts.config import DEFAULT_PATH, REPO_ROOT, load_alerts
 from metrics.alerts.render import outputs
 from metrics.alerts.rules import build
+from metrics.alerts.runbooks import RUNBOOK_DIR, runbooks
 
 
 def generate(config_path: str | Path | None = None, profile: str | None = None
@@ -36,13 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", default=str(REPO_ROOT), help="root to write configs/... under")
     gen.add_argument("--check", action="store_true",
                      help="compare with the files under --out instead of writing")
+    books = sub.add_parser("runbooks", help="rewrite the generated header of every runbook")
+    books.add_argument("--config", default=str(DEFAULT_PATH), help="the alert settings file")
+    books.add_argument("--dir", default=str(RUNBOOK_DIR), help="the runbook folder")
+    books.add_argument("--check", action="store_true",
+                       help="compare with the runbooks instead of writing")
     args = parser.parse_args(argv)
+    root = Path(args.out) if args.command == "generate" else Path(".")
     try:
-        files = generate(args.config, args.profile)
-    except ConfigError as exc:
+        if args.command == "generate":
+            files = generate(args.config, args.profile)
+        else:
+            files = runbooks(build(load_alerts(args.config)), Path(args.dir))
+    except (ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    root = Path(args.out)
     stale = []
     for rel, text in files.items():
         path = root / rel
@@ -54,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         path.write_bytes(text.encode("utf-8"))
         print(f"wrote {path}")
     if stale:
-        print("stale (run `make alerts`): " + ", ".join(stale), file=sys.stderr)
+        target = "alerts" if args.command == "generate" else "runbooks"
+        print(f"stale (run `make {target}`): " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
 
