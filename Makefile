@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
-	soak calibrate clean alerts
+	soak calibrate clean alerts dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ calibrate: install ## calibrate scorer thresholds on the labelled dev data (scri
 
 alerts: ## regenerate the Prometheus rules, promtool tests and Grafana alerts from configs/alerts.yml
 	$(BIN)/python -m metrics.alerts generate
+
+dashboard: ## regenerate the Grafana dashboard (configs/grafana/dashboards/groundwatch.json) from metrics/dashboard.py
+	$(BIN)/python -m metrics.dashboard generate
 
 clean: ## remove local state (.groundwatch/, caches)
 	rm -rf .groundwatch .pytest_cache .ruff_cache .mypy_cache
