@@ -49,7 +49,7 @@ from tests.gw_helpers import (
 )
 from tests.prom_helpers import PrometheusServer, free_port, running_prometheus, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parent.parent
 DROP, CONTROL = "docs_qa", "control"
@@ -312,4 +312,4 @@ def test_alerts_and_dashboard_on_a_real_prometheus(tmp_path: Path,
                  f"queries with data, {len(grafana_empty)} expected empty")
     flush_test_redis()
     print("\n".join(timeline))
-    assert time.monotonic() - started < 120, timeline
+    assert time.monotonic() - started < 90, timeline
