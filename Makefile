@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
-	soak calibrate clean alerts runbooks
+	soak calibrate clean alerts runbooks dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,12 +47,16 @@ soak: install ## soak: sampler, 2 workers, exporter on Redis under steady traffi
 calibrate: install ## calibrate scorer thresholds on the labelled dev data (scripts/calibrate.py)
 	$(BIN)/python scripts/calibrate.py
 
-alerts: ## regenerate the Prometheus rules, promtool tests, Grafana alerts and runbook headers from configs/alerts.yml
+alerts: ## regenerate the Prometheus rules, promtool tests, Grafana alerts, runbook headers and the dashboard's lines from configs/alerts.yml
 	$(BIN)/python -m metrics.alerts generate
 	$(BIN)/python -m metrics.alerts runbooks
+	$(BIN)/python -m metrics.dashboard generate
 
 runbooks: ## rewrite the generated header of each docs/runbooks/<Alert>.md from configs/alerts.yml (a skeleton for a new alert)
 	$(BIN)/python -m metrics.alerts runbooks
+
+dashboard: ## regenerate the Grafana dashboard (configs/grafana/dashboards/groundwatch.json) from metrics/dashboard.py
+	$(BIN)/python -m metrics.dashboard generate
 
 clean: ## remove local state (.groundwatch/, caches)
 	rm -rf .groundwatch .pytest_cache .ruff_cache .mypy_cache
