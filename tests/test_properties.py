@@ -373,11 +373,13 @@ def check_accounting(run: Run, *, total_rows: int, unplaceable_ids: set[str] | N
     accepted = Counter(rid for rid, _ in run.decided)
     assert sum(accepted.values()) == sum(s.sampled + s.skipped + s.capped + s.already_stored
                                          for s in decided_steps) + store_dups
-    # Metrics.
-    assert run.metric("groundwatch_logs_seen_total") == rows_read + len(no_position)
+    # Metrics: a replay (already sent and counted) is not counted again, as traffic either.
+    replays = sum(s.already_stored for s in decided_steps)
+    assert run.metric("groundwatch_logs_seen_total") == rows_read + len(no_position) - replays
     assert run.metric("groundwatch_items_sampled_total") == len(ids)
     assert run.metric("groundwatch_items_rejected_total") == len(rejections)
-    assert run.metric("groundwatch_app_requests_total") == sum(accepted.values()) - store_dups
+    assert run.metric("groundwatch_app_requests_total") == (sum(accepted.values()) - store_dups
+                                                           - replays)
     assert run.metric("groundwatch_source_unplaceable_rows") == unplaceable
 
 
@@ -678,8 +680,8 @@ def check_files_outcomes(run: Run, log: FileLog, *, every_id_once: bool) -> None
     rows are sampled (by the store); a skipped or capped row and a later one with its id are
     both decided, so each is counted as a request. And a later row equal to a stored item in
     request id *and* log time is taken for a replay of it (a file rewritten in place and read
-    again, a cursor moved back): it is neither sent nor rejected, only counted in the step's
-    ``already_stored`` (and again as a request)."""
+    again, a cursor moved back, or the same line twice): it is neither sent, rejected nor
+    counted again as traffic, only in the step's ``already_stored``."""
     rejections = run.store.rejections(limit=1_000_000)
     decided = Counter(rid for rid, _ in run.decided)  # the store's duplicates among them
     in_read = Counter(r.row_ref for r in rejections if r.reason == "duplicate_id"

@@ -284,10 +284,12 @@ def test_cursor_show_set_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "now mode timestamp on column 'logged_at': next rows at or after " \
            "2026-11-24T09:00:10+00:00" in capsys.readouterr().out
     sampled_before = total(metrics, "groundwatch_items_sampled_total")
+    requests_before = total(metrics, "groundwatch_app_requests_total")
     sampler = build_sampler(sampler.config, store, metrics, queue.extend)  # started again
     steps = drain(sampler)
     assert sum(s.rows for s in steps) == 10 and sum(s.already_stored for s in steps) == 10
     assert len(queue) == 20 and total(metrics, "groundwatch_items_sampled_total") == sampled_before
+    assert total(metrics, "groundwatch_app_requests_total") == requests_before
     assert store.rejections() == []  # a replay is not a duplicate
 
     store.release_lock("app", sampler.owner)

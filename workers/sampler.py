@@ -262,10 +262,12 @@ class Sampler:
             sampled = [(record, rule) for record, rule in sampled
                        if record.request_id not in stored]
         elif sampled:
-            sampled, duplicates, result.already_stored = self._split_duplicates(name, sampled)
-            if duplicates:
-                rejections += duplicates
-                gone = {d.row_ref for d in duplicates}
+            sampled, duplicates, replayed = self._split_duplicates(name, sampled)
+            result.already_stored = len(replayed)
+            rejections += duplicates
+            # Neither a duplicate nor a row counted when it was first read counts as traffic.
+            gone = {d.row_ref for d in duplicates} | replayed
+            if gone:
                 counted = [r for r in batch.records if r.request_id not in gone]
         for _, rule in sampled:
             result.by_rule[rule] = result.by_rule.get(rule, 0) + 1
@@ -302,30 +304,32 @@ class Sampler:
         return result
 
     def _split_duplicates(self, source: str, sampled: list[tuple[LogRecord, str]]
-                          ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError], int]:
+                          ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError],
+                                     set[str]]:
         """Split sampled records by what the store already holds under their request ids:
-        (to send, duplicates, already sent).
+        (to send, duplicates, ids already sent and counted).
 
         * nothing: a new item;
         * the same row (source and log time), not committed: sent before the cursor could
           move (a crash, a failed enqueue), so never counted: send and count it now;
-        * the same row, committed: read again after the cursor moved back (``groundwatch
-          cursor set``): already sent and counted, so neither again;
+        * the same row, committed: read again (the cursor moved back with ``groundwatch cursor
+          set``, a file rewritten in place, or the same line logged twice): already sent and
+          counted, so neither sent nor counted again;
         * another row: a ``duplicate_id`` rejection.
         """
         origins = self.store.stored_item_origins([record.request_id for record, _ in sampled])
         if not origins:
-            return sampled, [], 0
+            return sampled, [], set()
         kept: list[tuple[LogRecord, str]] = []
         duplicates: list[InvalidRecordError] = []
-        replayed = 0
+        replayed: set[str] = set()
         for record, rule in sampled:
             origin = origins.get(record.request_id)
             if origin is None:
                 kept.append((record, rule))
             elif origin[:2] == (source, record.timestamp):
                 if origin[2]:
-                    replayed += 1
+                    replayed.add(record.request_id)
                 else:
                     kept.append((record, rule))
             else:
