@@ -203,6 +203,9 @@ class SqlSourceConfig(_Section):
     # How often rows that cannot be placed in the order (a NULL or unreadable timestamp) are
     # looked for, counted and reported; each look is one scan of the table.
     unplaceable_check: Duration = 300.0
+    # timestamp mode: rows whose timestamp is further ahead of now than this wait for their
+    # time instead of becoming the cursor (which would put every later row behind it).
+    max_future: Duration = 86400.0
 
     @model_validator(mode="after")
     def _mode_settings(self) -> SqlSourceConfig:

@@ -309,6 +309,11 @@ class Metrics:
             "Rows at or behind the cursor that were never read (committed after the cursor "
             "passed them, beyond the lookback): read them with groundwatch backfill.",
             ("source",), multiprocess_mode="livemax", registry=r)
+        self.future_rows = Gauge(
+            p + "source_future_rows",
+            "Rows whose timestamp is further in the future than source.sql.max_future: they "
+            "wait for their time (a clock or time zone mistake, or garbage).",
+            ("source",), multiprocess_mode="livemax", registry=r)
         self.source_held = Gauge(
             p + "source_held",
             "1 while the sampler holds its cursor because every row of a read was rejected "
@@ -558,6 +563,9 @@ class Metrics:
 
     def set_missed_rows(self, n: int, source: str = "app") -> None:
         self._child(self.missed_rows, self.policy.value("source", source)).set(n)
+
+    def set_future_rows(self, n: int, source: str = "app") -> None:
+        self._child(self.future_rows, self.policy.value("source", source)).set(n)
 
     def set_source_held(self, held: bool, source: str = "app") -> None:
         self._child(self.source_held, self.policy.value("source", source)).set(1 if held else 0)

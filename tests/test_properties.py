@@ -355,7 +355,9 @@ def check_accounting(run: Run, *, total_rows: int, unplaceable_ids: set[str] | N
     # Every placeable row was read exactly once, or is still ahead of the cursor, or (timestamp
     # mode: committed behind the cursor beyond the lookback) is counted as missed: loud.
     missed = run.metric("groundwatch_source_missed_rows")
-    assert rows_read + remaining + missed == total_rows - unplaceable
+    # ...or waits for its time (a timestamp more than source.sql.max_future ahead): counted.
+    future = run.metric("groundwatch_source_future_rows")
+    assert rows_read + remaining + missed + future == total_rows - unplaceable
     assert all(r.reason in InvalidRecordError.REASONS for r in rejections)
     assert len(rejections) == sum(s.rejected for s in decided_steps)
     # Rows without a position are reported once each, never silently passed.

@@ -628,3 +628,27 @@ def test_rows_committed_behind_the_reach_of_the_cursor_are_counted_as_missed(
         assert batch.rows_read == 0 and batch.missed == 1
     finally:
         source.close()
+
+
+def test_a_timestamp_far_in_the_future_does_not_become_the_cursor(db: Db) -> None:
+    # Found by tests/test_properties.py: epoch 9e13 ms (year 4821) became the cursor, and
+    # every later row was behind it by more than the lookback.
+    table = app_table(db, ts_type=Text())
+    now = BASE + timedelta(hours=1)
+    db.insert(table, [app_row(0, iso_with_offset(BASE, 0)),
+                      app_row(1, "4821-01-01T00:00:00+00:00"),
+                      app_row(2, iso_with_offset(now + timedelta(hours=3), 0))])  # clock skew
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       lookback_s=60.0, unplaceable_check_s=0.0, wall=lambda: now)
+    seen = Seen()
+    try:
+        batches, cursor = drain_seen(source, None, 10, seen)
+        assert ids(batches) == ["r000", "r002"]  # hours ahead is within max_future (1 day)
+        # Committed late, 10 s behind the cursor: read from the lookback window (had the year
+        # 4821 row become the cursor, it would be centuries behind and missed).
+        db.insert(table, [app_row(3, iso_with_offset(now + timedelta(hours=3, seconds=-10), 0))])
+        late, _ = drain_seen(source, cursor, 10, seen)
+        assert ids(late) == ["r003"]
+        assert late[-1].future == 1 and late[-1].missed == 0
+    finally:
+        source.close()

@@ -233,6 +233,8 @@ class Sampler:
             self.metrics.set_unplaceable_rows(batch.unplaceable, source=name)
         if batch.missed is not None:
             self.metrics.set_missed_rows(batch.missed, source=name)
+        if batch.future is not None:
+            self.metrics.set_future_rows(batch.future, source=name)
         if batch.rows_read == 0 and not batch.rejections:
             return result
         if self._hold(batch):

@@ -47,6 +47,7 @@ class SourceBatch:
     unplaceable: int | None = None
     rewritten: int = 0  # files found rewritten in place (or shrunk) and read again
     missed: int | None = None  # rows at or behind the cursor never read (when it looked)
+    future: int | None = None  # rows whose time is too far ahead to be read yet (when it looked)
 
 
 class Source(Protocol):

@@ -270,8 +270,10 @@ class SqlSource:
         incrementing_column: str | None = None,
         lookback_s: float = 0.0,
         unplaceable_check_s: float = 300.0,
+        max_future_s: float = 86400.0,
         config_path: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         from evaluator.config import ColumnMap
 
@@ -280,6 +282,8 @@ class SqlSource:
         self.mode = mode
         self.lookback_s = lookback_s if mode == "timestamp" else 0.0
         self._unplaceable_every = unplaceable_check_s
+        self._max_future = timedelta(seconds=max_future_s) if mode == "timestamp" else None
+        self._wall = wall
         self._unplaceable_at: float | None = None
         self._clock = clock
         self._columns_cfg = columns or ColumnMap()
@@ -331,6 +335,7 @@ class SqlSource:
             incrementing_column=src.sql.incrementing_column,
             lookback_s=src.sql.lookback_s,
             unplaceable_check_s=src.sql.unplaceable_check,
+            max_future_s=src.sql.max_future,
             config_path=config.path,
         )
 
@@ -509,6 +514,11 @@ class SqlSource:
             raise ValueError("limit must be at least 1")
         mark = self._unpack(cursor)
         query = self._select().where(self._placeable)
+        horizon = self._horizon()
+        if horizon is not None:
+            # A timestamp far in the future (garbage, or a clock or zone mistake) would become
+            # the cursor and put every later row behind it: such rows wait for their time.
+            query = query.where(self.position.expr <= horizon)
         if mark.pos is not None:
             query = query.where(self._after(mark))
         rows = self._execute(query.order_by(self.position.expr, self._rid).limit(limit))
@@ -536,6 +546,13 @@ class SqlSource:
             if newest is not None:
                 batch.forget_read_before = newest - timedelta(seconds=self.lookback_s)
         return batch
+
+    def _horizon(self) -> Any:
+        """The position of now + ``max_future`` (timestamp mode), beyond which rows wait."""
+        if self._max_future is None or not self._max_future:
+            return None
+        return self.position.from_time(self._wall() + self._max_future,
+                                       numeric_unit_ms=self._column_in_ms())
 
     def _exact_ties(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The rows after a full page that share the (position, request id) of its last row.
@@ -663,6 +680,12 @@ class SqlSource:
             with self.engine.connect() as conn:
                 count = int(conn.scalar(select(func.count()).select_from(self.table)
                                         .where(unplaceable)) or 0)
+                future = 0
+                horizon = self._horizon()
+                if horizon is not None:
+                    future = int(conn.scalar(select(func.count()).select_from(self.table)
+                                             .where(self._placeable,
+                                                    self.position.expr > horizon)) or 0)
                 behind = 0
                 if mark.pos is not None:
                     behind = int(conn.scalar(select(func.count()).select_from(self.table)
@@ -676,6 +699,12 @@ class SqlSource:
                         self.name, exc.orig)
             return False
         batch.unplaceable = count
+        batch.future = future
+        if future:
+            log.warning("source %r: %d row(s) of %s have a %s more than %s in the future (a "
+                        "clock or time zone mistake, or garbage); they are read when their "
+                        "time comes (source.sql.max_future)", self.name, future,
+                        self._qualified, self._order_column, self._max_future)
         if mark.read_total is None:  # after a move: from now on, count from the table's count
             mark.read_total, changed = behind, True
         batch.missed = max(0, behind - mark.read_total)
