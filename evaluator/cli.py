@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from evaluator import __version__
 from evaluator.config import Config, load_config
-from evaluator.errors import ConfigError
+from evaluator.errors import ConfigError, LockHeldError
 from evaluator.explain import format_explanation
 
 if TYPE_CHECKING:
     from evaluator.offline import Progress
     from evaluator.progress import StepProgress
+    from workers.process import ProcessContext
 
 EXIT_CONFIG = 2
 # What a shell reports for a process killed by SIGPIPE (128 + 13): `groundwatch report | head`
@@ -39,10 +40,12 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _store(config: Config) -> Any:
-    from evaluator.store import Store
+def _process(config: Config) -> ProcessContext:
+    """The context of a command that reads or writes the store and exports no metrics
+    (workers.process: importing it loads neither Celery nor prometheus_client)."""
+    from workers.process import ProcessContext
 
-    return Store.from_config(config.store)
+    return ProcessContext(config, metrics=None)
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -146,19 +149,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evaluator.report import build_report, format_report
 
     config = _config(args)
-    store = _store(config)
     since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
     if args.html:
         from evaluator.report_html import write_html_report
 
-        path = write_html_report(store, args.html, thresholds=config.scoring.thresholds,
-                                 since=since, scorer=args.scorer, worst=args.html_worst,
-                                 source=store.safe_url)
-        store.close()
+        with _process(config) as process:
+            store = process.store
+            path = write_html_report(store, args.html, thresholds=config.scoring.thresholds,
+                                     since=since, scorer=args.scorer, worst=args.html_worst,
+                                     source=store.safe_url)
         print(f"HTML report: {path}")
         return 0
-    rows = build_report(store.scores(since=since, scorer=args.scorer), worst=args.worst)
-    store.close()
+    with _process(config) as process:
+        rows = build_report(process.store.scores(since=since, scorer=args.scorer),
+                            worst=args.worst)
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
     else:
@@ -167,10 +171,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    config = _config(args)
-    store = _store(config)
-    text = format_explanation(store, args.request_id)
-    store.close()
+    with _process(_config(args)) as process:
+        text = format_explanation(process.store, args.request_id)
     if text is None:
         print(f"no item, score or rejection with request id {args.request_id!r}",
               file=sys.stderr)
@@ -181,72 +183,69 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     config = _config(args)
-    store = _store(config)
     days = args.days or config.store.retention_days
-    removed = store.purge(datetime.now(UTC) - timedelta(days=days))
-    store.close()
+    with _process(config) as process:
+        removed = process.store.purge(datetime.now(UTC) - timedelta(days=days))
     print(f"removed {removed} rows older than {days} days")
     return 0
 
 
 def cmd_cursor(args: argparse.Namespace) -> int:
     """Show or move a source's cursor (where the sampler reads next)."""
-    from evaluator.errors import LockHeldError
-    from evaluator.sources import build_source
-
     config = _config(args)
     name = args.source or config.source.name
-    store = _store(config)
-    source = build_source(config)
-    try:
-        state = store.cursor_state(name)
-        describe = getattr(source, "describe_cursor", None)
-        if args.action == "show":
-            position = state.position if state is not None else None
-            print(f"source {name!r}: " + (describe(position) if describe is not None
-                                           else ("at the start" if position is None
-                                                 else "files and offsets below")))
-            if state is not None and state.lock_owner:
-                alive = state.lock_expires_at is not None and state.lock_expires_at > datetime.now(UTC)
-                print(f"  lock: {state.lock_owner} "
-                      f"({'held until' if alive else 'expired at'} "
-                      f"{state.lock_expires_at.isoformat() if state.lock_expires_at else '?'})")
-            if state is not None:
-                print(f"  updated: {state.updated_at.isoformat()}")
-            print(json.dumps(position, indent=2, default=str))
-            return 0
-        if args.action == "reset":
-            new: dict[str, Any] | None = None
-        elif args.json is not None:
-            try:
-                new = json.loads(args.json)
-            except json.JSONDecodeError as exc:
-                print(f"groundwatch cursor set: --json is not JSON: {exc.msg}", file=sys.stderr)
-                return EXIT_CONFIG
-        else:
-            cursor_at = getattr(source, "cursor_at", None)
-            if cursor_at is None:
-                print(f"groundwatch cursor set: a {config.source.kind} source takes --json "
-                      "(the position as `cursor show` prints it)", file=sys.stderr)
-                return EXIT_CONFIG
-            try:
-                new = cursor_at(args.at, value=args.value)
-            except ValueError as exc:
-                print(f"groundwatch cursor set: {exc}", file=sys.stderr)
-                return EXIT_CONFIG
-        try:
-            old = store.reset_cursor(name, new)
-        except LockHeldError as exc:
-            print(f"groundwatch cursor {args.action}: {exc}: stop that sampler first (or wait "
-                  f"for its lock to expire, sampler.lock_ttl_s)", file=sys.stderr)
-            return 1
-        print(f"source {name!r}: was {json.dumps(old, default=str)}")
-        print(f"source {name!r}: now " + (describe(new) if describe is not None
-                                          else json.dumps(new)))
+    with _process(config) as process:
+        return _cursor(args, config, name, process.store, process.source())
+
+
+def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
+            source: Any) -> int:
+    """``cursor show|reset|set`` on ``store`` and ``source``."""
+    state = store.cursor_state(name)
+    describe = getattr(source, "describe_cursor", None)
+    if args.action == "show":
+        position = state.position if state is not None else None
+        print(f"source {name!r}: " + (describe(position) if describe is not None
+                                       else ("at the start" if position is None
+                                             else "files and offsets below")))
+        if state is not None and state.lock_owner:
+            alive = state.lock_expires_at is not None and state.lock_expires_at > datetime.now(UTC)
+            print(f"  lock: {state.lock_owner} "
+                  f"({'held until' if alive else 'expired at'} "
+                  f"{state.lock_expires_at.isoformat() if state.lock_expires_at else '?'})")
+        if state is not None:
+            print(f"  updated: {state.updated_at.isoformat()}")
+        print(json.dumps(position, indent=2, default=str))
         return 0
-    finally:
-        source.close()
-        store.close()
+    if args.action == "reset":
+        new: dict[str, Any] | None = None
+    elif args.json is not None:
+        try:
+            new = json.loads(args.json)
+        except json.JSONDecodeError as exc:
+            print(f"groundwatch cursor set: --json is not JSON: {exc.msg}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        cursor_at = getattr(source, "cursor_at", None)
+        if cursor_at is None:
+            print(f"groundwatch cursor set: a {config.source.kind} source takes --json "
+                  "(the position as `cursor show` prints it)", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            new = cursor_at(args.at, value=args.value)
+        except ValueError as exc:
+            print(f"groundwatch cursor set: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    try:
+        old = store.reset_cursor(name, new)
+    except LockHeldError as exc:
+        print(f"groundwatch cursor {args.action}: {exc}: stop that sampler first (or wait "
+              f"for its lock to expire, sampler.lock_ttl_s)", file=sys.stderr)
+        return 1
+    print(f"source {name!r}: was {json.dumps(old, default=str)}")
+    print(f"source {name!r}: now " + (describe(new) if describe is not None
+                                      else json.dumps(new)))
+    return 0
 
 
 def _cursor_value(text: str) -> Any:

@@ -42,33 +42,32 @@ def format_explanation(store: Any, request_id: str) -> str | None:
         why = f" ({s.reason})" if s.reason else ""
         lines.append(f"    {s.scorer}/{s.metric}: {shown}{why}")
     for exp in store.explanations(request_id):
-        body = exp.body or {}
+        body = exp.explanation
         for det in exp.detections or []:
             lines.append(f"  detection: {det.kind}: {det.detail}")
-        relevance = body.get("answer_relevance")
-        if isinstance(relevance, dict) and "on_topic" in relevance:
+        relevance = body.answer_relevance
+        if relevance is not None:
             lines.append(f"  answer relevance ({exp.scorer}): on topic "
-                         f"{relevance['on_topic']:.3f} x useful {relevance['useful']:.3f}")
-        contexts = body.get("context_relevance")
-        if isinstance(contexts, dict) and contexts.get("per_context"):
+                         f"{relevance.on_topic:.3f} x useful {relevance.useful:.3f}")
+        contexts = body.context_relevance
+        if contexts is not None and contexts.per_context:
             lines.append(f"  context relevance per passage ({exp.scorer}): " + ", ".join(
-                f"[{i}] {v:.3f}" for i, v in enumerate(contexts["per_context"])))
-        claims = body.get("claims") or []
+                f"[{i}] {v:.3f}" for i, v in enumerate(contexts.per_context)))
+        claims = body.claims or ()
         if claims:
             lines.append(f"  claims ({exp.scorer} {exp.scorer_version}):")
         for c in claims:
             extra = ""
-            if c.get("evidence"):
-                where = (f"context[{c['evidence_context']}]" if "evidence_context" in c
+            if c.evidence:
+                where = (f"context[{c.evidence_context}]" if c.evidence_context is not None
                          else "evidence")
-                extra = f"\n        {where}: {c['evidence'][:200]}"
-            elif c.get("missing"):
-                extra = f"  missing: {', '.join(c['missing'][:8])}"
-            why = c.get("reason") or c.get("mismatch")
+                extra = f"\n        {where}: {c.evidence[:200]}"
+            elif c.missing:
+                extra = f"  missing: {', '.join(c.missing[:8])}"
+            why = c.reason or c.mismatch
             if why:
-                extra += f"\n        {'why' if c.get('reason') else 'note'}: {why}"
-            lines.append(f"    [{c.get('verdict')}, strength {c.get('strength')}] "
-                         f"{c.get('claim')}{extra}")
+                extra += f"\n        {'why' if c.reason else 'note'}: {why}"
+            lines.append(f"    [{c.verdict}, strength {c.strength}] {c.claim}{extra}")
     for f in store.failures(request_id=request_id):
         lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
     return "\n".join(lines)

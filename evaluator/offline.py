@@ -138,7 +138,7 @@ def result_to_dict(result: ItemResult, *, explain: bool = False) -> dict[str, An
         "detections": [{"kind": d.kind, "detail": d.detail} for d in result.detections],
     }
     if explain:
-        out["explanation"] = dict(result.explanation)
+        out["explanation"] = result.explanation.to_dict()
     return out
 
 

@@ -33,7 +33,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from evaluator.config import MetricsConfig
     from evaluator.records import LogRecord
-    from evaluator.scorers.base import ItemResult, MetricResult
+    from evaluator.scorers.base import ItemResult, MetricResult, ScoredBatch, Written
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "groundwatch_"
@@ -645,20 +645,49 @@ class Metrics:
         child = self._child(self.scorer_latency, self.policy.value("scorer", scorer))
         self._observe_many(child, [seconds / n_items] * n_items)
 
-    def observe_scorer_stats(self, scorer: str, deltas: Mapping[str, int]) -> None:
-        """Increases of a scorer's ``stats()`` counters since the previous batch: keys
-        ``truncations``, ``cache_hits``, ``cache_misses``; other keys and values <= 0 are
-        skipped."""
-        if not deltas:
-            return
-        scorer_v = self.policy.value("scorer", scorer)
-        n = deltas.get("truncations", 0)
-        if n > 0:
-            self._child(self.scorer_truncations, scorer_v).inc(n)
-        for key, result in (("cache_hits", "hit"), ("cache_misses", "miss")):
-            n = deltas.get(key, 0)
-            if n > 0:
-                self._child(self.scorer_cache_lookups, scorer_v, result).inc(n)
+    def observe_usage(self, batch: ScoredBatch) -> None:
+        """What each scorer's run of ``batch`` cost: its truncations, cache lookups and judge
+        tokens and cost (work done, counted whether or not the store then takes the scores)."""
+        for run in batch.runs:
+            usage = run.usage
+            scorer_v = self.policy.value("scorer", run.scorer)
+            if usage.truncations > 0:
+                self._child(self.scorer_truncations, scorer_v).inc(usage.truncations)
+            for n, result in ((usage.cache_hits, "hit"), (usage.cache_misses, "miss")):
+                if n > 0:
+                    self._child(self.scorer_cache_lookups, scorer_v, result).inc(n)
+            self.observe_judge_tokens(usage.prompt_tokens, usage.completion_tokens)
+            self.observe_judge_cost(usage.cost_usd)
+
+    def observe_written(self, batch: ScoredBatch, written: Sequence[Written],
+                        thresholds: Mapping[str, float], now: float | None = None) -> None:
+        """The scores the store newly wrote for ``batch``: per scorer its latency (per item)
+        and results (score, outcome, quality failures, eval lag once per item), and each newly
+        scored item's detections once per kind. A batch delivered twice writes, and so counts,
+        nothing the second time (the latency excepted: it is work done)."""
+        now = time.time() if now is None else now
+        records = batch.by_id
+        fresh: set[str] = set()
+        for run in batch.runs:
+            self.observe_scorer_latency(run.scorer, run.usage.latency_s, len(run.items))
+            rows = []
+            for w in written:
+                if w.scorer != run.scorer:
+                    continue
+                record = records[w.request_id]
+                first = w.request_id not in fresh
+                fresh.add(w.request_id)
+                rows.append((record.route, record.model, w.result,
+                             record.timestamp if first else None))
+            self.observe_results_batch(rows, run.scorer, thresholds, now)
+        seen: set[tuple[str, str]] = set()
+        for _, item in batch.results():
+            if item.request_id not in fresh:
+                continue
+            for detection in item.detections:
+                if (item.request_id, detection.kind) not in seen:
+                    seen.add((item.request_id, detection.kind))
+                    self.observe_detection(detection.kind, records[item.request_id].route)
 
     def observe_task_failure(self, kind: str) -> None:
         self._child(self.task_failures, self.policy.value("kind", kind)).inc()

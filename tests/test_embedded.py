@@ -18,6 +18,7 @@ from evaluator.records import LogRecord
 from evaluator.scorers import ItemResult, Outcome, build_scorer
 from evaluator.scorers.embedded import EmbeddedScorer
 from evaluator.scorers.embedded.textops import numbers, split_claims
+from evaluator.scorers.gates import apply_gates
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTEXT = ("Deleted storage buckets are kept in a recoverable state for 30 days. After 30 days "
@@ -76,9 +77,9 @@ def test_supported_paraphrase(scorer: EmbeddedScorer) -> None:
                         "Buckets that were deleted can still be recovered for 30 days."))
     m = metrics(r)
     assert m["faithfulness"][0] is Outcome.OK and m["faithfulness"][1] > 0.5  # type: ignore[operator]
-    (claim,) = r.explanation["claims"]
-    assert claim["verdict"] == "supported"
-    assert "30 days" in claim["evidence"]
+    (claim,) = r.explanation.claims
+    assert claim.verdict == "supported"
+    assert "30 days" in claim.evidence
     assert not kinds(r)
 
 
@@ -87,9 +88,9 @@ def test_contradicted_number(scorer: EmbeddedScorer) -> None:
                            "Deleted buckets are kept for 30 days."))
     bad = one(scorer, rec("How long are deleted buckets kept?",
                           "Deleted buckets are kept for 90 days."))
-    (claim,) = bad.explanation["claims"]
-    assert claim["verdict"] == "contradicted"
-    assert "90" in claim["reason"]
+    (claim,) = bad.explanation.claims
+    assert claim.verdict == "contradicted"
+    assert "90" in claim.reason
     assert metrics(bad)["faithfulness"][1] < metrics(good)["faithfulness"][1]  # type: ignore[operator]
 
 
@@ -97,36 +98,36 @@ def test_off_topic_numbers_are_unsupported_not_contradicted(scorer: EmbeddedScor
     # Numbers that differ from an unrelated passage's numbers say nothing about contradiction.
     r = one(scorer, rec("Who won the football world cup in 2014?",
                         "Germany won the 2014 world cup, beating Argentina 1-0 in the final."))
-    (claim,) = r.explanation["claims"]
-    assert claim["verdict"] == "unsupported"
-    assert "mismatch" not in claim and "reason" not in claim
+    (claim,) = r.explanation.claims
+    assert claim.verdict == "unsupported"
+    assert claim.mismatch is None and claim.reason is None
     assert metrics(r)["faithfulness"][1] < 0.5  # type: ignore[operator]
 
 
 def test_negation_mismatch(scorer: EmbeddedScorer) -> None:
     r = one(scorer, rec("Does the free plan include phone support?",
                         "Yes, the free plan includes phone support."))
-    (claim,) = r.explanation["claims"]
+    (claim,) = r.explanation.claims
     # The dev data showed polarity clashes do not predict unfaithful claims across sources, so
     # calibration may leave them as a shown mismatch rather than a contradicted verdict.
     if "negation" in scorer.calibration.contradiction_kinds:
-        assert claim["verdict"] == "contradicted" and "negation" in claim["reason"]
+        assert claim.verdict == "contradicted" and "negation" in claim.reason
     else:
-        assert "negation" in claim["mismatch"]
+        assert "negation" in claim.mismatch
 
 
 def test_explanation_lists_claims_with_evidence(scorer: EmbeddedScorer) -> None:
     r = one(scorer, rec("How long are deleted buckets kept?",
                         "Deleted buckets are kept for 30 days. Support can restore purged "
                         "buckets from cold tape archives for a fee."))
-    claims = r.explanation["claims"]
-    assert [set(c) >= {"claim", "verdict", "strength", "evidence"} for c in claims] == [True] * 2
-    assert claims[0]["verdict"] == "supported"
-    assert claims[1]["verdict"] != "supported"
-    assert all(c["evidence"] in CONTEXT and 0.0 <= c["strength"] <= 1.0 for c in claims)
-    assert r.explanation["unsupported"] == [claims[1]["claim"]]
-    cr = r.explanation["context_relevance"]
-    assert cr["best"] >= cr["mean"]
+    claims = r.explanation.claims
+    assert [c.strength is not None and c.evidence is not None for c in claims] == [True] * 2
+    assert claims[0].verdict == "supported"
+    assert claims[1].verdict != "supported"
+    assert all(c.evidence in CONTEXT and 0.0 <= c.strength <= 1.0 for c in claims)
+    assert r.explanation.unsupported == [claims[1].claim]
+    cr = r.explanation.context_relevance
+    assert cr.best >= cr.mean
 
 
 def test_empty_answer(scorer: EmbeddedScorer) -> None:
@@ -169,7 +170,7 @@ def test_right_passages_of_the_demo_are_relevant(scorer: EmbeddedScorer) -> None
     right, wrong = results[:len(FACTS)], results[len(FACTS):]
     assert [r.request_id for r in right if "no_relevant_context" in kinds(r)] == []
     flagged = sum("no_relevant_context" in kinds(r) for r in wrong)
-    assert flagged >= len(FACTS) - 1, [r.explanation["context_relevance"] for r in wrong]
+    assert flagged >= len(FACTS) - 1, [r.explanation.context_relevance for r in wrong]
 
 
 def test_out_of_scope_names_nearest_example(scorer: EmbeddedScorer) -> None:
@@ -178,14 +179,14 @@ def test_out_of_scope_names_nearest_example(scorer: EmbeddedScorer) -> None:
     assert "poem" in d.detail
     inside = one(scorer, rec("How can I get back a bucket I deleted?", "Within 30 days."))
     assert "out_of_scope" not in kinds(inside)
-    assert inside.explanation["scope"]["nearest"] == "How do I restore a deleted bucket?"
+    assert inside.explanation.scope.nearest == "How do I restore a deleted bucket?"
 
 
 def test_scope_detection_is_off_without_scope() -> None:
     s = EmbeddedScorer(EmbeddedConfig(torch_threads=1))
     try:
         r = one(s, rec("Write a short poem about the sea", "The sea is wide."))
-        assert "out_of_scope" not in kinds(r) and "scope" not in r.explanation
+        assert "out_of_scope" not in kinds(r) and r.explanation.scope is None
     finally:
         s.close()
 
@@ -206,8 +207,8 @@ def test_answer_relevance_tells_evasive_generic_and_off_topic_answers(
     assert value["direct"] > 0.6, value  # type: ignore[operator]
     assert max(value["evasive"], value["off_topic"]) < 0.25, value  # type: ignore[type-var]
     assert value["generic"] < value["direct"] - 0.2, value  # type: ignore[operator]
-    off = next(r for r in results if r.request_id == "off_topic").explanation["answer_relevance"]
-    assert off["on_topic"] < 0.25 and set(off) >= {"useful", "cos_q_claim"}
+    off = next(r for r in results if r.request_id == "off_topic").explanation.answer_relevance
+    assert off.on_topic < 0.25 and "cos_q_claim" in off.features
 
 
 def test_passage_cache_hits_on_repeat(scorer: EmbeddedScorer) -> None:
@@ -221,10 +222,9 @@ def test_passage_cache_hits_on_repeat(scorer: EmbeddedScorer) -> None:
     second = one(scorer, record)
     assert scorer.encoder.cache_hits == before + 1
     assert metrics(first) == metrics(second)
-    # The worker exports these totals as counter deltas (workers/tasks.py).
-    stats = scorer.stats()
-    assert stats["cache_hits"] == scorer.encoder.cache_hits
-    assert set(stats) == {"truncations", "cache_hits", "cache_misses"}
+    # Each batch reports its own lookups as usage, which the worker exports (workers/tasks.py).
+    _, usage = scorer.score_gated(apply_gates([record]))
+    assert (usage.cache_hits, usage.cache_misses) == (1, 0)
 
 
 def test_passage_cache_is_bounded_in_memory(scorer: EmbeddedScorer) -> None:
@@ -248,9 +248,12 @@ def test_long_inputs_are_truncated_and_counted() -> None:
     s = EmbeddedScorer(EmbeddedConfig(max_context_chars=200, max_answer_chars=100))
     try:
         long_context = CONTEXT + " " + "Filler sentence about nothing in particular. " * 20
-        r = one(s, rec("How long are deleted buckets kept?", "Deleted buckets are kept for 30 "
-                       "days. " * 10, contexts=(long_context, CONTEXT)))
+        long_record = rec("How long are deleted buckets kept?", "Deleted buckets are kept for 30 "
+                          "days. " * 10, contexts=(long_context, CONTEXT))
+        r = one(s, long_record)
         assert s.truncations == 3  # the answer, the first passage cut, the second dropped
+        _, usage = s.score_gated(apply_gates([long_record]))
+        assert usage.truncations == 3  # and each batch reports its own
         assert metrics(r)["faithfulness"][0] is Outcome.OK
     finally:
         s.close()

@@ -26,7 +26,7 @@ def test_supported_answer_scores_high_and_lists_no_unsupported() -> None:
     m = metrics(r)
     assert m["faithfulness"] == (Outcome.OK, 1.0, None)
     assert m["answer_relevance"][1] and m["answer_relevance"][1] > 0.5
-    assert r.explanation["unsupported"] == []
+    assert r.explanation.unsupported == []
     assert len(m) == 4
 
 
@@ -38,7 +38,7 @@ def test_unsupported_sentence_is_explained() -> None:
     m = metrics(r)
     assert m["faithfulness"][1] == 0.5
     assert 0.0 < m["groundedness"][1] < 1.0  # type: ignore[operator]
-    assert r.explanation["unsupported"] == [
+    assert r.explanation.unsupported == [
         "Support restores purged buckets from cold tape archives for a fee."]
 
 

@@ -11,10 +11,11 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from evaluator.config import Config
 from evaluator.scorers import Scorer, build_scorer
+from evaluator.scoring import Scoring
 from evaluator.store import Store
 from metrics.registry import Metrics
 
@@ -25,12 +26,14 @@ log = logging.getLogger("groundwatch.worker")
 class WorkerContext:
     config: Config
     store: Store
-    scorer: Scorer
+    scoring: Scoring
     metrics: Metrics
     pid: int
-    # The scorer's stats() totals at the last read, for per-batch deltas (this process only).
-    scorer_stats_seen: dict[str, int] = field(default_factory=dict)
-    _stats_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def scorer(self) -> Scorer:
+        """The scorer that scores every item (``[scoring] scorer``)."""
+        return self.scoring.primary
 
     @classmethod
     def build(cls, config: Config) -> WorkerContext:
@@ -53,27 +56,12 @@ class WorkerContext:
                  extra={"pid": os.getpid(), "scorer": scorer.name, "warm_up_s": warm_s})
         metrics = Metrics(config.metrics)
         log.info("worker context ready", extra={"pid": os.getpid(), "scorer": scorer.name})
-        return cls(config, store, scorer, metrics, os.getpid())
-
-    def scorer_stats_deltas(self) -> dict[str, int]:
-        """The increase of each of the scorer's ``stats()`` counters since the last call (empty
-        when the scorer has no ``stats()``). Read and diffed under a lock, so concurrent
-        batches of a threads pool never count an increase twice or go negative."""
-        stats = getattr(self.scorer, "stats", None)
-        if not callable(stats):
-            return {}
-        with self._stats_lock:
-            current = stats()
-            deltas = {}
-            for key, value in current.items():
-                value = int(value)
-                deltas[key] = max(0, value - self.scorer_stats_seen.get(key, 0))
-                self.scorer_stats_seen[key] = value
-        return deltas
+        return cls(config, store, Scoring([scorer]), metrics, os.getpid())
 
     def close(self) -> None:
         try:
-            self.scorer.close()
+            for scorer in self.scoring.scorers:
+                scorer.close()
         finally:
             self.store.close()
 

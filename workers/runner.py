@@ -13,14 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from evaluator.config import Config, load_config
 from evaluator.progress import StepProgress
-from workers.services import (
-    build_exporter,
-    exporter_status,
-    setup_process_metrics,
-    spawn_worker,
-    stop_on_signals,
-    stop_processes,
-)
+from workers.process import ProcessContext
+from workers.services import exporter_status, spawn_worker, stop_on_signals, stop_processes
 
 if TYPE_CHECKING:
     from workers.sampler import StepResult
@@ -30,40 +24,22 @@ log = logging.getLogger("groundwatch")
 
 def run_all(config: Config, *, workers: int = 2) -> int:
     """Sampler in this process, ``workers`` worker processes, exporter in a thread."""
-    setup_process_metrics(config, clean=True)
-    from evaluator.store import Store
-    from metrics.registry import Metrics
-    from workers.app import make_celery
-    from workers.sampler import build_sampler, celery_enqueue
-
-    store = Store.from_config(config.store)
-    app = make_celery(config)
-    assert config.path is not None
-    procs = [spawn_worker(config.path, name=f"gw{i}@%h") for i in range(workers)]
-    exporter = build_exporter(config, store, app)
-    port = exporter.start()
-    log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port, workers)
-    stop = threading.Event()
-    stop_on_signals(stop)
-    from workers.health import heartbeat_for
     from workers.recovery import broker_loss_hook
 
-    enqueue = celery_enqueue(app, config.broker.queue)
-    metrics = Metrics(config.metrics)
-    # One process, two roles: each beats as itself (the workers beat on their own).
-    exporter_heartbeat = heartbeat_for(config, "exporter", metrics)
-    exporter_heartbeat.start(exporter_status(exporter))
-    sampler_heartbeat = heartbeat_for(config, "sampler", metrics)
-    sampler = build_sampler(config, store, metrics, enqueue, heartbeat=sampler_heartbeat)
-    try:
-        sampler.run(stop, on_step=broker_loss_hook(config, store, enqueue))
-    finally:
-        sampler_heartbeat.stop()
-        exporter_heartbeat.stop()
-        stop_processes(procs)
-        exporter.stop()
-        sampler.source.close()
-        store.close()
+    assert config.path is not None
+    with ProcessContext(config, metrics="clean") as process:
+        store = process.store
+        procs = [spawn_worker(config.path, name=f"gw{i}@%h") for i in range(workers)]
+        exporter, port = process.exporter()
+        process.workers(procs)  # stopped before the exporter: /metrics serves their shutdown
+        log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port,
+                 workers)
+        stop = threading.Event()
+        stop_on_signals(stop)
+        # One process, two roles: each beats as itself (the workers beat on their own).
+        process.heartbeat("exporter", exporter_status(exporter))
+        sampler = process.sampler(heartbeat=process.heartbeat("sampler"))
+        sampler.run(stop, on_step=broker_loss_hook(config, store, process.enqueue))
     return 0
 
 
@@ -185,86 +161,80 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
     # (a Redis URL, a store) must not leak into it.
     config = load_config(config_path, environ={})
 
-    setup_process_metrics(config, clean=True)
+    from evaluator.explain import format_explanation
     from evaluator.report import build_report, format_report
-    from evaluator.store import Store
-    from metrics.exporter import snapshot_text
-    from metrics.registry import Metrics
-    from workers.app import make_celery
-    from workers.sampler import StepResult, build_sampler, celery_enqueue
-
-    store = Store.from_config(config.store)
-    app = make_celery(config)
-    worker_log = (root / "worker.log").open("wb")
-    worker = spawn_worker(str(config_path), name="demo@%h", output=worker_log,
-                          ignore_overrides=True)
-    exporter = build_exporter(config, store, app)
-    port = exporter.start()
-    print(f"exporter: http://127.0.0.1:{port}/metrics   worker pid {worker.pid}, "
-          f"embedded broker {root / 'broker'}")
-
-    totals = StepResult()
-    sampling = StepProgress("sampler: read", total=items, unit="rows")
-
-    def on_step(step: StepResult) -> None:
-        totals.add(step)
-        sampling.update(totals.rows, f"sampled {totals.sampled}, rejected {totals.rejected}")
-
-    sampler = build_sampler(config, store, Metrics(config.metrics),
-                            celery_enqueue(app, config.broker.queue))
-    stop = threading.Event()
-    stop_on_signals(stop)
-    code = 0
-    problem = ""
-    try:
-        with sampling:
-            sampler.run(stop, on_step=on_step, until_idle=True)
-        deadline = time.monotonic() + timeout_s
-        with StepProgress("workers: finished", total=totals.sampled) as scoring:
-            while not stop.is_set():
-                counts = store.count_items_by_status()
-                queued = counts.get("queued", 0)
-                done = counts.get("scored", 0) + counts.get("failed", 0)
-                scoring.update(done, f"scored {counts.get('scored', 0)}, failed "
-                                     f"{counts.get('failed', 0)}, waiting {queued}")
-                if queued == 0 and done >= totals.sampled:
-                    break
-                if worker.poll() is not None:
-                    problem = (f"the worker exited with code {worker.returncode}; see "
-                               f"{root}/worker.log")
-                    break
-                if time.monotonic() > deadline:
-                    problem = f"gave up waiting after {timeout_s:.0f}s with {queued} items unscored"
-                    break
-                stop.wait(0.2)
-        if problem:  # after the bar is closed, not drawn over it
-            print(problem, file=sys.stderr)
-            code = 1
-    finally:
-        stop_processes([worker])
-        worker_log.close()
-        sampler.source.close()
-
-    print()
-    print(format_report(build_report(store.scores(), worst=2)))
-    snapshot = root / "metrics.prom"
-    snapshot.write_text(snapshot_text(config.metrics.multiproc_dir))
-    _print_summary(store, snapshot, totals, time.monotonic() - started)
-    worst = min((s for s in store.scores() if s.metric == "faithfulness" and s.value is not None),
-                key=lambda s: (s.value, s.request_id), default=None)
-    if worst is not None:
-        from evaluator.explain import format_explanation
-
-        print(f"\nThe least faithful answer ({scorer}), as `groundwatch --config {config_path} explain "
-              f"{worst.request_id}` shows it:")
-        print(format_explanation(store, worst.request_id))
     from evaluator.report_html import write_html_report
+    from metrics.exporter import snapshot_text
+    from workers.sampler import StepResult
 
-    page = write_html_report(store, root / "report.html", thresholds=config.scoring.thresholds,
-                             source=store.safe_url)
-    print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
-    exporter.stop()
-    store.close()
+    with ProcessContext(config, metrics="clean") as process:
+        store = process.store
+        worker_log = (root / "worker.log").open("wb")
+        process.on_close(worker_log.close)
+        worker = spawn_worker(str(config_path), name="demo@%h", output=worker_log,
+                              ignore_overrides=True)
+        _, port = process.exporter()
+        process.workers([worker])
+        print(f"exporter: http://127.0.0.1:{port}/metrics   worker pid {worker.pid}, "
+              f"embedded broker {root / 'broker'}")
+
+        totals = StepResult()
+        sampling = StepProgress("sampler: read", total=items, unit="rows")
+
+        def on_step(step: StepResult) -> None:
+            totals.add(step)
+            sampling.update(totals.rows, f"sampled {totals.sampled}, rejected {totals.rejected}")
+
+        sampler = process.sampler()
+        stop = threading.Event()
+        stop_on_signals(stop)
+        code = 0
+        problem = ""
+        try:
+            with sampling:
+                sampler.run(stop, on_step=on_step, until_idle=True)
+            deadline = time.monotonic() + timeout_s
+            with StepProgress("workers: finished", total=totals.sampled) as scoring:
+                while not stop.is_set():
+                    counts = store.count_items_by_status()
+                    queued = counts.get("queued", 0)
+                    done = counts.get("scored", 0) + counts.get("failed", 0)
+                    scoring.update(done, f"scored {counts.get('scored', 0)}, failed "
+                                         f"{counts.get('failed', 0)}, waiting {queued}")
+                    if queued == 0 and done >= totals.sampled:
+                        break
+                    if worker.poll() is not None:
+                        problem = (f"the worker exited with code {worker.returncode}; see "
+                                   f"{root}/worker.log")
+                        break
+                    if time.monotonic() > deadline:
+                        problem = (f"gave up waiting after {timeout_s:.0f}s with {queued} "
+                                   "items unscored")
+                        break
+                    stop.wait(0.2)
+            if problem:  # after the bar is closed, not drawn over it
+                print(problem, file=sys.stderr)
+                code = 1
+        finally:
+            # Every score is in before the report: the worker stops now (a second stop, on
+            # the context's close, finds it gone).
+            stop_processes([worker])
+
+        print()
+        print(format_report(build_report(store.scores(), worst=2)))
+        snapshot = root / "metrics.prom"
+        snapshot.write_text(snapshot_text(config.metrics.multiproc_dir))
+        _print_summary(store, snapshot, totals, time.monotonic() - started)
+        worst = min((s for s in store.scores()
+                     if s.metric == "faithfulness" and s.value is not None),
+                    key=lambda s: (s.value, s.request_id), default=None)
+        if worst is not None:
+            print(f"\nThe least faithful answer ({scorer}), as `groundwatch --config "
+                  f"{config_path} explain {worst.request_id}` shows it:")
+            print(format_explanation(store, worst.request_id))
+        page = write_html_report(store, root / "report.html",
+                                 thresholds=config.scoring.thresholds, source=store.safe_url)
+        print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
     return code
 
 

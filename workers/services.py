@@ -1,7 +1,8 @@
 """The long-running processes, wired from config: worker, sampler, exporter, and all-in-one.
 
-Each ``run_*`` function owns its process: it sets up prometheus_client's multiprocess directory
-before any metric exists, builds its resources, and releases them on the way out.
+Each ``run_*`` function owns its process through one :class:`workers.process.ProcessContext`:
+it sets up prometheus_client's multiprocess directory before any metric exists, builds the
+resources the command needs, and releases them on the way out.
 """
 
 from __future__ import annotations
@@ -20,17 +21,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 from evaluator.config import ENV_PREFIX, Config
 from evaluator.scorers import check_scorer_name
+from workers.process import ProcessContext
 
 if TYPE_CHECKING:
     from workers.sampler import StepResult
 
 log = logging.getLogger("groundwatch")
-
-
-def setup_process_metrics(config: Config, *, clean: bool) -> None:
-    from metrics.registry import setup_multiprocess
-
-    setup_multiprocess(config.metrics.multiproc_dir, clean=clean)
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -58,27 +54,22 @@ def worker_argv(config: Config, *, name: str | None = None, loglevel: str = "INF
 def run_worker(config: Config, *, name: str | None = None, loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process until it is told to stop."""
     check_scorer_name(config.scoring.scorer, path=config.path)
-    setup_process_metrics(config, clean=False)
-    from workers.app import make_celery
-
-    app = make_celery(config)
-    heartbeat = start_worker_heartbeat(config, app)
-    try:
+    with ProcessContext(config) as process:
+        app = process.celery
+        start_worker_heartbeat(process)
         app.worker_main(worker_argv(config, name=name, loglevel=loglevel))
-    finally:
-        heartbeat.stop()
 
 
-def start_worker_heartbeat(config: Config, app: Any) -> Any:
+def start_worker_heartbeat(process: ProcessContext) -> Any:
     """The worker's heartbeat, beating from a thread of this (the main) process from now on,
-    through the warm-up, until :meth:`~workers.health.Heartbeat.stop`. Started before Celery
-    forks its prefork children, so that they share the activity counters."""
+    through the warm-up, until ``process`` closes. Started before Celery forks its prefork
+    children, so that they share the activity counters."""
     from celery.signals import worker_ready
 
-    from metrics.registry import Metrics
     from workers.app import visibility_timeout
-    from workers.health import WorkerActivity, heartbeat_for, worker_status
+    from workers.health import WorkerActivity, worker_status
 
+    app = process.celery
     activity = app.groundwatch_activity = WorkerActivity()
     ready = threading.Event()
 
@@ -87,10 +78,8 @@ def start_worker_heartbeat(config: Config, app: Any) -> Any:
             ready.set()
 
     worker_ready.connect(on_ready, weak=False)
-    heartbeat = heartbeat_for(config, "worker", Metrics(config.metrics))
-    stuck_after_s = float(visibility_timeout(config))
-    heartbeat.start(lambda: worker_status(activity, stuck_after_s, ready))
-    return heartbeat
+    stuck_after_s = float(visibility_timeout(process.config))
+    return process.heartbeat("worker", lambda: worker_status(activity, stuck_after_s, ready))
 
 
 def spawn_worker(config_path: str, *, env: dict[str, str] | None = None,
@@ -188,28 +177,13 @@ def build_exporter(config: Config, store: Any, app: Any, *, port: int | None = N
 
 
 def run_exporter(config: Config) -> None:
-    setup_process_metrics(config, clean=False)
-    from evaluator.store import Store
-    from metrics.registry import Metrics, mark_process_dead
-    from workers.app import make_celery
-    from workers.health import heartbeat_for
-
-    store = Store.from_config(config.store)
-    app = make_celery(config)
-    exporter = build_exporter(config, store, app)
-    port = exporter.start()
-    log.info("exporter on http://%s:%d/metrics", config.metrics.host, port)
-    heartbeat = heartbeat_for(config, "exporter", Metrics(config.metrics))
-    heartbeat.start(exporter_status(exporter))
-    stop = threading.Event()
-    stop_on_signals(stop)
-    try:
+    with ProcessContext(config, mark_dead=True) as process:
+        exporter, port = process.exporter()
+        log.info("exporter on http://%s:%d/metrics", config.metrics.host, port)
+        process.heartbeat("exporter", exporter_status(exporter))
+        stop = threading.Event()
+        stop_on_signals(stop)
         stop.wait()
-    finally:
-        heartbeat.stop()
-        exporter.stop()
-        store.close()
-        mark_process_dead()
 
 
 def exporter_status(exporter: Any, timeout_s: float = 5.0) -> Callable[[], Any]:
@@ -256,66 +230,40 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
     overrides its default rate), enqueue the sampled items not already stored, and return
     the totals (also given to ``on_progress`` after every step). Re-running the same
     ``name`` resumes where it stopped."""
-    setup_process_metrics(config, clean=False)
-    from evaluator.store import Store
-    from metrics.registry import Metrics
-    from workers.app import make_celery
-    from workers.sampler import Backfill, StepResult, build_sampler, celery_enqueue
+    from workers.sampler import Backfill, StepResult
 
     config = backfill_config(config, name, rate)
-    store = Store.from_config(config.store)
-    app = make_celery(config)
-    sampler = build_sampler(config, store, Metrics(config.metrics),
-                            celery_enqueue(app, config.broker.queue),
-                            backfill=Backfill(since, until))
-    # A first run starts at `since` in the database's own order (timestamp mode), instead of
-    # reading the table from its start and dropping the rows before it.
-    cursor_at = getattr(sampler.source, "cursor_at", None)
-    if (since is not None and cursor_at is not None and config.source.kind == "sql"
-            and config.source.sql.mode == "timestamp"
-            and store.get_cursor(config.source.name) is None):
-        store.reset_cursor(config.source.name, cursor_at(since))
-    stop = stop or threading.Event()
-    stop_on_signals(stop)
-    running = StepResult()
+    with ProcessContext(config) as process:
+        store = process.store
+        sampler = process.sampler(backfill=Backfill(since, until))
+        # A first run starts at `since` in the database's own order (timestamp mode), instead
+        # of reading the table from its start and dropping the rows before it.
+        cursor_at = getattr(sampler.source, "cursor_at", None)
+        if (since is not None and cursor_at is not None and config.source.kind == "sql"
+                and config.source.sql.mode == "timestamp"
+                and store.get_cursor(config.source.name) is None):
+            store.reset_cursor(config.source.name, cursor_at(since))
+        stop = stop or threading.Event()
+        stop_on_signals(stop)
+        running = StepResult()
 
-    def on_step(step: StepResult) -> None:
-        running.add(step)
-        if on_progress is not None:
-            on_progress(running)
+        def on_step(step: StepResult) -> None:
+            running.add(step)
+            if on_progress is not None:
+                on_progress(running)
 
-    try:
-        totals = sampler.run(stop, until_idle=True, on_step=on_step)
-    finally:
-        sampler.source.close()
-        store.close()
-    return totals
+        return sampler.run(stop, until_idle=True, on_step=on_step)
 
 
 def run_sampler(config: Config, *, stop: threading.Event | None = None,
                 until_idle: bool = False) -> StepResult:
     """Run the sampler until stopped (or caught up, with ``until_idle``); return its totals."""
-    setup_process_metrics(config, clean=False)
-    from evaluator.store import Store
-    from metrics.registry import Metrics
-    from workers.app import make_celery
     from workers.recovery import broker_loss_hook
-    from workers.sampler import build_sampler, celery_enqueue
 
-    store = Store.from_config(config.store)
-    app = make_celery(config)
-    from workers.health import heartbeat_for
-
-    metrics = Metrics(config.metrics)
-    enqueue = celery_enqueue(app, config.broker.queue)
-    heartbeat = heartbeat_for(config, "sampler", metrics)
-    sampler = build_sampler(config, store, metrics, enqueue, heartbeat=heartbeat)
-    stop = stop or threading.Event()
-    stop_on_signals(stop)
-    try:
+    with ProcessContext(config) as process:
+        heartbeat = process.heartbeat("sampler")  # the sampler starts it
+        sampler = process.sampler(heartbeat=heartbeat)
+        stop = stop or threading.Event()
+        stop_on_signals(stop)
         return sampler.run(stop, until_idle=until_idle,
-                           on_step=broker_loss_hook(config, store, enqueue))
-    finally:
-        heartbeat.stop()
-        sampler.source.close()
-        store.close()
+                           on_step=broker_loss_hook(config, process.store, process.enqueue))

@@ -134,43 +134,21 @@ def decode_messages(messages: Sequence[Any]) -> tuple[list[LogRecord], list[tupl
 
 
 def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
-    """Score ``records`` and store the results; returns the number of scores newly written.
+    """Load → score → store → observe: score ``records``, store the results, count them;
+    returns the number of scores newly written.
 
-    Raises what the scorer or the store raise; the task decides whether to retry.
+    Raises what the scorers or the store raise; the task decides whether to retry.
     """
     if not records:
         return 0
-    scorer = ctx.scorer
-    started = time.perf_counter()
-    results = scorer.score_batch(records)
-    elapsed = time.perf_counter() - started
-    try:  # the scorer's own counters (truncations, cache lookups): work done, stored or not
-        ctx.metrics.observe_scorer_stats(scorer.name, ctx.scorer_stats_deltas())
-    except Exception:  # a broken stats() must not fail the batch
-        log.warning("scorer %s: stats() failed", scorer.name, exc_info=True)
-    if len(results) != len(records):
-        raise RuntimeError(f"scorer {scorer.name} returned {len(results)} results "
-                           f"for {len(records)} records")
-    by_id = {r.request_id: r for r in records}
-    written = ctx.store.record_results(results, by_id, scorer=scorer.name,
-                                       scorer_version=scorer.version)
+    batch = ctx.scoring.score(records)
+    try:  # the scorers' usage (truncations, cache lookups, tokens): work done, stored or not
+        ctx.metrics.observe_usage(batch)
+    except Exception:  # metrics must not fail the batch
+        log.warning("could not record the scorers' usage", exc_info=True)
+    written = ctx.store.record_batch(batch)
     # Count only what the store newly wrote: a re-delivered batch writes, and counts, nothing.
-    now = time.time()
-    m = ctx.metrics
-    m.observe_scorer_latency(scorer.name, elapsed, len(records))
-    thresholds = ctx.config.scoring.thresholds
-    new_items: set[str] = set()
-    rows = []
-    for request_id, result in written:
-        record = by_id[request_id]
-        first = request_id not in new_items
-        new_items.add(request_id)
-        rows.append((record.route, record.model, result, record.timestamp if first else None))
-    m.observe_results_batch(rows, scorer.name, thresholds, now)
-    for item in results:
-        if item.request_id in new_items:
-            for detection in item.detections:
-                m.observe_detection(detection.kind, by_id[item.request_id].route)
+    ctx.metrics.observe_written(batch, written, ctx.config.scoring.thresholds)
     return len(written)
 
 

@@ -3,17 +3,22 @@
 A score is a number in [0, 1] with outcome ``ok``, or no number with outcome
 ``not_applicable`` (and a reason) or ``error`` (and a kind). There is no NaN anywhere: an
 outage must never look like a drop in quality.
+
+One batch scored by one or more scorers is a :class:`ScoredBatch`: the records, and per scorer
+a :class:`ScorerRun` (one :class:`ItemResult` per record, plus the run's :class:`Usage`). The
+store and the metrics are its only readers (``workers.tasks.score_and_record``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from evaluator.records import LogRecord
+from evaluator.scorers.explanation import Explanation
 
 METRICS = ("faithfulness", "groundedness", "answer_relevance", "context_relevance")
 DETECTION_KINDS = ("no_relevant_context", "out_of_scope", "empty_answer", "refusal")
@@ -76,14 +81,73 @@ class Detection:
 
 @dataclass(frozen=True, slots=True)
 class ItemResult:
-    """Everything a scorer says about one record."""
+    """Everything a scorer says about one record. A plain mapping given as ``explanation``
+    (a team's own scorer may return one) is read into an :class:`Explanation`."""
 
     request_id: str
     metrics: tuple[MetricResult, ...]
-    explanation: Mapping[str, Any] = field(default_factory=dict)
+    explanation: Explanation = field(default_factory=Explanation)
     detections: tuple[Detection, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.explanation, Mapping):
+            object.__setattr__(self, "explanation", Explanation.from_dict(self.explanation))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What scoring a batch cost one scorer. The judge fields stay 0 for offline backends;
+    ``truncations`` counts inputs cut to the configured size, ``cache_hits`` /
+    ``cache_misses`` the backend's cache lookups; ``latency_s`` is the run's wall time."""
+
+    judge_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     cost_usd: float = 0.0
-    tokens: Mapping[str, int] = field(default_factory=dict)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    truncations: int = 0
+    latency_s: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerRun:
+    """One scorer over one batch: a result per record, in the batch's order."""
+
+    scorer: str
+    version: str
+    items: tuple[ItemResult, ...]
+    usage: Usage = Usage()
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    """A batch of records and what each scorer said about each of them."""
+
+    records: tuple[LogRecord, ...]
+    runs: tuple[ScorerRun, ...]
+
+    @property
+    def by_id(self) -> dict[str, LogRecord]:
+        return {r.request_id: r for r in self.records}
+
+    def results(self) -> Iterator[tuple[ScorerRun, ItemResult]]:
+        for run in self.runs:
+            for item in run.items:
+                yield run, item
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A score the store newly wrote (what the metrics count: a batch delivered twice writes,
+    and so counts, nothing the second time)."""
+
+    scorer: str
+    request_id: str
+    result: MetricResult
 
 
 @runtime_checkable
@@ -91,12 +155,11 @@ class Scorer(Protocol):
     """A scoring backend. Built once per worker process; ``score_batch`` may be called from
     several threads of that process, so it must not keep per-call state on ``self``.
 
-    Optional, not part of the protocol check: ``stats() -> dict[str, int]``, this process's
-    running totals since the scorer was built (monotonic, cheap to read, thread-safe). The
-    worker reads it after each batch and exports the increase since the previous read
-    (:meth:`metrics.registry.Metrics.observe_scorer_stats`). Keys it knows: ``truncations``
-    (inputs cut to the configured size), ``cache_hits`` / ``cache_misses`` (cache lookups);
-    other keys are ignored. Scorers without counters (lexical, noop) leave it out."""
+    The shipped backends derive from :class:`evaluator.scorers.gates.GatedScorer`: they judge
+    only what the applicability gates left open, and report their :class:`Usage` per batch
+    (``score_gated``), so that the gates run once whatever the number of scorers. A scorer that
+    only has ``score_batch`` (a team's own) still works: it applies its own gates, if any,
+    and reports no usage."""
 
     name: str
     version: str

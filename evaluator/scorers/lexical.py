@@ -14,20 +14,21 @@ where nothing else can run. The measured quality is in docs/scorers.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from evaluator.records import LogRecord
-from evaluator.scorers.base import Detection, ItemResult, MetricResult
-from evaluator.scorers.text import content_words, is_refusal, split_sentences
+from evaluator.scorers.base import Detection, ItemResult, MetricResult, Usage
+from evaluator.scorers.explanation import Claim, Explanation, Verdict
+from evaluator.scorers.gates import Assessment, Gated, GatedScorer
+from evaluator.scorers.text import content_words, split_sentences
 
 if TYPE_CHECKING:
     from evaluator.config import Config
 
 SUPPORT = 0.5  # a sentence counts as supported when half its content words occur in the contexts
-METRIC_NAMES = ("faithfulness", "groundedness", "answer_relevance", "context_relevance")
 
 
-class LexicalScorer:
+class LexicalScorer(GatedScorer):
     """Word-overlap scorer. Stateless, thread-safe."""
 
     name = "lexical"
@@ -37,86 +38,64 @@ class LexicalScorer:
     def from_config(cls, config: Config) -> LexicalScorer:
         return cls()
 
-    def warm_up(self) -> None:
-        return None  # nothing to load
-
-    def close(self) -> None:
-        return None
-
-    def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
-        return [self.score_one(r) for r in records]
+    def assess(self, items: Sequence[Gated]) -> tuple[list[Assessment], Usage]:
+        return [self._assess(g) for g in items], Usage()
 
     def score_one(self, record: LogRecord) -> ItemResult:
-        detections: list[Detection] = []
-        explanation: dict[str, Any] = {"scorer": self.name}
-        question_words = set(content_words(record.question))
-        passages = [p for p in record.contexts if p.strip()]
-        passage_words = [set(content_words(p)) for p in passages]
-        context_words: set[str] = set().union(*passage_words) if passage_words else set()
-        answer = record.answer.strip()
+        """One record, gates included."""
+        (result,) = self.score_batch([record])
+        return result
 
+    def _assess(self, g: Gated) -> Assessment:
+        detections: list[Detection] = []
         results: list[MetricResult] = []
-        # context_relevance first: it does not depend on the answer.
-        if not passages:
-            results.append(MetricResult.not_applicable("context_relevance", "no_contexts"))
-            detections.append(Detection("no_relevant_context", "no contexts were retrieved"))
-        elif not question_words:
-            results.append(MetricResult.not_applicable("context_relevance", "no_question_terms"))
-        else:
+        question_words = set(content_words(g.question))
+        passage_words = [set(content_words(p)) for p in g.contexts]
+        best_context = None
+        if g.wants_context_relevance:
             overlaps = [len(question_words & w) / len(question_words) for w in passage_words]
             best = max(overlaps)
             results.append(MetricResult.ok("context_relevance", best))
-            explanation["best_context"] = overlaps.index(best)
+            best_context = overlaps.index(best)
             if best == 0.0:
                 detections.append(Detection("no_relevant_context",
                                             "no retrieved passage shares a word with the question"))
-
-        if not answer:
-            detections.append(Detection("empty_answer", "the answer is empty"))
-            for metric in ("faithfulness", "groundedness", "answer_relevance"):
-                results.append(MetricResult.not_applicable(metric, "empty_answer"))
-            return ItemResult(record.request_id, tuple(results), explanation, tuple(detections))
-
-        if not question_words:
-            results.append(MetricResult.not_applicable("answer_relevance", "no_question_terms"))
-        else:
-            answer_words = set(content_words(answer))
+        if g.wants_answer_relevance:
+            answer_words = set(content_words(g.answer))
             results.append(MetricResult.ok(
                 "answer_relevance", len(question_words & answer_words) / len(question_words)))
-
-        if is_refusal(answer):
-            detections.append(Detection("refusal", answer[:200]))
-            for metric in ("faithfulness", "groundedness"):
-                results.append(MetricResult.not_applicable(metric, "refusal"))
-        elif not passages:
-            for metric in ("faithfulness", "groundedness"):
-                results.append(MetricResult.not_applicable(metric, "no_contexts"))
-        else:
-            results.extend(self._support(answer, context_words, explanation))
-        return ItemResult(record.request_id, tuple(results), explanation, tuple(detections))
+        claims = None
+        if g.wants_support:
+            context_words: set[str] = set().union(*passage_words)
+            claims = self._claims(g.answer, context_words)
+            results.extend(self._support(claims))
+        return Assessment(tuple(results),
+                          Explanation(scorer=self.name, best_context=best_context,
+                                      claims=claims),
+                          tuple(detections))
 
     @staticmethod
-    def _support(answer: str, context_words: set[str],
-                 explanation: dict[str, Any]) -> list[MetricResult]:
-        claims: list[dict[str, Any]] = []
+    def _claims(answer: str, context_words: set[str]) -> tuple[Claim, ...]:
+        claims = []
         for sentence in split_sentences(answer):
             words = content_words(sentence)
             if not words:
                 continue
             support = sum(w in context_words for w in words) / len(words)
-            claims.append({
-                "claim": sentence,
-                "verdict": "supported" if support >= SUPPORT else "unsupported",
-                "strength": round(support, 4),
-                "missing": sorted({w for w in words if w not in context_words})[:20],
-            })
-        explanation["claims"] = claims
-        explanation["unsupported"] = [c["claim"] for c in claims if c["verdict"] != "supported"]
+            claims.append(Claim(
+                sentence, Verdict.SUPPORTED if support >= SUPPORT else Verdict.UNSUPPORTED,
+                strength=round(support, 4),
+                missing=tuple(sorted({w for w in words if w not in context_words})[:20])))
+        return tuple(claims)
+
+    @staticmethod
+    def _support(claims: tuple[Claim, ...]) -> list[MetricResult]:
         if not claims:
             return [MetricResult.not_applicable("faithfulness", "no_claims"),
                     MetricResult.not_applicable("groundedness", "no_claims")]
-        supported = sum(c["verdict"] == "supported" for c in claims)
+        supported = sum(c.supported for c in claims)
         return [
             MetricResult.ok("faithfulness", supported / len(claims)),
-            MetricResult.ok("groundedness", sum(c["strength"] for c in claims) / len(claims)),
+            MetricResult.ok("groundedness",
+                            sum(c.strength or 0.0 for c in claims) / len(claims)),
         ]

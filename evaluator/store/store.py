@@ -44,7 +44,16 @@ from sqlalchemy.pool import StaticPool
 from evaluator.config import StoreConfig
 from evaluator.errors import ConfigError, InvalidRecordError, LockHeldError
 from evaluator.records import LogRecord
-from evaluator.scorers.base import Detection, ItemResult, MetricResult, Outcome
+from evaluator.scorers.base import (
+    Detection,
+    ItemResult,
+    MetricResult,
+    Outcome,
+    ScoredBatch,
+    ScorerRun,
+    Written,
+)
+from evaluator.scorers.explanation import Explanation
 from evaluator.store import models
 from evaluator.store.models import (
     cursors,
@@ -129,6 +138,11 @@ class ExplanationRow:
     body: dict[str, Any]
     detections: tuple[Detection, ...]
     created_at: datetime
+
+    @property
+    def explanation(self) -> Explanation:
+        """``body`` read back into its typed parts (unknown keys kept in ``extra``)."""
+        return Explanation.from_dict(self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,29 +404,58 @@ class Store:
         scorer_version: str,
         now: datetime | None = None,
     ) -> list[tuple[str, MetricResult]]:
-        """Store a scored batch in one transaction; return the scores it newly wrote.
+        """:meth:`record_batch` for one scorer's results; returns the (request id, score)
+        pairs it newly wrote."""
+        missing = [r.request_id for r in results if r.request_id not in records]
+        if missing:
+            raise ValueError(f"record_results: no record given for {len(missing)} result(s), "
+                             f"e.g. {missing[:3]}")
+        rids = dict.fromkeys(r.request_id for r in results)
+        batch = ScoredBatch(tuple(records[rid] for rid in rids),
+                            (ScorerRun(scorer, scorer_version, tuple(results)),))
+        return [(w.request_id, w.result) for w in self.record_batch(batch, now=now)]
+
+    def record_batch(self, batch: ScoredBatch, *, now: datetime | None = None) -> list[Written]:
+        """Store a scored batch (every scorer's results) in one transaction; return the scores
+        it newly wrote.
 
         A score already stored for the same (request id, metric, scorer, scorer version) is
         kept, unless it is an ``error`` and the new one is not: a retry may replace a failure
         with a real result. So a batch delivered twice writes (and returns) nothing the second
-        time, and callers can count exactly the returned pairs in their metrics.
+        time, and callers can count exactly the returned scores in their metrics.
 
-        Explanations follow the scores: replaced where the item got a newly written score,
-        otherwise only added when missing. Every item is marked ``scored``; an item the sampler
-        never stored is created (source and rule ``'unsampled'``). ``records`` must hold the
-        record of every result (route, model and log time are copied onto the scores).
+        Explanations follow the scores: replaced where the item got a newly written score from
+        that scorer, otherwise only added when missing. Every item is marked ``scored``; an
+        item the sampler never stored is created (source and rule ``'unsampled'``). The batch
+        must hold the record of every result (route, model and log time are copied onto the
+        scores).
         """
         now = now or self._clock()
-        by_id: dict[str, ItemResult] = {r.request_id: r for r in results}
-        if not by_id:
+        records = batch.by_id
+        runs: list[tuple[ScorerRun, dict[str, ItemResult]]] = []
+        for run in batch.runs:
+            by_id = {r.request_id: r for r in run.items}
+            missing = [rid for rid in by_id if rid not in records]
+            if missing:
+                raise ValueError(f"record_batch: no record given for {len(missing)} result(s), "
+                                 f"e.g. {missing[:3]}")
+            if by_id:
+                runs.append((run, by_id))
+        if not runs:
             return []
-        missing = [rid for rid in by_id if rid not in records]
-        if missing:
-            raise ValueError(f"record_results: no record given for {len(missing)} result(s), "
-                             f"e.g. {missing[:3]}")
-
+        ids = list(dict.fromkeys(rid for _, by_id in runs for rid in by_id))
         if self._dialect == "sqlite":
-            return self._record_results_sqlite(by_id, records, scorer, scorer_version, now)
+            return self._record_batch_sqlite(runs, ids, records, now)
+        out: list[Written] = []
+        with self._writer.begin() as conn:
+            for run, by_id in runs:
+                out.extend(self._write_run(conn, run, by_id, records, now))
+            self._mark_scored(conn, ids, records, now)
+        return out
+
+    def _write_run(self, conn: Connection, run: ScorerRun, by_id: Mapping[str, ItemResult],
+                   records: Mapping[str, LogRecord], now: datetime) -> list[Written]:
+        scorer, scorer_version = run.scorer, run.version
         wanted: dict[tuple[str, str], MetricResult] = {}
         score_rows: list[dict[str, Any]] = []
         for rid, result in by_id.items():
@@ -434,35 +477,29 @@ class Store:
                     "log_timestamp": record.timestamp,
                     "scored_at": now,
                 })
+        written: set[tuple[str, str]] = set()
+        if score_rows:
+            ins = self._insert(scores)
+            replaceable = (scores.c.outcome == Outcome.ERROR.value) & (
+                ins.excluded.outcome != Outcome.ERROR.value)
+            stmt = ins.on_conflict_do_update(
+                index_elements=[scores.c.request_id, scores.c.metric, scores.c.scorer,
+                                scores.c.scorer_version],
+                set_={name: ins.excluded[name] for name in (
+                    "outcome", "value", "reason", "route", "model", "log_timestamp",
+                    "scored_at")},
+                where=replaceable,
+            ).returning(scores.c.request_id, scores.c.metric)
+            written = {(row.request_id, row.metric)
+                       for row in conn.execute(stmt, score_rows)}
+        fresh_ids = {rid for rid, _ in written}
+        self._write_explanations(conn, by_id, fresh_ids, scorer, scorer_version, now)
+        return [Written(scorer, rid, wanted[rid, metric]) for rid, metric in wanted
+                if (rid, metric) in written]
 
-        ids = list(by_id)
-        with self._writer.begin() as conn:
-            written: set[tuple[str, str]] = set()
-            if score_rows:
-                ins = self._insert(scores)
-                replaceable = (scores.c.outcome == Outcome.ERROR.value) & (
-                    ins.excluded.outcome != Outcome.ERROR.value)
-                stmt = ins.on_conflict_do_update(
-                    index_elements=[scores.c.request_id, scores.c.metric, scores.c.scorer,
-                                    scores.c.scorer_version],
-                    set_={name: ins.excluded[name] for name in (
-                        "outcome", "value", "reason", "route", "model", "log_timestamp",
-                        "scored_at")},
-                    where=replaceable,
-                ).returning(scores.c.request_id, scores.c.metric)
-                written = {(row.request_id, row.metric)
-                           for row in conn.execute(stmt, score_rows)}
-
-            fresh_ids = {rid for rid, _ in written}
-            self._write_explanations(conn, by_id, fresh_ids, scorer, scorer_version, now)
-            self._mark_scored(conn, ids, records, now)
-
-        return [(rid, wanted[rid, metric]) for rid, metric in wanted if (rid, metric) in written]
-
-    def _record_results_sqlite(self, by_id: Mapping[str, ItemResult],
-                               records: Mapping[str, LogRecord], scorer: str,
-                               scorer_version: str, now: datetime,
-                               ) -> list[tuple[str, MetricResult]]:
+    def _record_batch_sqlite(self, runs: Sequence[tuple[ScorerRun, Mapping[str, ItemResult]]],
+                             ids: Sequence[str], records: Mapping[str, LogRecord],
+                             now: datetime) -> list[Written]:
         """SQLite: every parameter is built before BEGIN IMMEDIATE, so the write lock is held
         only while SQLite works (not while SQLAlchemy processes bind parameters)."""
         import json
@@ -472,61 +509,70 @@ class Store:
                                                                     timespec="microseconds")
 
         now_s = ts(now)
-        wanted: dict[tuple[str, str], MetricResult] = {}
-        score_params: list[tuple[Any, ...]] = []
-        expl: dict[str, tuple[Any, ...]] = {}
-        for rid, result in by_id.items():
-            record = records[rid]
-            log_ts = ts(record.timestamp)
-            for metric in result.metrics:
-                if (rid, metric.metric) in wanted:
-                    raise ValueError(f"record_results: metric {metric.metric!r} twice for {rid}")
-                wanted[rid, metric.metric] = metric
-                score_params.append((rid, metric.metric, scorer, scorer_version,
-                                     metric.outcome.value, metric.value, metric.reason,
-                                     record.route, record.model, log_ts, now_s))
-            expl[rid] = (rid, scorer, scorer_version, json.dumps(dict(result.explanation)),
-                         json.dumps([{"kind": d.kind, "detail": d.detail}
-                                     for d in result.detections]), now_s)
-        ids = list(by_id)
+        prepared = []
+        for run, by_id in runs:
+            scorer, scorer_version = run.scorer, run.version
+            wanted: dict[tuple[str, str], MetricResult] = {}
+            score_params: list[tuple[Any, ...]] = []
+            expl: dict[str, tuple[Any, ...]] = {}
+            for rid, result in by_id.items():
+                record = records[rid]
+                log_ts = ts(record.timestamp)
+                for metric in result.metrics:
+                    if (rid, metric.metric) in wanted:
+                        raise ValueError(f"record_results: metric {metric.metric!r} twice "
+                                         f"for {rid}")
+                    wanted[rid, metric.metric] = metric
+                    score_params.append((rid, metric.metric, scorer, scorer_version,
+                                         metric.outcome.value, metric.value, metric.reason,
+                                         record.route, record.model, log_ts, now_s))
+                expl[rid] = (rid, scorer, scorer_version,
+                             json.dumps(result.explanation.to_dict()),
+                             json.dumps([{"kind": d.kind, "detail": d.detail}
+                                         for d in result.detections]), now_s)
+            prepared.append((run, list(by_id), wanted, score_params, expl))
+        out: list[Written] = []
         with self._writer.begin() as conn:
             driver: Any = conn.connection.driver_connection  # sqlite3.Connection
             cur = driver.cursor()
             try:
-                existing: dict[tuple[str, str], str] = {}
-                for chunk in _chunks(ids):
-                    marks = ",".join("?" * len(chunk))
-                    cur.execute("SELECT request_id, metric, outcome FROM gw_scores WHERE "
-                                f"scorer = ? AND scorer_version = ? AND request_id IN ({marks})",
-                                (scorer, scorer_version, *chunk))
-                    existing.update({(r, m): o for r, m, o in cur.fetchall()})
-                to_write = [p for p in score_params
-                            if (p[0], p[1]) not in existing
-                            or (existing[p[0], p[1]] == "error" and p[4] != "error")]
-                cur.executemany(
-                    "INSERT INTO gw_scores (request_id, metric, scorer, scorer_version, outcome,"
-                    " value, reason, route, model, log_timestamp, scored_at) VALUES "
-                    "(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id, metric, scorer, "
-                    "scorer_version) DO UPDATE SET outcome = excluded.outcome, value = "
-                    "excluded.value, reason = excluded.reason, route = excluded.route, model = "
-                    "excluded.model, log_timestamp = excluded.log_timestamp, scored_at = "
-                    "excluded.scored_at WHERE gw_scores.outcome = 'error' AND "
-                    "excluded.outcome != 'error'", to_write)
-                written = {(p[0], p[1]) for p in to_write}
-                fresh_ids = {rid for rid, _ in written}
-                cols = "(request_id, scorer, scorer_version, body, detections, created_at)"
-                fresh = [expl[r] for r in ids if r in fresh_ids]
-                other = [expl[r] for r in ids if r not in fresh_ids]
-                if fresh:
+                for run, run_ids, wanted, score_params, expl in prepared:
+                    existing: dict[tuple[str, str], str] = {}
+                    for chunk in _chunks(run_ids):
+                        marks = ",".join("?" * len(chunk))
+                        cur.execute("SELECT request_id, metric, outcome FROM gw_scores WHERE "
+                                    "scorer = ? AND scorer_version = ? AND request_id IN "
+                                    f"({marks})", (run.scorer, run.version, *chunk))
+                        existing.update({(r, m): o for r, m, o in cur.fetchall()})
+                    to_write = [p for p in score_params
+                                if (p[0], p[1]) not in existing
+                                or (existing[p[0], p[1]] == "error" and p[4] != "error")]
                     cur.executemany(
-                        f"INSERT INTO gw_explanations {cols} VALUES (?,?,?,?,?,?) ON CONFLICT "
-                        "(request_id, scorer, scorer_version) DO UPDATE SET body = excluded.body,"
-                        " detections = excluded.detections, created_at = excluded.created_at",
-                        fresh)
-                if other:
-                    cur.executemany(
-                        f"INSERT INTO gw_explanations {cols} VALUES (?,?,?,?,?,?) ON CONFLICT "
-                        "(request_id, scorer, scorer_version) DO NOTHING", other)
+                        "INSERT INTO gw_scores (request_id, metric, scorer, scorer_version, "
+                        "outcome, value, reason, route, model, log_timestamp, scored_at) VALUES "
+                        "(?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (request_id, metric, scorer, "
+                        "scorer_version) DO UPDATE SET outcome = excluded.outcome, value = "
+                        "excluded.value, reason = excluded.reason, route = excluded.route, "
+                        "model = excluded.model, log_timestamp = excluded.log_timestamp, "
+                        "scored_at = excluded.scored_at WHERE gw_scores.outcome = 'error' AND "
+                        "excluded.outcome != 'error'", to_write)
+                    written = {(p[0], p[1]) for p in to_write}
+                    fresh_ids = {rid for rid, _ in written}
+                    cols = "(request_id, scorer, scorer_version, body, detections, created_at)"
+                    fresh = [expl[r] for r in run_ids if r in fresh_ids]
+                    other = [expl[r] for r in run_ids if r not in fresh_ids]
+                    if fresh:
+                        cur.executemany(
+                            f"INSERT INTO gw_explanations {cols} VALUES (?,?,?,?,?,?) ON "
+                            "CONFLICT (request_id, scorer, scorer_version) DO UPDATE SET body = "
+                            "excluded.body, detections = excluded.detections, created_at = "
+                            "excluded.created_at", fresh)
+                    if other:
+                        cur.executemany(
+                            f"INSERT INTO gw_explanations {cols} VALUES (?,?,?,?,?,?) ON "
+                            "CONFLICT (request_id, scorer, scorer_version) DO NOTHING", other)
+                    out.extend(Written(run.scorer, rid, wanted[rid, metric])
+                               for rid, metric in wanted if (rid, metric) in written)
                 present: set[str] = set()
                 for chunk in _chunks(ids):
                     marks = ",".join("?" * len(chunk))
@@ -549,7 +595,7 @@ class Store:
                                 (now_s, *chunk))
             finally:
                 cur.close()
-        return [(rid, wanted[rid, metric]) for rid, metric in wanted if (rid, metric) in written]
+        return out
 
     def _write_explanations(self, conn: Connection, by_id: Mapping[str, ItemResult],
                             fresh_ids: set[str], scorer: str, scorer_version: str,
@@ -561,7 +607,7 @@ class Store:
                 "request_id": rid,
                 "scorer": scorer,
                 "scorer_version": scorer_version,
-                "body": dict(result.explanation),
+                "body": result.explanation.to_dict(),
                 "detections": [{"kind": d.kind, "detail": d.detail} for d in result.detections],
                 "created_at": now,
             }

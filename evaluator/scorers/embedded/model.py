@@ -131,6 +131,12 @@ class Encoder:
 
         ``passages`` holds (passage text, its units); the first encoding returned per passage is
         the whole passage (first ``MAX_TOKENS`` pieces), the rest its units in order."""
+        return self.encode_passages_counted(passages)[0]
+
+    def encode_passages_counted(self, passages: Sequence[tuple[str, list[str]]],
+                                ) -> tuple[list[list[Encoded]], int, int]:
+        """:meth:`encode_passages`, and this call's cache hits and misses (the running totals
+        ``cache_hits`` / ``cache_misses`` mix every thread's calls)."""
         keys = [hashlib.blake2b(p.encode("utf-8", "replace"), digest_size=16).hexdigest()
                 for p, _ in passages]
         found: dict[int, list[Encoded]] = {}
@@ -140,8 +146,9 @@ class Encoder:
                 if hit is not None:
                     self._cache.move_to_end(key)
                     found[n] = hit[0]
-            self.cache_hits += len(found)
-            self.cache_misses += len(keys) - len(found)
+            hits = len(found)
+            self.cache_hits += hits
+            self.cache_misses += len(keys) - hits
         todo = [n for n in range(len(passages)) if n not in found]
         texts: list[str] = []
         spans: list[tuple[int, int, int]] = []
@@ -165,7 +172,7 @@ class Encoder:
                                    or self.cache_bytes > self.cache_bytes_limit):
                 _, (_, size) = self._cache.popitem(last=False)
                 self.cache_bytes -= size
-        return [found[n] for n in range(len(passages))]
+        return [found[n] for n in range(len(passages))], hits, len(keys) - hits
 
 
 def _load_malloc_trim() -> Any:

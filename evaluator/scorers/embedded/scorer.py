@@ -20,22 +20,32 @@ Weights and thresholds come from ``calibration.json`` (``scripts/calibrate.py``)
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from evaluator.records import LogRecord
-from evaluator.scorers.base import Detection, ItemResult, MetricResult
+from evaluator.scorers.base import Detection, MetricResult, Usage
 from evaluator.scorers.embedded import features as ft
 from evaluator.scorers.embedded import signals as sg
 from evaluator.scorers.embedded import textops as tx
 from evaluator.scorers.embedded.calibration import Calibration
 from evaluator.scorers.embedded.model import Encoded, Encoder, release_free_memory
-from evaluator.scorers.text import content_words, is_refusal
+from evaluator.scorers.explanation import (
+    AnswerRelevanceParts,
+    Claim,
+    ContextRelevanceParts,
+    Explanation,
+    ScopeCheck,
+    Verdict,
+)
+from evaluator.scorers.gates import Assessment, Gated, GatedScorer
+from evaluator.scorers.text import content_words
 
 if TYPE_CHECKING:
     from evaluator.config import Config, EmbeddedConfig, ScopeConfig
@@ -47,7 +57,7 @@ _FAITH = ("faithfulness", "groundedness")
 class _Prepared:
     """One record cut to size and split, before any model call."""
 
-    record: LogRecord
+    gated: Gated
     question: str
     answer: str
     claims: list[str]
@@ -55,12 +65,13 @@ class _Prepared:
     units: list[list[str]]
 
 
-class EmbeddedScorer:
+class EmbeddedScorer(GatedScorer):
     """MiniLM-based scorer. Built once per worker process; the model loads on first use.
 
     Thread-safe: the model load and the passage cache are locked; counters are updated under
-    a lock. ``truncations`` counts inputs cut to the configured size, ``encoder.cache_hits`` /
-    ``encoder.cache_misses`` count passage-cache lookups (for the metrics layer to export)."""
+    a lock. Each batch reports its truncations (inputs cut to the configured size) and
+    passage-cache lookups in its :class:`Usage`; ``truncations`` and ``encoder.cache_hits`` /
+    ``encoder.cache_misses`` are this process's running totals (for benchmarks)."""
 
     name = "embedded"
 
@@ -88,16 +99,11 @@ class EmbeddedScorer:
     def from_config(cls, config: Config) -> EmbeddedScorer:
         return cls(config.scoring.embedded, config.scoring.scope)
 
-    def stats(self) -> dict[str, int]:
-        """Running totals of this process, exported by the worker as counter deltas."""
-        return {"truncations": self.truncations, "cache_hits": self.encoder.cache_hits,
-                "cache_misses": self.encoder.cache_misses}
-
     def warm_up(self) -> None:
         """Load the model (torch import plus weights: seconds) and score one tiny item, so
         tokenizer, kernels and the scope vectors are ready before the first real batch. The
-        passage cache and the counters are put back as they were: the warm-up item is nobody's
-        traffic and must not show in the cache metrics."""
+        passage cache and the running totals are put back as they were: the warm-up item is
+        nobody's traffic (its usage is dropped, never reported)."""
         self.encoder.load()
         before = (self.truncations, self.encoder.cache_hits, self.encoder.cache_misses)
         self.score_batch([_warm_up_record()])
@@ -117,7 +123,9 @@ class EmbeddedScorer:
     def _cut(self, text: str, limit: int) -> tuple[str, int]:
         return (text, 0) if len(text) <= limit else (text[:limit], 1)
 
-    def _prepare(self, record: LogRecord) -> _Prepared:
+    def _prepare(self, gated: Gated) -> tuple[_Prepared, int]:
+        """The record cut to size, and how many inputs were cut."""
+        record = gated.record
         s = self.settings
         cut = 0
         question, n = self._cut(record.question.strip(), s.max_question_chars)
@@ -141,8 +149,8 @@ class EmbeddedScorer:
             with self._counter_lock:
                 self.truncations += cut
         units = [tx.split_units(p) or [p] for p in passages]
-        return _Prepared(record, question, answer, tx.split_claims(answer) if answer else [],
-                         passages, units)
+        return _Prepared(gated, question, answer, tx.split_claims(answer) if answer else [],
+                         passages, units), cut
 
     # -- scope -------------------------------------------------------------------------------
 
@@ -158,21 +166,20 @@ class EmbeddedScorer:
                     self._scope = (inside, vecs[:len(inside)], outside, vecs[len(inside):])
         return self._scope
 
-    def _check_scope(self, q_enc: Encoded) -> tuple[Detection | None, dict[str, Any]]:
+    def _check_scope(self, q_enc: Encoded) -> tuple[Detection | None, ScopeCheck]:
         inside, in_vecs, outside, out_vecs = self._scope_vectors()
         sims = in_vecs @ q_enc.vec
         best = int(np.argmax(sims))
         threshold = (self.scope.threshold if self.scope.threshold is not None
                      else self.calibration.scope_threshold)
-        info: dict[str, Any] = {"similarity": round(float(sims[best]), 4),
-                                "nearest": inside[best], "threshold": threshold}
+        info = ScopeCheck(round(float(sims[best]), 4), inside[best], threshold)
         out_best = None
         if outside:
             out_sims = out_vecs @ q_enc.vec
             j = int(np.argmax(out_sims))
             out_best = (outside[j], float(out_sims[j]))
-            info["nearest_out_of_scope"] = outside[j]
-            info["out_of_scope_similarity"] = round(float(out_sims[j]), 4)
+            info = dataclasses.replace(info, nearest_out_of_scope=outside[j],
+                                       out_of_scope_similarity=round(float(out_sims[j]), 4))
         if out_best is not None and out_best[1] > float(sims[best]):
             return Detection("out_of_scope", f"nearest scope example is out of scope: "
                              f"{out_best[0]!r} ({out_best[1]:.2f})"), info
@@ -183,13 +190,17 @@ class EmbeddedScorer:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
+    def assess(self, items: Sequence[Gated]) -> tuple[list[Assessment], Usage]:
         prepared: list[_Prepared | None] = []
-        for record in records:
+        truncations = 0
+        for gated in items:
             try:
-                prepared.append(self._prepare(record))
+                one, cut = self._prepare(gated)
             except Exception:
                 prepared.append(None)
+            else:
+                prepared.append(one)
+                truncations += cut
         texts: list[str] = []
         slots: list[tuple[int, int, int]] = []  # (question index, answer index, claims start)
         for p in prepared:
@@ -205,89 +216,77 @@ class EmbeddedScorer:
         encs = self.encoder.encode(texts)
         flat = [(text, units) for p in prepared if p is not None
                 for text, units in zip(p.passages, p.units, strict=True)]
-        passage_encs = iter(self.encoder.encode_passages(flat))
+        encoded, hits, misses = self.encoder.encode_passages_counted(flat)
+        passage_encs = iter(encoded)
         results = []
-        for record, p, (qi, ai, ci) in zip(records, prepared, slots, strict=True):
+        for p, (qi, ai, ci) in zip(prepared, slots, strict=True):
             if p is None:
-                results.append(_failed(record, "internal"))
+                results.append(_failed("internal"))
                 continue
             pencs = [next(passage_encs) for _ in p.passages]
             try:
-                results.append(self._score_one(p, encs[qi], encs[ai],
-                                               encs[ci:ci + len(p.claims)], pencs))
+                results.append(self._assess_one(p, encs[qi], encs[ai],
+                                                encs[ci:ci + len(p.claims)], pencs))
             except Exception:
-                results.append(_failed(record, "internal"))
+                results.append(_failed("internal"))
         release_free_memory()
-        return results
+        return results, Usage(truncations=truncations, cache_hits=hits, cache_misses=misses)
 
-    def _score_one(self, p: _Prepared, q_enc: Encoded, a_enc: Encoded,
-                   claim_encs: Sequence[Encoded], pencs: list[list[Encoded]]) -> ItemResult:
+    def _assess_one(self, p: _Prepared, q_enc: Encoded, a_enc: Encoded,
+                    claim_encs: Sequence[Encoded], pencs: list[list[Encoded]]) -> Assessment:
         cal = self.calibration
-        record = p.record
-        explanation: dict[str, Any] = {"scorer": self.name, "version": self.version}
+        g = p.gated
         detections: list[Detection] = []
         results: list[MetricResult] = []
-        has_question = bool(content_words(p.question))
+        scope = context_relevance = answer_relevance = None
+        claims: tuple[Claim, ...] | None = None
+        supported_share = None
 
-        if self.scope.configured and has_question:
-            detection, info = self._check_scope(q_enc)
-            explanation["scope"] = info
+        if self.scope.configured and g.has_question_terms:
+            detection, scope = self._check_scope(q_enc)
             if detection:
                 detections.append(detection)
 
-        # context_relevance: independent of the answer.
-        if not p.passages:
-            results.append(MetricResult.not_applicable("context_relevance", "no_contexts"))
-            detections.append(Detection("no_relevant_context", "no contexts were retrieved"))
-        elif not has_question:
-            results.append(MetricResult.not_applicable("context_relevance", "no_question_terms"))
-        else:
+        if g.wants_context_relevance:  # independent of the answer
             rel = [cal.context_relevance.prob_named(dict(zip(
                        ft.CONTEXT_MODEL, ft.context_features(p.question, q_enc, text, e)
                        + sg.context_signals(p.question, text), strict=True)))
                    for text, e in zip(p.passages, pencs, strict=True)]
             best = max(rel)
             results.append(MetricResult.ok("context_relevance", best))
-            explanation["context_relevance"] = {
-                "best": round(best, 4), "mean": round(sum(rel) / len(rel), 4),
-                "best_context": rel.index(best), "per_context": [round(r, 4) for r in rel]}
+            context_relevance = ContextRelevanceParts(
+                round(best, 4), round(sum(rel) / len(rel), 4), rel.index(best),
+                tuple(round(r, 4) for r in rel))
             if best < cal.no_relevant_context:
                 detections.append(Detection(
                     "no_relevant_context", f"best passage relevance {best:.2f} < "
                     f"{cal.no_relevant_context:.2f}"))
 
-        if not p.answer:
-            detections.append(Detection("empty_answer", "the answer is empty"))
-            results.extend(MetricResult.not_applicable(m, "empty_answer")
-                           for m in (*_FAITH, "answer_relevance"))
-            return ItemResult(record.request_id, tuple(results), explanation, tuple(detections))
-
-        if has_question:
+        if g.wants_answer_relevance:
             x = (ft.answer_features(p.question, q_enc, p.answer, a_enc, claim_encs)
                  + sg.answer_signals(p.question, p.answer))
             named = dict(zip(ft.ANSWER_MODEL, x, strict=True))
             useful = cal.answer_relevance.prob_named(named)
             on_topic = cal.answer_topic.prob_named(named)
             results.append(MetricResult.ok("answer_relevance", useful * on_topic))
-            explanation["answer_relevance"] = {
-                "on_topic": round(on_topic, 4), "useful": round(useful, 4),
-                **{k: round(v, 4) for k, v in named.items()}}
-        else:
-            results.append(MetricResult.not_applicable("answer_relevance", "no_question_terms"))
+            answer_relevance = AnswerRelevanceParts(
+                round(on_topic, 4), round(useful, 4), {k: round(v, 4) for k, v in named.items()})
 
-        if is_refusal(p.answer):
-            detections.append(Detection("refusal", p.answer[:200]))
-            results.extend(MetricResult.not_applicable(m, "refusal") for m in _FAITH)
-        elif not p.passages:
-            results.extend(MetricResult.not_applicable(m, "no_contexts") for m in _FAITH)
-        elif not p.claims:
-            results.extend(MetricResult.not_applicable(m, "no_claims") for m in _FAITH)
-        else:
-            results.extend(self._support(p, claim_encs, pencs, explanation))
-        return ItemResult(record.request_id, tuple(results), explanation, tuple(detections))
+        if g.wants_support:
+            if not p.claims:
+                results.extend(MetricResult.not_applicable(m, "no_claims") for m in _FAITH)
+            else:
+                claims, support = self._support(p, claim_encs, pencs)
+                results.extend(support)
+                supported_share = round(sum(c.supported for c in claims) / len(claims), 4)
+        explanation = Explanation(
+            scorer=self.name, version=self.version, scope=scope,
+            context_relevance=context_relevance, answer_relevance=answer_relevance,
+            claims=claims, supported_share=supported_share)
+        return Assessment(tuple(results), explanation, tuple(detections))
 
     def _support(self, p: _Prepared, claim_encs: Sequence[Encoded], pencs: list[list[Encoded]],
-                 explanation: dict[str, Any]) -> list[MetricResult]:
+                 ) -> tuple[tuple[Claim, ...], list[MetricResult]]:
         cal = self.calibration
         units = [ft.Unit(text, n, enc)
                  for n, (texts, encs) in enumerate(zip(p.units, pencs, strict=True))
@@ -295,7 +294,7 @@ class EmbeddedScorer:
         context_text = " ".join(p.passages)
         context_words = set(content_words(context_text)) | tx.lower_words(context_text)
         context_numbers = tx.numbers(context_text)
-        claims: list[dict[str, Any]] = []
+        claims: list[Claim] = []
         probs: list[float] = []
         strengths: list[float] = []
         for claim, enc in zip(p.claims, claim_encs, strict=True):
@@ -305,32 +304,28 @@ class EmbeddedScorer:
             strength = float(np.clip(inputs["strength"], 0.0, 1.0))
             kind = ft.contradiction_kind(f)
             if kind is not None and kind in cal.contradiction_kinds:
-                verdict = "contradicted"
+                verdict = Verdict.CONTRADICTED
                 prob = min(prob, 1.0 - cal.support_threshold)
             elif prob >= cal.support_threshold:
-                verdict = "supported"
+                verdict = Verdict.SUPPORTED
             else:
-                verdict = "unsupported"
+                verdict = Verdict.UNSUPPORTED
             probs.append(prob)
             strengths.append(strength)
-            entry: dict[str, Any] = {
-                "claim": claim, "verdict": verdict, "strength": round(strength, 4),
-                "support_probability": round(prob, 4), "evidence": f.evidence,
-                "evidence_context": f.evidence_passage,
-            }
-            if verdict == "contradicted":
-                entry["reason"] = f.contradiction
+            reason = mismatch = None
+            if verdict is Verdict.CONTRADICTED:
+                reason = f.contradiction
             elif kind is not None:
                 # A clash calibration did not adopt (negation): shown, not flipping the verdict.
                 # A clash with off-topic evidence is no clash at all and is not shown.
-                entry["mismatch"] = f.contradiction
-            claims.append(entry)
-        explanation["claims"] = claims
-        explanation["unsupported"] = [c["claim"] for c in claims if c["verdict"] != "supported"]
-        explanation["supported_share"] = round(
-            sum(c["verdict"] == "supported" for c in claims) / len(claims), 4)
-        return [MetricResult.ok("faithfulness", float(np.clip(np.mean(probs), 0.0, 1.0))),
-                MetricResult.ok("groundedness", float(np.clip(np.mean(strengths), 0.0, 1.0)))]
+                mismatch = f.contradiction
+            claims.append(Claim(claim, verdict, strength=round(strength, 4),
+                                support_probability=round(prob, 4), evidence=f.evidence,
+                                evidence_context=f.evidence_passage, reason=reason,
+                                mismatch=mismatch))
+        return tuple(claims), [
+            MetricResult.ok("faithfulness", float(np.clip(np.mean(probs), 0.0, 1.0))),
+            MetricResult.ok("groundedness", float(np.clip(np.mean(strengths), 0.0, 1.0)))]
 
 
 def _warm_up_record() -> LogRecord:
@@ -340,9 +335,5 @@ def _warm_up_record() -> LogRecord:
                      answer="Deleted files are kept for 30 days.")
 
 
-def _failed(record: LogRecord, kind: str) -> ItemResult:
-    return ItemResult(record.request_id,
-                      tuple(MetricResult.error(m, kind) for m in
-                            ("faithfulness", "groundedness", "answer_relevance",
-                             "context_relevance")),
-                      {"scorer": "embedded", "error": kind})
+def _failed(kind: str) -> Assessment:
+    return Assessment(explanation=Explanation(scorer="embedded", error=kind), error=kind)
