@@ -115,8 +115,13 @@ def _utc(dt: datetime, fname: str, row_ref: str) -> datetime:
         raise _reject("bad_timestamp", fname, row_ref, f"{dt.isoformat()} is out of range") from None
 
 
+# Epoch seconds or milliseconds written as text (every CSV cell is text).
+_EPOCH_TEXT = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,9})?")
+
+
 def parse_timestamp(value: Any, *, row_ref: str = "?", fname: str = "timestamp") -> datetime:
-    """Accept datetimes (naive ones are taken as UTC), ISO-8601 text and epoch seconds."""
+    """Accept datetimes (naive ones are taken as UTC), ISO-8601 text and epoch seconds or
+    milliseconds, as numbers or as plain numeric text."""
     if isinstance(value, datetime):
         return _utc(value, fname, row_ref)
     if isinstance(value, bool):
@@ -134,6 +139,9 @@ def parse_timestamp(value: Any, *, row_ref: str = "?", fname: str = "timestamp")
                           ) from None
     if isinstance(value, str):
         text = value.strip()
+        if _EPOCH_TEXT.fullmatch(text):  # a CSV cell, or a number written as text: epoch
+            return parse_timestamp(float(text) if "." in text else int(text), row_ref=row_ref,
+                                   fname=fname)
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:

@@ -372,3 +372,23 @@ def test_a_file_rewritten_in_place_is_read_again_and_counted(
     # Touched only: nothing is read again.
     os.utime(log)
     assert drain(source, cursor, 10)[0] == []
+
+
+def test_a_huge_number_in_a_csv_cell_does_not_stall_the_file(
+        tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
+    # Found by tests/test_properties.py: pandas inferred an integer column, Arrow overflowed on
+    # a 300-digit number, and the whole file was "retried" forever with nothing read.
+    log = tmp_path / "export.csv"
+    with log.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["req_uuid", "created_at", "user_question", "retrieved_docs",
+                         "llm_output", "latency"])
+        writer.writerow(["r1", "1772366400", "q?", "[]", "a", str(10**300)])
+        writer.writerow(["r2", "2026-03-01T12:00:01Z", "q?", "[]", "a", "5"])
+        writer.writerow(["r3", "1772366402000", "q?", "[]", "a", "x" * 5000])
+    batch = make_source([str(tmp_path / "*.csv")]).read(None, 10)
+    assert [r.request_id for r in batch.records] == ["r1", "r2", "r3"]
+    # Every cell is text in a CSV: epoch seconds and milliseconds as text are timestamps.
+    assert batch.records[0].timestamp == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert batch.records[2].timestamp == datetime(2026, 3, 1, 12, 0, 2, tzinfo=UTC)
+    assert [(d.field, d.reason) for d in batch.dropped] == [("latency_ms", "wrong_type")]

@@ -45,14 +45,16 @@ FORMATS_BY_EXTENSION = {
     ".jsonl": "json", ".ndjson": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv",
 }
 _FORMATS = ("auto", "json", "parquet", "csv")
-# Fields kept as text when reading CSV, so that a request id "0042" stays "0042" and a
-# question "NA" is not turned into a missing value by pandas.
-_CSV_TEXT_FIELDS = ("request_id", "question", "contexts", "answer", "route", "model",
-                    "app_version", "status", "error", "metadata")
-
-
 def _csv_text(cell: str) -> str | None:
     return cell if cell != "" else None
+
+
+def _csv_header(path: str) -> list[str]:
+    """The column names of a CSV file (its first row)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
 
 
 def _import_datasets() -> Any:
@@ -365,7 +367,10 @@ class FileSource:
         datasets = _import_datasets()
         kwargs: dict[str, Any] = {}
         if fmt == "csv":
-            kwargs = {"converters": {self._columns[f]: _csv_text for f in _CSV_TEXT_FIELDS},
+            # Every cell as text: map_row reads numbers from text itself. Letting pandas infer
+            # types failed the whole file on one 300-digit number (OverflowError in Arrow),
+            # read an id "0042" as 42 and a question "NA" as missing.
+            kwargs = {"converters": dict.fromkeys(_csv_header(path), _csv_text),
                       "keep_default_na": False, "na_values": [""]}
         dataset = datasets.load_dataset(fmt, data_files=[path], split="train", streaming=True,
                                         cache_dir=self._datasets_cache_dir(), **kwargs)
