@@ -558,14 +558,14 @@ class Metrics:
         if n:
             self._child(self.files_rewritten, self.policy.value("source", source)).inc(n)
 
-    def set_unplaceable_rows(self, n: int, source: str = "app") -> None:
-        self._child(self.unplaceable_rows, self.policy.value("source", source)).set(n)
-
-    def set_missed_rows(self, n: int, source: str = "app") -> None:
-        self._child(self.missed_rows, self.policy.value("source", source)).set(n)
-
-    def set_future_rows(self, n: int, source: str = "app") -> None:
-        self._child(self.future_rows, self.policy.value("source", source)).set(n)
+    def set_source_audit(self, *, unplaceable: int | None, missed: int | None,
+                         future: int | None, source: str = "app") -> None:
+        """The source's last look at the whole table; a figure it did not take is left as is."""
+        value = self.policy.value("source", source)
+        for gauge, n in ((self.unplaceable_rows, unplaceable), (self.missed_rows, missed),
+                         (self.future_rows, future)):
+            if n is not None:
+                self._child(gauge, value).set(n)
 
     def set_source_held(self, held: bool, source: str = "app") -> None:
         self._child(self.source_held, self.policy.value("source", source)).set(1 if held else 0)

@@ -229,12 +229,8 @@ class Sampler:
         batch = self.source.read(cursor, self.config.source.read_batch_rows,
                                  seen=lambda ids: self.store.read_ids(name, ids))
         result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped))
-        if batch.unplaceable is not None:
-            self.metrics.set_unplaceable_rows(batch.unplaceable, source=name)
-        if batch.missed is not None:
-            self.metrics.set_missed_rows(batch.missed, source=name)
-        if batch.future is not None:
-            self.metrics.set_future_rows(batch.future, source=name)
+        self.metrics.set_source_audit(unplaceable=batch.unplaceable, missed=batch.missed,
+                                      future=batch.future, source=name)
         if batch.rows_read == 0 and not batch.rejections:
             return result
         if self._hold(batch):
