@@ -325,8 +325,153 @@ class ScopeConfig(_Section):
         return bool(self.description.strip() or self.in_scope)
 
 
+class JudgeEmbeddingsConfig(_Section):
+    """Where ragas's AnswerRelevancy gets its embeddings: the embedded model (offline, the
+    default) or an OpenAI-compatible ``/embeddings`` endpoint."""
+
+    source: Literal["embedded", "openai"] = "embedded"
+    # For source = "openai"; an empty base_url / api_key_env uses the judge's.
+    base_url: str = ""
+    model: str = "text-embedding-3-small"
+    api_key_env: str = ""
+
+
+class JudgeBudgetConfig(_Section):
+    """Hard limits shared by every worker process (kept in Redis, or in memory for a process
+    without a broker: the demo, ``groundwatch score``). 0 means no limit."""
+
+    tokens_per_day: int = Field(2_000_000, ge=0)
+    usd_per_hour: float = Field(5.0, ge=0.0)
+
+
+class JudgePrice(_Section):
+    """USD per 1000 tokens."""
+
+    prompt: float = Field(0.0, ge=0.0)
+    completion: float = Field(0.0, ge=0.0)
+
+
+class JudgeCircuitConfig(_Section):
+    # After this many consecutive failed calls the judge is not called for cooldown_s; then
+    # one trial call decides whether it is back.
+    failures: int = Field(5, ge=1)
+    cooldown_s: float = Field(60.0, gt=0)
+
+
+class JudgeCascadeConfig(_Section):
+    """Which items the judge scores when it runs beside a cheap scorer."""
+
+    # A random share of all sampled items (by request id, so a retry picks the same items).
+    share: Rate = 0.05
+    # ...plus the items whose cheap score of ``on`` is below ``low``, or inside ``band``.
+    on: Literal["faithfulness", "groundedness", "answer_relevance", "context_relevance"] = \
+        "faithfulness"
+    low: Rate = 0.3
+    band: tuple[Rate, Rate] = (0.4, 0.6)
+
+    @model_validator(mode="after")
+    def _band_ordered(self) -> JudgeCascadeConfig:
+        if self.band[0] > self.band[1]:
+            raise ValueError(f"band must be [low, high], got {list(self.band)}")
+        return self
+
+
+class RedactionPattern(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,40}$")
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if re.compile(value).match(""):
+            raise ValueError("the pattern matches the empty string")
+        return value
+
+
+class RedactionConfig(_Section):
+    """PII is replaced by ``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[IBAN]`` (or ``[NAME]`` of a
+    custom pattern) before any text leaves the process for a judge."""
+
+    enabled: bool = True
+    patterns: list[RedactionPattern] = Field(default_factory=list)
+
+
+class GoldenConfig(_Section):
+    # A JSON Lines file of items (question, contexts, answer; request_id optional) that the
+    # judge re-scores every interval_s; the change of its scores is exported. Empty: off.
+    path: str = ""
+    interval_s: float = Field(3600.0, ge=10)
+
+
+class JudgeConfig(_Section):
+    """An LLM judge on an OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server).
+
+    ``scoring.judge`` chooses how it is used (``ragas``: ragas's metrics; ``compact``: one call
+    per item); with ``scoring.scorer`` a cheap scorer, the judge runs as a cascade."""
+
+    base_url: str = ""
+    model: str = ""
+    # The NAME of the environment variable that holds the API key; the key itself is never
+    # read from, or written to, a config file, a log or the store.
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    # Calls in flight per worker process (one event loop per process).
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    # Re-asks after an unparseable reply, and retries after a 5xx / timeout / refused
+    # connection, per prompt: a judge that always fails costs at most 1 + max_retries calls.
+    max_retries: int = Field(1, ge=0, le=5)
+    # A 429 is waited out (Retry-After, or a jittered backoff) up to this long per call; past
+    # it the batch goes back to the queue and waits there.
+    rate_limit_max_wait_s: float = Field(30.0, ge=0)
+    max_tokens: int = Field(1024, ge=16)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    # AnswerRelevancy's generated questions (ragas's default is 3).
+    strictness: int = Field(1, ge=1, le=10)
+    # Replies are cached by (metric, model, prompt version, inputs) for this long; 0: off.
+    cache_ttl_s: float = Field(7 * 86400.0, ge=0)
+    # USD per 1000 tokens, per model name; a model without a price costs 0 (and says so).
+    prices: dict[str, JudgePrice] = Field(default_factory=dict)
+    embeddings: JudgeEmbeddingsConfig = JudgeEmbeddingsConfig()
+    budget: JudgeBudgetConfig = JudgeBudgetConfig()
+    circuit: JudgeCircuitConfig = JudgeCircuitConfig()
+    cascade: JudgeCascadeConfig = JudgeCascadeConfig()
+    redaction: RedactionConfig = RedactionConfig()
+    golden: GoldenConfig = GoldenConfig()
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url.strip())
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        import re
+
+        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("api_key_env is the NAME of an environment variable "
+                             "(e.g. OPENAI_API_KEY), not the key")
+        return value
+
+
 class ScoringConfig(_Section):
     scorer: str = "lexical"
+    # The cascade's judge beside the cheap scorer above: "ragas" (ragas's metrics) or
+    # "compact" (one call per item); it runs only when [judge] base_url is set. "": never.
+    judge: Literal["", "ragas", "compact"] = "ragas"
     thresholds: dict[str, Rate] = Field(
         default_factory=lambda: {
             "faithfulness": 0.5, "groundedness": 0.5, "answer_relevance": 0.5,
@@ -385,6 +530,7 @@ class Config(_Section):
     source: SourceConfig = SourceConfig()
     sampling: SamplingConfig = SamplingConfig()
     scoring: ScoringConfig = ScoringConfig()
+    judge: JudgeConfig = JudgeConfig()
     worker: WorkerConfig = WorkerConfig()
     sampler: SamplerConfig = SamplerConfig()
     health: HealthConfig = HealthConfig()
