@@ -15,10 +15,10 @@ help: ## list the targets
 $(BIN)/groundwatch: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	$(BIN)/pip install --quiet -e '.[dev,embedded,ragas]'
 	@touch $@
 
-install: $(BIN)/groundwatch ## create .venv with everything the tests and the demo need (incl. the embedded scorer's CPU torch)
+install: $(BIN)/groundwatch ## create .venv with everything the tests and the demo need (the embedded scorer's CPU torch, ragas for the judge)
 
 demo: install ## the demo on synthetic traffic (no Redis, no LLM, no network)
 	$(BIN)/groundwatch demo

@@ -430,6 +430,9 @@ class JudgeConfig(_Section):
     # it the batch goes back to the queue and waits there.
     rate_limit_max_wait_s: float = Field(30.0, ge=0)
     max_tokens: int = Field(1024, ge=16)
+    # How the compact judge asks for its JSON: "json_schema" (OpenAI, vLLM, llama.cpp server,
+    # recent Ollama) or "json_object" for servers without schemas.
+    structured_output: Literal["json_schema", "json_object"] = "json_schema"
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     # AnswerRelevancy's generated questions (ragas's default is 3).
     strictness: int = Field(1, ge=1, le=10)

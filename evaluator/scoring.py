@@ -2,40 +2,106 @@
 
 The applicability gates run once per record (:mod:`evaluator.scorers.gates`), then every
 scorer in turn judges what they left open; each run's usage (judge calls, tokens, cost, cache
-lookups, truncations, wall time) comes back beside its results. Today a process has one
-scorer (``[scoring] scorer``); a cascade will hand this layer two.
+lookups, truncations, wall time) comes back beside its results.
+
+With a judge (the cascade): the cheap scorer (``[scoring] scorer``) scores every record; the
+judge then scores a random share of them (``judge.cascade.share``, decided by a hash of the
+request id, so a re-delivered batch picks the same items) plus those whose cheap score of
+``judge.cascade.on`` is below ``low`` or inside ``band``. The judge's run carries, per item,
+why it was picked (``ScorerRun.selection``): only the random share measures the agreement
+between the two without bias.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from evaluator.records import LogRecord
 from evaluator.scorers.base import ItemResult, ScoredBatch, Scorer, ScorerRun, Usage
 from evaluator.scorers.gates import Gated, apply_gates
 
+if TYPE_CHECKING:
+    from evaluator.config import JudgeCascadeConfig
+
 
 class Scoring:
     """Runs ``scorers`` over batches. Holds no per-call state (thread-safe as the scorers are)."""
 
-    def __init__(self, scorers: Sequence[Scorer]) -> None:
+    def __init__(self, scorers: Sequence[Scorer], *, judge: Scorer | None = None,
+                 cascade: JudgeCascadeConfig | None = None, salt: str = "") -> None:
         if not scorers:
             raise ValueError("Scoring needs at least one scorer")
+        if judge is not None and cascade is None:
+            raise ValueError("a judge needs the cascade's settings")
         self.scorers = tuple(scorers)
+        self.judge = judge
+        self.cascade = cascade
+        self.salt = salt
+
+    @property
+    def all_scorers(self) -> tuple[Scorer, ...]:
+        return self.scorers + ((self.judge,) if self.judge is not None else ())
 
     @property
     def primary(self) -> Scorer:
         """The first scorer: the one that scores every item."""
         return self.scorers[0]
 
-    def score(self, records: Sequence[LogRecord]) -> ScoredBatch:
-        """Score ``records`` with every scorer. Per-item problems are ``error`` outcomes in
-        the results; what a scorer raises (an outage, a bug) propagates."""
+    def score(self, records: Sequence[LogRecord], *, final_attempt: bool = True) -> ScoredBatch:
+        """Score ``records`` with every scorer, then the judge on the cascade's pick.
+        Per-item problems are ``error`` outcomes in the results; what a scorer raises (an
+        outage, a bug, a rate-limited judge on an attempt that is not the last) propagates."""
         records = tuple(records)
         gated = apply_gates(records)
-        return ScoredBatch(records, tuple(self._run(s, records, gated) for s in self.scorers))
+        runs = [self._run(s, records, gated) for s in self.scorers]
+        if self.judge is not None:
+            picked = self.pick(runs[0], gated)
+            if picked:
+                from evaluator.judge.types import FINAL_ATTEMPT
+
+                token = FINAL_ATTEMPT.set(final_attempt)
+                try:
+                    run = self._run(self.judge, [g.record for g, _ in picked],
+                                    [g for g, _ in picked])
+                finally:
+                    FINAL_ATTEMPT.reset(token)
+                why = {g.record.request_id: reason for g, reason in picked}
+                runs.append(dataclasses.replace(
+                    run, items=tuple(_with_selection(i, why[i.request_id]) for i in run.items),
+                    selection=why))
+        return ScoredBatch(records, tuple(runs))
+
+    def in_share(self, request_id: str) -> bool:
+        """Is ``request_id`` in the judge's random share (stable across processes)?"""
+        assert self.cascade is not None
+        if self.cascade.share <= 0:
+            return False
+        digest = hashlib.sha256(f"judge|{self.salt}|{request_id}".encode(
+            "utf-8", "surrogatepass")).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.cascade.share
+
+    def pick(self, cheap: ScorerRun, gated: Sequence[Gated]) -> list[tuple[Gated, str]]:
+        """The records the judge scores and why: ``random``, ``low`` or ``band``."""
+        assert self.cascade is not None
+        on, low, (band_lo, band_hi) = self.cascade.on, self.cascade.low, self.cascade.band
+        out: list[tuple[Gated, str]] = []
+        for g, result in zip(gated, cheap.items, strict=True):
+            if self.in_share(g.record.request_id):
+                out.append((g, "random"))
+                continue
+            value = next((m.value for m in result.metrics
+                          if m.metric == on and m.value is not None), None)
+            if value is None:
+                continue
+            if value < low:
+                out.append((g, "low"))
+            elif band_lo <= value <= band_hi:
+                out.append((g, "band"))
+        return out
 
     @staticmethod
     def _run(scorer: Scorer, records: Sequence[LogRecord],
@@ -53,3 +119,12 @@ class Scoring:
                                f"for {len(records)} records")
         return ScorerRun(scorer.name, scorer.version, tuple(results),
                          dataclasses.replace(usage, latency_s=elapsed))
+
+
+def _with_selection(item: ItemResult, reason: str) -> ItemResult:
+    """``item`` with the cascade's reason in its judge trace (what explain shows)."""
+    trace = item.explanation.judge
+    if trace is None:
+        return item
+    return dataclasses.replace(item, explanation=dataclasses.replace(
+        item.explanation, judge=dataclasses.replace(trace, selected_by=reason)))

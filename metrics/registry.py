@@ -62,6 +62,8 @@ EXPORTER_COLLECT_ERRORS = "groundwatch_exporter_collect_errors_total"
 # (sum / count) is exact whatever the buckets. le="0.5" and le="0.3" coincide with the default
 # thresholds, so the histogram can also answer "share at or below the threshold" for them.
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# |cheap - judge| on one metric of one item.
+DIFF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 # Log time → score time. Healthy: seconds to a few minutes (poll interval + queue); backlog or
 # backfill: hours; beyond a day the value is "a day or more", which is all an alert needs.
 EVAL_LAG_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -353,6 +355,41 @@ class Metrics:
         self.judge_up = Gauge(
             p + "judge_up", "1 if the judge answered the last call of some live process.",
             ("judge",), multiprocess_mode="livemax", registry=r)
+        self.judge_not_judged = Counter(
+            p + "judge_not_judged_total",
+            "Items picked for the judge but not judged (reason = budget | circuit_open).",
+            ("judge", "reason"), registry=r)
+        self.judge_redactions = Counter(
+            p + "judge_redactions_total",
+            "PII values replaced before text was sent to the judge, by kind.", ("kind",),
+            registry=r)
+        # The cascade: the judge against the cheap scorer on the items of the random share
+        # (the low and band picks are chosen by the cheap score, so they would bias it).
+        self.cascade_compared = Counter(
+            p + "cascade_compared_total",
+            "Random-share items both scorers scored, by whether they agree on the side of "
+            "the metric's threshold (agree = yes | no).", ("metric", "agree"), registry=r)
+        self.cascade_abs_diff = Histogram(
+            p + "cascade_abs_diff",
+            "|cheap - judge| per metric on the random-share items both scored.", ("metric",),
+            buckets=DIFF_BUCKETS, registry=r)
+        self.cascade_picked = Counter(
+            p + "cascade_picked_total",
+            "Items the cascade gave the judge, by why (random | low | band).", ("reason",),
+            registry=r)
+        # The golden set: the judge's mean score on it per run, and how far the run moved
+        # from the first run (the baseline) on average per item. max: the newest run of any
+        # process (runs are rare and set both gauges together).
+        self.golden_score = Gauge(
+            p + "golden_score", "The judge's mean score on the golden set, newest run.",
+            ("metric",), multiprocess_mode="mostrecent", registry=r)
+        self.golden_drift = Gauge(
+            p + "golden_drift",
+            "Mean |score - baseline score| per golden item at the newest run.", ("metric",),
+            multiprocess_mode="mostrecent", registry=r)
+        self.golden_runs = Counter(
+            p + "golden_runs_total", "Golden-set runs by result (ok | error).", ("result",),
+            registry=r)
 
         # --- self ----------------------------------------------------------------------------
         # livemax: one series per running (version, python); a rolling upgrade shows both, and
@@ -658,6 +695,51 @@ class Metrics:
                     self._child(self.scorer_cache_lookups, scorer_v, result).inc(n)
             self.observe_judge_tokens(usage.prompt_tokens, usage.completion_tokens)
             self.observe_judge_cost(usage.cost_usd)
+            for key, n in usage.counters.items():
+                if n <= 0:
+                    continue
+                kind, _, value = key.partition(":")
+                if kind == "call":
+                    self._child(self.judge_requests, self.policy.value("status", value)).inc(n)
+                elif kind == "not_judged":
+                    self._child(self.judge_not_judged, scorer_v, value).inc(n)
+                    if value == "budget":
+                        self.budget_exhausted.inc(n)
+                elif kind == "redacted":
+                    self._child(self.judge_redactions, self.policy.value("kind", value)).inc(n)
+            for reason in run.selection.values():
+                self._child(self.cascade_picked, reason).inc()
+
+    def observe_agreement(self, batch: ScoredBatch, written: Sequence[Written],
+                          thresholds: Mapping[str, float]) -> None:
+        """The cascade's judge against the cheap scorer (the first run) on the random share,
+        for the judge's scores the store newly wrote (a re-delivered batch counts nothing)."""
+        if len(batch.runs) < 2:
+            return
+        cheap = {item.request_id: {m.metric: m.value for m in item.metrics
+                                   if m.value is not None} for item in batch.runs[0].items}
+        new = {(w.scorer, w.request_id, w.result.metric) for w in written}
+        for run in batch.runs[1:]:
+            for item in run.items:
+                if run.selection.get(item.request_id) != "random":
+                    continue
+                mine = cheap.get(item.request_id, {})
+                for m in item.metrics:
+                    if m.value is None or m.metric not in mine or \
+                            (run.scorer, item.request_id, m.metric) not in new:
+                        continue
+                    other = mine[m.metric]
+                    threshold = thresholds.get(m.metric, 0.5)
+                    agree = (other >= threshold) == (m.value >= threshold)
+                    self._child(self.cascade_compared, m.metric,
+                                "yes" if agree else "no").inc()
+                    self._child(self.cascade_abs_diff, m.metric).observe(abs(other - m.value))
+
+    def set_golden(self, scores: Mapping[str, float], drift: Mapping[str, float]) -> None:
+        for metric, value in scores.items():
+            self._child(self.golden_score, metric).set(value)
+        for metric, value in drift.items():
+            self._child(self.golden_drift, metric).set(value)
 
     def observe_written(self, batch: ScoredBatch, written: Sequence[Written],
                         thresholds: Mapping[str, float], now: float | None = None) -> None:
@@ -680,6 +762,7 @@ class Metrics:
                 rows.append((record.route, record.model, w.result,
                              record.timestamp if first else None))
             self.observe_results_batch(rows, run.scorer, thresholds, now)
+        self.observe_agreement(batch, written, thresholds)
         seen: set[tuple[str, str]] = set()
         for _, item in batch.results():
             if item.request_id not in fresh:

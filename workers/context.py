@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from evaluator.config import Config
-from evaluator.scorers import Scorer, build_scorer
+from evaluator.scorers import Scorer, build_judge, build_scorer
 from evaluator.scoring import Scoring
 from evaluator.store import Store
 from metrics.registry import Metrics
@@ -38,32 +38,45 @@ class WorkerContext:
     @classmethod
     def build(cls, config: Config) -> WorkerContext:
         store = Store.from_config(config.store)
-        scorer = build_scorer(config)
-        # Warm before the worker takes a message: a model loaded by the first batch makes that
-        # batch outlive the visibility timeout, and Redis hands it to a second worker.
-        # A user's own scorer (module:Factory) may predate warm_up(): it then loads lazily.
-        warm_up = getattr(scorer, "warm_up", None)
-        started = time.perf_counter()
+        built: list[Scorer] = []
         try:
-            if callable(warm_up):
-                warm_up()
+            scorer = build_scorer(config)
+            built.append(scorer)
+            judge = build_judge(config)
+            if judge is not None:
+                built.append(judge)
+            for s in built:
+                _warm(s)
         except BaseException:
-            scorer.close()
+            for s in built:
+                s.close()
             store.close()
             raise
-        warm_s = time.perf_counter() - started
-        log.info("scorer %s warm in %.2fs", scorer.name, warm_s,
-                 extra={"pid": os.getpid(), "scorer": scorer.name, "warm_up_s": warm_s})
         metrics = Metrics(config.metrics)
         log.info("worker context ready", extra={"pid": os.getpid(), "scorer": scorer.name})
-        return cls(config, store, Scoring([scorer]), metrics, os.getpid())
+        scoring = Scoring([scorer], judge=judge, cascade=config.judge.cascade,
+                          salt=config.sampling.salt.get_secret_value())
+        return cls(config, store, scoring, metrics, os.getpid())
 
     def close(self) -> None:
         try:
-            for scorer in self.scoring.scorers:
+            for scorer in self.scoring.all_scorers:
                 scorer.close()
         finally:
             self.store.close()
+
+
+def _warm(scorer: Scorer) -> None:
+    """Warm before the worker takes a message: a model loaded by the first batch makes that
+    batch outlive the visibility timeout, and Redis hands it to a second worker. A user's own
+    scorer (module:Factory) may predate warm_up(): it then loads lazily."""
+    warm_up = getattr(scorer, "warm_up", None)
+    started = time.perf_counter()
+    if callable(warm_up):
+        warm_up()
+    warm_s = time.perf_counter() - started
+    log.info("scorer %s warm in %.2fs", scorer.name, warm_s,
+             extra={"pid": os.getpid(), "scorer": scorer.name, "warm_up_s": warm_s})
 
 
 class ContextHolder:

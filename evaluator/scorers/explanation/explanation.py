@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 from evaluator.scorers.explanation.answer_relevance import AnswerRelevanceParts
 from evaluator.scorers.explanation.context_relevance import ContextRelevanceParts
 from evaluator.scorers.explanation.faithfulness import Claim, unsupported
+from evaluator.scorers.explanation.judge import JudgeTrace
 from evaluator.scorers.explanation.scope import ScopeCheck
 
 T = TypeVar("T")
 
 # Keys of the stored object, in the order they are written.
 _KEYS = ("scorer", "version", "error", "scope", "best_context", "context_relevance",
-         "answer_relevance", "claims", "unsupported", "supported_share")
+         "answer_relevance", "claims", "unsupported", "supported_share", "judge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Explanation:
     answer_relevance: AnswerRelevanceParts | None = None
     claims: tuple[Claim, ...] | None = None
     supported_share: float | None = None
+    judge: JudgeTrace | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,6 +69,8 @@ class Explanation:
             out["unsupported"] = self.unsupported
         if self.supported_share is not None:
             out["supported_share"] = self.supported_share
+        if self.judge is not None:
+            out["judge"] = self.judge.to_dict()
         out.update({k: v for k, v in self.extra.items() if k not in out})
         return out
 
@@ -100,5 +104,6 @@ class Explanation:
             answer_relevance=part("answer_relevance", AnswerRelevanceParts.from_dict),
             claims=part("claims", lambda v: tuple(Claim.from_dict(c) for c in v)),
             supported_share=part("supported_share", float),
+            judge=part("judge", JudgeTrace.from_dict),
             extra={**kept, **extra})
         return explanation

@@ -1,0 +1,356 @@
+"""Every HTTP call to the judge goes through :class:`JudgeTransport`, under one policy.
+
+ragas and the OpenAI client make the calls; this transport, below them, is where groundwatch
+decides what a call may cost and what a failure means, whatever the library above does with
+it (ragas's ResponseGroundedness, for one, swallows exceptions and asks again up to five
+times; the OpenAI client retries twice on its own unless told not to):
+
+- before a call: the circuit breaker, the shared budgets, and the item's own earlier failure
+  (an item whose judge was unreachable is not called again for its other prompts) may refuse
+  it, without any network traffic;
+- a 429 is waited out (``Retry-After``, else a jittered backoff) up to
+  ``judge.rate_limit_max_wait_s`` per call; 5xx replies, timeouts and refused connections are
+  retried ``judge.max_retries`` times with a jittered backoff, then fail;
+- every reply's ``usage`` is read and priced, and the whole story of the item's calls is kept
+  in its :class:`CallLog` (a context variable: the asyncio task of one item sees its own).
+
+The OpenAI client above is built with ``max_retries=0``, so these are the only retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("groundwatch.judge")
+
+# Statuses of one HTTP call (the label of groundwatch_judge_requests_total).
+CALL_STATUSES = ("ok", "unparseable", "rate_limited", "unavailable", "timeout")
+# Why a call was not made at all.
+REFUSALS = ("budget", "circuit_open", "item_failed")
+EXCERPT_CHARS = 300
+_BACKOFF_BASE_S = 0.5
+_BACKOFF_CAP_S = 8.0
+
+
+@dataclass
+class CallLog:
+    """The calls made for one item (all its metrics): what they cost and how they ended.
+
+    ``failure`` is the kind of the first failure that ended a call for good (rate_limited,
+    unavailable, timeout) or of a refusal (budget, circuit_open); once set, later calls for
+    the item are refused. ``replies`` holds an excerpt of each reply's text, for an
+    ``unparseable`` outcome to show what the judge said."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    statuses: Counter[str] = field(default_factory=Counter)
+    failure: str | None = None
+    retry_after_s: float | None = None
+    refused: Counter[str] = field(default_factory=Counter)
+    replies: list[str] = field(default_factory=list)
+    unparseable: int = 0
+    unpriced: bool = False
+    truncations: int = 0
+
+
+CURRENT: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar(
+    "groundwatch_judge_call_log", default=None)
+
+
+class JudgeRefused(httpx.TransportError):
+    """A call the transport did not make (budget spent, circuit open, item already failed).
+    A :class:`httpx.TransportError`, so the OpenAI client reports it as a connection error;
+    the item's :class:`CallLog` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"judge call not made: {reason}")
+
+
+class CircuitBreaker:
+    """Consecutive failed calls open the circuit for ``cooldown_s``; then one trial call is let
+    through (half-open): a success closes it, a failure opens it again. Shared by every thread
+    and the event loop of one process."""
+
+    def __init__(self, failures: int, cooldown_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.threshold = failures
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._consecutive = 0
+        self._opened_at: float | None = None
+        self._trial = False
+        self.last_ok: bool | None = None  # None until the first call of this process
+        self.opened_total = 0
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self.cooldown_s:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May a call be made now? In half-open state only one trial at a time."""
+        with self._lock:
+            state = self._state()
+            if state == "closed":
+                return True
+            if state == "half_open" and not self._trial:
+                self._trial = True
+                return True
+            return False
+
+    def success(self) -> None:
+        with self._lock:
+            if self._opened_at is not None:
+                log.warning("judge circuit closed: the judge answers again")
+            self._consecutive = 0
+            self._opened_at = None
+            self._trial = False
+            self.last_ok = True
+
+    def failure(self) -> None:
+        with self._lock:
+            self._consecutive += 1
+            self.last_ok = False
+            reopen = self._trial
+            self._trial = False
+            if reopen or (self._opened_at is None and self._consecutive >= self.threshold):
+                if self._opened_at is None:
+                    self.opened_total += 1
+                    log.error("judge circuit open after %d consecutive failed calls: no calls "
+                              "for %.0fs; items keep their cheap scores and are marked not "
+                              "judged", self._consecutive, self.cooldown_s)
+                self._opened_at = self._clock()
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per 1000 tokens; ``known`` is False for a model without a configured price."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+    known: bool = False
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt + completion_tokens * self.completion) / 1000.0
+
+
+def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _jittered(attempt: int) -> float:
+    return random.uniform(0.0, min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * (2 ** attempt)))
+
+
+def reply_text(body: Any) -> str | None:
+    """The text of a chat completion's first choice (None for embeddings)."""
+    try:
+        message = body["choices"][0]["message"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is None and isinstance(message, dict) and message.get("tool_calls"):
+        try:
+            return str(message["tool_calls"][0]["function"]["arguments"])
+        except (KeyError, IndexError, TypeError):
+            return None
+    return content if isinstance(content, str) else None
+
+
+def looks_unparseable(body: Any) -> bool:
+    """A 200 whose text is not a JSON object, or was cut off (finish_reason "length")."""
+    text = reply_text(body)
+    if text is None:
+        return False
+    try:
+        finish = body["choices"][0].get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        finish = None
+    if finish == "length":
+        return True
+    stripped = text.strip()
+    if stripped.startswith("```"):  # a fenced block: instructor's JSON modes accept these
+        stripped = stripped.strip("`").removeprefix("json").strip()
+    try:
+        return not isinstance(json.loads(stripped), dict)
+    except ValueError:
+        return True
+
+
+class JudgeTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that applies the judge's call policy (see the module docstring).
+
+    ``guard()`` is called before every call and returns the refusal reason or None (the shared
+    budget check); ``on_reply(prompt_tokens, completion_tokens, usd)`` after every reply with a
+    usage (the shared budget's accounting)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, circuit: CircuitBreaker,
+                 price: Price, max_retries: int, rate_limit_max_wait_s: float,
+                 guard: Callable[[], str | None] = lambda: None,
+                 on_reply: Callable[[int, int, float], None] = lambda p, c, u: None,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.inner = inner
+        self.circuit = circuit
+        self.price = price
+        self.max_retries = max_retries
+        self.rate_limit_max_wait_s = rate_limit_max_wait_s
+        self.guard = guard
+        self.on_reply = on_reply
+        self._sleep = sleep
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def _refusal(self, item: CallLog) -> str | None:
+        if item.failure is not None:
+            return "item_failed" if item.failure not in ("budget", "circuit_open") \
+                else item.failure
+        reason = self.guard()
+        if reason is not None:
+            return reason
+        if not self.circuit.allow():
+            return "circuit_open"
+        return None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        item = CURRENT.get()
+        if item is None:  # a call outside an item (a probe): account it nowhere
+            item = CallLog()
+        reason = self._refusal(item)
+        if reason is not None:
+            item.refused[reason] += 1
+            if item.failure is None:
+                item.failure = reason
+            raise JudgeRefused(reason)
+        waited = 0.0
+        failures = 0
+        while True:
+            item.calls += 1
+            try:
+                response = await self.inner.handle_async_request(request)
+            except httpx.TimeoutException:
+                status, response = "timeout", None
+            except httpx.TransportError:
+                status, response = "unavailable", None
+            else:
+                assert response is not None
+                if response.status_code == 429:
+                    status = "rate_limited"
+                elif response.status_code >= 500:
+                    status = "unavailable"
+                elif response.status_code >= 400:  # 401, 404, 400: asking again will not help
+                    return await self._rejected(item, response)
+                else:
+                    return await self._reply(item, response)
+            item.statuses[status] += 1
+            if status == "rate_limited":
+                assert response is not None
+                after = retry_after_seconds(response.headers)
+                delay = after if after is not None else _jittered(failures)
+                if waited + delay <= self.rate_limit_max_wait_s:
+                    await response.aclose()
+                    waited += delay
+                    await self._sleep(delay)
+                    continue
+                item.failure = "rate_limited"
+                item.retry_after_s = delay
+                return response  # the OpenAI client raises RateLimitError
+            self.circuit.failure()
+            failures += 1
+            if failures <= self.max_retries and self.circuit.allow():
+                if response is not None:
+                    await response.aclose()
+                await self._sleep(_jittered(failures - 1))
+                continue
+            item.failure = status
+            if response is not None:
+                return response  # the OpenAI client raises InternalServerError & co.
+            raise httpx.ConnectError(f"judge {status} after {failures} attempt(s)",
+                                     request=request)
+
+    async def _rejected(self, item: CallLog, response: httpx.Response) -> httpx.Response:
+        body = (await response.aread())[:EXCERPT_CHARS].decode("utf-8", "replace")
+        item.statuses["unavailable"] += 1
+        item.failure = "unavailable"
+        self.circuit.failure()
+        log.error("the judge refused a call with HTTP %d (check judge.base_url, judge.model "
+                  "and the key's variable judge.api_key_env): %s", response.status_code,
+                  " ".join(body.split()))
+        return response
+
+    async def _reply(self, item: CallLog, response: httpx.Response) -> httpx.Response:
+        body_bytes = await response.aread()
+        try:
+            body = json.loads(body_bytes)
+        except ValueError:
+            body = None
+        usage = body.get("usage") if isinstance(body, dict) else None
+        prompt = completion = 0
+        if isinstance(usage, dict):
+            prompt = _tokens(usage.get("prompt_tokens"))
+            completion = _tokens(usage.get("completion_tokens"))
+        usd = self.price.cost(prompt, completion)
+        item.prompt_tokens += prompt
+        item.completion_tokens += completion
+        item.cost_usd += usd
+        if not self.price.known and (prompt or completion):
+            item.unpriced = True
+        text = reply_text(body)
+        if text is not None:
+            item.replies.append(text[:EXCERPT_CHARS])
+        status = "ok"
+        if body is None or looks_unparseable(body):
+            status = "unparseable"
+            item.unparseable += 1
+        item.statuses[status] += 1
+        self.circuit.success()
+        try:
+            self.on_reply(prompt, completion, usd)
+        except Exception:  # the budget's store is down: the call is made, log and go on
+            log.warning("could not account a judge reply against the budget", exc_info=True)
+        return response
+
+
+def _tokens(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int) and 0 <= value < 10**9:
+        return value
+    return 0

@@ -1,0 +1,176 @@
+"""Judge mode ``ragas``: ragas 0.4.3's collections metrics on an OpenAI-compatible endpoint.
+
+=====================  ===========================================  =====================
+ours                   ragas (``ragas.metrics.collections``)        prompts per item
+=====================  ===========================================  =====================
+faithfulness           Faithfulness (statements, then NLI verdicts) 2
+groundedness           ResponseGroundedness (two judge prompts)     2
+answer_relevance       AnswerRelevancy (``strictness`` questions,   ``strictness`` +
+                       cosine to the question by embeddings)        embeddings
+context_relevance      ContextRelevance (two judge prompts)         2
+=====================  ===========================================  =====================
+
+Re-asks are capped so that a judge that always answers badly costs at most
+``1 + judge.max_retries`` calls per prompt: instructor's own re-ask (``max_retries`` given
+through ``llm_factory``) for the metrics without a loop of their own, and the metric's loop
+(``max_retries`` of ResponseGroundedness and ContextRelevance, five by default) with
+instructor asking once for the two that have one. Transient HTTP failures are retried below
+all of this, once, by :class:`evaluator.judge.calls.JudgeTransport`.
+
+ragas is imported only here, after ``RAGAS_DO_NOT_TRACK=true`` is set (its usage telemetry
+would otherwise phone home from every worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from evaluator.judge.types import JudgeInput, MetricOutcome
+from evaluator.scorers.explanation import Claim, Verdict
+
+os.environ["RAGAS_DO_NOT_TRACK"] = "true"
+
+if TYPE_CHECKING:
+    from evaluator.config import JudgeConfig
+
+_CLAIMS: contextvars.ContextVar[list[Claim] | None] = contextvars.ContextVar(
+    "groundwatch_ragas_claims", default=None)
+
+
+def ragas_version() -> str:
+    import ragas
+
+    return str(ragas.__version__)
+
+
+class EmbeddedEmbeddings:
+    """ragas embeddings from the shipped all-MiniLM-L6-v2 (no network): sentence vectors of
+    :class:`evaluator.scorers.embedded.model.Encoder`, computed off the event loop."""
+
+    def __init__(self, torch_threads: int = 1) -> None:
+        from evaluator.scorers.embedded.model import Encoder
+
+        self.encoder = Encoder(torch_threads=torch_threads, cache_size=0, cache_mb=0)
+
+    def vectors(self, texts: Sequence[str]) -> list[list[float]]:
+        return [e.vec.tolist() for e in self.encoder.encode(list(texts))]
+
+
+def _ragas_embeddings(source: EmbeddedEmbeddings) -> Any:
+    from ragas.embeddings.base import BaseRagasEmbedding
+
+    class _Embedded(BaseRagasEmbedding):
+        def embed_text(self, text: str, **kwargs: Any) -> list[float]:
+            return source.vectors([text])[0]
+
+        async def aembed_text(self, text: str, **kwargs: Any) -> list[float]:
+            return (await asyncio.to_thread(source.vectors, [text]))[0]
+
+        def embed_texts(self, texts: list[str], **kwargs: Any) -> list[list[float]]:
+            return source.vectors(texts)
+
+        async def aembed_texts(self, texts: list[str], **kwargs: Any) -> list[list[float]]:
+            return await asyncio.to_thread(source.vectors, texts)
+
+    return _Embedded()
+
+
+class RagasBackend:
+    """The four metrics, each scored by its own ragas metric object (built once)."""
+
+    mode = "ragas"
+
+    def __init__(self, config: JudgeConfig, client: Any, embeddings: Any) -> None:
+        from ragas.llms import llm_factory
+        from ragas.metrics.collections import (
+            AnswerRelevancy,
+            ContextRelevance,
+            Faithfulness,
+            ResponseGroundedness,
+        )
+
+        attempts = 1 + config.max_retries
+        common: dict[str, Any] = {"temperature": config.temperature,
+                                  "max_tokens": config.max_tokens}
+        # instructor re-asks after a reply that does not validate; once for the metrics that
+        # loop themselves (their loop is the re-ask), 1 + max_retries for the others.
+        reasking = llm_factory(config.model, provider="openai", client=client,
+                               max_retries=attempts, **common)
+        single = llm_factory(config.model, provider="openai", client=client,
+                             max_retries=1, **common)
+
+        class _Faithfulness(Faithfulness):
+            """Keeps the statements and verdicts for the explanation."""
+
+            async def _create_verdicts(self, statements: list[str], context: str) -> Any:
+                result = await super()._create_verdicts(statements, context)
+                sink = _CLAIMS.get()
+                if sink is not None:
+                    for s in getattr(result, "statements", []):
+                        sink.append(Claim(str(s.statement), Verdict.SUPPORTED if s.verdict
+                                          else Verdict.UNSUPPORTED, reason=str(s.reason)))
+                return result
+
+        self.prompt_version = f"ragas-{ragas_version()}-collections/strictness={config.strictness}"
+        self._faithfulness = _Faithfulness(llm=reasking)
+        self._groundedness = ResponseGroundedness(llm=single, max_retries=attempts)
+        self._context_relevance = ContextRelevance(llm=single, max_retries=attempts)
+        self._answer_relevance = AnswerRelevancy(llm=reasking, embeddings=embeddings,
+                                                 strictness=config.strictness)
+
+    async def judge(self, item: JudgeInput, metrics: Sequence[str],
+                    limit: asyncio.Semaphore) -> dict[str, MetricOutcome | BaseException]:
+        """Every metric of ``metrics`` for ``item``, concurrently (each under ``limit``)."""
+        jobs = {m: self._one(m, item, limit) for m in metrics}
+        done = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        out: dict[str, MetricOutcome | BaseException] = {}
+        for metric, result in zip(jobs, done, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancellation, KeyboardInterrupt
+            out[metric] = result
+        return out
+
+    async def _one(self, metric: str, item: JudgeInput,
+                   limit: asyncio.Semaphore) -> MetricOutcome:
+        async with limit:
+            if metric == "faithfulness":
+                claims: list[Claim] = []
+                token = _CLAIMS.set(claims)
+                try:
+                    r = await self._faithfulness.ascore(
+                        user_input=item.question, response=item.answer,
+                        retrieved_contexts=list(item.contexts))
+                finally:
+                    _CLAIMS.reset(token)
+                return MetricOutcome(_value(r), tuple(claims), empty_reason="no_claims")
+            if metric == "groundedness":
+                r = await self._groundedness.ascore(response=item.answer,
+                                                    retrieved_contexts=list(item.contexts))
+                return MetricOutcome(_value(r))
+            if metric == "context_relevance":
+                r = await self._context_relevance.ascore(
+                    user_input=item.question, retrieved_contexts=list(item.contexts))
+                return MetricOutcome(_value(r))
+            if metric == "answer_relevance":
+                r = await self._answer_relevance.ascore(user_input=item.question,
+                                                        response=item.answer)
+                return MetricOutcome(_value(r))
+        raise ValueError(f"unknown metric {metric!r}")
+
+
+def _value(result: Any) -> float:
+    """ragas's value as a float; NaN stays NaN (the caller decides what it means), anything
+    else is clipped into [0, 1] (AnswerRelevancy's cosine can be slightly negative)."""
+    value = getattr(result, "value", result)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    if math.isnan(number):
+        return number
+    return min(1.0, max(0.0, number))

@@ -1,0 +1,282 @@
+"""The judge's parts that need no server: circuit breaker, Retry-After, budgets (in memory and
+in the real Redis), the response cache, the cascade's pick, the compact judge's parsing."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from evaluator.config import Config, JudgeBudgetConfig, JudgeCascadeConfig
+from evaluator.judge.calls import CircuitBreaker, looks_unparseable, retry_after_seconds
+from evaluator.judge.compact import Judgement, Unparseable, outcomes, parse, quote_found
+from evaluator.judge.shared import Budget, MemoryState, RedisState, ResponseCache
+from evaluator.judge.types import JudgeInput
+from evaluator.records import LogRecord
+from evaluator.scorers.base import ItemResult, MetricResult, ScorerRun, Usage
+from evaluator.scorers.explanation import Verdict
+from evaluator.scorers.gates import apply_gates
+from evaluator.scorers.lexical import LexicalScorer
+from evaluator.scoring import Scoring
+from tests.gw_helpers import REDIS_HOST, REDIS_PORT, TEST_REDIS_DB
+
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_circuit_opens_after_n_failures_lets_one_trial_through_and_closes() -> None:
+    clock = Clock(0.0)
+    circuit = CircuitBreaker(3, 10.0, clock=clock)
+    for _ in range(2):
+        assert circuit.allow()
+        circuit.failure()
+    assert circuit.state == "closed"
+    circuit.failure()
+    assert circuit.state == "open" and not circuit.allow()
+    clock.t = 9.9
+    assert not circuit.allow()
+    clock.t = 10.0
+    assert circuit.state == "half_open"
+    assert circuit.allow()          # the one trial
+    assert not circuit.allow()      # no second while it runs
+    circuit.failure()               # the trial failed: open again for a full cool-down
+    assert circuit.state == "open"
+    clock.t = 20.0
+    assert circuit.allow()
+    circuit.success()
+    assert circuit.state == "closed" and circuit.allow() and circuit.last_ok is True
+    assert circuit.opened_total == 1
+
+
+def test_a_success_resets_the_count_of_consecutive_failures() -> None:
+    circuit = CircuitBreaker(2, 10.0, clock=Clock(0.0))
+    circuit.failure()
+    circuit.success()
+    circuit.failure()
+    assert circuit.state == "closed"
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    import httpx
+
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "3"})) == 3.0
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "1.5"})) == 1.5
+    assert retry_after_seconds(httpx.Headers({})) is None
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "soon"})) is None
+    date = "Wed, 21 Oct 2015 07:28:10 GMT"
+    assert retry_after_seconds(httpx.Headers({"Retry-After": date}),
+                               now=1445412480.0) == pytest.approx(10.0)
+    assert retry_after_seconds(httpx.Headers({"Retry-After": "-5"})) == 0.0
+
+
+def _chat(content: str, finish: str = "stop") -> dict[str, object]:
+    return {"choices": [{"message": {"content": content}, "finish_reason": finish}]}
+
+
+def test_replies_that_are_not_a_json_object_are_unparseable() -> None:
+    assert not looks_unparseable(_chat('{"rating": 2}'))
+    assert not looks_unparseable(_chat('```json\n{"rating": 2}\n```'))
+    assert looks_unparseable(_chat("Sure! The verdict is supported."))
+    assert looks_unparseable(_chat('{"rating": '))
+    assert looks_unparseable(_chat('{"rating": 2}', finish="length"))
+    assert looks_unparseable(_chat("[1, 2]"))
+    assert not looks_unparseable({"data": [{"embedding": [0.1]}]})  # embeddings: no text
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+def test_budgets_are_hard_per_window_and_shared(state: str) -> None:
+    clock = Clock()
+    if state == "redis":
+        url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}"
+        redis.Redis.from_url(url).flushdb()
+        one, two = RedisState(url), RedisState(url)  # two worker processes, one Redis
+    else:
+        one = two = MemoryState(clock=clock)
+    config = JudgeBudgetConfig(tokens_per_day=1000, usd_per_hour=0.5)
+    a, b = Budget(config, one, clock=clock), Budget(config, two, clock=clock)
+    assert a.exhausted() is None
+    a.spend(600, 0.1)
+    b.spend(300, 0.1)
+    assert a.exhausted() is None and b.exhausted() is None
+    b.spend(100, 0.0)                      # 1000 tokens today: spent, for both
+    assert a.exhausted() == "judge.budget.tokens_per_day"
+    assert b.exhausted() == "judge.budget.tokens_per_day"
+    clock.t += 86400                       # the next UTC day: tokens free again
+    assert a.exhausted() is None
+    a.spend(10, 0.5)                       # but this hour's dollars are spent
+    assert b.exhausted() == "judge.budget.usd_per_hour"
+    clock.t += 3600
+    assert b.exhausted() is None
+    if state == "redis":
+        one.close()
+        two.close()
+
+
+def test_an_unreadable_budget_counts_as_spent() -> None:
+    # Nothing listens on port 1: the budget cannot be read, so the judge must not be called.
+    budget = Budget(JudgeBudgetConfig(), RedisState("redis://127.0.0.1:1/0", timeout_s=0.2))
+    assert budget.exhausted() == "judge.budget (unreadable)"
+
+
+def test_zero_means_no_limit() -> None:
+    budget = Budget(JudgeBudgetConfig(tokens_per_day=0, usd_per_hour=0), MemoryState())
+    budget.spend(10**9, 10**6)
+    assert budget.exhausted() is None
+
+
+def test_the_cache_key_covers_metric_model_prompt_version_and_inputs() -> None:
+    cache = ResponseCache(MemoryState(), 60)
+    base = ("faithfulness", "m", "v1", ["q", "a", ["c"]])
+    keys = {cache.key(*base), cache.key("groundedness", *base[1:]),
+            cache.key(base[0], "m2", *base[2:]), cache.key(*base[:2], "v2", base[3]),
+            cache.key(*base[:3], ["q", "a", ["c", "d"]])}
+    assert len(keys) == 5
+    cache.put(cache.key(*base), {"outcome": "ok", "value": 0.5})
+    assert cache.get(cache.key(*base)) == {"outcome": "ok", "value": 0.5}
+    off = ResponseCache(MemoryState(), 0)
+    off.put("k", {"x": 1})
+    assert off.get("k") is None
+
+
+def _records(n: int) -> list[LogRecord]:
+    return [LogRecord(request_id=f"r{i}", timestamp=NOW, question="How long must passwords be?",
+                      contexts=("Passwords must be at least 12 characters long.",),
+                      answer="Passwords must be at least 12 characters long.")
+            for i in range(n)]
+
+
+class FixedScorer:
+    """A cheap scorer whose faithfulness is given per request id."""
+
+    name, version = "cheap", "1"
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+
+    def score_gated(self, gated):  # type: ignore[no-untyped-def]
+        return [ItemResult(g.record.request_id,
+                           (MetricResult.ok("faithfulness", self.values[g.record.request_id]),))
+                for g in gated], Usage()
+
+
+def test_the_cascade_picks_the_random_share_stably_plus_low_and_band_items() -> None:
+    records = _records(2000)
+    cascade = JudgeCascadeConfig(share=0.1, low=0.3, band=(0.45, 0.55))
+    scoring = Scoring([LexicalScorer()], judge=LexicalScorer(), cascade=cascade, salt="s")
+    share = sum(scoring.in_share(r.request_id) for r in records) / len(records)
+    assert 0.08 < share < 0.12
+    again = Scoring([LexicalScorer()], judge=LexicalScorer(), cascade=cascade, salt="s")
+    assert [again.in_share(r.request_id) for r in records[:200]] == \
+        [scoring.in_share(r.request_id) for r in records[:200]]
+    other_salt = Scoring([LexicalScorer()], judge=LexicalScorer(), cascade=cascade, salt="t")
+    assert [other_salt.in_share(r.request_id) for r in records[:200]] != \
+        [scoring.in_share(r.request_id) for r in records[:200]]
+
+    values = {r.request_id: (0.1, 0.5, 0.9)[i % 3] for i, r in enumerate(records)}
+    cheap = FixedScorer(values)
+    gated = apply_gates(records)
+    run = ScorerRun("cheap", "1", tuple(cheap.score_gated(gated)[0]))
+    picked = dict((g.record.request_id, why) for g, why in scoring.pick(run, gated))
+    for r in records:
+        rid = r.request_id
+        if scoring.in_share(rid):
+            assert picked[rid] == "random"
+        elif values[rid] == 0.1:
+            assert picked[rid] == "low"
+        elif values[rid] == 0.5:
+            assert picked[rid] == "band"
+        else:
+            assert rid not in picked
+
+
+def test_the_judge_run_covers_only_the_picked_items_and_says_why() -> None:
+    records = _records(50)
+    cascade = JudgeCascadeConfig(share=0.0, low=0.3, band=(0.45, 0.55))
+    values = {r.request_id: (0.1 if i < 5 else 0.9) for i, r in enumerate(records)}
+    scoring = Scoring([FixedScorer(values)], judge=LexicalScorer(), cascade=cascade)
+    batch = scoring.score(records)
+    cheap, judge = batch.runs
+    assert len(cheap.items) == 50
+    assert [i.request_id for i in judge.items] == [f"r{i}" for i in range(5)]
+    assert set(judge.selection.values()) == {"low"}
+
+
+def test_no_judge_no_second_run() -> None:
+    batch = Scoring([LexicalScorer()]).score(_records(3))
+    assert len(batch.runs) == 1
+
+
+ITEM = JudgeInput("How long must passwords be?", "Passwords can be any length. Reset by mail.",
+                  ("Passwords must be at least 12 characters long.",
+                   "You can reset your password by e-mail."))
+
+
+def test_compact_values_are_computed_and_quotes_are_checked() -> None:
+    judgement = Judgement.model_validate({
+        "claims": [
+            {"claim": "Passwords can be any length.", "verdict": "contradicted", "passage": 1,
+             "quote": "at least 12 characters long"},
+            {"claim": "Reset by mail.", "verdict": "supported", "passage": 2,
+             "quote": "reset your password by e-mail"},
+            {"claim": "Reset is instant.", "verdict": "supported", "passage": 2,
+             "quote": "resets are instant"},   # a quote the passage does not contain
+        ],
+        "answer_rating": 2, "noncommittal": False, "context_rating": 1})
+    out = outcomes(judgement, ITEM)
+    assert out["faithfulness"].value == pytest.approx(2 / 3)
+    assert out["groundedness"].value == pytest.approx(1 / 3)  # only the real quote counts
+    assert out["answer_relevance"].value == 1.0
+    assert out["context_relevance"].value == 0.5
+    claims = out["faithfulness"].claims
+    assert claims is not None
+    assert [c.verdict for c in claims] == [Verdict.CONTRADICTED, Verdict.SUPPORTED,
+                                           Verdict.SUPPORTED]
+    assert claims[2].reason == "the quote is not in the passage cited"
+    assert claims[0].evidence_context == 0
+
+
+def test_compact_no_claims_is_nan_and_noncommittal_is_zero() -> None:
+    out = outcomes(Judgement.model_validate({"claims": [], "answer_rating": 2,
+                                             "noncommittal": True, "context_rating": 0}), ITEM)
+    assert math.isnan(out["faithfulness"].value)
+    assert out["faithfulness"].empty_reason == "no_claims"
+    assert out["answer_relevance"].value == 0.0
+
+
+@pytest.mark.parametrize("text", ["Sure, supported.", '{"claims": []}',
+                                  '{"claims": [], "answer_rating": 7, "context_rating": 1}',
+                                  '{"claims": [{"claim": "x", "verdict": "maybe"}], '
+                                  '"answer_rating": 1, "context_rating": 1}'])
+def test_compact_rejects_what_does_not_validate(text: str) -> None:
+    with pytest.raises(Unparseable):
+        parse(text)
+
+
+def test_compact_accepts_a_fenced_block() -> None:
+    parsed = parse('```json\n{"claims": [], "answer_rating": 1, "context_rating": 2}\n```')
+    assert parsed.context_rating == 2
+
+
+def test_quotes_are_compared_with_case_and_spacing_folded() -> None:
+    assert quote_found("AT LEAST  12 characters", "Passwords must be at least 12 characters.")
+    assert not quote_found("", "anything")
+    assert not quote_found("at most 12", "at least 12")
+
+
+def test_the_judge_config_names_a_variable_not_a_key() -> None:
+    from evaluator.errors import ConfigError
+    from evaluator.config import load_config
+
+    with pytest.raises(ConfigError, match="NAME of an environment variable"):
+        load_config(None, environ={"GROUNDWATCH__JUDGE__API_KEY_ENV": "sk-abc123-def"})
+    assert Config().judge.configured is False
