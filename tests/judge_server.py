@@ -388,6 +388,39 @@ def minimal_instance(schema: dict[str, Any], root: dict[str, Any] | None = None,
     return text.ljust(int(schema.get("minLength", 0)), "x")
 
 
+def compact_input(messages: list[dict[str, Any]]) -> tuple[list[str], str, str]:
+    """(passages, question, answer) of groundwatch's compact prompt (evaluator.judge.compact)."""
+    text = message_text([m for m in messages if m.get("role") == "user"][:1])
+    passages_part = text.split("PASSAGES:\n", 1)[-1].split("\n\nQUESTION: ", 1)[0]
+    passages = [re.sub(r"^\[\d+\] ", "", line) for line in passages_part.splitlines()
+                if line.startswith("[")]
+    question = text.split("QUESTION: ", 1)[-1].split("\n\nANSWER: ", 1)[0]
+    answer = text.split("ANSWER: ", 1)[-1]
+    return passages, question, answer
+
+
+def _compact(schema: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """groundwatch's one-call judgement: a claim per sentence of the answer, supported when
+    most of its content words are in one passage, with that passage's best sentence as the
+    quote; ratings by word overlap."""
+    passages, question, answer = compact_input(messages)
+    claims = []
+    for sentence in sentences(answer):
+        best, best_share, quote = None, 0.0, ""
+        for i, passage in enumerate(passages, 1):
+            for candidate in sentences(passage) or [passage]:
+                share = overlap(sentence, candidate)
+                if share > best_share:
+                    best, best_share, quote = i, share, candidate
+        claims.append({"claim": sentence,
+                       "verdict": "supported" if best_share > 0.5 else "unsupported",
+                       "passage": best, "quote": quote if best_share > 0.5 else ""})
+    evasive = any(p in answer.lower().replace("\u2019", "'") for p in _NONCOMMITTAL)
+    return {"claims": claims, "answer_rating": _rating(overlap(question, answer)),
+            "noncommittal": evasive,
+            "context_rating": _rating(overlap(question, " ".join(passages)))}
+
+
 def generic_policy(schema: dict[str, Any], messages: list[dict[str, Any]]) -> Any:
     return minimal_instance(schema)
 
@@ -399,6 +432,8 @@ RAGAS_POLICIES: dict[str, Policy] = {
     "AnswerRelevanceOutput": _answer_relevance,
     "ResponseGroundednessOutput": _groundedness,
     "ContextRelevanceOutput": _context_relevance,
+    # groundwatch's own compact judge (evaluator/judge/compact.py).
+    "GroundwatchJudgement": _compact,
 }
 
 
@@ -509,6 +544,8 @@ class JudgeServer:
         self._queues: dict[str, collections.deque[Reply]] = {
             CHAT_PATH: collections.deque(), EMBEDDINGS_PATH: collections.deque()}
         self._policies: dict[str, Policy] = dict(RAGAS_POLICIES)
+        # The usage of every reply sent (what a client that reads usage must add up to).
+        self.usage_served = {"prompt_tokens": 0, "completion_tokens": 0}
         self._connections: set[socket.socket] = set()
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
@@ -610,6 +647,7 @@ class JudgeServer:
             self._requests.clear()
             for queue in self._queues.values():
                 queue.clear()
+            self.usage_served = {"prompt_tokens": 0, "completion_tokens": 0}
 
     # -- internals
 
@@ -719,6 +757,7 @@ class JudgeServer:
                 content = content[: max(1, len(content) // 2)]
         prompt = self.tokenizer(message_text(body.get("messages") or []))
         completion = self.tokenizer(content)
+        self._served(prompt, completion)
         h.send_json(200, {
             "id": f"chatcmpl-stub-{next(self._ids)}",
             "object": "chat.completion",
@@ -758,7 +797,13 @@ class JudgeServer:
         elif reply.kind == "content":
             h.send_raw(200, reply.text.encode())
         else:
+            self._served(tokens, 0)
             h.send_json(200, payload)
+
+    def _served(self, prompt: int, completion: int) -> None:
+        with self._lock:
+            self.usage_served["prompt_tokens"] += prompt
+            self.usage_served["completion_tokens"] += completion
 
 
 def serve(**kwargs: Any) -> Iterator[JudgeServer]:

@@ -59,14 +59,19 @@ MAX_ANSWER_CHARS = 8_000
 MAX_CONTEXT_CHARS = 40_000
 
 
+_WARNED_KEYS: set[str] = set()
+
+
 def api_key(config: JudgeConfig) -> str:
     """The key from the environment variable named by ``judge.api_key_env``; a local server
     (vLLM, Ollama, llama.cpp) needs none, so a missing variable is allowed and said once."""
     name = config.api_key_env
     value = os.environ.get(name, "") if name else ""
     if not value:
-        log.warning("judge: environment variable %s is not set; calling %s without an API key",
-                    name or "(judge.api_key_env is empty)", config.base_url)
+        if name not in _WARNED_KEYS:
+            _WARNED_KEYS.add(name)
+            log.warning("judge: environment variable %s is not set; calling %s without an "
+                        "API key", name or "(judge.api_key_env is empty)", config.base_url)
         return "not-set"
     return value
 
@@ -125,6 +130,9 @@ class JudgeScorer(GatedScorer):
             from evaluator.judge.loop import JudgeLoop
             from evaluator.judge.shared import Budget, ResponseCache, shared_state_for
 
+            # One line per HTTP call at INFO would drown the worker's log; failures are
+            # logged by the transport, and counted.
+            logging.getLogger("httpx").setLevel(logging.WARNING)
             cfg = self.judge_config
             self._state = shared_state_for(self.config.broker.url.get_secret_value())
             self.budget = Budget(cfg.budget, self._state)
@@ -132,13 +140,7 @@ class JudgeScorer(GatedScorer):
             self._redactor = Redactor(cfg.redaction) if cfg.redaction.enabled \
                 else Redactor.off()
             self._loop = JudgeLoop()
-            price_cfg = cfg.prices.get(cfg.model)
-            price = Price(price_cfg.prompt, price_cfg.completion, True) if price_cfg \
-                else Price()
-            if price_cfg is None:
-                log.warning("judge: no price for model %r in judge.prices: its cost is "
-                            "counted as 0 USD (tokens are still counted and budgeted)",
-                            cfg.model)
+            price = self._price(cfg.model)
             self._client = self._openai(AsyncOpenAI, httpx, cfg.base_url, api_key(cfg), price)
             self._semaphore = self._loop.run(_make_semaphore(cfg.max_concurrency))
             self._backend = self._build_backend(AsyncOpenAI, httpx, price)
@@ -146,6 +148,14 @@ class JudgeScorer(GatedScorer):
             log.info("judge %s ready: %s model %s, %d calls in flight at most, budget and "
                      "cache in %s", self.mode, cfg.base_url, cfg.model, cfg.max_concurrency,
                      self._state.where)
+
+    def _price(self, model: str) -> Price:
+        found = self.judge_config.prices.get(model)
+        if found is None:
+            log.warning("judge: no price for model %r in judge.prices: its cost is counted as "
+                        "0 USD (its tokens are still counted and budgeted)", model)
+            return Price()
+        return Price(found.prompt, found.completion, True)
 
     def _openai(self, client_cls: Any, httpx: Any, base_url: str, key: str,
                 price: Price) -> Any:
@@ -186,7 +196,7 @@ class JudgeScorer(GatedScorer):
             self._embeddings_client = self._openai(
                 client_cls, httpx, emb.base_url or cfg.base_url,
                 api_key(cfg.model_copy(update={"api_key_env": emb.api_key_env}))
-                if emb.api_key_env else api_key(cfg), Price())
+                if emb.api_key_env else api_key(cfg), self._price(emb.model))
             embeddings = OpenAIEmbeddings(client=self._embeddings_client, model=emb.model)
         return RagasBackend(cfg, self._client, embeddings)
 
@@ -277,7 +287,8 @@ class JudgeScorer(GatedScorer):
                 if result.outcome.value != "error":
                     self.cache.put(keys[m], _to_cache(result))
         not_judged = calls.failure if calls.failure in ("budget", "circuit_open") else None
-        excerpt = calls.replies[-1] if calls.unparseable and calls.replies else None
+        unparseable = any(m.reason == "unparseable" for m in metrics)
+        excerpt = calls.replies[-1] if unparseable and calls.replies else None
         trace = JudgeTrace(self.judge_config.model, self.mode, calls.calls,
                            calls.prompt_tokens, calls.completion_tokens, calls.cost_usd,
                            tuple(m for m in wanted if m in cached), dict(redacted),
@@ -326,7 +337,9 @@ class JudgeScorer(GatedScorer):
             return MetricResult.ok(metric, outcome.value), outcome
         if calls.unparseable:
             return MetricResult.error(metric, "unparseable"), outcome
-        if isinstance(outcome, MetricOutcome):  # NaN, every call answered: nothing to judge
+        if isinstance(outcome, MetricOutcome):  # NaN with every call answered
+            if outcome.empty_reason is None:  # the replies did not validate
+                return MetricResult.error(metric, "unparseable"), outcome
             return MetricResult.not_applicable(metric, outcome.empty_reason), outcome
         if outcome is not None and _is_parse_error(outcome):
             return MetricResult.error(metric, "unparseable"), outcome
@@ -342,7 +355,7 @@ async def _make_semaphore(n: int) -> asyncio.Semaphore:
 def _is_parse_error(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in _chain(exc)}
     return bool(names & {"ValidationError", "JSONDecodeError", "InstructorRetryException",
-                         "Unparseable"})
+                         "IncompleteOutputException", "Unparseable"})
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -26,13 +26,16 @@ class JudgeInput:
 
 @dataclass(frozen=True, slots=True)
 class MetricOutcome:
-    """A backend's value for one metric: a number, or NaN for "nothing to judge" (then
-    ``empty_reason`` names it); ``claims`` for faithfulness and groundedness; ``detail`` what
-    the explanation should show (a rating, a generated question)."""
+    """A backend's value for one metric: a number, or NaN. NaN is "nothing to judge" where
+    ``empty_reason`` names why (faithfulness of an answer without claims); where it is None
+    NaN can only mean that the judge's replies were unusable (ragas's ResponseGroundedness
+    and ContextRelevance return NaN when every attempt failed, and 0 for empty input), so it
+    is an error. ``claims`` for faithfulness and groundedness; ``detail`` what the
+    explanation should show (a rating, a generated question)."""
 
     value: float
     claims: tuple[Claim, ...] | None = None
-    empty_reason: str = "judge_found_nothing"
+    empty_reason: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 

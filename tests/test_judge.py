@@ -1,0 +1,313 @@
+"""The LLM judge over HTTP: ragas's real code path (and the compact judge) against the scripted
+OpenAI-protocol server, through groundwatch's transport, budgets, circuit and cache.
+
+Each test asserts the number of requests the server saw (no amplification), the outcomes, and
+that every item ends with a result. The same paths through a real Celery worker are in
+tests/test_judge_worker.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from evaluator.config import Config, load_config
+from evaluator.errors import TransientError
+from evaluator.judge.scorer import JudgeScorer
+from evaluator.judge.types import FINAL_ATTEMPT
+from evaluator.records import LogRecord
+from evaluator.scorers.base import ItemResult, Outcome, Usage
+from evaluator.scorers.gates import apply_gates
+from tests.judge_server import CHAT_PATH, EMBEDDINGS_PATH, JudgeServer, Reply, free_port
+
+pytestmark = [pytest.mark.filterwarnings("ignore:FUNCTIONS is deprecated:DeprecationWarning"),
+              pytest.mark.timeout(120)]
+
+KEY_VAR = "GW_TEST_JUDGE_KEY"
+KEY = "sk-test-7f3a9c1e5b2d4f6a8c0e"
+CONTEXT = "Passwords must be at least 12 characters long. They expire every 90 days."
+
+
+def record(rid: str, answer: str = "Passwords must be at least 12 characters long.",
+           question: str = "How long must passwords be?",
+           contexts: tuple[str, ...] = (CONTEXT,)) -> LogRecord:
+    return LogRecord(request_id=rid, timestamp=datetime.now(UTC), question=question,
+                     contexts=contexts, answer=answer)
+
+
+def judge_config(url: str, **overrides: Any) -> Config:
+    env = {"GROUNDWATCH__JUDGE__BASE_URL": url, "GROUNDWATCH__JUDGE__MODEL": "stub-judge",
+           "GROUNDWATCH__JUDGE__API_KEY_ENV": KEY_VAR,
+           "GROUNDWATCH__JUDGE__EMBEDDINGS__SOURCE": "openai",
+           "GROUNDWATCH__JUDGE__TIMEOUT_S": "5",
+           "GROUNDWATCH__JUDGE__CACHE_TTL_S": "0",
+           # No broker: budget and cache in this process's memory.
+           "GROUNDWATCH__BROKER__URL": "filesystem:///nonexistent"}
+    for key, value in overrides.items():
+        env["GROUNDWATCH__JUDGE__" + key.upper()] = str(value)
+    return load_config(None, environ=env)
+
+
+@pytest.fixture
+def server() -> Iterator[JudgeServer]:
+    os.environ[KEY_VAR] = KEY
+    with JudgeServer() as s:
+        yield s
+    os.environ.pop(KEY_VAR, None)
+
+
+@pytest.fixture
+def judges() -> Iterator[list[JudgeScorer]]:
+    made: list[JudgeScorer] = []
+    yield made
+    for j in made:
+        j.close()
+
+
+def build(judges: list[JudgeScorer], url: str, mode: str = "ragas", **overrides: Any) \
+        -> JudgeScorer:
+    judge = JudgeScorer(judge_config(url, **overrides), mode)
+    judge.warm_up()
+    judges.append(judge)
+    return judge
+
+
+def score(judge: JudgeScorer, records: list[LogRecord]) -> tuple[list[ItemResult], Usage]:
+    return judge.score_gated(apply_gates(records))
+
+
+def outcomes(item: ItemResult) -> dict[str, tuple[str, Any]]:
+    return {m.metric: (m.outcome.value, m.value if m.outcome is Outcome.OK else m.reason)
+            for m in item.metrics}
+
+
+def test_valid_replies_give_four_scores_claims_and_exact_usage(server: JudgeServer,
+                                                               judges: list[JudgeScorer]) -> None:
+    judge = build(judges, server.url)
+    items, usage = score(judge, [record("good"),
+                                 record("bad", answer="Bananas grow on the moon in winter.")])
+    good, bad = (outcomes(i) for i in items)
+    assert {m: o for m, (o, _) in good.items()} == dict.fromkeys(
+        ("context_relevance", "answer_relevance", "faithfulness", "groundedness"), "ok")
+    assert good["faithfulness"][1] == 1.0 and bad["faithfulness"][1] == 0.0
+    assert good["groundedness"][1] > bad["groundedness"][1]
+    claims = items[1].explanation.claims
+    assert claims and claims[0].verdict.value == "unsupported"
+    # Per item: faithfulness 2, groundedness 2, context relevance 2, answer relevance 1 chat
+    # calls (strictness 1) and 2 embeddings calls.
+    assert server.count(CHAT_PATH) == 14 and server.count(EMBEDDINGS_PATH) == 4
+    assert usage.judge_calls == 18
+    assert usage.prompt_tokens == server.usage_served["prompt_tokens"] > 0
+    assert usage.completion_tokens == server.usage_served["completion_tokens"] > 0
+    assert usage.counters["call:ok"] == 18
+    trace = items[0].explanation.judge
+    assert trace is not None and trace.calls == 9 and trace.model == "stub-judge"
+    # The key is sent, as the bearer token, and only there.
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in server.requests)
+
+
+@pytest.mark.parametrize("bad", ["malformed", "truncated", "wrong_schema"])
+def test_a_judge_that_always_answers_badly_costs_at_most_two_calls_per_prompt(
+        server: JudgeServer, judges: list[JudgeScorer], bad: str) -> None:
+    server.default = bad
+    judge = build(judges, server.url)
+    items, usage = score(judge, [record("r1")])
+    result = outcomes(items[0])
+    assert {m: o for m, (o, _) in result.items()} == dict.fromkeys(result, "error")
+    assert {r for _, r in result.values()} == {"unparseable"}
+    per_title = {t: server.count(CHAT_PATH, title=t) for t in (
+        "StatementGeneratorOutput", "NLIStatementOutput", "ResponseGroundednessOutput",
+        "ContextRelevanceOutput", "AnswerRelevanceOutput")}
+    # ragas's defaults cost 30-40 calls here; ours: 2 per prompt (groundedness and context
+    # relevance have two prompts each; faithfulness never gets to its second).
+    assert per_title == {"StatementGeneratorOutput": 2, "NLIStatementOutput": 0,
+                         "ResponseGroundednessOutput": 4, "ContextRelevanceOutput": 4,
+                         "AnswerRelevanceOutput": 2}
+    trace = items[0].explanation.judge
+    assert trace is not None and trace.reply_excerpt  # what the judge said, for explain
+    if bad != "wrong_schema":
+        assert usage.counters["call:unparseable"] == 12
+
+
+def test_compact_judges_in_one_call_and_repairs_once(server: JudgeServer,
+                                                     judges: list[JudgeScorer]) -> None:
+    judge = build(judges, server.url, mode="compact")
+    items, usage = score(judge, [record("good"),
+                                 record("bad", answer="Bananas grow on the moon in winter.")])
+    assert server.count(CHAT_PATH) == 2 and usage.judge_calls == 2
+    assert outcomes(items[0])["faithfulness"] == ("ok", 1.0)
+    assert outcomes(items[1])["faithfulness"] == ("ok", 0.0)
+    body = server.requests[0].body
+    assert body["response_format"]["type"] == "json_schema"
+    server.clear()
+    server.script("malformed")  # one bad reply, then valid: repaired in the second call
+    items, _ = score(judge, [record("again")])
+    assert server.count(CHAT_PATH) == 2
+    assert outcomes(items[0])["faithfulness"] == ("ok", 1.0)
+    server.clear()
+    server.default = "malformed"  # never valid: unparseable after exactly 2 calls
+    items, _ = score(judge, [record("never")])
+    assert server.count(CHAT_PATH) == 2
+    assert {r for _, r in outcomes(items[0]).values()} == {"unparseable"}
+
+
+def test_nothing_to_judge_is_not_applicable_not_nan(server: JudgeServer,
+                                                    judges: list[JudgeScorer]) -> None:
+    server.policy("StatementGeneratorOutput", lambda schema, messages: {"statements": []})
+    judge = build(judges, server.url)
+    items, _ = score(judge, [record("r1")])
+    assert outcomes(items[0])["faithfulness"] == ("not_applicable", "no_claims")
+
+
+def test_a_reply_slower_than_the_timeout_is_a_timeout_error(server: JudgeServer,
+                                                            judges: list[JudgeScorer]) -> None:
+    server.default = Reply.slow(3)
+    judge = build(judges, server.url, timeout_s=0.5, circuit__failures=100)
+    started = time.monotonic()
+    items, usage = score(judge, [record("r1")])
+    assert time.monotonic() - started < 10
+    assert {o for o, _ in outcomes(items[0]).values()} == {"error"}
+    assert {r for _, r in outcomes(items[0]).values()} == {"timeout"}
+    # Four prompts start together, each is tried twice, then the item is given up.
+    assert server.count(CHAT_PATH) <= 8
+    assert usage.counters["call:timeout"] == server.count(CHAT_PATH)
+
+
+def test_a_429_is_waited_out_with_retry_after(server: JudgeServer,
+                                              judges: list[JudgeScorer]) -> None:
+    judge = build(judges, server.url, mode="compact")
+    server.script(Reply.status(429, retry_after=1))
+    started = time.monotonic()
+    items, usage = score(judge, [record("r1")])
+    assert time.monotonic() - started >= 1.0
+    assert outcomes(items[0])["faithfulness"] == ("ok", 1.0)
+    assert server.count(CHAT_PATH) == 2
+    assert usage.counters == {"call:rate_limited": 1, "call:ok": 1} | {
+        k: v for k, v in usage.counters.items() if not k.startswith("call:")}
+
+
+def test_a_429_past_the_wait_limit_sends_the_batch_back_then_errors_on_the_last_attempt(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    judge = build(judges, server.url, mode="compact", rate_limit_max_wait_s=0.5)
+    server.default = Reply.status(429, retry_after=30)
+    token = FINAL_ATTEMPT.set(False)
+    try:
+        with pytest.raises(TransientError) as info:
+            score(judge, [record("r1"), record("r2")])
+    finally:
+        FINAL_ATTEMPT.reset(token)
+    assert info.value.kind == "rate_limited" and info.value.retry_after_s == 30
+    assert server.count(CHAT_PATH) == 2  # one call per item: 30 s is past the limit
+    items, _ = score(judge, [record("r1")])  # the last attempt: recorded, not raised
+    assert {r for _, r in outcomes(items[0]).values()} == {"rate_limited"}
+
+
+def test_500s_are_retried_once_then_unavailable(server: JudgeServer,
+                                                judges: list[JudgeScorer]) -> None:
+    server.default = Reply.status(500)
+    judge = build(judges, server.url, mode="compact", circuit__failures=100)
+    items, usage = score(judge, [record("r1")])
+    assert {r for _, r in outcomes(items[0]).values()} == {"unavailable"}
+    assert server.count(CHAT_PATH) == 2
+    assert usage.counters["call:unavailable"] == 2
+
+
+def test_a_refused_connection_is_unavailable_and_opens_the_circuit(
+        judges: list[JudgeScorer]) -> None:
+    # One call in flight, so the count is exact (with more, the calls already in flight when
+    # the circuit opens still fail: at most max_concurrency more).
+    judge = build(judges, f"http://127.0.0.1:{free_port()}/v1", mode="compact",
+                  circuit__failures=3, circuit__cooldown_s=60, max_concurrency=1)
+    items, usage = score(judge, [record(f"r{i}") for i in range(6)])
+    assert all({r for _, r in outcomes(i).values()} == {"unavailable"} for i in items)
+    # Three failed calls (the first item's call and its retry, the second's call) open the
+    # circuit; the rest are not made at all.
+    assert usage.judge_calls == 3
+    assert usage.counters.get("not_judged:circuit_open", 0) >= 2
+    assert judge.judge_up is False
+    not_judged = [i.explanation.judge.not_judged for i in items if i.explanation.judge]
+    assert "circuit_open" in not_judged
+
+
+def test_the_circuit_closes_when_the_judge_is_back(server: JudgeServer,
+                                                   judges: list[JudgeScorer]) -> None:
+    judge = build(judges, server.url, mode="compact", max_retries=0,
+                  circuit__failures=2, circuit__cooldown_s=0.5)
+    server.default = Reply.status(503)
+    score(judge, [record("a"), record("b"), record("c")])
+    assert judge.circuit.state == "open" and judge.judge_up is False
+    made = server.count(CHAT_PATH)
+    items, _ = score(judge, [record("d")])
+    assert server.count(CHAT_PATH) == made  # open: nothing sent
+    assert items[0].explanation.judge is not None
+    assert items[0].explanation.judge.not_judged == "circuit_open"
+    server.default = "valid"
+    time.sleep(0.6)
+    items, _ = score(judge, [record("e")])
+    assert outcomes(items[0])["faithfulness"] == ("ok", 1.0)
+    assert judge.circuit.state == "closed" and judge.judge_up is True
+
+
+def test_a_budget_reached_mid_batch_stops_the_judge(server: JudgeServer,
+                                                    judges: list[JudgeScorer]) -> None:
+    # One compact call costs ~300 prompt + ~60 completion tokens here: 700 allow two items.
+    judge = build(judges, server.url, mode="compact", max_concurrency=1,
+                  budget__tokens_per_day=700)
+    items, usage = score(judge, [record(f"r{i}") for i in range(6)])
+    judged = [i for i in items if outcomes(i)["faithfulness"][0] == "ok"]
+    skipped = [i for i in items if outcomes(i)["faithfulness"] == ("error", "budget")]
+    assert len(judged) == server.count(CHAT_PATH) == 2
+    assert len(skipped) == 4 and usage.counters["not_judged:budget"] == 4
+    assert all(i.explanation.judge and i.explanation.judge.not_judged == "budget"
+               for i in skipped)
+
+
+def test_the_cache_answers_a_second_time_without_a_call(server: JudgeServer,
+                                                        judges: list[JudgeScorer]) -> None:
+    judge = build(judges, server.url, cache_ttl_s=3600)
+    first, _ = score(judge, [record("r1")])
+    made = server.count()
+    again, usage = score(judge, [record("r2")])  # same texts, another request id
+    assert server.count() == made
+    assert usage.cache_hits == 4 and usage.judge_calls == 0
+    assert outcomes(again[0]) == outcomes(first[0])
+
+
+def test_pii_never_reaches_the_judge(server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    secrets = ["jane.doe+billing@example.co.uk", "+44 20 7946 0958", "4111 1111 1111 1111",
+               "GB82 WEST 1234 5698 7654 32"]
+    question = f"I am {secrets[0]}, call {secrets[1]}: how long must passwords be?"
+    answer = (f"Passwords must be at least 12 characters long. Your card {secrets[2]} and "
+              f"account {secrets[3]} are on file.")
+    context = CONTEXT + f" Contact {secrets[0]} for help."
+    judge = build(judges, server.url)
+    items, usage = score(judge, [record("pii", answer=answer, question=question,
+                                        contexts=(context,))])
+    wire = server.wire_text()
+    assert server.count() > 0
+    for value in secrets:
+        assert value not in wire
+        assert value.replace(" ", "") not in wire
+    assert "[EMAIL]" in wire and "[CARD]" in wire and "[IBAN]" in wire and "[PHONE]" in wire
+    assert usage.counters["redacted:email"] >= 2
+    trace = items[0].explanation.judge
+    assert trace is not None and trace.redacted["card"] == 1
+
+
+def test_the_api_key_appears_in_no_log_line(server: JudgeServer, judges: list[JudgeScorer],
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server.script(Reply.status(401, body={"error": {"message": "bad key"}}), "malformed")
+    judge = build(judges, server.url, mode="compact")
+    score(judge, [record("r1"), record("r2")])
+    assert server.count() >= 2
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert text  # something was logged (the 401 at least)
+    assert KEY not in text
+    assert KEY not in repr(judge.config.masked())
