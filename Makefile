@@ -33,8 +33,9 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: install ## throughput benchmarks; writes benchmarks/results/pipeline.json
+bench: install ## throughput, and the judge's calls and prompt tokens per item (ragas vs compact); writes benchmarks/results/pipeline.json and judge.json
 	$(BIN)/python -m benchmarks.pipeline
+	$(BIN)/python -m benchmarks.judge
 
 # Pass options with QUALITY_ARGS, e.g. make bench-quality QUALITY_ARGS="--scorers lexical --limit 200"
 bench-quality: install ## scorer ROC-AUC on the labelled dev data; writes benchmarks/results/quality.json

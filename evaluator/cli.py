@@ -142,7 +142,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.runner import run_demo
 
-    return run_demo(items=args.items, workdir=args.workdir, seed=args.seed, scorer=args.scorer)
+    from workers.runner import DemoJudge
+
+    judge = None
+    if args.judge_url:
+        judge = DemoJudge(args.judge_url, args.judge_model, args.judge_mode, args.judge_key_env,
+                          args.judge_share)
+    return run_demo(items=args.items, workdir=args.workdir, seed=args.seed, scorer=args.scorer,
+                    judge=judge)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -346,6 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--scorer", default=None,
                    help="scoring backend (default: embedded if installed, else lexical)")
+    p.add_argument("--judge-url", default="", metavar="URL",
+                   help="an OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1): the "
+                        "cascade then sends a share of the items, and the low and uncertain "
+                        "ones, to that judge. Without it the cascade is skipped.")
+    p.add_argument("--judge-model", default="gpt-4o-mini", help="the judge's model name")
+    p.add_argument("--judge-mode", choices=("ragas", "compact"), default="compact",
+                   help="ragas's metrics, or groundwatch's one-call judge (default)")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="the NAME of the environment variable holding the API key")
+    p.add_argument("--judge-share", type=float, default=0.2,
+                   help="the random share of items the judge scores (default 0.2)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="all-in-one: sampler, workers and exporter")

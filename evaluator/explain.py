@@ -67,7 +67,31 @@ def format_explanation(store: Any, request_id: str) -> str | None:
             why = c.reason or c.mismatch
             if why:
                 extra += f"\n        {'why' if c.reason else 'note'}: {why}"
-            lines.append(f"    [{c.verdict}, strength {c.strength}] {c.claim}{extra}")
+            strength = f", strength {c.strength}" if c.strength is not None else ""
+            lines.append(f"    [{c.verdict}{strength}] {c.claim}{extra}")
+        trace = body.judge
+        if trace is not None:
+            lines.append(_judge_line(exp.scorer, trace))
     for f in store.failures(request_id=request_id):
         lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
     return "\n".join(lines)
+
+
+def _judge_line(scorer: str, trace: Any) -> str:
+    """The judge's calls for the item, and why it was picked or not judged."""
+    parts = [f"  judge ({scorer}, model {trace.model}): {trace.calls} call(s), "
+             f"{trace.prompt_tokens}+{trace.completion_tokens} tokens, "
+             f"{trace.cost_usd:.5f} USD"]
+    if trace.selected_by:
+        parts.append(f"picked by the cascade: {trace.selected_by}")
+    if trace.cached:
+        parts.append(f"from the cache: {', '.join(trace.cached)}")
+    if trace.redacted:
+        parts.append("redacted before sending: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(trace.redacted.items())))
+    line = "; ".join(parts)
+    if trace.not_judged:
+        line += f"\n    NOT JUDGED: {trace.not_judged} (the cheap scores above stand)"
+    if trace.reply_excerpt:
+        line += f"\n    the judge replied: {trace.reply_excerpt!r}"
+    return line

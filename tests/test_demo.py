@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.gw_helpers import parse_metrics, total
+from tests.judge_server import CHAT_PATH, JudgeServer
 
 
 def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_path: Path) -> None:
@@ -31,6 +34,7 @@ def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_p
     for kind in ("no_relevant_context", "empty_answer", "refusal"):
         assert total(parsed, "groundwatch_detections_total", kind=kind) > 0
     assert "claims (" in out and "least faithful answer" in out
+    assert "judge: none configured (--judge-url): the cascade is skipped" in out
     page = Path(re.search(r"HTML report \(.*\): (\S+)", out).group(1))  # type: ignore[union-attr]
     assert page == tmp_path / "demo" / "report.html" and out.rstrip().endswith(str(page))
     html = page.read_text(encoding="utf-8")
@@ -46,3 +50,28 @@ def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_p
     except ConfigError:
         return  # the demo fell back to lexical, which has no scope detector
     assert total(parsed, "groundwatch_detections_total", kind="out_of_scope") > 0
+
+
+@pytest.mark.parametrize("mode", ["compact", "ragas"])
+def test_the_demo_runs_the_cascade_when_a_judge_url_is_given(tmp_path: Path, mode: str) -> None:
+    with JudgeServer() as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "evaluator.cli", "demo", "--items", "150", "--workdir",
+             str(tmp_path / "demo"), "--judge-url", server.url, "--judge-model", "stub",
+             "--judge-mode", mode, "--judge-key-env", "GW_DEMO_JUDGE_KEY"],
+            capture_output=True, text=True, timeout=240, cwd=tmp_path,
+            env={**os.environ, "GW_DEMO_JUDGE_KEY": "sk-demo-3c5e7a9b1d"})
+        chat_calls = server.count(CHAT_PATH)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert f"judge: {mode} on {server.url} (model stub): the cascade sends 20%" in out
+    found = re.search(rf"judge \({mode}, stub\): (\d+) items judged, scores (.*); (\d+) calls",
+                      out)
+    assert found, out[-3000:]
+    assert int(found.group(1)) > 0 and "ok " in found.group(2)
+    assert int(found.group(3)) >= chat_calls > 0
+    snapshot = Path(re.search(r"Prometheus snapshot of the metrics: (\S+)", out).group(1))  # type: ignore[union-attr]
+    parsed = parse_metrics(snapshot.read_text())
+    assert total(parsed, "groundwatch_score_outcomes_total", scorer=mode) > 0
+    assert total(parsed, "groundwatch_cascade_picked_total", reason="random") > 0
+    assert "sk-demo-3c5e7a9b1d" not in out + proc.stderr

@@ -4,12 +4,14 @@ in the real Redis), the response cache, the cascade's pick, the compact judge's 
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
 
-from evaluator.config import Config, JudgeBudgetConfig, JudgeCascadeConfig
+from evaluator.config import Config, JudgeBudgetConfig, JudgeCascadeConfig, load_config
 from evaluator.judge.calls import CircuitBreaker, looks_unparseable, retry_after_seconds
 from evaluator.judge.compact import Judgement, Unparseable, outcomes, parse, quote_found
 from evaluator.judge.shared import Budget, MemoryState, RedisState, ResponseCache
@@ -21,7 +23,6 @@ from evaluator.scorers.gates import apply_gates
 from evaluator.scorers.lexical import LexicalScorer
 from evaluator.scoring import Scoring
 from tests.gw_helpers import REDIS_HOST, REDIS_PORT, TEST_REDIS_DB
-
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -274,9 +275,54 @@ def test_quotes_are_compared_with_case_and_spacing_folded() -> None:
 
 
 def test_the_judge_config_names_a_variable_not_a_key() -> None:
-    from evaluator.errors import ConfigError
     from evaluator.config import load_config
+    from evaluator.errors import ConfigError
 
     with pytest.raises(ConfigError, match="NAME of an environment variable"):
         load_config(None, environ={"GROUNDWATCH__JUDGE__API_KEY_ENV": "sk-abc123-def"})
     assert Config().judge.configured is False
+
+
+def test_the_visibility_timeout_makes_room_for_the_judge() -> None:
+    from workers.app import visibility_timeout
+
+    env = {"GROUNDWATCH__SCORING__SCORER": "embedded", "GROUNDWATCH__BROKER__BATCH_SIZE": "100"}
+    assert visibility_timeout(load_config(None, environ=env)) == 400
+    with_judge = {**env, "GROUNDWATCH__JUDGE__BASE_URL": "http://127.0.0.1:9/v1",
+                  "GROUNDWATCH__JUDGE__MODEL": "m"}
+    assert visibility_timeout(load_config(None, environ=with_judge)) == 1900
+    judge_only = {**with_judge, "GROUNDWATCH__SCORING__SCORER": "compact"}
+    assert visibility_timeout(load_config(None, environ=judge_only)) == 500
+
+
+def test_ragas_is_imported_only_after_telemetry_is_off() -> None:
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "import evaluator.judge.ragas_backend as backend\n"
+            "assert 'ragas' not in sys.modules\n"
+            "assert os.environ['RAGAS_DO_NOT_TRACK'] == 'true'\n"
+            "print(backend.ragas_version())\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAGAS_DO_NOT_TRACK"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "0.4.3"
+
+
+def test_the_judge_bench_compares_the_two_modes(tmp_path: Path) -> None:
+    """`make bench`'s judge table on a few items: both modes run, the JSON has its keys."""
+    import json
+
+    from benchmarks.judge import main
+
+    out = tmp_path / "judge.json"
+    assert main(["--items", "6", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for key in ("ragas_calls_per_item", "ragas_prompt_tokens_per_item",
+                "compact_calls_per_item", "compact_prompt_tokens_per_item"):
+        assert data[key] > 0
+    assert data["compact_calls_per_item"] == 1.0
+    assert data["ragas_calls_per_item"] > 5
+    assert data["prompt_token_ratio"] >= 4

@@ -39,10 +39,20 @@ VISIBILITY_FLOOR_S = 300
 def visibility_timeout(config: Config) -> int:
     """``broker.visibility_timeout_s`` if set, else derived from the scorer and batch size:
     ``max(VISIBILITY_FLOOR_S, item estimate x batch_size x VISIBILITY_SAFETY_FACTOR)``
-    (embedded at batch 100: 400 s; lexical: 300 s; an unknown scorer: 4000 s)."""
+    (embedded at batch 100: 400 s; lexical: 300 s; an unknown scorer: 4000 s). A judge
+    counts its item estimate divided by ``judge.max_concurrency``: embedded with a ragas
+    cascade at batch 100 and 8 calls in flight: 1900 s."""
     if config.broker.visibility_timeout_s is not None:
         return config.broker.visibility_timeout_s
-    batch_s = item_seconds_estimate(config.scoring.scorer) * config.broker.batch_size
+    batch = config.broker.batch_size
+    judges = ("ragas", "compact")
+    scorer = config.scoring.scorer
+    # A judge scores max_concurrency items at once (one event loop per process); in a
+    # cascade it may be given every item of a batch (all low or uncertain).
+    parallel = config.judge.max_concurrency
+    batch_s = item_seconds_estimate(scorer) * batch / (parallel if scorer in judges else 1)
+    if scorer not in judges and config.scoring.judge and config.judge.configured:
+        batch_s += item_seconds_estimate(config.scoring.judge) * batch / parallel
     return max(VISIBILITY_FLOOR_S, math.ceil(batch_s * VISIBILITY_SAFETY_FACTOR))
 
 

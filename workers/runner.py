@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +92,8 @@ rate = 1.0
 
 [scoring]
 scorer = "{scorer}"
+# The cascade's judge ("" = none): `groundwatch demo --judge-url URL` sets it and [judge].
+judge = "{judge_mode}"
 
 [scoring.scope]
 # What the demo app is for: questions far from these are detected as out_of_scope.
@@ -125,6 +129,22 @@ port = 0
 """
 
 
+@dataclass(frozen=True)
+class DemoJudge:
+    """The judge the demo's cascade calls (``groundwatch demo --judge-url``)."""
+
+    url: str
+    model: str
+    mode: str = "compact"
+    key_env: str = "OPENAI_API_KEY"
+    share: float = 0.2
+
+    def section(self) -> str:
+        return (f'\n[judge]\nbase_url = {json.dumps(self.url)}\nmodel = {json.dumps(self.model)}'
+                f'\napi_key_env = {json.dumps(self.key_env)}\n\n[judge.cascade]\n'
+                f"share = {self.share}\n")
+
+
 def default_demo_scorer() -> str:
     """``embedded`` when its extra is installed, else ``lexical`` (with a notice)."""
     from evaluator.errors import ConfigError
@@ -139,7 +159,8 @@ def default_demo_scorer() -> str:
 
 
 def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int = 7,
-             scorer: str | None = None, timeout_s: float = 300.0) -> int:
+             scorer: str | None = None, timeout_s: float = 300.0,
+             judge: DemoJudge | None = None) -> int:
     """Synthetic traffic → sampler → embedded broker → a real worker process → store → report."""
     from evaluator import demo_traffic
 
@@ -156,10 +177,20 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
     columns = "\n".join(f'{k} = "{v}"' for k, v in demo_traffic.COLUMNS.items())
     config_path = root / "groundwatch.toml"
     config_path.write_text(DEMO_CONFIG.format(workdir=root.as_posix(), columns=columns,
-                                              scorer=scorer))
+                                              scorer=scorer,
+                                              judge_mode=judge.mode if judge else "")
+                           + (judge.section() if judge is not None else ""))
     # The demo is self-contained: GROUNDWATCH__* overrides meant for a real deployment
     # (a Redis URL, a store) must not leak into it.
     config = load_config(config_path, environ={})
+    if judge is None:
+        print("judge: none configured (--judge-url): the cascade is skipped; every item gets "
+              f"the {scorer} scores only")
+    else:
+        print(f"judge: {judge.mode} on {judge.url} (model {judge.model}): the cascade sends "
+              f"{judge.share:.0%} of the items, and the low and uncertain ones, to it; "
+              f"budgets {config.judge.budget.tokens_per_day} tokens/day, "
+              f"{config.judge.budget.usd_per_hour} USD/hour")
 
     from evaluator.explain import format_explanation
     from evaluator.report import build_report, format_report
@@ -225,6 +256,8 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
         snapshot = root / "metrics.prom"
         snapshot.write_text(snapshot_text(config.metrics.multiproc_dir))
         _print_summary(store, snapshot, totals, time.monotonic() - started)
+        if judge is not None:
+            _print_judge_summary(store, snapshot, judge)
         worst = min((s for s in store.scores()
                      if s.metric == "faithfulness" and s.value is not None),
                     key=lambda s: (s.value, s.request_id), default=None)
@@ -236,6 +269,42 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
                                  thresholds=config.scoring.thresholds, source=store.safe_url)
         print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
     return code
+
+
+def _print_judge_summary(store: Any, snapshot: Path, judge: DemoJudge) -> None:
+    """What the cascade's judge did: items, outcomes, calls, tokens, cost, agreement."""
+    from collections import Counter
+
+    outcomes: Counter[str] = Counter()
+    items: set[str] = set()
+    for s in store.scores():
+        if s.scorer == judge.mode:
+            items.add(s.request_id)
+            outcomes[s.outcome if s.outcome != "error" else f"error:{s.reason}"] += 1
+    values: dict[str, float] = {}
+    for line in snapshot.read_text().splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, _, number = line.rpartition(" ")
+        try:
+            values[name] = values.get(name, 0.0) + float(number)
+        except ValueError:
+            continue
+
+    def summed(prefix: str) -> float:
+        return sum(v for k, v in values.items() if k.startswith(prefix))
+
+    agree = sum(v for k, v in values.items()
+                if k.startswith("groundwatch_cascade_compared_total") and 'agree="yes"' in k)
+    compared = summed("groundwatch_cascade_compared_total")
+    print(f"judge ({judge.mode}, {judge.model}): {len(items)} items judged, scores "
+          + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+          + f"; {summed('groundwatch_judge_requests_total'):.0f} calls, "
+          f"{summed('groundwatch_judge_tokens_total'):.0f} tokens, "
+          f"{summed('groundwatch_judge_cost_usd_total'):.4f} USD")
+    if compared:
+        print(f"agreement with the cheap scorer on the random share: {agree:.0f} of "
+              f"{compared:.0f} metric scores on the same side of the threshold")
 
 
 def _print_summary(store: Any, snapshot: Path, totals: StepResult, elapsed: float) -> None:
