@@ -334,6 +334,42 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_golden(args: argparse.Namespace) -> int:
+    """Run the judge's golden set once, now (no claim: the schedule is untouched) and print
+    per metric its mean, its drift from the baseline and the items that moved most."""
+    from evaluator.judge import golden
+
+    config = _config(args)
+    if not config.judge.golden.path.strip():
+        print("groundwatch golden: judge.golden.path is empty: set it to a JSON Lines file of "
+              "golden items (docs/judge-golden.md)", file=sys.stderr)
+        return EXIT_CONFIG
+    records = golden.load_golden(config.judge.golden.path)
+    judge = golden.build_golden_judge(config)
+    if judge is None:
+        print("groundwatch golden: no judge is configured: set judge.base_url and judge.model, "
+              "and scoring.judge (or scoring.scorer = \"ragas\" or \"compact\")",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    from workers.process import ProcessContext
+
+    try:
+        # metrics="keep": the gauges and the run's count join the exporter's, as a
+        # scheduled run's do.
+        with ProcessContext(config, metrics="keep") as process:
+            try:
+                run = golden.run_golden(judge, records, process.store, process.metrics,
+                                        judge_version=golden.judge_version(judge))
+            except Exception as exc:
+                print(f"groundwatch golden: the run failed: {type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())[:500]}", file=sys.stderr)
+                return 1
+    finally:
+        judge.close()
+    print(golden.format_golden(run))
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -436,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true", help="include each item's explanation")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("golden", help="run the judge's golden set once: per metric the mean "
+                                      "score and its drift from the first run, and the items "
+                                      "that moved most")
+    p.set_defaults(func=cmd_golden)
 
     p = sub.add_parser("cursor", help="show or move where the sampler reads the source next")
     p.add_argument("action", choices=("show", "reset", "set"),

@@ -6,6 +6,8 @@ the fields (a metric label, a database column) without parsing messages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class GroundwatchError(Exception):
     """Base class of every error groundwatch raises on purpose."""
@@ -96,3 +98,17 @@ class LockHeldError(GroundwatchError):
         self.source = source
         self.owner = owner
         super().__init__(f"source {source!r} is locked by {owner}")
+
+
+class GoldenRunError(GroundwatchError):
+    """A golden-set run got not one ``ok`` score back: ``errors`` counts the metric results
+    by error kind (empty when every metric was ``not_applicable``)."""
+
+    def __init__(self, judge_version: str, n_items: int, errors: Mapping[str, int]) -> None:
+        self.judge_version = judge_version
+        self.n_items = n_items
+        self.errors = dict(errors)
+        kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(self.errors.items()))
+        super().__init__(f"no metric of the {n_items} golden items was scored by "
+                         f"{judge_version}: " + (f"errors {kinds}" if kinds else
+                                                 "every metric was not applicable"))

@@ -741,6 +741,11 @@ class Metrics:
         for metric, value in drift.items():
             self._child(self.golden_drift, metric).set(value)
 
+    def observe_golden_run(self, result: str) -> None:
+        """A golden-set run ended: ``ok``, or ``error`` (the judge raised, the store failed,
+        or no metric of any item came back ``ok``); any other word counts as ``error``."""
+        self._child(self.golden_runs, "ok" if result == "ok" else "error").inc()
+
     def observe_written(self, batch: ScoredBatch, written: Sequence[Written],
                         thresholds: Mapping[str, float], now: float | None = None) -> None:
         """The scores the store newly wrote for ``batch``: per scorer its latency (per item)

@@ -20,11 +20,11 @@ from evaluator.errors import ConfigError, InvalidRecordError, LockHeldError
 from evaluator.records import LogRecord
 from evaluator.scorers.base import METRICS, Detection, ItemResult, MetricResult, Outcome
 from evaluator.store import UNSAMPLED, Store
-from evaluator.store.models import VERSION_TABLE, metadata, scores
+from evaluator.store.models import VERSION_TABLE, golden_scores, metadata, scores
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TABLES = {"gw_items", "gw_scores", "gw_explanations", "gw_failures", "gw_cursors",
-          "gw_rejections"}
+          "gw_rejections", "gw_source_reads", "gw_golden_scores", "gw_golden_runs"}
 
 
 class FakeClock:
@@ -92,7 +92,7 @@ def test_migrations_create_the_tables_and_match_the_models(db_url: str) -> None:
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE,
                                                          "compare_type": True})
-            assert ctx.get_current_revision() == "0002"
+            assert ctx.get_current_revision() == "0003"
             assert compare_metadata(ctx, metadata) == []
 
 
@@ -466,6 +466,8 @@ def test_purge_deletes_old_finished_work_only(store: Store, clock: FakeClock) ->
                                                        row_ref="r", detail="x")])
     assert store.acquire_lock("app", "replica-a", ttl_s=10)
     store.set_cursor("app", {"id": "old"}, owner="replica-a")
+    store.record_golden("judge/1", {"g1": {"faithfulness": 0.5}})
+    assert store.claim_golden_run("golden:judge/1", 60)
     cutoff = clock.now + timedelta(seconds=1)
     clock.advance(3600)
     store.record_results([ok_result("new")], recs, scorer="s", scorer_version="1")
@@ -479,7 +481,58 @@ def test_purge_deletes_old_finished_work_only(store: Store, clock: FakeClock) ->
     assert store.explanations("new") and not store.explanations("old-scored")
     assert store.failures() == [] and store.rejections() == []
     assert store.get_cursor("app") == {"id": "old"}
+    # The golden set's baselines are never purged (resetting one is a decision).
+    assert store.golden_scores("judge/1") == {("g1", "faithfulness"): (0.5, 0.5)}
+    assert count(store, "gw_golden_runs") == 1
     assert store.purge(cutoff) == 0
+
+
+def test_record_golden_keeps_the_first_value_as_baseline(store: Store, clock: FakeClock) -> None:
+    first = store.record_golden("judge/1", {"a": {"faithfulness": 0.8, "groundedness": 0.6},
+                                            "b": {"faithfulness": 0.4}})
+    assert first == {("a", "faithfulness"): 0.8, ("a", "groundedness"): 0.6,
+                     ("b", "faithfulness"): 0.4}
+    clock.advance(60)
+    again = store.record_golden("judge/1", {"a": {"faithfulness": 0.1}, "c": {"faithfulness": 1}})
+    # Only what was given comes back: the baseline of a, the first value of c.
+    assert again == {("a", "faithfulness"): 0.8, ("c", "faithfulness"): 1.0}
+    assert store.golden_scores("judge/1") == {
+        ("a", "faithfulness"): (0.8, 0.1), ("a", "groundedness"): (0.6, 0.6),
+        ("b", "faithfulness"): (0.4, 0.4), ("c", "faithfulness"): (1.0, 1.0)}
+    assert store.golden_scores("judge/2") == {}
+    assert store.record_golden("judge/1", {}) == {}
+    with store.engine.connect() as conn:
+        row = conn.execute(select(golden_scores.c.baseline_at, golden_scores.c.last_at)
+                           .where(golden_scores.c.request_id == "a",
+                                  golden_scores.c.metric == "faithfulness")).one()
+    assert tuple(row) == (T0, T0 + timedelta(seconds=60))  # the store's clock at each run
+
+
+def test_a_golden_claim_uses_the_store_clock(store: Store, clock: FakeClock) -> None:
+    assert store.claim_golden_run("golden:j", 60) is True
+    assert store.claim_golden_run("golden:j", 60) is False
+    clock.advance(59)
+    assert store.claim_golden_run("golden:j", 60) is False
+    clock.advance(1)
+    assert store.claim_golden_run("golden:j", 60) is True
+
+
+def test_downgrade_to_0002_drops_only_the_golden_tables(db_url: str) -> None:
+    from alembic import command
+
+    from evaluator.store.store import alembic_config
+
+    with Store(db_url) as store:
+        store.record_golden("judge/1", {"a": {"faithfulness": 0.5}})
+        with store.engine.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0002")
+        names = set(inspect(store.engine).get_table_names())
+        assert "gw_golden_scores" not in names and "gw_golden_runs" not in names
+        assert TABLES - {"gw_golden_scores", "gw_golden_runs"} <= names
+    with Store(db_url) as again:  # migrates back to head
+        assert again.golden_scores("judge/1") == {}
 
 
 def test_upgrade_from_0001_keeps_items_and_marks_them_committed(db_url: str) -> None:

@@ -189,3 +189,28 @@ source_reads = Table(
     Column("rows", Integer, nullable=False),  # rows read with this id and time (usually 1)
     Index(None, "source", "log_timestamp"),
 )
+
+# The judge's golden set (evaluator/judge/golden.py): per judge version, item and metric, the
+# first value the judge gave (the baseline) and the newest. A few hundred rows at most, so the
+# retention purge leaves them alone: purging would silently reset every baseline.
+golden_scores = Table(
+    "gw_golden_scores",
+    metadata,
+    Column("judge_version", String(200), primary_key=True),
+    Column("request_id", String(200), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("baseline_value", Double(), nullable=False),
+    Column("baseline_at", UTCDateTime(), nullable=False),
+    Column("last_value", Double(), nullable=False),
+    Column("last_at", UTCDateTime(), nullable=False),
+)
+
+# When the golden set is due next, per schedule name: the row every worker process races for
+# (Store.claim_golden_run), so that one of them runs it per interval.
+golden_runs = Table(
+    "gw_golden_runs",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("next_at", UTCDateTime(), nullable=False),
+    Column("last_run_at", UTCDateTime(), nullable=True),
+)

@@ -1,4 +1,5 @@
-"""The store: sampled items, scores, explanations, failures, cursors and rejections.
+"""The store: sampled items, scores, explanations, failures, cursors and rejections, and the
+judge's golden-set scores and schedule.
 
 One :class:`Store` per process (build it in the process, call :meth:`Store.dispose` after a
 fork). It is safe to share between threads, and several processes may use the same database at
@@ -59,6 +60,8 @@ from evaluator.store.models import (
     cursors,
     explanations,
     failures,
+    golden_runs,
+    golden_scores,
     items,
     rejections,
     scores,
@@ -820,6 +823,73 @@ class Store:
             conn.execute(delete(source_reads).where(source_reads.c.source == source))
         return None if row.position is None else dict(row.position)
 
+    # -- the judge's golden set ---------------------------------------------------------------
+
+    def record_golden(self, judge_version: str,
+                      values: Mapping[str, Mapping[str, float]],
+                      now: datetime | None = None) -> dict[tuple[str, str], float]:
+        """Store one golden run of ``judge_version``: ``values`` maps request id -> metric ->
+        score. The first value of an (item, metric) becomes its baseline; later runs update
+        only the newest value. Returns the baseline of every (request id, metric) given.
+
+        One transaction: the upsert, then the baselines read back (a baseline never changes
+        once written, so what is read is what a concurrent run would see too).
+        """
+        now = now or self._clock()
+        rows = [{"judge_version": judge_version, "request_id": rid, "metric": metric,
+                 "baseline_value": float(value), "baseline_at": now,
+                 "last_value": float(value), "last_at": now}
+                for rid, by_metric in values.items() for metric, value in by_metric.items()]
+        if not rows:
+            return {}
+        wanted = {(row["request_id"], row["metric"]) for row in rows}
+        ins = self._insert(golden_scores)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[golden_scores.c.judge_version, golden_scores.c.request_id,
+                            golden_scores.c.metric],
+            set_={"last_value": ins.excluded.last_value, "last_at": ins.excluded.last_at})
+        baselines: dict[tuple[str, str], float] = {}
+        with self._writer.begin() as conn:
+            conn.execute(stmt, rows)
+            for chunk in _chunks(list(values)):
+                for rid, metric, baseline in conn.execute(
+                        select(golden_scores.c.request_id, golden_scores.c.metric,
+                               golden_scores.c.baseline_value)
+                        .where(golden_scores.c.judge_version == judge_version,
+                               golden_scores.c.request_id.in_(chunk))):
+                    if (rid, metric) in wanted:
+                        baselines[rid, metric] = baseline
+        return baselines
+
+    def claim_golden_run(self, name: str, interval_s: float,
+                         now: datetime | None = None) -> bool:
+        """Claim the golden run ``name`` if it is due; True for exactly one caller per due time.
+
+        A schedule never seen is due at once. A successful claim moves the next due time to
+        ``now + interval_s``; the check and the move are one conditional UPDATE (as in
+        :meth:`acquire_lock`), so of several processes claiming together one succeeds.
+        """
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        now = now or self._clock()
+        with self._writer.begin() as conn:
+            conn.execute(self._insert(golden_runs).on_conflict_do_nothing(
+                index_elements=[golden_runs.c.name]), {"name": name, "next_at": now})
+            claimed = conn.execute(
+                update(golden_runs)
+                .where(golden_runs.c.name == name, golden_runs.c.next_at <= now)
+                .values(next_at=now + timedelta(seconds=interval_s), last_run_at=now))
+            return claimed.rowcount == 1
+
+    def golden_scores(self, judge_version: str) -> dict[tuple[str, str], tuple[float, float]]:
+        """(baseline, newest) per (request id, metric) of ``judge_version``'s golden runs."""
+        with self._engine.connect() as conn:
+            return {(row.request_id, row.metric): (row.baseline_value, row.last_value)
+                    for row in conn.execute(
+                        select(golden_scores.c.request_id, golden_scores.c.metric,
+                               golden_scores.c.baseline_value, golden_scores.c.last_value)
+                        .where(golden_scores.c.judge_version == judge_version))}
+
     # -- reads ------------------------------------------------------------------------------
 
     def oldest_unscored_sampled_at(self) -> datetime | None:
@@ -1009,6 +1079,9 @@ class Store:
         Finished items (``scored`` or ``failed``, by last update), scores (by scoring time),
         explanations, failures and rejections (by creation time). Queued items and cursors
         stay. One transaction.
+
+        The golden set's tables are left out on purpose: a few rows per golden item, and a
+        purge would reset the judge's baseline without anyone asking for it.
         """
         statements = (
             delete(items).where(items.c.status.in_(("scored", "failed")),
