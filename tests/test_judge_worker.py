@@ -4,6 +4,7 @@ this test starts on 127.0.0.1. Redis is the broker and holds the shared budget a
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,4 +180,37 @@ def test_a_budget_shared_in_redis_stops_the_judge_mid_run(tmp_path: Path,
         served = server.usage_served["prompt_tokens"] + server.usage_served["completion_tokens"]
         # Hard: what was spent past the limit is only what was in flight when it was reached.
         assert served < 12_000 + 4 * 1500
+        store.close()
+
+
+def test_a_silently_changed_judge_shows_as_golden_drift(tmp_path: Path, redis_db: None) -> None:
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("\n".join(json.dumps({
+        "request_id": f"g{i}", "question": "How long are deleted buckets kept?",
+        "contexts": ["Deleted buckets are kept for 30 days, then purged."],
+        "answer": "Deleted buckets are kept for 30 days."}) for i in range(3)) + "\n")
+    with JudgeServer() as server:
+        config = configure(tmp_path, server.url)
+        config.write_text(config.read_text().replace(
+            "[judge.embeddings]", f'[judge.golden]\npath = "{golden}"\ninterval_s = 10\n'
+                                  "[judge.embeddings]"))
+        store = Store(f"sqlite:///{tmp_path}/gw.db")
+        log = tmp_path / "w.log"
+        with processes() as procs:
+            start(procs, groundwatch_cmd(config, "worker"), log, env={KEY_VAR: KEY})
+
+            def gauge(name: str) -> float:
+                return total(parse_metrics(snapshot(tmp_path / "prom")), name,
+                             metric="faithfulness")
+            wait_until(lambda: gauge("groundwatch_golden_score") == 1.0, timeout=60,
+                       what=f"the first golden run: {log_tail(log)}")
+            assert gauge("groundwatch_golden_drift") == 0.0
+            # The judge "changes" behind the same model name: every claim unsupported now.
+            server.policy("NLIStatementOutput", lambda schema, messages: {"statements": [
+                {"statement": "x", "reason": "changed", "verdict": 0}]})
+            wait_until(lambda: gauge("groundwatch_golden_drift") == 1.0, timeout=60,
+                       what=f"a second golden run: {log_tail(log)}")
+            assert gauge("groundwatch_golden_score") == 0.0
+        parsed = parse_metrics(snapshot(tmp_path / "prom"))
+        assert total(parsed, "groundwatch_golden_runs_total", result="ok") >= 2
         store.close()

@@ -12,12 +12,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from evaluator.config import Config
 from evaluator.scorers import Scorer, build_judge, build_scorer
 from evaluator.scoring import Scoring
 from evaluator.store import Store
 from metrics.registry import Metrics
+
+if TYPE_CHECKING:
+    from evaluator.judge.golden import GoldenScheduler
 
 log = logging.getLogger("groundwatch.worker")
 
@@ -29,6 +33,8 @@ class WorkerContext:
     scoring: Scoring
     metrics: Metrics
     pid: int
+    # The golden set's re-judging thread (judge.golden.path set and a judge configured).
+    golden: GoldenScheduler | None = None
 
     @property
     def scorer(self) -> Scorer:
@@ -53,17 +59,44 @@ class WorkerContext:
             store.close()
             raise
         metrics = Metrics(config.metrics)
+        golden = _golden_scheduler(config, store, metrics)
         log.info("worker context ready", extra={"pid": os.getpid(), "scorer": scorer.name})
         scoring = Scoring([scorer], judge=judge, cascade=config.judge.cascade,
                           salt=config.sampling.salt.get_secret_value())
-        return cls(config, store, scoring, metrics, os.getpid())
+        return cls(config, store, scoring, metrics, os.getpid(), golden)
 
     def close(self) -> None:
+        if self.golden is not None:
+            self.golden.stop()
+            self.golden.scorer.close()
         try:
             for scorer in self.scoring.all_scorers:
                 scorer.close()
         finally:
             self.store.close()
+
+
+def _golden_scheduler(config: Config, store: Store, metrics: Metrics) -> GoldenScheduler | None:
+    """The golden set's scheduler, started, with a judge of its own (its cache off), or None
+    when there is no golden set or no judge. Every worker process holds one; the store's
+    claim lets one of them run the set per interval."""
+    if not config.judge.golden.path:
+        return None
+    from evaluator.judge.golden import GoldenScheduler, build_golden_judge
+
+    judge = build_golden_judge(config)
+    if judge is None:
+        log.warning("judge.golden.path is set but no judge is configured: the golden set "
+                    "is not run")
+        return None
+    try:
+        _warm(judge)
+        scheduler = GoldenScheduler(config.judge.golden, judge, store, metrics)
+    except BaseException:
+        judge.close()
+        raise
+    scheduler.start()
+    return scheduler
 
 
 def _warm(scorer: Scorer) -> None:

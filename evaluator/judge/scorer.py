@@ -59,6 +59,20 @@ MAX_ANSWER_CHARS = 8_000
 MAX_CONTEXT_CHARS = 40_000
 
 
+def prompt_version(mode: str) -> str:
+    """The prompts' version without importing ragas (its metadata only)."""
+    if mode == "compact":
+        from evaluator.judge.compact import PROMPT_VERSION
+
+        return PROMPT_VERSION
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ragas-{version('ragas')}"
+    except PackageNotFoundError:
+        return "ragas-missing"
+
+
 _WARNED_KEYS: set[str] = set()
 
 
@@ -93,7 +107,9 @@ class JudgeScorer(GatedScorer):
         self.config = config
         self.judge_config = judge
         self.mode = mode
-        self.version = f"{mode}:{judge.model}"
+        # The prompt version is part of it: a new ragas or a new compact prompt scores under
+        # a new version (its own rows, its own golden baseline), never mixed with the old.
+        self.version = f"{mode}:{judge.model}:{prompt_version(mode)}"
         self.circuit = CircuitBreaker(judge.circuit.failures, judge.circuit.cooldown_s)
         self._lock = threading.Lock()
         self._started_pid: int | None = None
