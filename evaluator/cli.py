@@ -140,9 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from workers.runner import run_demo
-
-    from workers.runner import DemoJudge
+    from workers.runner import DemoJudge, run_demo
 
     judge = None
     if args.judge_url:

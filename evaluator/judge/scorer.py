@@ -140,10 +140,10 @@ class JudgeScorer(GatedScorer):
             if self._started_pid == os.getpid():
                 return
             import httpx
-            from evaluator.judge.redact import Redactor
             from openai import AsyncOpenAI
 
             from evaluator.judge.loop import JudgeLoop
+            from evaluator.judge.redact import Redactor
             from evaluator.judge.shared import Budget, ResponseCache, shared_state_for
 
             # One line per HTTP call at INFO would drown the worker's log; failures are
