@@ -75,6 +75,8 @@ EXPECTED_EMPTY = {
 EXPECTED_EMPTY_ALERTS = {
     "GroundwatchJudgeErrors": "no judge call, so no denominator",
     "GroundwatchJudgeDown": "judge_up has no series without a judge",
+    "GroundwatchJudgeDisagreement": "no judge, so nothing compared",
+    "GroundwatchGoldenDrift": "no golden set (and no judge to run one)",
 }
 QUALITY_ALERTS = {"GroundwatchQualityBurnFast", "GroundwatchQualityBurnSlow",
                   "GroundwatchQualityMeanLow"}
