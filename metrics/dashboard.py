@@ -266,13 +266,10 @@ def _coverage(rules: RuleSet) -> Iterator[Any]:
          Query("max by (source) (groundwatch_source_missed_rows)", "missed {{source}}")])
 
 
-def _scorer_and_judge(rules: RuleSet) -> Iterator[Any]:
+def _scorer(rules: RuleSet) -> Iterator[Any]:
     errors = rules.alert("GroundwatchScorerErrors").params["share"]
-    judge_errors = rules.alert("GroundwatchJudgeErrors").params["share"]
     outcomes = "sum by (scorer, metric) (increase(groundwatch_score_outcomes_total[$window]))"
-    judge_calls = "sum (increase(groundwatch_judge_requests_total[$window]))"
-    rate = "[$__rate_interval]"
-    yield dash.Row("Scorer and judge")
+    yield dash.Row("Scorer")
     yield _timeseries(
         "Scorer latency per item", "Scoring time per item (a batch's time spread over its "
         "items), by scorer.",
@@ -280,7 +277,8 @@ def _scorer_and_judge(rules: RuleSet) -> Iterator[Any]:
     yield _timeseries(
         "Scorer error share over $window", "Results with outcome error, as a share of a "
         f"scorer's results per metric: gaps in the scores, not low quality. Line: {errors:.0%}"
-        ", GroundwatchScorerErrors.",
+        ", GroundwatchScorerErrors. A judge's errors of kind budget or unavailable come with "
+        "GroundwatchJudgeBudgetExhausted or GroundwatchJudgeDown.",
         [Query(_share('sum by (scorer, metric) (increase(groundwatch_score_outcomes_total'
                       '{outcome="error"}[$window]))', outcomes), "{{scorer}} · {{metric}}")],
         unit="percentunit", lines=((errors, "red"),))
@@ -295,32 +293,109 @@ def _scorer_and_judge(rules: RuleSet) -> Iterator[Any]:
         "a batch and had none.",
         [Query("sum by (scorer) (increase(groundwatch_slow_batches_total[$window]))\n"
                "or 0 * max by (scorer) (groundwatch_batch_seconds_max)", "{{scorer}}")], span=4)
+
+
+# The judge's scores are compared with the cheap scorer's on the random share only.
+CASCADE_METRIC = 'metric=~"$metric"'
+DISAGREED = 'agree="no"'
+NOT_JUDGED_REASONS = ("budget", "circuit_open")
+# Quantiles of |cheap - judge|: the typical gap and the wide one (DIFF_BUCKETS are coarse).
+DIFF_QUANTILES = (0.5, 0.9)
+
+
+def _judge(rules: RuleSet) -> Iterator[Any]:
+    """The LLM judge beside the cheap scorer: its calls and their cost, what it did not judge
+    and why, what it was given, how far it agrees with the cheap scorer, and the golden set.
+    Panels read nothing until a judge is configured (``[judge] base_url``)."""
+    judge_errors = rules.alert("GroundwatchJudgeErrors").params["share"]
+    disagreement = rules.alert("GroundwatchJudgeDisagreement").params
+    drift = rules.alert("GroundwatchGoldenDrift").params["above"]
+    disagree_window = duration(rules.config.alerts.GroundwatchJudgeDisagreement.window)
+    judge_calls = "sum (increase(groundwatch_judge_requests_total[$window]))"
+    rate = "[$__rate_interval]"
+    compared = ("sum by (metric) (increase(groundwatch_cascade_compared_total"
+                f"{_sel(CASCADE_METRIC)}[$window]))")
+    disagreed = ("sum by (metric) (increase(groundwatch_cascade_compared_total"
+                 f"{_sel(CASCADE_METRIC, DISAGREED)}[$window]))")
+    # A judge that runs and skipped nothing reads 0 per reason, not "No data".
+    running = "0 * max by (judge) (groundwatch_judge_up)"
+    not_judged = "\nor ".join(
+        ["sum by (judge, reason) (increase(groundwatch_judge_not_judged_total[$window]))"]
+        + [f'label_replace({running}, "reason", "{r}", "", "")' for r in NOT_JUDGED_REASONS])
+    yield dash.Row("Judge and cascade")
     yield _timeseries(
         "Judge calls by status", "LLM judge calls per second by result (ok or an error "
-        "kind). Empty until a judge is configured.",
+        "kind: timeout, rate_limited, unparseable, unavailable).",
         [Query(f"sum by (status) (rate(groundwatch_judge_requests_total{rate}))", "{{status}}")],
         span=6)
     yield _timeseries(
         "Judge error share over $window", "Failed judge calls as a share of all. Line: "
-        f"{judge_errors:.0%}, GroundwatchJudgeErrors. Empty until a judge is configured.",
+        f"{judge_errors:.0%}, GroundwatchJudgeErrors.",
         [Query(_share('sum (increase(groundwatch_judge_requests_total{status!="ok"}[$window]))',
                       judge_calls), "failed share")],
         unit="percentunit", lines=((judge_errors, "red"),), span=6)
     yield _timeseries(
         "Judge up", "1 when the judge answered the last call of a live worker "
-        "(GroundwatchJudgeDown fires on 0). Empty until a judge is configured.",
-        [Query("max by (judge) (groundwatch_judge_up)", "{{judge}}")], max_val=1, span=4)
+        "(GroundwatchJudgeDown fires on 0).",
+        [Query("max by (judge) (groundwatch_judge_up)", "{{judge}}")], max_val=1, span=6)
     yield _timeseries(
-        "Judge tokens", "Judge tokens per second, prompt and completion.",
-        [Query(f"sum by (kind) (rate(groundwatch_judge_tokens_total{rate}))", "{{kind}}")],
-        span=4)
-    yield _timeseries(
-        "Judge spend and budget", "The judge's spend in USD per hour, and the items it skipped "
-        "over $window because a token or cost budget was spent "
-        "(GroundwatchJudgeBudgetExhausted).",
-        [Query(f"sum (rate(groundwatch_judge_cost_usd_total{rate})) * 3600", "USD per hour"),
+        "Items not judged over $window", "Items the cascade picked that the judge did not "
+        "judge, by why: budget (a token or cost budget was spent, "
+        "GroundwatchJudgeBudgetExhausted, which reads the budget-skipped count) or "
+        "circuit_open (the judge failed repeatedly and is rested, GroundwatchJudgeDown). Their "
+        "cheap scores are stored. 0 for every judge that runs and skipped nothing.",
+        [Query(not_judged, "{{judge}} · {{reason}}"),
          Query("sum (increase(groundwatch_budget_exhausted_total[$window]))",
-               "budget-skipped items")], span=4)
+               "budget-skipped (the alert's count)")], span=6)
+    yield _timeseries(
+        "Judge tokens by kind", "Judge tokens per second, prompt and completion.",
+        [Query(f"sum by (kind) (rate(groundwatch_judge_tokens_total{rate}))", "{{kind}}")],
+        span=6)
+    yield _timeseries(
+        "Judge cost per hour", "The judge's spend in USD per hour, at the configured "
+        "[judge.prices] (a model without a price costs 0).",
+        [Query(f"sum (rate(groundwatch_judge_cost_usd_total{rate})) * 3600", "USD per hour")],
+        unit="currencyUSD", span=6)
+    yield _timeseries(
+        "Redactions by kind", "PII values per second replaced before any text was sent to "
+        "the judge (email, phone, card, iban, or a custom pattern's name).",
+        [Query(f"sum by (kind) (rate(groundwatch_judge_redactions_total{rate}))", "{{kind}}")],
+        span=6)
+    yield _timeseries(
+        "Items picked by reason", "Items per second the cascade gave the judge: random (the "
+        "share, the only ones compared with the cheap scorer), low (cheap score below "
+        "judge.cascade.low) or band (inside judge.cascade.band).",
+        [Query(f"sum by (reason) (rate(groundwatch_cascade_picked_total{rate}))", "{{reason}}")],
+        span=6)
+    yield _timeseries(
+        "Judge and cheap scorer agree over $window", "Of the random-share items both scored, "
+        "the share on which judge and cheap scorer put the metric on the same side of its "
+        f"threshold (1 - no / (yes + no)). Line: {1 - disagreement['share']:.0%}; "
+        f"GroundwatchJudgeDisagreement fires below it over {disagree_window}, with at least "
+        f"{disagreement['min_count']:g} compared items.",
+        [Query(f"1 - {_share(disagreed, compared)}", "{{metric}}")],
+        unit="percentunit", max_val=1, lines=((1 - disagreement["share"], "green"),),
+        base="red", span=6)
+    yield _timeseries(
+        "|cheap - judge| over $window", "How far apart the two scores are on the random-share "
+        "items, per metric: the median and the 90th percentile (from the "
+        "groundwatch_cascade_abs_diff histogram; its buckets are 0.05, 0.1, 0.2, 0.3, 0.5, "
+        "0.75, 1).",
+        [Query(f"histogram_quantile({q}, sum by (le, metric) "
+               f"(increase(groundwatch_cascade_abs_diff_bucket{_sel(CASCADE_METRIC)}"
+               "[$window])))", f"p{q * 100:g} {{{{metric}}}}")
+         for q in DIFF_QUANTILES], unit="none", max_val=1, span=6)
+    yield _timeseries(
+        "Golden set: mean score", "The judge's mean score per metric on the fixed golden set, "
+        "at its newest run (judge.golden, docs/judge-golden.md). Empty without a golden set.",
+        [Query(f"max by (metric) (groundwatch_golden_score{_sel(CASCADE_METRIC)})",
+               "{{metric}}")], unit="none", max_val=1, span=6)
+    yield _timeseries(
+        "Golden set: drift from the baseline", "Mean |score - baseline score| per golden item "
+        "at the newest run: the same inputs judged differently, i.e. the judge changed. Line: "
+        f"{number(drift)}, GroundwatchGoldenDrift. Empty without a golden set.",
+        [Query(f"max by (metric) (groundwatch_golden_drift{_sel(CASCADE_METRIC)})",
+               "{{metric}}")], unit="none", lines=((drift, "red"),), span=6)
 
 
 def _pipeline(rules: RuleSet) -> Iterator[Any]:
@@ -425,7 +500,7 @@ def build_dashboard(rules: RuleSet) -> model.Dashboard:
                .with_variable(_label_variable("metric", "metric"))
                .with_variable(_window_variable(rules.config)))
     for section in (_quality(rules), _distributions(), _failure_modes(rules),
-                    _coverage(rules), _scorer_and_judge(rules), _pipeline(rules), _app()):
+                    _coverage(rules), _scorer(rules), _judge(rules), _pipeline(rules), _app()):
         for item in section:
             builder = (builder.with_row(item) if isinstance(item, dash.Row)
                        else builder.with_panel(item))

@@ -109,8 +109,34 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
                   "GroundwatchOutOfScopeHigh", "GroundwatchRefusalsHigh"):
         assert any(n.startswith(alert) and "min_samples" in n for n in names), alert
     for alert in ("GroundwatchScorerErrors", "GroundwatchJudgeErrors",
-                  "GroundwatchRejectedRowsHigh"):
+                  "GroundwatchRejectedRowsHigh", "GroundwatchJudgeDisagreement"):
         assert any(n.startswith(alert) and "min_count" in n for n in names), alert
+
+
+def test_the_judge_alerts_read_the_judge_metrics() -> None:
+    """Each judge alert reads the counter or gauge its runbook and the dashboard name."""
+    rules = build(load_alerts())
+    config = rules.config.alerts
+
+    def reads(name: str) -> str:
+        alert = rules.alert(name)
+        return alert.expr + "".join(rules.record_expr(r) for r in rules.records
+                                    if rules.ref(r.key) in alert.expr)
+
+    assert "increase(groundwatch_budget_exhausted_total[1h])" in reads(
+        "GroundwatchJudgeBudgetExhausted")
+    assert "groundwatch_judge_requests_total{status!=\"ok\"}" in reads("GroundwatchJudgeErrors")
+    assert "max by (judge) (groundwatch_judge_up) == 0" in reads("GroundwatchJudgeDown")
+    disagreement = reads("GroundwatchJudgeDisagreement")
+    assert 'sum by (metric) (increase(groundwatch_cascade_compared_total{agree="no"}[6h]))' \
+        in disagreement
+    assert "> 0.3" in disagreement and ">= 30" in disagreement
+    assert config.GroundwatchJudgeDisagreement.min_count == 30
+    assert rules.alert("GroundwatchGoldenDrift").expr == \
+        "max by (metric) (groundwatch_golden_drift) > 0.1"
+    fired = {c.alert: c.firing[0] for c in cases(rules) if c.firing}
+    assert set(fired["GroundwatchJudgeDisagreement"]) == {"metric"}
+    assert set(fired["GroundwatchGoldenDrift"]) == {"metric"}
 
 
 def _mutant(rules: RuleSet, expr: str, grafana_expr: str) -> RuleSet:

@@ -102,6 +102,10 @@ def test_the_asked_for_views_are_there(document: dict[str, Any]) -> None:
             "groundwatch_score_outcomes_total", "groundwatch_judge_requests_total",
             "groundwatch_judge_tokens_total", "groundwatch_judge_cost_usd_total",
             "groundwatch_judge_up", "groundwatch_budget_exhausted_total",
+            "groundwatch_judge_not_judged_total", "groundwatch_judge_redactions_total",
+            "groundwatch_cascade_picked_total", "groundwatch_cascade_compared_total",
+            "groundwatch_cascade_abs_diff_bucket", "groundwatch_golden_score",
+            "groundwatch_golden_drift",
             "groundwatch_queue_depth", "groundwatch_eval_lag_seconds_bucket",
             "groundwatch_oldest_unscored_age_seconds", "groundwatch_last_score_timestamp_seconds",
             "groundwatch_config_reloads_total", "groundwatch_slow_batches_total",
@@ -146,6 +150,13 @@ def test_lines_are_the_alerts_numbers(document: dict[str, Any]) -> None:
         [config.alerts.GroundwatchBacklogAge.above]
     assert _lines(_panel(document, "Newest score age")) == \
         [config.alerts.GroundwatchPipelineStalled.window]
+    assert _lines(_panel(document, "Judge error share over $window")) == \
+        [share["GroundwatchJudgeErrors"]]
+    # Agreement is drawn as 1 - the disagreement share: below the line is what fires.
+    assert _lines(_panel(document, "Judge and cheap scorer agree over $window")) == \
+        [pytest.approx(1 - share["GroundwatchJudgeDisagreement"])]
+    assert _lines(_panel(document, "Golden set: drift from the baseline")) == \
+        [rules.alert("GroundwatchGoldenDrift").params["above"]]
     # The mean lines: one constant series per metric with the mean alert's threshold.
     mean = _panel(document, "Mean score over $window")
     drawn = re.findall(r'vector\(([\d.]+)\), "metric", "(\w+)"', mean["targets"][1]["expr"])
@@ -161,6 +172,32 @@ def test_lines_follow_the_settings(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(settings))
     document = json.loads(dashboard_json(load_alerts(path)))
     assert _lines(_panel(document, "refusal")) == [0.37]
+
+
+def test_the_judge_row_holds_every_judge_panel(document: dict[str, Any]) -> None:
+    """One row for the judge and the cascade, every judge metric read there and nowhere
+    else, laid out on whole rows of the grid."""
+    rows = [p for p in document["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows].count("Judge and cascade") == 1
+    judge_row = next(r for r in rows if r["title"] == "Judge and cascade")
+    after = [r["gridPos"]["y"] for r in rows if r["gridPos"]["y"] > judge_row["gridPos"]["y"]]
+    inside = [p for p in _panels(document)
+              if judge_row["gridPos"]["y"] < p["gridPos"]["y"] < min(after, default=10**6)]
+    judge_families = re.compile(r"\bgroundwatch_(judge_|budget_|cascade_|golden_)")
+    for panel in _panels(document):
+        reads_judge = any(judge_families.search(t["expr"]) for t in panel["targets"])
+        assert reads_judge == (panel in inside), panel["title"]
+    assert len(inside) == 12
+    by_line: dict[int, int] = {}
+    for panel in inside:
+        by_line[panel["gridPos"]["y"]] = by_line.get(panel["gridPos"]["y"], 0) + \
+            panel["gridPos"]["w"]
+    assert set(by_line.values()) == {24}, by_line
+    (agree,) = _panel(document, "Judge and cheap scorer agree over $window")["targets"]
+    assert agree["expr"].startswith("1 - ") and 'agree="no"' in agree["expr"]
+    quantiles = _panel(document, "|cheap - judge| over $window")["targets"]
+    assert [t["expr"].split(",")[0] for t in quantiles] == \
+        ["histogram_quantile(0.5", "histogram_quantile(0.9"]
 
 
 def test_every_query_is_valid_promql(document: dict[str, Any], tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """The alerts and the dashboard on a real Prometheus, fed by real groundwatch processes.
 
 A real sampler, Celery worker and exporter (lexical scorer, real Redis, a SQLite store) read an
-app log table that this test writes as traffic flows. Prometheus (Debian's binary, loopback,
+app log table that this test writes as traffic flows. The worker runs the cascade: the
+``compact`` LLM judge on half of the items (and the low and band picks), against the scripted
+OpenAI-protocol server (``tests/judge_server.py``) that this test starts on 127.0.0.1, and on
+a small golden set every 10 s. Prometheus (Debian's binary, loopback,
 temp data dir, scrape and evaluation every second) loads the alert rules of the ``test``
 profile (configs/alerts.yml with every duration ÷ 60). Halfway, the answers of route
 ``docs_qa`` stop matching their contexts; route ``control`` keeps answering well.
@@ -11,8 +14,11 @@ Then, through Prometheus's HTTP API:
 1. GroundwatchQualityBurnFast fires for ``docs_qa`` and for no other route, and no alert
    outside the quality alerts of ``docs_qa`` fires at all;
 2. every query of every dashboard panel, and every Grafana-managed alert query, evaluates
-   without error and returns data, except those listed in ``EXPECTED_EMPTY`` (no judge runs
-   here), which must evaluate and must be empty.
+   without error and returns data, the judge's and the cascade's included, except those
+   listed in ``EXPECTED_EMPTY``, which must evaluate and must be empty;
+3. the judge's alerts were silent for a reason: GroundwatchJudgeDisagreement's guard held
+   (enough compared items) and its share stayed below the line, the golden set ran and did
+   not drift, and the e-mail address in some questions was redacted before it left.
 
 Traffic is paced by Prometheus itself: each step writes a batch of rows and waits until
 Prometheus has scraped them, so there is no sleep and the rates do not depend on machine speed.
@@ -47,6 +53,7 @@ from tests.gw_helpers import (
     start,
     write_config,
 )
+from tests.judge_server import RAGAS_POLICIES, JudgeServer, compact_input, overlap
 from tests.prom_helpers import PrometheusServer, free_port, running_prometheus, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -64,18 +71,17 @@ MAX_BAD_STEPS = 60          # the alert must fire within these
 # The concrete windows the dashboard's variables and macros get (test-profile scale).
 WINDOW, RATE_INTERVAL, INTERVAL = "1m", "10s", "5s"
 
+# The cascade's judge: groundwatch's one-call judge (fast), on half of the items.
+JUDGE, JUDGE_MODEL, JUDGE_SHARE = "compact", "stub", 0.5
+GOLDEN_INTERVAL_S = 10
+# A PII value in some questions, so that the judge's redactions are counted.
+EMAIL = "jane.doe@example.com"
+
 # Panel queries (title, refId) with no data in this run, and why. Each must evaluate without
 # error, and must be empty (a test that finds data here says the list is stale).
-EXPECTED_EMPTY = {
-    ("Judge calls by status", "A"): "no judge is configured: no judge call",
-    ("Judge error share over $window", "A"): "no judge call, so no denominator",
-    ("Judge up", "A"): "judge_up is labelled by judge: no series without a judge",
-}
+EXPECTED_EMPTY: dict[tuple[str, str], str] = {}
 # Grafana-managed alert queries with no data in this run (Grafana's noDataState: OK).
-EXPECTED_EMPTY_ALERTS = {
-    "GroundwatchJudgeErrors": "no judge call, so no denominator",
-    "GroundwatchJudgeDown": "judge_up has no series without a judge",
-}
+EXPECTED_EMPTY_ALERTS: dict[str, str] = {}
 QUALITY_ALERTS = {"GroundwatchQualityBurnFast", "GroundwatchQualityBurnSlow",
                   "GroundwatchQualityMeanLow"}
 
@@ -92,14 +98,15 @@ class Traffic:
 
     def _row(self, route: str, *, answer: str | None = None, contexts: list[str] | None = None,
              no_question: bool = False, status: str = "ok", thumbs: object = 0,
-             at: datetime | None = None) -> dict[str, object]:
+             at: datetime | None = None, asked_by: str = "") -> dict[str, object]:
         fact = GOOD[(self.written + self.step) % len(GOOD)]
         self.written += 1
         at = at or datetime.now(UTC)
         self.newest = max(self.newest, at)
         return {
             "req_uuid": f"e2e-{self.written:06d}", "created_at": at, "endpoint": route,
-            "llm_model": "gpt-4o-mini", "user_question": None if no_question else fact.question,
+            "llm_model": "gpt-4o-mini",
+            "user_question": None if no_question else fact.question + asked_by,
             "retrieved_docs": json.dumps([fact.passage] if contexts is None else contexts),
             "llm_output": fact.answer if answer is None else answer,
             "latency": 400.0 + 40 * (self.written % 10), "outcome": status,
@@ -118,8 +125,8 @@ class Traffic:
         # route and far below every alert's share: a row committed late (behind the cursor,
         # inside the lookback), and every other step a refusal, an empty retrieval, an error
         # with an empty answer, a thumbs-down (its rule is capped at 1 a minute), an unreadable
-        # optional field (thumbs = 5: dropped, the row kept) and a row without a question
-        # (rejected).
+        # optional field (thumbs = 5: dropped, the row kept), a row without a question
+        # (rejected) and a question with an e-mail address (redacted for the judge).
         rows.append(self._row(CONTROL, at=self.newest - timedelta(seconds=2)))
         if self.step % 2 == 0:
             rows += [
@@ -129,6 +136,7 @@ class Traffic:
                 self._row(CONTROL, thumbs=-1),
                 self._row(CONTROL, thumbs=5),
                 self._row(CONTROL, no_question=True),
+                self._row(CONTROL, asked_by=f" (asked by {EMAIL})"),
             ]
         demo_traffic.write_rows(self.url, rows)
         self.step += 1
@@ -166,8 +174,63 @@ def rule_files(tmp_path: Path) -> Iterator[dict[Path, Path]]:
     yield files
 
 
+def passage_judge(schema: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scripted server's compact judgement, with a claim supported when most of its
+    content words are in one *passage*. The server's own toy judge looks for them in one
+    passage *sentence*, and the traffic's good answers join two sentences of their passage:
+    it would call them unfaithful, disagree with the cheap scorer on most items and fire
+    GroundwatchJudgeDisagreement (and, its low scores counted with the cheap ones, the
+    quality alerts) on healthy traffic."""
+    passages, _, _ = compact_input(messages)
+    judgement = dict(RAGAS_POLICIES["GroundwatchJudgement"](schema, messages))
+    claims = []
+    for claim in judgement["claims"]:
+        shares = [overlap(claim["claim"], p) for p in passages] or [0.0]
+        best = max(range(len(shares)), key=shares.__getitem__)
+        supported = shares[best] > 0.5
+        claims.append({**claim, "verdict": "supported" if supported else "unsupported",
+                       "passage": best + 1 if passages else None,
+                       "quote": passages[best][:200] if supported else ""})
+    judgement["claims"] = claims
+    return judgement
+
+
+@pytest.fixture
+def judge_server() -> Iterator[JudgeServer]:
+    with JudgeServer() as server:
+        server.policy("GroundwatchJudgement", passage_judge)
+        yield server
+
+
+def write_golden(path: Path) -> Path:
+    """A small golden set: three good answers of the traffic's facts."""
+    path.write_text("".join(
+        json.dumps({"request_id": f"golden-{i}", "question": f.question,
+                    "contexts": [f.passage], "answer": f.answer, "route": f.route}) + "\n"
+        for i, f in enumerate(GOOD[:3])), encoding="utf-8")
+    return path
+
+
+def with_judge(config: Path, url: str, golden: Path) -> None:
+    """``config`` with the cascade: the lexical scorer on every item, the judge on the pick,
+    no budget limit (0), priced, and the golden set."""
+    text = config.read_text()
+    cascade = text.replace('[scoring]\nscorer = "lexical"',
+                           f'[scoring]\nscorer = "lexical"\njudge = "{JUDGE}"')
+    assert cascade != text
+    config.write_text(cascade + "\n".join([
+        "[judge]", f'base_url = "{url}"', f'model = "{JUDGE_MODEL}"', "timeout_s = 5",
+        "[judge.embeddings]", 'source = "openai"',
+        "[judge.cascade]", f"share = {JUDGE_SHARE}",
+        "[judge.budget]", "tokens_per_day = 0", "usd_per_hour = 0",
+        f"[judge.prices.{JUDGE_MODEL}]", "prompt = 0.5", "completion = 1.5",
+        "[judge.golden]", f'path = "{golden.as_posix()}"', f"interval_s = {GOLDEN_INTERVAL_S}",
+    ]) + "\n")
+
+
 def test_alerts_and_dashboard_on_a_real_prometheus(tmp_path: Path,
-                                                   rule_files: dict[Path, Path]) -> None:
+                                                   rule_files: dict[Path, Path],
+                                                   judge_server: JudgeServer) -> None:
     started = time.monotonic()
     timeline: list[str] = []
 
@@ -185,6 +248,7 @@ def test_alerts_and_dashboard_on_a_real_prometheus(tmp_path: Path,
     # Heartbeats every 0.5 s: the test profile's WorkerDown/SamplerDown call a role down
     # after 5 s of silence.
     config.write_text(capped + "[health]\ninterval_s = 0.5\n")
+    with_judge(config, judge_server.url, write_golden(tmp_path / "golden.jsonl"))
     traffic = Traffic(logs_url)
     test_rules = build(load_alerts().scaled("test"))
     grafana_rules = yaml.safe_load(rule_files[GRAFANA_DIR / GRAFANA_FILE].read_text())
@@ -310,6 +374,33 @@ def test_alerts_and_dashboard_on_a_real_prometheus(tmp_path: Path,
             mark(f"{len(with_data)} dashboard queries with data, {len(empty)} expected empty; "
                  f"{len(grafana_rules['groups'][0]['rules']) - len(grafana_empty)} Grafana alert "
                  f"queries with data, {len(grafana_empty)} expected empty")
+
+            # 5. The cascade ran, and the judge's alerts were silent for a reason: the
+            # disagreement guard held (enough compared items) and the share stayed below its
+            # line; the golden set ran and did not move; the e-mail never reached the judge.
+            def by_metric(expr: str) -> dict[str, float]:
+                return {s["metric"]["metric"]: float(s["value"][1])
+                        for s in _evaluate(prom, expr)}
+
+            def one(expr: str) -> float:
+                (sample,) = _evaluate(prom, expr)
+                return float(sample["value"][1])
+
+            assert one('sum (groundwatch_judge_requests_total{status="ok"})') > 0
+            disagreement = test_rules.alert("GroundwatchJudgeDisagreement").params
+            window = test_rules.config.alerts.GroundwatchJudgeDisagreement.window
+            compared = by_metric(test_rules.ref(f"compared:{window}"))
+            disagreed = by_metric(test_rules.ref(f"disagree:{window}"))
+            assert {"faithfulness", "groundedness"} <= set(compared), compared
+            assert min(compared.values()) >= disagreement["min_count"], compared
+            assert max(disagreed.values()) <= disagreement["share"], disagreed
+            assert one('sum (groundwatch_golden_runs_total{result="ok"})') >= 1
+            assert max(by_metric("groundwatch_golden_drift").values()) == 0
+            assert one('sum (groundwatch_judge_redactions_total{kind="email"})') > 0
+            assert EMAIL not in judge_server.wire_text()
+            mark(f"judge: {len(judge_server.requests)} calls; compared "
+                 + ", ".join(f"{m} {compared[m]:.0f} ({disagreed.get(m, 0):.0%} disagree)"
+                             for m in sorted(compared)))
     flush_test_redis()
     print("\n".join(timeline))
     assert time.monotonic() - started < 90, timeline

@@ -42,6 +42,8 @@ PLACEHOLDERS = {
     "SINCE_UTC": "2024-01-01 00:00:00",
     "UNTIL_UTC": "2024-01-02 00:00:00",
     "FILE": "/tmp/report.html",
+    "SCORER": "lexical",
+    "JUDGE": "compact",
 }
 
 

@@ -185,6 +185,8 @@ class Alerts(_Model):
     GroundwatchJudgeErrors: CountedShare
     GroundwatchJudgeDown: Alert
     GroundwatchJudgeBudgetExhausted: WindowIncrease
+    GroundwatchJudgeDisagreement: CountedShare
+    GroundwatchGoldenDrift: GaugeAbove
     GroundwatchQueueBacklog: GaugeAbove
     GroundwatchBacklogAge: AgeAbove
     GroundwatchPipelineStalled: PipelineStall

@@ -216,6 +216,14 @@ class _Fixtures:
                     out.append(Series("groundwatch_judge_requests_total",
                                       {"status": "timeout"}, counter(err)))
                 return out
+            if name == "GroundwatchJudgeDisagreement":
+                base = {"metric": "faithfulness"}
+                out = [Series("groundwatch_cascade_compared_total", {**base, "agree": "yes"},
+                              counter(ok))]
+                if err:
+                    out.append(Series("groundwatch_cascade_compared_total",
+                                      {**base, "agree": "no"}, counter(err)))
+                return out
             # Rejected rows count as seen too.
             out = [Series("groundwatch_logs_seen_total", {"source": "app"},
                           counter([(per_step, steps)]))]
@@ -224,12 +232,13 @@ class _Fixtures:
                                   {"reason": "missing_field"}, counter(err)))
             return out
 
-        fired = ({"metric": "faithfulness", "scorer": SCORER}
-                 if name == "GroundwatchScorerErrors" else {})
+        fired = {"GroundwatchScorerErrors": {"metric": "faithfulness", "scorer": SCORER},
+                 "GroundwatchJudgeDisagreement": {"metric": "faithfulness"}}.get(name, {})
         return [
             Case(name, "fires", series(k, bad), t, [fired]),
             Case(name, "quiet: share below the line", series(k, a.share / 2), t),
-            Case(name, "quiet: no error at all", series(k, None), t),
+            Case(name, "quiet: no disagreement at all" if name == "GroundwatchJudgeDisagreement"
+                 else "quiet: no error at all", series(k, None), t),
             Case(name, "quiet: too few to judge (min_count)", series(few, bad), t),
             Case(name, "quiet: series absent", [], t),
         ]
@@ -260,6 +269,33 @@ class _Fixtures:
             Case(name, "quiet: nothing skipped",
                  [Series("groundwatch_budget_exhausted_total", {}, constant(0, steps))], t),
         ]
+
+    def golden(self, name: str, a: GaugeAbove) -> list[Case]:
+        t = self.at(a.for_ + 3 * self.step)
+        steps = self.steps(t)
+        moved, still = {"metric": "faithfulness"}, {"metric": "answer_relevance"}
+        # Drift is a mean |difference| of scores in [0, 1]: midway between the line and 1
+        # fires, half the line does not.
+        high, low = (a.above + 1) / 2, a.above / 2
+
+        def drift(labels: dict[str, str], values: str) -> Series:
+            return Series("groundwatch_golden_drift", labels, values)
+
+        cases = [
+            Case(name, "fires on the metric that moved",
+                 [drift(moved, constant(high, steps)), drift(still, constant(low, steps))], t,
+                 [moved]),
+            Case(name, "quiet: below the line", [drift(moved, constant(low, steps))], t),
+            Case(name, "quiet: no golden set (series absent)", [], t),
+        ]
+        if a.for_ >= 3 * self.step:
+            # A run that moved only just now: pending, not yet firing.
+            recent = self.steps(a.for_) - 2
+            cases.append(Case(
+                name, "quiet: moved for less than `for`",
+                [drift(moved, f"{constant(low, steps - recent)} {constant(high, recent - 1)}")],
+                t, pending=[moved]))
+        return cases
 
     # --- backlog and flow ------------------------------------------------------------------
 
@@ -374,6 +410,8 @@ def cases(rules: RuleSet) -> list[Case]:
         out += f.counted_share(name, getattr(c, name))
     out += f.judge_down("GroundwatchJudgeDown", c.GroundwatchJudgeDown.for_)
     out += f.budget("GroundwatchJudgeBudgetExhausted", c.GroundwatchJudgeBudgetExhausted)
+    out += f.counted_share("GroundwatchJudgeDisagreement", c.GroundwatchJudgeDisagreement)
+    out += f.golden("GroundwatchGoldenDrift", c.GroundwatchGoldenDrift)
     q: GaugeAbove = c.GroundwatchQueueBacklog
     out += f.gauge_above("GroundwatchQueueBacklog", "groundwatch_queue_depth", {"queue": "celery"},
                          q.above, q.for_, {"queue": "celery"})
@@ -389,5 +427,5 @@ def cases(rules: RuleSet) -> list[Case]:
     out += f.exporter("GroundwatchExporterDown", c.GroundwatchExporterDown.for_)
     out += f.heartbeat_down("GroundwatchWorkerDown", c.GroundwatchWorkerDown)
     out += f.heartbeat_down("GroundwatchSamplerDown", c.GroundwatchSamplerDown)
-    return [case for case in out if case.series or case.case.endswith("absent")
-            or case.case.startswith("quiet: no judge")]
+    # A case without series is kept only where absence is what it tests.
+    return [case for case in out if case.series or case.case.endswith(("absent", "absent)"))]

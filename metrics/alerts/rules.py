@@ -267,6 +267,19 @@ class _Records:
             lambda r: f"({_increase('groundwatch_judge_requests_total', w, None, bad)}"
                       f" or 0 * {r(total)})\n/ ({r(total)} > 0)"))
 
+    def compared(self, w: int) -> str:
+        return self.add(Record(
+            f"compared:{w}", f"metric:groundwatch_cascade_compared:increase{duration(w)}",
+            lambda r: _increase("groundwatch_cascade_compared_total", w, "metric")))
+
+    def disagreement_ratio(self, w: int) -> str:
+        total = self.compared(w)
+        no = '{agree="no"}'
+        return self.add(Record(
+            f"disagree:{w}", f"metric:groundwatch_cascade_disagree:ratio{duration(w)}",
+            lambda r: f"({_increase('groundwatch_cascade_compared_total', w, 'metric', no)}"
+                      f" or 0 * {r(total)})\n/ ({r(total)} > 0)"))
+
     def logs_seen(self, w: int) -> str:
         return self.add(Record(
             f"seen:{w}", f"groundwatch:logs_seen:increase{duration(w)}",
@@ -336,6 +349,14 @@ def _terms(config: AlertsConfig, name: str, rec: _Records) -> tuple[tuple[Term, 
             Term(_rec(rec.judge_error_ratio(a.window)), ">", a.share),
             Term(_rec(rec.judge_requests(a.window)), ">=", a.min_count),
         ), {"share": a.share, "min_count": a.min_count}
+    if name == "GroundwatchJudgeDisagreement":
+        assert isinstance(a, CountedShare)
+        # Only the random share is compared (the low and band picks are chosen by the cheap
+        # score and would bias it), so min_count counts those items, per metric.
+        return (
+            Term(_rec(rec.disagreement_ratio(a.window)), ">", a.share),
+            Term(_rec(rec.compared(a.window)), ">=", a.min_count),
+        ), {"share": a.share, "min_count": a.min_count}
     if name == "GroundwatchRejectedRowsHigh":
         assert isinstance(a, CountedShare)
         return (
@@ -348,6 +369,12 @@ def _terms(config: AlertsConfig, name: str, rec: _Records) -> tuple[tuple[Term, 
         assert isinstance(a, WindowIncrease)
         return (Term(_const(_increase("groundwatch_budget_exhausted_total", a.window)), ">", 0),
                 ), {}
+    if name == "GroundwatchGoldenDrift":
+        assert isinstance(a, GaugeAbove)
+        # A gauge set at each golden run (mostrecent): it holds between runs, and is absent
+        # until a golden set is configured and has run.
+        return (Term(_const("max by (metric) (groundwatch_golden_drift)"), ">", a.above),
+                ), {"above": a.above}
     if name == "GroundwatchQueueBacklog":
         assert isinstance(a, GaugeAbove)
         # max, not sum: every exporter of a fleet reports the same broker queue.
