@@ -324,6 +324,82 @@ class _Checker:
         self.checked(f"broker: {_masked(url)}: reachable")
 
 
+class _JudgeChecks:
+    """The judge: its extra installed, its key's variable set, its endpoint answering."""
+
+    @staticmethod
+    def offline(checker: _Checker) -> str | None:
+        """The mode that will run, or None (no judge); records what it finds."""
+        config = checker.config
+        mode = config.scoring.scorer if config.scoring.scorer in ("ragas", "compact") \
+            else config.scoring.judge
+        if not mode:
+            return None
+        if not config.judge.configured:
+            if config.scoring.scorer in ("ragas", "compact"):
+                checker.problem("judge.base_url", f"scorer {mode!r} needs a judge endpoint")
+            else:
+                checker.checked("judge: none configured (judge.base_url is empty): the cascade "
+                                "is off")
+            return None
+        from evaluator.scorers import check_scorer_name
+
+        try:
+            check_scorer_name(mode, path=config.path)
+        except ConfigError as exc:
+            checker.problem("scoring.judge", exc.problem)
+            return None
+        if not config.judge.model.strip():
+            checker.problem("judge.model", "the judge needs a model name")
+        name = config.judge.api_key_env
+        if name and not checker.environ.get(name):
+            checker.add("warning", "judge.api_key_env",
+                        f"environment variable {name} is not set: the judge is called without "
+                        "a key (fine for a local vLLM, Ollama or llama.cpp server)")
+        if config.judge.golden.path:
+            from evaluator.judge.golden import load_golden
+
+            try:
+                checker.checked(f"judge golden set: {len(load_golden(config.judge.golden.path))}"
+                                " items")
+            except ConfigError as exc:
+                checker.problem("judge.golden.path", exc.problem)
+        return mode
+
+    @staticmethod
+    def online(checker: _Checker, mode: str, timeout_s: float) -> None:
+        """``GET {base_url}/models`` with the key: reachable, key accepted, model listed."""
+        import httpx
+
+        cfg = checker.config.judge
+        key = checker.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        url = cfg.base_url.rstrip("/") + "/models"
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            reply = httpx.get(url, headers=headers, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            checker.problem("judge.base_url", f"cannot reach the judge at {cfg.base_url}: "
+                            f"{type(exc).__name__}: {_short(str(exc))}")
+            return
+        if reply.status_code in (401, 403):
+            checker.problem("judge.api_key_env", f"the judge at {cfg.base_url} refused the key "
+                            f"from {cfg.api_key_env or '(no variable)'} (HTTP "
+                            f"{reply.status_code})")
+            return
+        if reply.status_code >= 400:
+            checker.add("warning", "judge.base_url", f"{url} answered HTTP {reply.status_code} "
+                        "(some servers have no /models); calls may still work")
+            return
+        try:
+            models = {m.get("id") for m in reply.json().get("data", [])}
+        except (ValueError, AttributeError, TypeError):
+            models = set()
+        if models and cfg.model not in models:
+            checker.add("warning", "judge.model", f"model {cfg.model!r} is not in the judge's "
+                        f"list ({', '.join(sorted(str(m) for m in models)[:5])})")
+        checker.checked(f"judge {mode!r}: {cfg.base_url} reachable, model {cfg.model!r}")
+
+
 def run_preflight(
     config: Config,
     *,
@@ -340,12 +416,15 @@ def run_preflight(
     checker = _Checker(config, os.environ if environ is None else environ)
     checker.checked(f"schema: valid ({config.path or 'built-in defaults'})")
     checker.scorer()
+    judge = _JudgeChecks.offline(checker)
     if offline:
         checker.checked("connections: skipped (--offline)")
         return checker.report
     checker.source(sample_rows, timeout_s)
     checker.store(timeout_s)
     checker.broker(timeout_s)
+    if judge is not None:
+        _JudgeChecks.online(checker, judge, timeout_s)
     return checker.report
 
 

@@ -43,6 +43,7 @@ from typing import Any
 HOST = "127.0.0.1"
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
+MODELS_PATH = "/v1/models"
 # A slow reply never holds a handler longer than this, whatever a test asks for.
 MAX_SLEEP = 30.0
 EMBEDDING_DIM = 64
@@ -544,6 +545,9 @@ class JudgeServer:
         self._queues: dict[str, collections.deque[Reply]] = {
             CHAT_PATH: collections.deque(), EMBEDDINGS_PATH: collections.deque()}
         self._policies: dict[str, Policy] = dict(RAGAS_POLICIES)
+        # GET /v1/models lists these; with require_key set it answers 401 to any other key.
+        self.models: list[str] = ["stub", "stub-judge"]
+        self.require_key: str | None = None
         # The usage of every reply sent (what a client that reads usage must add up to).
         self.usage_served = {"prompt_tokens": 0, "completion_tokens": 0}
         self._connections: set[socket.socket] = set()
@@ -688,7 +692,14 @@ class JudgeServer:
             body = None
         reply: Reply
         title: str | None = None
-        if h.command != "POST" or path not in self._queues:
+        if h.command == "GET" and path == MODELS_PATH:
+            wanted = f"Bearer {self.require_key}" if self.require_key else None
+            if wanted is not None and headers.get("authorization") != wanted:
+                reply = Reply.status(401, body=_error_body(401, "invalid API key"))
+            else:
+                reply = Reply.content(json.dumps({"object": "list", "data": [
+                    {"id": m, "object": "model"} for m in self.models]}))
+        elif h.command != "POST" or path not in self._queues:
             reply = Reply.status(404, body=_error_body(404, f"no route for {h.command} {path}"))
         elif length < 0:
             reply = Reply.status(400, body=_error_body(400, "bad Content-Length"))
@@ -706,6 +717,9 @@ class JudgeServer:
         self._respond(h, path, body, reply)
 
     def _respond(self, h: _Handler, path: str, body: Any, reply: Reply) -> None:
+        if path == MODELS_PATH and reply.kind == "content":
+            h.send_raw(200, reply.text.encode())
+            return
         if reply.kind == "close":
             h.reset()
             return

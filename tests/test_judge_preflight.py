@@ -1,0 +1,73 @@
+"""`groundwatch check-config` and the judge: the extra, the key's variable, the endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evaluator.config import load_config
+from evaluator.preflight import run_preflight
+from tests.judge_server import JudgeServer, free_port
+
+
+def config(url: str, **extra: str) -> Any:
+    env = {"GROUNDWATCH__SCORING__SCORER": "lexical", "GROUNDWATCH__SCORING__JUDGE": "compact",
+           "GROUNDWATCH__JUDGE__BASE_URL": url, "GROUNDWATCH__JUDGE__MODEL": "stub",
+           "GROUNDWATCH__JUDGE__API_KEY_ENV": "GW_PREFLIGHT_KEY", **extra}
+    return load_config(None, environ=env), env
+
+
+def judge_lines(report: Any) -> list[str]:
+    return [f.line() for f in report.findings if "judge" in (f.key or "")] + [
+        c for c in report.checked if c.startswith("judge")]
+
+
+def _check(cfg: Any, env: dict[str, str]) -> Any:
+    from evaluator import preflight
+
+    checker = preflight._Checker(cfg, env)
+    mode = preflight._JudgeChecks.offline(checker)
+    if mode is not None:
+        preflight._JudgeChecks.online(checker, mode, 2.0)
+    return checker.report
+
+
+def test_a_reachable_judge_that_takes_the_key_passes() -> None:
+    with JudgeServer() as server:
+        server.require_key = "sk-pre-1"
+        cfg, env = config(server.url)
+        report = _check(cfg, {**env, "GW_PREFLIGHT_KEY": "sk-pre-1"})
+    assert report.ok, judge_lines(report)
+    assert f"judge 'compact': {server.url} reachable, model 'stub'" in report.checked
+
+
+def test_a_rejected_key_names_the_variable() -> None:
+    with JudgeServer() as server:
+        server.require_key = "sk-right"
+        cfg, env = config(server.url)
+        report = _check(cfg, {**env, "GW_PREFLIGHT_KEY": "sk-wrong"})
+    [problem] = report.problems
+    assert problem.key == "judge.api_key_env" and "GW_PREFLIGHT_KEY" in problem.line()
+    assert "sk-wrong" not in problem.line()
+
+
+def test_an_unreachable_judge_is_a_problem_and_a_missing_key_a_warning() -> None:
+    cfg, env = config(f"http://127.0.0.1:{free_port()}/v1")
+    report = _check(cfg, env)
+    assert [f.key for f in report.problems] == ["judge.base_url"]
+    assert [f.key for f in report.warnings] == ["judge.api_key_env"]
+
+
+def test_an_unknown_model_is_a_warning() -> None:
+    with JudgeServer() as server:
+        cfg, env = config(server.url, GROUNDWATCH__JUDGE__MODEL="gpt-9")
+        report = _check(cfg, {**env, "GW_PREFLIGHT_KEY": "k"})
+    assert [f.key for f in report.warnings] == ["judge.model"]
+
+
+def test_no_judge_url_turns_the_cascade_off_in_one_line() -> None:
+    cfg, env = config("")
+    report = run_preflight(cfg, offline=True, environ=env)
+    assert any("judge: none configured" in c for c in report.checked)
+    cfg, env = config("", GROUNDWATCH__SCORING__SCORER="compact")
+    report = run_preflight(cfg, offline=True, environ=env)
+    assert [f.key for f in report.problems] == ["judge.base_url"]
