@@ -37,14 +37,17 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 from evaluator.errors import ConfigError
 from metrics.alerts import AlertsConfig, RuleSet, build, load_alerts
 from metrics.alerts.config import REPO_ROOT
-from metrics.alerts.rules import DETECTION_KINDS, duration, number
+from metrics.alerts.rules import DETECTION_KINDS, duration, number, quality_increase
 
 DASHBOARD_PATH = Path("configs/grafana/dashboards/groundwatch.json")
 UID = "groundwatch"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="groundwatch-prometheus")
 # The score histogram: its label values fill the route and metric variables.
 SCORE_SERIES = "groundwatch_score_count"
-QUALITY = 'route=~"$route", metric=~"$metric"'
+# The quality panels read the scores the quality alerts read: the scorers that see every item,
+# not a cascade judge's picks (metrics.alerts.rules.JUDGE_SCORERS says why; the judge has its
+# own row). A judge that is the only scorer is read, as the alerts read it.
+QUALITY_MATCHERS = ('route=~"$route"', 'metric=~"$metric"')
 ROUTE = 'route=~"$route"'
 # Quantiles drawn for every latency histogram: the typical item, the slow tail, the worst.
 QUANTILES = (0.5, 0.95, 0.99)
@@ -130,7 +133,7 @@ def _mean_threshold_series(config: AlertsConfig) -> str:
     for the metrics selected that have scores (the same numbers the alert compares against)."""
     chain = "\nor ".join(f'label_replace(vector({number(v)}), "metric", "{m}", "", "")'
                          for m, v in sorted(config.thresholds.items()))
-    return f"({chain})\nand on(metric) sum by (metric) ({SCORE_SERIES}{_sel(QUALITY)})"
+    return f"({chain})\nand on(metric) sum by (metric) ({SCORE_SERIES}{_sel(*QUALITY_MATCHERS)})"
 
 
 def _quality(rules: RuleSet) -> Iterator[Any]:
@@ -138,18 +141,23 @@ def _quality(rules: RuleSet) -> Iterator[Any]:
     fast = rules.alert("GroundwatchQualityBurnFast").params["share"]
     slow = rules.alert("GroundwatchQualityBurnSlow").params["share"]
     mean_window = duration(config.alerts.GroundwatchQualityMeanLow.window)
-    scored = f"sum by (route, metric) (increase({SCORE_SERIES}{_sel(QUALITY)}[$window]))"
-    failures = ("sum by (route, metric) "
-                f"(increase(groundwatch_quality_failures_total{_sel(QUALITY)}[$window]))")
+    def summed(series: str) -> str:
+        return quality_increase(series, "$window", matchers=QUALITY_MATCHERS)
+
+    scored = f"({summed(SCORE_SERIES)})"
+    failures = f"({summed('groundwatch_quality_failures_total')})"
+    cheap = ("The scores of the scorer that sees every item: a cascade judge's picks, "
+             "chosen to lean towards failures, are left out, as the quality alerts leave them "
+             "out (the judge has its own row).")
     yield dash.Row("Quality per route and metric")
     yield _timeseries(
         "Mean score over $window",
         "Mean score (sum / count of the score histogram) per route and metric over the "
         f"window chosen above. Dashed red: the mean line of GroundwatchQualityMeanLow per "
         f"metric (configs/alerts.yml; it compares the {mean_window} mean, with at least "
-        f"{config.min_samples} scored items).",
-        [Query("sum by (route, metric) (increase(groundwatch_score_sum"
-               f"{_sel(QUALITY)}[$window]))\n/ ({scored} > 0)", "{{route}} · {{metric}}"),
+        f"{config.min_samples} scored items). {cheap}",
+        [Query(f"({summed('groundwatch_score_sum')})\n/ ({scored} > 0)",
+               "{{route}} · {{metric}}"),
          Query(_mean_threshold_series(config), "alert line · {{metric}}")],
         unit="none", max_val=1, span=12, dashed_refs=("B",))
     yield _timeseries(
@@ -157,7 +165,7 @@ def _quality(rules: RuleSet) -> Iterator[Any]:
         "Items whose score was below its [scoring.thresholds] value, as a share of the scored "
         f"items. Lines: {fast:.0%} (GroundwatchQualityBurnFast, with its short window) and "
         f"{slow:.0%} (GroundwatchQualityBurnSlow); the budget is "
-        f"{config.quality.budget_share:.0%}.",
+        f"{config.quality.budget_share:.0%}. {cheap}",
         [Query(_share(failures, scored), "{{route}} · {{metric}}")],
         unit="percentunit", max_val=1, span=12,
         lines=((slow, "orange"), (fast, "red")))
@@ -165,7 +173,7 @@ def _quality(rules: RuleSet) -> Iterator[Any]:
         "Scored items over $window",
         f"Quality alerts fire only on a window with at least {config.min_samples} scored items "
         "(the line): below it, a route's share is an anecdote. Small routes need "
-        "[sampling] route_minimums to reach it.",
+        f"[sampling] route_minimums to reach it. {cheap}",
         [Query(scored, "{{route}} · {{metric}}")],
         lines=((config.min_samples, "green"),), base="text", span=24, height=6)
 
@@ -176,12 +184,15 @@ def _distributions() -> Iterator[Any]:
     yield (heatmap.Panel().title("Score distribution: $metric")
            .description("How many scored items fell in each 0.1-wide score bucket per time "
                         "step (the groundwatch_score histogram, for the selected routes). A "
-                        "drop shows as the mass moving down.")
+                        "drop shows as the mass moving down. The scorer that sees every item, "
+                        "as in the quality row: a cascade judge's picks are left out.")
            .datasource(DATASOURCE).span(12).height(8).repeat("metric").repeat_direction("h")
            .max_per_row(2).calculate(False)
            .with_target(prometheus.Dataquery()
-                        .expr("sum by (le) (increase(groundwatch_score_bucket"
-                              f"{_sel(QUALITY)}[$__interval]))")
+                        .expr("sum by (le) (\n"
+                              + quality_increase("groundwatch_score_bucket", "$__interval",
+                                                 "route, metric, le", QUALITY_MATCHERS)
+                              + "\n)")
                         .legend_format("{{le}}").format(PromQueryFormat.HEATMAP).ref_id("A")
                         .range().datasource(DATASOURCE))
            .rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))

@@ -242,9 +242,13 @@ class Metrics:
             p + "score_outcomes_total",
             "Metric results by outcome (ok, not_applicable, error).",
             ("metric", "scorer", "outcome"), registry=r)
+        # Per scorer: in a cascade the judge scores a share of the items chosen to lean
+        # towards failures, so the quality alerts read the cheap scorer's count alone (the
+        # denominator, groundwatch_score_count, is per scorer already).
         self.quality_failures = Counter(
             p + "quality_failures_total",
-            "Ok scores below their configured threshold.", ("metric", "route"), registry=r)
+            "Ok scores below their configured threshold, by scorer.",
+            ("metric", "scorer", "route"), registry=r)
         self.detections = Counter(
             p + "detections_total",
             "Failure modes found (no_relevant_context, out_of_scope, empty_answer, refusal).",
@@ -521,7 +525,7 @@ class Metrics:
         value = self.policy.value
         scorer_v = value("scorer", scorer)
         outcomes: Counter[tuple[str, str, str]] = Counter()
-        failures: Counter[tuple[str, str]] = Counter()
+        failures: Counter[tuple[str, str, str]] = Counter()
         scores: defaultdict[tuple[str, ...], list[float]] = defaultdict(list)
         lags: list[float] = []
         any_ok = False
@@ -533,7 +537,7 @@ class Metrics:
                     result.value)
                 threshold = thresholds.get(result.metric)
                 if threshold is not None and result.value < threshold:
-                    failures[(result.metric, route_v)] += 1
+                    failures[(result.metric, scorer_v, route_v)] += 1
                 any_ok = True
             if log_ts is not None:
                 lags.append(max(0.0, now - _epoch(log_ts)))
@@ -646,7 +650,7 @@ class Metrics:
             model_v = value("model", model)
             self._child(self.score, result.metric, scorer_v, route_v, model_v).observe(result.value)
             if threshold is not None and result.value < threshold:
-                self._child(self.quality_failures, result.metric, route_v).inc()
+                self._child(self.quality_failures, result.metric, scorer_v, route_v).inc()
             self.last_score_timestamp.set(now)
         if log_timestamp is not None:
             self.eval_lag.observe(max(0.0, now - _epoch(log_timestamp)))

@@ -11,13 +11,14 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
 from evaluator.errors import ConfigError
 from metrics.alerts import ALERT_NAMES, build, load_alerts
+from metrics.alerts import rules as rules_module
 from metrics.alerts.__main__ import generate, main
 from metrics.alerts.config import DEFAULT_PATH, REPO_ROOT, template_labels
 from metrics.alerts.fixtures import cases
@@ -31,7 +32,7 @@ from metrics.alerts.render import (
     prometheus_rules,
     promtool_tests,
 )
-from metrics.alerts.rules import RuleSet
+from metrics.alerts.rules import JUDGE_SCORERS, RuleSet
 
 PROM_RULES = REPO_ROOT / PROMETHEUS_DIR / PROMETHEUS_FILE
 PROM_TESTS = REPO_ROOT / PROMETHEUS_DIR / TESTS_FILE
@@ -169,6 +170,46 @@ def test_the_cases_can_fail(tmp_path: Path) -> None:
     not_bare = sum(1 for c in all_cases if (c.firing or c.pending) != [{}])
     assert _failures(always, tmp_path) == (sum(1 for c in all_cases if c.firing != [{}]),
                                            not_bare)
+
+
+def _failed_cases(rules: RuleSet, tmp_path: Path) -> set[str]:
+    """The names of the groups that fail when the real cases run against ``rules``."""
+    (tmp_path / PROMETHEUS_FILE).write_text(prometheus_rules(rules))
+    (tmp_path / TESTS_FILE).write_text(promtool_tests(build(load_alerts())))
+    result = promtool("test", "rules", tmp_path / TESTS_FILE)
+    return set(re.findall(r"^\s+name: (.+),\s*$", result.stdout + result.stderr, re.M))
+
+
+def test_the_judge_names_are_the_judge_modes() -> None:
+    from evaluator.config import ScoringConfig
+    from evaluator.judge.scorer import MODES
+
+    assert JUDGE_SCORERS == MODES
+    assert set(JUDGE_SCORERS) == set(get_args(ScoringConfig.model_fields["judge"].annotation)) - {""}
+
+
+def test_the_quality_cases_tell_the_cheap_scorer_from_the_judge(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cascade cases are not vacuous: quality rules that count the judge's scores with
+    the cheap scorer's (as before the scorer selector) fail them, and rules that leave the
+    judges out even where they are the only scorer fail the judge-only cases."""
+    quality = ("GroundwatchQualityBurnFast", "GroundwatchQualityBurnSlow",
+               "GroundwatchQualityMeanLow")
+    monkeypatch.setattr(rules_module, "NOT_JUDGE", 'scorer=~".*"')
+    monkeypatch.setattr(rules_module, "JUDGE", 'scorer="none"')
+    failed = _failed_cases(build(load_alerts()), tmp_path)
+    judge_quiet = {f"{name}: quiet: the judge's picks "
+                   + ("score low" if name.endswith("MeanLow") else "fail")
+                   + ", the cheap scorer's items do not" for name in quality}
+    assert judge_quiet <= failed
+    assert "GroundwatchQualityBurnFast: fires: the cheap scorer's items fail, the judge's do " \
+           "not" in failed
+    assert all("judge" in name for name in failed), failed
+
+    monkeypatch.undo()
+    monkeypatch.setattr(rules_module, "JUDGE", 'scorer="none"')
+    assert _failed_cases(build(load_alerts()), tmp_path) == {
+        f"{name}: fires: the judge is the only scorer" for name in quality}
 
 
 def test_test_profile_passes_promtool(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from metrics.alerts import build, load_alerts
 from metrics.alerts.config import REPO_ROOT
+from metrics.alerts.rules import JUDGE, NOT_JUDGE
 from metrics.dashboard import (
     DASHBOARD_PATH,
     concrete,
@@ -161,6 +162,29 @@ def test_lines_are_the_alerts_numbers(document: dict[str, Any]) -> None:
     mean = _panel(document, "Mean score over $window")
     drawn = re.findall(r'vector\(([\d.]+)\), "metric", "(\w+)"', mean["targets"][1]["expr"])
     assert {m: float(v) for v, m in drawn} == config.thresholds
+
+
+def test_quality_panels_read_the_scores_the_alerts_read(document: dict[str, Any]) -> None:
+    """The quality row and the score heatmap leave a cascade judge's picks out, as the
+    quality alerts do: every score and failure selector names the scorers, and the scored
+    count is the alerts' own recorded count (variables at All, the 1h window)."""
+    rules = build(load_alerts())
+    titles = ("Mean score over $window", "Share of scored items below threshold over $window",
+              "Scored items over $window", "Score distribution: $metric")
+    for title in titles:
+        for target in _panel(document, title)["targets"]:
+            selectors = re.findall(r"\bgroundwatch_(?:score|quality_failures)\w*\{([^}]*)\}",
+                                   target["expr"])
+            if target["expr"].startswith("(label_replace"):  # the mean lines: existence only
+                continue
+            assert selectors, title
+            scorers = [s.split(", ")[0] for s in selectors]
+            assert set(scorers) == {NOT_JUDGE, JUDGE}, (title, scorers)
+            assert scorers.count(NOT_JUDGE) >= scorers.count(JUDGE), title
+    (scored,) = _panel(document, "Scored items over $window")["targets"]
+    plain = concrete(scored["expr"], window="1h").replace(', route=~".*", metric=~".*"', "")
+    record = next(r for r in rules.records if r.key == "scored:3600")
+    assert plain == f"({rules.record_expr(record)})"
 
 
 def test_lines_follow_the_settings(tmp_path: Path) -> None:

@@ -17,7 +17,14 @@ import pytest
 
 from evaluator.config import MetricsConfig
 from evaluator.records import LogRecord
-from evaluator.scorers.base import Detection, ItemResult, MetricResult
+from evaluator.scorers.base import (
+    Detection,
+    ItemResult,
+    MetricResult,
+    ScoredBatch,
+    ScorerRun,
+    Written,
+)
 from metrics.exporter import Exporter
 from metrics.labels import OTHER, LabelPolicy
 from metrics.registry import ENV_VAR, SCORE_BUCKETS, Metrics
@@ -222,7 +229,7 @@ def test_observe_result_outcomes_threshold_and_lag(local_metrics: Metrics) -> No
     assert get("groundwatch_score_bucket", {**score, "le": "0.3"}) == 2
     # 0.3 < 0.5 fails; 0.5 is not below 0.5; no threshold means no failure.
     assert get("groundwatch_quality_failures_total",
-               {"metric": "faithfulness", "route": "chat"}) == 1
+               {"metric": "faithfulness", "scorer": "lexical", "route": "chat"}) == 1
     assert get("groundwatch_eval_lag_seconds_count") == 2
     assert get("groundwatch_eval_lag_seconds_sum") == 30 + 100
     assert get("groundwatch_last_score_timestamp_seconds") == 1050.0  # n/a does not move it
@@ -239,9 +246,33 @@ def test_observe_item_counts_lag_once(local_metrics: Metrics) -> None:
     assert get("groundwatch_eval_lag_seconds_count") == 1
     assert get("groundwatch_eval_lag_seconds_sum") == 10
     assert get("groundwatch_quality_failures_total",
-               {"metric": "faithfulness", "route": "faq"}) == 1
+               {"metric": "faithfulness", "scorer": "embedded", "route": "faq"}) == 1
     assert get("groundwatch_detections_total", {"kind": "refusal", "route": "faq"}) == 1
     assert get("groundwatch_detections_total", {"kind": "out_of_scope", "route": "faq"}) == 1
+
+
+def test_quality_failures_are_counted_per_scorer_in_a_cascade(local_metrics: Metrics) -> None:
+    """The judge's failures are its own series: the quality alerts read the cheap scorer's,
+    which scores every item, and leave out the judge's picks (docs/alerts.md)."""
+    m = local_metrics
+    get = m.registry.get_sample_value
+    records = tuple(_record(request_id=f"r{i}", route="chat") for i in range(4))
+    cheap = ScorerRun("lexical", "1", tuple(
+        ItemResult(r.request_id, (MetricResult.ok("faithfulness", v),))
+        for r, v in zip(records, (0.2, 0.9, 0.9, 0.9), strict=True)))
+    # The judge got the low item and one random pick, and fails both.
+    judge = ScorerRun("compact", "1", tuple(
+        ItemResult(rid, (MetricResult.ok("faithfulness", 0.1),)) for rid in ("r0", "r1")),
+        selection={"r0": "low", "r1": "random"})
+    batch = ScoredBatch(records, (cheap, judge))
+    written = [Written(run.scorer, item.request_id, item.metrics[0])
+               for run in batch.runs for item in run.items]
+    m.observe_written(batch, written, {"faithfulness": 0.5}, now=1010.0)
+    for scorer, failed, scored in (("lexical", 1, 4), ("compact", 2, 2)):
+        assert get("groundwatch_quality_failures_total",
+                   {"metric": "faithfulness", "scorer": scorer, "route": "chat"}) == failed
+        assert get("groundwatch_score_count", {"metric": "faithfulness", "scorer": scorer,
+                                               "route": "chat", "model": ""}) == scored
 
 
 def test_other_methods(local_metrics: Metrics) -> None:
@@ -305,6 +336,27 @@ def test_every_metric_is_documented(local_metrics: Metrics) -> None:
     assert documented - defined == set()
 
 
+def test_every_metric_has_its_documented_labels(local_metrics: Metrics) -> None:
+    """The labels column of docs/metrics.md names exactly each metric's labels, in order
+    (``result = hit \\| miss``: the name before ``=`` is the label)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    doc = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    documented = {}
+    for row in re.findall(r"^\| `(groundwatch_[a-z_]+)` \|(.*)$", doc, re.M):
+        name, rest = row
+        cells = re.split(r"(?<!\\)\|", rest)
+        documented[name] = tuple(part.split("=")[0].strip()
+                                 for part in cells[1].split(",") if part.strip())
+    checked = 0
+    for metric in vars(local_metrics).values():
+        if isinstance(metric, MetricWrapperBase):
+            name = metric._name + ("_total" if metric._type == "counter" else "")
+            assert documented[name] == tuple(metric._labelnames), name
+            checked += 1
+    assert checked > 30
+
+
 # --- multiprocess aggregation across real processes ---------------------------------------
 
 
@@ -352,7 +404,7 @@ def test_processes_aggregate_and_survive_restarts(tmp_path: Path) -> None:
             assert _value(s, "groundwatch_score_count", **score) == 2
             assert _value(s, "groundwatch_score_bucket", **score, le="0.3") == 1
             assert _value(s, "groundwatch_quality_failures_total",
-                          metric="faithfulness", route="chat") == 1
+                          metric="faithfulness", scorer="lexical", route="chat") == 1
             assert _value(s, "groundwatch_scorer_latency_seconds_count", scorer="lexical") == 5
             assert _value(s, "groundwatch_judge_up", judge="ragas") == 1  # livemax over a, b
             assert _value(s, "groundwatch_last_score_timestamp_seconds") == 2000.0  # max

@@ -179,8 +179,8 @@ def passage_judge(schema: dict[str, Any], messages: list[dict[str, Any]]) -> dic
     content words are in one *passage*. The server's own toy judge looks for them in one
     passage *sentence*, and the traffic's good answers join two sentences of their passage:
     it would call them unfaithful, disagree with the cheap scorer on most items and fire
-    GroundwatchJudgeDisagreement (and, its low scores counted with the cheap ones, the
-    quality alerts) on healthy traffic."""
+    GroundwatchJudgeDisagreement on healthy traffic (the quality alerts read the cheap
+    scorer alone, so they would stay quiet)."""
     passages, _, _ = compact_input(messages)
     judgement = dict(RAGAS_POLICIES["GroundwatchJudgement"](schema, messages))
     claims = []
@@ -337,6 +337,20 @@ def test_alerts_and_dashboard_on_a_real_prometheus(tmp_path: Path,
                     if not (name in QUALITY_ALERTS and route == DROP)} == set(), ever_firing
             mark("firing: " + ", ".join(sorted({
                 f"{a['labels']['alertname']}{{{a['labels'].get('metric', '')}}}" for a in firing})))
+
+            # The quality rules read the cheap scorer alone: at one instant, the recorded
+            # count's expression equals the lexical scorer's count on every route and metric,
+            # while the judge scored (and failed) items of its own there.
+            cheap = ('sum by (route, metric) (increase(groundwatch_score_count{scorer="lexical"}'
+                     f"[{WINDOW}]))")
+            scored_expr = test_rules.record_expr(next(
+                r for r in test_rules.records
+                if r.name == f"route_metric:groundwatch_scored:increase{WINDOW}"))
+            gaps = _evaluate(prom, f"({scored_expr}) - on(route, metric) {cheap}")
+            assert gaps and {float(s["value"][1]) for s in gaps} == {0.0}, gaps
+            judged = _evaluate(prom, "sum by (route) (increase(groundwatch_quality_failures_total"
+                                     f'{{scorer="{JUDGE}"}}[{WINDOW}]))')
+            assert DROP in {s["metric"]["route"] for s in judged}, judged
 
             # The Grafana twin agrees: 1 for the dropping route, 0 for the control.
             twin = next(r for r in grafana_rules["groups"][0]["rules"]

@@ -27,10 +27,13 @@ from metrics.alerts.config import (
     WindowIncrease,
     WindowShare,
 )
-from metrics.alerts.rules import DETECTION_KINDS, RuleSet, number
+from metrics.alerts.rules import DETECTION_KINDS, JUDGE_SCORERS, RuleSet, number
 
 ROUTE = "checkout"
 SCORER = "embedded"
+# The cascade's judges in the quality cases: both names, so that the selector is shown to
+# leave out each.
+RAGAS, COMPACT = JUDGE_SCORERS
 JOB_LABELS = {"job": "groundwatch", "instance": "exporter:9464"}
 
 
@@ -110,13 +113,13 @@ class _Fixtures:
     # --- quality ---------------------------------------------------------------------------
 
     def _quality_series(self, metric: str, per_step: float, failures: list[tuple[float, int]],
-                        mean: float, steps: int) -> list[Series]:
-        score = {"metric": metric, "scorer": SCORER, "route": ROUTE}
+                        mean: float, steps: int, scorer: str = SCORER) -> list[Series]:
+        score = {"metric": metric, "scorer": scorer, "route": ROUTE}
         return [
             Series("groundwatch_score_count", score, counter([(per_step, steps)])),
             Series("groundwatch_score_sum", score, counter([(per_step * mean, steps)])),
-            Series("groundwatch_quality_failures_total", {"metric": metric, "route": ROUTE},
-                   counter(failures)),
+            Series("groundwatch_quality_failures_total",
+                   {"metric": metric, "scorer": scorer, "route": ROUTE}, counter(failures)),
         ]
 
     def quality_burn(self, name: str, a: QualityBurn) -> list[Case]:
@@ -139,6 +142,26 @@ class _Fixtures:
                                       [(n * self.step / (2 * a.long) * bad, steps)], 0.5, steps),
                  t),
         ]
+        # A cascade: a judge scores as many items again (more where the line is high), all
+        # failing or none. Counted with the cheap scorer's, they would push the share over
+        # the line (share / 2 + m > share * (1 + m)) or under it; the cheap scorer alone
+        # decides. With no other scorer (scoring.scorer is a judge) the judge's items count.
+        m = max(1.0, share / (1 - share))
+
+        def judge(scorer: str, failing: float, per_step: float = k * m) -> list[Series]:
+            return self._quality_series(metric, per_step, [(per_step * failing, steps)], 0.5,
+                                        steps, scorer)
+
+        cases += [
+            Case(name, "quiet: the judge's picks fail, the cheap scorer's items do not",
+                 self._quality_series(metric, k, [(k * good, steps)], 0.5, steps)
+                 + judge(RAGAS, 1.0), t),
+            Case(name, "fires: the cheap scorer's items fail, the judge's do not",
+                 self._quality_series(metric, k, [(k * bad, steps)], 0.5, steps)
+                 + judge(COMPACT, 0.0), t, [labels]),
+            Case(name, "fires: the judge is the only scorer",
+                 judge(COMPACT, bad, per_step=k), t, [labels]),
+        ]
         # Only the short window bad: the long window must hold the alert back. Possible
         # whenever the short window's weight in the long one is below the line.
         if a.short / a.long < share:
@@ -157,13 +180,23 @@ class _Fixtures:
         k = 2 * n * self.step / a.window
         few = n * self.step / (2 * a.window)
         low, high = threshold / 2, (threshold + 1) / 2
+        labels = {"metric": metric, "route": ROUTE}
+        # A judge's low scores on m times as many items would pull the mean under the line
+        # ((high + m * low) / (1 + m) < threshold); the cheap scorer's mean alone decides.
+        m = max(1.0, 1 / threshold)
         return [
             Case(name, "fires", self._quality_series(metric, k, [(0, steps)], low, steps), t,
-                 [{"metric": metric, "route": ROUTE}]),
+                 [labels]),
             Case(name, "quiet: mean above the threshold",
                  self._quality_series(metric, k, [(0, steps)], high, steps), t),
             Case(name, "quiet: too few scored items (min_samples)",
                  self._quality_series(metric, few, [(0, steps)], low, steps), t),
+            Case(name, "quiet: the judge's picks score low, the cheap scorer's items do not",
+                 self._quality_series(metric, k, [(0, steps)], high, steps)
+                 + self._quality_series(metric, k * m, [(0, steps)], low, steps, RAGAS), t),
+            Case(name, "fires: the judge is the only scorer",
+                 self._quality_series(metric, k, [(0, steps)], low, steps, COMPACT), t,
+                 [labels]),
         ]
 
     # --- shares ----------------------------------------------------------------------------

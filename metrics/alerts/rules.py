@@ -174,6 +174,18 @@ def render_bool(terms: tuple[Term, ...], ref: Ref) -> str:
 # --- the recording rules -------------------------------------------------------------------
 
 QUALITY_BY = "route, metric"
+# The scorer names of the LLM judges (evaluator.judge.scorer.MODES; a test keeps them equal).
+# In a cascade the judge scores a random share plus the items the cheap scorer put low or in
+# its band: a sample that leans towards failures, so counted with the cheap scorer's scores it
+# raises a healthy route's failing share as soon as a judge is added. The quality records
+# therefore read the scorers that see every item, every scorer but the judges; the judge has
+# its own alerts (GroundwatchJudgeDisagreement, GroundwatchJudgeErrors) and its own dashboard
+# row. A route and metric that no other scorer scored in the window are read from the judges
+# instead: with ``scoring.scorer`` itself a judge there is no cascade and the judge scores
+# every item, and without this fallback such a deployment would have no quality alerts.
+JUDGE_SCORERS = ("ragas", "compact")
+NOT_JUDGE = f'scorer!~"{"|".join(JUDGE_SCORERS)}"'
+JUDGE = f'scorer=~"{"|".join(JUDGE_SCORERS)}"'
 DETECTION_KINDS = {
     "GroundwatchNoRelevantContextHigh": "no_relevant_context",
     "GroundwatchOutOfScopeHigh": "out_of_scope",
@@ -186,6 +198,22 @@ def _increase(metric: str, window: int, by: str | None = None, selector: str = "
     off = f" offset {duration(offset)}" if offset else ""
     agg = f"sum by ({by})" if by else "sum"
     return f"{agg} (increase({metric}{selector}[{duration(window)}]{off}))"
+
+
+def quality_increase(series: str, window: str, by: str = QUALITY_BY,
+                     matchers: tuple[str, ...] = ()) -> str:
+    """``sum by (by) (increase(series[window]))`` over the scorers that see every item (see
+    :data:`JUDGE_SCORERS`): every scorer but the judges, or the judges where no other scorer
+    scored the route and metric. ``matchers`` narrow it further (the dashboard's variables);
+    ``window`` is a PromQL duration or a Grafana variable."""
+    def summed(name: str, scorers: str, by_: str) -> str:
+        return f"sum by ({by_}) (increase({name}{{{', '.join((scorers, *matchers))}}}[{window}]))"
+
+    cheap, judges = summed(series, NOT_JUDGE, by), summed(series, JUDGE, by)
+    if series == "groundwatch_score_count" and by == QUALITY_BY:
+        return f"{cheap}\nor {judges}"  # `or` alone keeps the judges' where the others have none
+    cheap_scored = summed("groundwatch_score_count", NOT_JUDGE, QUALITY_BY)
+    return f"{cheap}\nor ({judges}\n  unless on({QUALITY_BY}) {cheap_scored})"
 
 
 class _Records:
@@ -201,20 +229,20 @@ class _Records:
     def scored(self, w: int) -> str:
         return self.add(Record(
             f"scored:{w}", f"route_metric:groundwatch_scored:increase{duration(w)}",
-            lambda r: _increase("groundwatch_score_count", w, QUALITY_BY)))
+            lambda r: quality_increase("groundwatch_score_count", duration(w))))
 
     def failure_ratio(self, w: int) -> str:
         scored = self.scored(w)
         return self.add(Record(
             f"failures:{w}", f"route_metric:groundwatch_quality_failures:ratio{duration(w)}",
-            lambda r: f"({_increase('groundwatch_quality_failures_total', w, QUALITY_BY)}"
-                      f" or 0 * {r(scored)})\n/ ({r(scored)} > 0)"))
+            lambda r: f"({quality_increase('groundwatch_quality_failures_total', duration(w))}"
+                      f"\nor 0 * {r(scored)})\n/ ({r(scored)} > 0)"))
 
     def mean(self, w: int) -> str:
         scored = self.scored(w)
         return self.add(Record(
             f"mean:{w}", f"route_metric:groundwatch_score:mean{duration(w)}",
-            lambda r: f"{_increase('groundwatch_score_sum', w, QUALITY_BY)}"
+            lambda r: f"({quality_increase('groundwatch_score_sum', duration(w))})"
                       f"\n/ ({r(scored)} > 0)"))
 
     def mean_threshold(self, thresholds: dict[str, float]) -> str:
