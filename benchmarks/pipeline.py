@@ -58,6 +58,8 @@ DEV_DATA = Path(os.environ.get("GROUNDWATCH_DEV_DATA", "/work/shared/data/dev"))
 EMBEDDED_SOURCES = ("expertqa_claims", "halueval_qa", "faithdial_audit", "begin")
 EMBEDDED_MAX_CHARS = 2000  # question + answer + contexts: "short" items
 EMBEDDED_BATCH = 32
+BASELINE_CALIBRATION = Path(__file__).resolve().parent / "data" / \
+    "embedded_baseline_calibration.json"
 PIPELINE_CASES = ("raw", "noop", "lexical")
 
 log = logging.getLogger("gwbench")
@@ -628,16 +630,21 @@ def rss_mb() -> tuple[float, float]:
     return fields.get("VmRSS", peak), peak
 
 
-def run_embedded(n: int, *, profile: bool, seed: int = 13) -> Case:
-    """The embedded scorer's throughput, its model's ceiling and where its time goes."""
+def run_embedded(n: int, *, profile: bool, seed: int = 13, baseline: bool = False) -> Case:
+    """The embedded scorer's throughput, its model's ceiling and where its time goes.
+    ``baseline``: with the calibration from before the contradiction cues (issue 10), the
+    named baseline of ``make bench-quality``."""
     from evaluator.config import Config
+    from evaluator.scorers.embedded.calibration import Calibration
     from evaluator.scorers.embedded.model import MAX_TOKENS
     from evaluator.scorers.embedded.scorer import EmbeddedScorer
 
     bs = EMBEDDED_BATCH
     mixture = dev_mixture(n + bs, seed)
     warm, records = mixture[:bs], mixture[bs:]
-    scorer = EmbeddedScorer.from_config(Config())
+    config = Config()
+    scorer = (EmbeddedScorer(config.scoring.embedded, calibration=Calibration.load(
+        BASELINE_CALIBRATION)) if baseline else EmbeddedScorer.from_config(config))
     enc = scorer.encoder
     load_started = time.perf_counter()
     scorer.score_batch(warm)  # loads the model; warms torch and the tokenizer
@@ -728,7 +735,8 @@ def run_embedded(n: int, *, profile: bool, seed: int = 13) -> Case:
             "cache_entries": cached, "cache_mb": round(cache_mb, 1),
         },
     }
-    return Case("embedded (in-process score_batch)", len(records), elapsed,
+    name = "embedded-baseline" if baseline else "embedded"
+    return Case(f"{name} (in-process score_batch)", len(records), elapsed,
                 Layout(1, "in-process", 1), bs, extra)
 
 
@@ -779,7 +787,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="cProfile the sampler during the first noop case, and the embedded "
                         "scorer in an extra pass, and print the top")
-    p.add_argument("--cases", default="raw,noop,lexical,embedded",
+    p.add_argument("--cases", default="raw,noop,lexical,embedded-baseline,embedded",
                    help="comma-separated subset of raw,noop,lexical,embedded")
     p.add_argument("--embedded-items", type=int, default=200,
                    help="dev items the embedded case scores (default 200)")
@@ -869,6 +877,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if f"pipeline_{scorer}_items_per_s" in results:
                     results[f"{scorer}_vs_raw_ratio"] = round(
                         results[f"pipeline_{scorer}_items_per_s"] / raw_rate, 3)
+        if "embedded-baseline" in wanted:
+            b = run_embedded(args.embedded_items, profile=False, baseline=True)
+            main_rows.append(b.as_dict())
+            results["embedded_baseline_items_per_s"] = b.extra["embedded_items_per_s"]
+            results["embedded_baseline_rss_mb"] = b.extra["embedded_rss_mb"]
+            print(f"  embedded-baseline: {b.items_per_s:.1f} items/s", flush=True)
         if "embedded" in wanted:
             e = run_embedded(args.embedded_items, profile=args.profile)
             main_rows.append(e.as_dict())

@@ -65,7 +65,7 @@ from evaluator.scorers import Scorer, build_scorer  # noqa: E402
 
 DEFAULT_DATA = Path("/work/shared/data/dev")
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
-DEFAULT_SCORERS = "lexical,embedded"
+DEFAULT_SCORERS = "lexical,embedded-baseline,embedded"
 # The file whose `answer` is a retrieved passage and whose label is the passage's relevance.
 PASSAGE_FILE = "context_relevance_msmarco"
 LABELS = ("label_faithful", "label_relevant")
@@ -197,11 +197,130 @@ def score_labelled_file(path: Path, scorer: Scorer, *, limit: int | None, batch_
     return tallies, items, time.monotonic() - started
 
 
+# -- calibration and the contradiction set --------------------------------------------------
+ECE_BINS = 10
+
+
+def expected_calibration_error(scores: Sequence[float], labels: Sequence[int]) -> float | None:
+    """ECE over ``ECE_BINS`` equal-width bins: the item-weighted mean |mean score - share of
+    positives| per bin. 0 is perfectly calibrated."""
+    if not scores:
+        return None
+    p = np.asarray(scores, dtype=float)
+    y = np.asarray(labels, dtype=float)
+    idx = np.clip((p * ECE_BINS).astype(int), 0, ECE_BINS - 1)
+    total = 0.0
+    for b in range(ECE_BINS):
+        sel = idx == b
+        if sel.any():
+            total += sel.sum() / len(p) * abs(p[sel].mean() - y[sel].mean())
+    return float(total)
+
+
+def contradiction_row(scorer: Scorer, threshold: float) -> dict[str, Any]:
+    """The contradiction set (benchmarks/data/contradictions.jsonl, never fitted on): how many
+    contradictions fall below the faithfulness threshold and how many paraphrases stay at or
+    above it, overall and by clash kind."""
+    from evaluator.records import LogRecord
+
+    rows = [json.loads(line) for line in CONTRADICTIONS.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    now = datetime.now(UTC)
+    records = [LogRecord(f"{r['id']}/{side}", now, r["question"], (r["context"],), r[side])
+               for r in rows for side in ("paraphrase", "contradiction")]
+    values: dict[str, float | None] = {}
+    verdicts: dict[str, list[str]] = {}
+    for start in range(0, len(records), 64):
+        for item in scorer.score_batch(records[start:start + 64]):
+            metric = next((m for m in item.metrics if m.metric == "faithfulness"), None)
+            values[item.request_id] = metric.value if metric is not None else None
+            verdicts[item.request_id] = [c.verdict.value for c in item.explanation.claims or ()]
+    by_kind: dict[str, dict[str, int]] = {}
+    caught = kept = shown = 0
+    for r in rows:
+        c, p = values[f"{r['id']}/contradiction"], values[f"{r['id']}/paraphrase"]
+        below = c is not None and c < threshold
+        stays = p is not None and p >= threshold
+        caught += below
+        kept += stays
+        shown += "contradicted" in verdicts[f"{r['id']}/contradiction"]
+        k = by_kind.setdefault(r["kind"], {"n": 0, "caught": 0, "kept": 0})
+        k["n"] += 1
+        k["caught"] += below
+        k["kept"] += stays
+    return {"pairs": len(rows), "threshold": threshold,
+            "contradictions_below": caught, "paraphrases_at_or_above": kept,
+            "contradictions_shown_contradicted": shown, "by_kind": by_kind}
+
+
+def out_of_fold_faithfulness() -> dict[str, Any]:
+    """The leave-one-file-out figures scripts/calibrate.py wrote for the shipped calibration
+    (each file scored by a claim model, contradiction settings and answer-level map fitted on
+    the other files only)."""
+    from evaluator.scorers.embedded.calibration import CALIBRATION_PATH
+
+    data = json.loads(CALIBRATION_PATH.read_text(encoding="utf-8"))
+    return data.get("generalisation", {}).get("faithfulness", {}).get(
+        "calibrated_leave_one_file_out", {})
+
+
+def format_calibration(results: dict[str, Any], oof: dict[str, Any],
+                       scorers: Sequence[str]) -> str:
+    lines = ["", "faithfulness calibration: ECE (0 = a score of p means p of such answers are "
+                 "faithful), in-sample on every scorer; out of fold for the shipped embedded",
+             f"{'file':<27}" + "".join(f"{n + ' ECE in':>22}" for n in scorers)
+             + f"{'embedded AUC oof':>18}{'ECE oof':>9}"]
+    files = sorted({f for n in scorers for f in results.get(n, {})})
+    for f in files:
+        line = f"{f:<27}"
+        for n in scorers:
+            e = results.get(n, {}).get(f)
+            line += f"{'-' if e is None else f'{e:.3f}':>22}"
+        o = oof.get(f, {})
+        line += f"{o.get('auc', float('nan')):>18.3f}{o.get('ece', float('nan')):>9.3f}" \
+            if o else f"{'-':>18}{'-':>9}"
+        lines.append(line)
+    lines.append("Believe the out-of-fold columns: in-sample figures are fitted on the very "
+                 "files they score.")
+    return "\n".join(lines)
+
+
+def format_contradictions(rows: dict[str, Any]) -> str:
+    lines = ["", "contradiction set (benchmarks/data/contradictions.jsonl, nothing fitted on "
+                 "it): contradictions below the threshold / paraphrases at or above it"]
+    kinds = sorted({k for r in rows.values() for k in r["by_kind"]})
+    lines.append(f"{'scorer':<20}{'contra <':>10}{'para >=':>9}{'shown':>7}  "
+                 + "  ".join(f"{k}" for k in kinds))
+    for name, r in rows.items():
+        n = r["pairs"]
+        per = "  ".join(f"{r['by_kind'][k]['caught']}/{r['by_kind'][k]['n']}" for k in kinds)
+        lines.append(f"{name:<20}{r['contradictions_below']:>7}/{n}{r['paraphrases_at_or_above']:>6}/{n}"
+                     f"{r['contradictions_shown_contradicted']:>7}  {per}")
+    return "\n".join(lines)
+
+
 # -- the run --------------------------------------------------------------------------------
+# The embedded scorer as it was before issue 10 (no contradiction cues, no answer-level map),
+# kept as a named baseline: the same code with the calibration of that time.
+BASELINE = "embedded-baseline"
+BASELINE_CALIBRATION = Path(__file__).resolve().parent / "data" / \
+    "embedded_baseline_calibration.json"
+CONTRADICTIONS = Path(__file__).resolve().parent / "data" / "contradictions.jsonl"
+
+
 def build_scorers(config: Config, names: Sequence[str]) -> dict[str, Scorer]:
     scorers: dict[str, Scorer] = {}
     for name in names:
         try:
+            if name == BASELINE:
+                from evaluator.scorers.embedded.calibration import Calibration
+                from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+                baseline = EmbeddedScorer(config.scoring.embedded,
+                                          calibration=Calibration.load(BASELINE_CALIBRATION))
+                baseline.name = BASELINE
+                scorers[name] = baseline
+                continue
             scorers[name] = build_scorer(config, name)
         except Exception as exc:  # any reason a backend cannot start: say it, measure the rest
             print(f"# skipping scorer {name!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -247,6 +366,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--config", "-c", default=None, help="groundwatch config file")
     parser.add_argument("--out", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
+    parser.add_argument("--no-contradictions", action="store_true",
+                        help="skip the contradiction-set row")
     args = parser.parse_args(argv)
 
     data = Path(args.data)
@@ -276,9 +397,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     counts: dict[str, Any] = {}
     timing: dict[str, Any] = {}
+    ece_in: dict[str, Any] = {}
+    contradictions: dict[str, Any] = {}
     try:
         for name, scorer in scorers.items():
-            results[name], counts[name], timing[name] = {}, {}, {}
+            results[name], counts[name], timing[name], ece_in[name] = {}, {}, {}, {}
+            if not args.no_contradictions:
+                contradictions[name] = contradiction_row(
+                    scorer, config.scoring.thresholds.get("faithfulness", 0.5))
             for path in paths:
                 tallies, items, seconds = score_labelled_file(
                     path, scorer, limit=args.limit, batch_size=args.batch_size, limits=limits)
@@ -286,6 +412,9 @@ def run(argv: Sequence[str] | None = None) -> int:
                     continue
                 results[name][path.stem] = {m: _rounded(roc_auc(t.scores, t.labels))
                                             for m, t in tallies.items()}
+                if "faithfulness" in tallies:
+                    ece_in[name][path.stem] = _rounded(expected_calibration_error(
+                        tallies["faithfulness"].scores, tallies["faithfulness"].labels))
                 counts[name][path.stem] = {m: t.summary() for m, t in tallies.items()}
                 timing[name][path.stem] = {"items": items, "seconds": round(seconds, 3)}
                 print(f"# {name} {path.stem}: {items} items in {seconds:.1f}s", file=sys.stderr)
@@ -296,8 +425,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     built = list(scorers)
     files = [p.stem for p in paths if any(p.stem in counts[n] for n in built)]
     print(format_table(results, counts, built, files))
+    oof = out_of_fold_faithfulness()
+    print(format_calibration(ece_in, oof, built))
+    if contradictions:
+        print(format_contradictions(contradictions))
     report: dict[str, Any] = dict(results)
     report["_counts"] = counts
+    report["_calibration"] = {"ece_in_sample": ece_in, "embedded_out_of_fold": {
+        f: {k: v for k, v in o.items() if k != "reliability"} for f, o in oof.items()},
+        "embedded_reliability_out_of_fold": {f: o.get("reliability") for f, o in oof.items()}}
+    report["_contradictions"] = contradictions
     report["_meta"] = {
         "data": str(data), "files": files, "limit": args.limit,
         "scorers": {n: getattr(s, "version", None) for n, s in scorers.items()},

@@ -64,6 +64,26 @@ class Calibration:
     no_relevant_context: float  # best context relevance below this: detection
     scope_threshold: float  # question-to-scope similarity below this: out_of_scope
     raw: Mapping[str, Any]
+    # Contradiction cues (clash.py) that make a claim contradicted, and how much of the claim
+    # its evidence must hold for a cue to count.
+    clash_kinds: tuple[str, ...] = ()
+    clash_overlap: float = 0.6
+    # A contradicted claim's support probability is at most this; an answer with one is at
+    # most ``contradicted_answer`` before the answer-level map.
+    contradicted_claim: float = 0.5
+    contradicted_answer: float = 1.0
+    # The answer-level map of the raw faithfulness (mean claim probability, capped as above)
+    # to a calibrated probability that the answer is faithful: p = sigmoid(a * logit(raw) + b).
+    # Identity (a=1, b=0) when absent.
+    faithfulness_map: tuple[float, float] = (1.0, 0.0)
+
+    def map_faithfulness(self, raw: float) -> float:
+        a, b = self.faithfulness_map
+        if (a, b) == (1.0, 0.0):
+            return raw
+        r = min(1.0 - 1e-6, max(1e-6, raw))
+        z = max(-50.0, min(50.0, a * math.log(r / (1.0 - r)) + b))
+        return 1.0 / (1.0 + math.exp(-z))
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
@@ -79,4 +99,15 @@ class Calibration:
             no_relevant_context=float(d["thresholds"]["no_relevant_context"]),
             scope_threshold=float(d["thresholds"]["scope"]),
             raw=d,
+            clash_kinds=tuple(d["thresholds"].get("clash_kinds", ())),
+            clash_overlap=float(d["thresholds"].get("clash_overlap", 0.6)),
+            contradicted_claim=float(d["thresholds"].get(
+                "contradicted_claim", 1.0 - float(d["thresholds"]["support"]))),
+            contradicted_answer=float(d["thresholds"].get("contradicted_answer", 1.0)),
+            faithfulness_map=_pair(d.get("faithfulness_map", (1.0, 0.0))),
         )
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    a, b = value
+    return float(a), float(b)

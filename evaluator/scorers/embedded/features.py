@@ -99,6 +99,8 @@ class ClaimFeatures:
     best_cos: float
     contradiction: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The claim's most similar evidence units, best first (what the clash cues read).
+    top_evidence: tuple[str, ...] = ()
 
 
 def _tok_precision(src: Encoded, tokens: np.ndarray) -> float:
@@ -155,7 +157,7 @@ def claim_features(claim: str, enc: Encoded, units: Sequence[Unit],
         math.log1p(len(claim.split())) / 4.0,
     ]
     return ClaimFeatures(claim, values, best_text, units[best].passage, float(cos[best]),
-                         contradiction)
+                         contradiction, top_evidence=tuple(units[i].text for i in top))
 
 
 def answer_features(question: str, q_enc: Encoded, answer: str, a_enc: Encoded,

@@ -31,6 +31,7 @@ import numpy as np
 
 from evaluator.records import LogRecord
 from evaluator.scorers.base import Detection, MetricResult, Usage
+from evaluator.scorers.embedded import clash as cl
 from evaluator.scorers.embedded import features as ft
 from evaluator.scorers.embedded import signals as sg
 from evaluator.scorers.embedded import textops as tx
@@ -303,9 +304,19 @@ class EmbeddedScorer(GatedScorer):
             prob = cal.faithfulness.prob_named(inputs)
             strength = float(np.clip(inputs["strength"], 0.0, 1.0))
             kind = ft.contradiction_kind(f)
+            cue = (cl.find_clash(claim, f.top_evidence, context_text, kinds=cal.clash_kinds,
+                                 min_overlap=cal.clash_overlap) if cal.clash_kinds else None)
             if kind is not None and kind in cal.contradiction_kinds:
                 verdict = Verdict.CONTRADICTED
-                prob = min(prob, 1.0 - cal.support_threshold)
+                prob = min(prob, cal.contradicted_claim)
+            elif cue is not None:
+                verdict = Verdict.CONTRADICTED
+                prob = min(prob, cal.contradicted_claim)
+                kind = cue.kind
+                f.contradiction = cue.detail
+                f.evidence = cue.evidence
+                f.evidence_passage = next((u.passage for u in units if u.text == cue.evidence),
+                                          f.evidence_passage)
             elif prob >= cal.support_threshold:
                 verdict = Verdict.SUPPORTED
             else:
@@ -323,8 +334,12 @@ class EmbeddedScorer(GatedScorer):
                                 support_probability=round(prob, 4), evidence=f.evidence,
                                 evidence_context=f.evidence_passage, reason=reason,
                                 mismatch=mismatch))
+        raw = float(np.mean(probs))
+        if any(c.verdict is Verdict.CONTRADICTED for c in claims):
+            raw = min(raw, cal.contradicted_answer)
         return tuple(claims), [
-            MetricResult.ok("faithfulness", float(np.clip(np.mean(probs), 0.0, 1.0))),
+            MetricResult.ok("faithfulness",
+                            float(np.clip(cal.map_faithfulness(raw), 0.0, 1.0))),
             MetricResult.ok("groundedness", float(np.clip(np.mean(strengths), 0.0, 1.0)))]
 
 

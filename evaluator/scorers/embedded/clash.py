@@ -1,0 +1,546 @@
+"""Contradiction cues: does a claim say the opposite of the evidence it is about?
+
+Embeddings place "Passwords must be at least 12 characters long" and "Passwords can be any
+length" close together: same topic, same words. What tells them apart is small and textual, so
+it is checked here, by rule, on the claim against its best evidence sentences:
+
+- ``negation``: one says "not" (cannot, never, no, without, ...) and the other does not —
+  unless an antonym swap undoes it ("cannot be turned off" = "stays on");
+- ``antonym``: the claim has a word whose opposite the evidence has ("optional" / "required",
+  "free" / "paid", "public" / "private", "before" / "after", an "un-"/"non-" prefix), and the
+  polarity does not undo it ("not optional" = "mandatory");
+- ``quantifier``: the claim is unrestricted ("any", "all", "every", "unlimited", "anyone")
+  where the evidence restricts ("at least", "at most", "only", "up to", "maximum"), or the
+  claim restricts with "only" where the evidence says "every" / "all";
+- ``entity``: the claim names something (a capitalised word) that the whole context does not
+  hold, where its evidence names something else;
+- ``unit``: the same number with another unit of the same kind (12 GB / 12 MB, 30 days /
+  30 hours, 5 % / 5 USD is not a clash);
+- ``date``: a month or weekday that the context does not hold, where the evidence has another;
+- ``swap``: the claim copies an evidence sentence but for one short stretch replaced by words
+  the context does not hold ("the light turns green" where it says "red");
+- numbers that differ are :mod:`.features`' ``number`` clash.
+
+A clash counts only when the evidence is about the same thing: at least ``min_overlap`` of the
+claim's other content words (IDF-weighted) are in that evidence sentence. Which kinds flip a
+verdict, and that overlap, are chosen by ``scripts/calibrate.py`` on out-of-fold dev numbers.
+Pure Python; no model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from evaluator.scorers.embedded import textops as tx
+from evaluator.scorers.text import content_words
+
+KINDS = ("negation", "antonym", "quantifier", "entity", "unit", "date")
+# Also implemented, not used by default: measured, it flags synonym paraphrases ("kept" for
+# "retained") as often as swapped attributes.
+EXTRA_KINDS = ("swap",)
+DEFAULT_MIN_OVERLAP = 0.6
+
+_PAIRS = """
+optional:mandatory optional:required optional:compulsory optional:obligatory free:paid
+free:charged free:billed free:chargeable public:private enabled:disabled enable:disable
+enables:disables allowed:forbidden allowed:prohibited allowed:banned permitted:prohibited
+permitted:forbidden allow:forbid allow:prohibit allows:prohibits allows:forbids
+included:excluded include:exclude includes:excludes automatic:manual automatically:manually
+permanent:temporary permanently:temporarily online:offline increase:decrease
+increases:decreases increased:decreased raise:lower before:after earlier:later more:less
+more:fewer minimum:maximum higher:lower faster:slower first:last open:closed on:off
+accept:reject accepts:rejects accepted:rejected visible:hidden internal:external
+encrypted:unencrypted inside:outside start:end monthly:annually monthly:yearly daily:weekly
+weekly:monthly weekdays:weekends upgrade:downgrade local:remote success:failure
+valid:invalid secure:insecure possible:impossible full:partial unlimited:limited
+same:different cheaper:pricier keep:delete kept:deleted keeps:deletes retain:delete
+retained:deleted retains:deletes add:remove added:removed adds:removes gain:lose
+expand:shrink lock:unlock locked:unlocked required:forbidden mandatory:forbidden
+always:never shared:private refund:charge refunded:charged win:lose above:below over:under
+maximum:minimum upload:download sync:async synchronous:asynchronous keep:stop keeps:stops
+continue:stop continues:stops read-only:writable
+immediately:later instantly:later immediate:delayed same-day:next-day in-person:online
+domestic:international
+""".split()  # noqa: SIM905 (a word list reads better as text)
+# Closed sets of mutually exclusive alternatives: any two members clash like antonyms.
+_ALTERNATIVES = """
+red green blue yellow orange purple black white grey gray pink brown
+front back rear | left right | top bottom | upper lower | inner outer | north south east west
+strongly eventually weakly | hourly daily weekly monthly quarterly yearly annually
+small medium large | first second third fourth last | morning afternoon evening night
+fridge freezer | terabyte gigabyte megabyte kilobyte | terabytes gigabytes megabytes kilobytes
+litre litres liter liters millilitre millilitres milliliter milliliters
+gram grams kilogram kilograms | celsius fahrenheit | iphone android
+""".replace("\n", " | ").split("|")
+ANTONYMS: dict[str, frozenset[str]] = {}
+for _pair in _PAIRS:
+    _a, _b = _pair.split(":")
+    ANTONYMS[_a] = ANTONYMS.get(_a, frozenset()) | {_b}
+    ANTONYMS[_b] = ANTONYMS.get(_b, frozenset()) | {_a}
+for _group in _ALTERNATIVES:
+    _members = _group.split()
+    for _m in _members:
+        ANTONYMS[_m] = ANTONYMS.get(_m, frozenset()) | (frozenset(_members) - {_m})
+
+# Verbal negation only: "costs nothing" and "nobody" are too often a plain statement ("free",
+# "no one else") to count as a flipped polarity.
+_NEGATOR = re.compile(
+    r"\b(?:not|no|never|neither|nor|without|cannot|\w+n['’]t|fail(?:s|ed)?\s+to|unable|"
+    r"lack(?:s|ed|ing)?|unlikely)\b", re.IGNORECASE)
+# Idioms with a negator that negate nothing: "not only X but Y", "no matter", "if not all".
+_IDIOM = re.compile(r"\b(?:not\s+only|not\s+just|no\s+matter|if\s+not|whether\s+or\s+not|"
+                    r"never-say-die|not\s+necessarily\s+\w+)\b", re.IGNORECASE)
+# "before the backup, not after it": a contrast, not a negated statement.
+_CONTRAST = re.compile(r"[,;]\s*(?:and\s+|but\s+)?not\s+[^,;.]*", re.IGNORECASE)
+_ANSWER_PARTICLE = re.compile(
+    r"^\s*(?:yes|no|yep|nope|yeah|not\s+really|oh\s+no|well|sure)\s*[,:.!;—–-]?\s+",
+    re.IGNORECASE)
+# Negation that is part of a name or a compound, not of the statement: "not-for-profit",
+# "no-kill", "Rebel Without a Cause", "Not Ready for Prime Time Players"; and parentheses.
+_COMPOUND_NEGATION = re.compile(r"\b(?:not|no|without)\s*-\s*\w+|(?<!^)(?<![.!?]\s)"
+                                r"\b(?:Not|No|Without|Never)\b", re.MULTILINE)
+# "non-X" / "unX" negates only as a predicate ("are non-refundable"), not as an attribute
+# ("in non-Muslim nations").
+_COPULA_PREFIX = re.compile(r"\b(?:is|are|was|were|be|been|being|become|becomes|remain|"
+                            r"remains|stay|stays)\s+(?:\w+\s+)?(?:non\s*-\s*|un)([a-z]{4,})\b",
+                            re.IGNORECASE)
+_ATTRIBUTE_NON = re.compile(r"\bnon\s*-\s*\w+", re.IGNORECASE)
+_PARENTHESES = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_QUOTED = re.compile(r"[\"“][^\"”]{1,80}[\"”]")
+# Claims shorter than this (content words) are not checked for polarity: "director", "nine".
+MIN_POLAR_WORDS = 2
+# ...nor clauses longer than this (words): a polarity flip somewhere in a long web-page
+# clause says little about the claim (measured on the WiCE and ExpertQA dev files).
+MAX_POLAR_CLAUSE_WORDS = 30
+# ("each" is distributive, not unrestricted: "each key may make 100 requests".)
+_UNIVERSAL = re.compile(r"\b(?:any|all|every|everyone|everybody|anyone|anybody|anything|"
+                        r"anywhere|anytime|unlimited|whatever|whenever|no\s+limit|"
+                        r"around\s+the\s+clock)\b|\b24/7\b", re.I)
+_RESTRICTED = re.compile(r"\b(?:at\s+least|at\s+most|only|just|once|single|up\s+to|some|"
+                         r"certain|selected|most|several|a\s+few|"
+                         r"no\s+more\s+than|"
+                         r"no\s+less\s+than|minimum|maximum|limited\s+to|exclusively|"
+                         r"not\s+more\s+than|fewer\s+than|less\s+than|more\s+than|"
+                         r"or\s+more|or\s+less|or\s+fewer|under|over|business\s+hours|"
+                         r"(?:mon|monday)\s*(?:to|-|–|through|until)\s*(?:fri|friday))\b|"
+                         r"\b\d{1,2}[:.]\d{2}\s*(?:to|-|–|until)\s*\d{1,2}[:.]\d{2}", re.I)
+_ONLY = re.compile(r"\b(?:only|exclusively|solely|just)\b", re.I)
+_ALL = re.compile(r"\b(?:all|every|each|any|everyone|anyone)\b", re.I)
+_UNITS = {
+    "size": ("b", "byte", "bytes", "kb", "kib", "mb", "mib", "gb", "gib", "tb", "tib", "pb"),
+    "time": ("second", "seconds", "sec", "secs", "minute", "minutes", "min", "mins", "hour",
+             "hours", "hr", "hrs", "h", "day", "days", "week", "weeks", "month", "months",
+             "year", "years", "business"),
+    "money": ("usd", "eur", "gbp", "dollars", "dollar", "euros", "euro", "cents", "$", "€",
+              "£"),
+    "length": ("mm", "cm", "m", "km", "meter", "meters", "metres", "miles", "mile", "inch",
+               "inches", "feet", "ft"),
+    "share": ("%", "percent", "percentage"),
+    "count": ("user", "users", "seat", "seats", "device", "devices", "member", "members",
+              "character", "characters", "item", "items", "file", "files", "request",
+              "requests", "attempt", "attempts", "times"),
+}
+_UNIT_KIND = {u: kind for kind, units in _UNITS.items() for u in units}
+_UNIT_ALIASES = {"seconds": "second", "secs": "second", "sec": "second", "minutes": "minute",
+                 "mins": "minute", "min": "minute", "hours": "hour", "hrs": "hour", "hr": "hour",
+                 "h": "hour", "days": "day", "weeks": "week", "months": "month",
+                 "years": "year", "bytes": "byte", "b": "byte", "dollars": "usd",
+                 "dollar": "usd", "$": "usd", "euros": "eur", "euro": "eur", "€": "eur",
+                 "£": "gbp", "percent": "%", "percentage": "%", "meters": "m", "metres": "m",
+                 "meter": "m", "miles": "mile", "inches": "inch", "feet": "ft"}
+_NUM_UNIT = re.compile(r"([$€£])?\s?(\d[\d,]*(?:\.\d+)?)\s?(%|[A-Za-z]+)?")
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+             "weekend", "weekends")
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+
+
+@dataclass(frozen=True, slots=True)
+class Clash:
+    """A contradiction cue: its kind, what clashes (``claim_says`` / ``evidence_says``), the
+    evidence sentence, and how much of the claim's other words that sentence holds."""
+
+    kind: str
+    claim_says: str
+    evidence_says: str
+    evidence: str
+    overlap: float
+
+    @property
+    def detail(self) -> str:
+        return (f"{self.kind}: the claim says {self.claim_says!r}, the evidence says "
+                f"{self.evidence_says!r}")
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", text)]
+
+
+def _statement(text: str) -> str:
+    """``text`` without a leading yes/no particle, contrastive "…, not X" tails, parentheses,
+    quoted titles and negation inside names or compounds."""
+    text = _PARENTHESES.sub(" ", _ANSWER_PARTICLE.sub("", text))
+    text = _COMPOUND_NEGATION.sub(" ", _QUOTED.sub(" ", _IDIOM.sub(" ", text)))
+    return _CONTRAST.sub("", text)
+
+
+def _without_attributes(text: str) -> str:
+    """``text`` with attributive "non-X" compounds dropped (predicates kept)."""
+    keep = {m.start(): m.end() for m in _COPULA_PREFIX.finditer(text)}
+    out, last = [], 0
+    for m in _ATTRIBUTE_NON.finditer(text):
+        if any(start <= m.start() < end for start, end in keep.items()):
+            continue
+        out.append(text[last:m.start()])
+        last = m.end()
+    out.append(text[last:])
+    return "".join(out)
+
+
+_CLAUSE = re.compile(
+    r"\s*[;:]\s*|,\s*(?=(?:and|but|which|while|whereas|although|though|so|yet)\b)|\s+but\s+|"
+    r"\s+and\s+(?=(?:can|cannot|can't|is|are|isn't|aren't|was|were|must|may|will|won't|"
+    r"do|does|doesn't|don't|did|didn't|has|have|not|never|should|shall)\b)|"
+    r"\s+(?=(?:unless|except|because|which|whereas)\b)", re.IGNORECASE)
+
+
+def clauses(text: str) -> list[str]:
+    """``text`` cut at clause boundaries (";", ", and", ", which", " but ", " and cannot"):
+    polarity is compared clause by clause, so "kept for 30 days and cannot be restored" does
+    not make "kept for 30 days" a negation."""
+    parts = [p.strip(" ,.") for p in _CLAUSE.split(text) if p and p.strip(" ,.")]
+    return [p for p in parts if any(ch.isalpha() for ch in p)] or [text]
+
+
+def _prefix_negations(text: str, other: str) -> int:
+    """Predicates negated by a prefix ("are non-refundable", "is unavailable") whose stem the
+    other text holds unprefixed: they flip polarity like "not" ("cannot be refunded")."""
+    other_stems = _stems(_words(other))
+    return sum(stem(m.group(1)) in other_stems for m in _COPULA_PREFIX.finditer(text))
+
+
+def _polarity(text: str, other: str) -> bool:
+    """True when ``text`` is negative (an odd number of negators) about what ``other`` says."""
+    statement = _without_attributes(_statement(text))
+    return (len(_NEGATOR.findall(statement)) + _prefix_negations(statement, other)) % 2 == 1
+
+
+def _negated(text: str) -> bool:
+    return len(_NEGATOR.findall(_statement(text))) % 2 == 1
+
+
+def _negators(text: str) -> list[str]:
+    statement = _statement(text)
+    return [m.lower() for m in _NEGATOR.findall(statement)] + [
+        m.group(0).split()[-1].lower() for m in _COPULA_PREFIX.finditer(statement)]
+
+
+def stem(word: str) -> str:
+    """A crude English stem, enough to match "stores"/"store", "items"/"item"."""
+    w = word.lower().replace("’", "'")
+    for suffix in ("'s", "ability", "ibility", "able", "ible", "ies", "es", "s", "ing", "ed"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    return w
+
+
+def _stems(words: Iterable[str]) -> set[str]:
+    return {stem(w) for w in words}
+
+
+def _prefixed_opposite(word: str, other: set[str]) -> str | None:
+    for prefix in ("un", "non", "non-", "in", "im", "dis"):
+        if prefix + word in other:
+            return prefix + word
+        if word.startswith(prefix) and len(word) - len(prefix) >= 4 and \
+                word[len(prefix):] in other:
+            return word[len(prefix):]
+    return None
+
+
+def antonym_swaps(claim: str, evidence: str) -> list[tuple[str, str]]:
+    """(claim word, evidence word) pairs of opposites, each side lacking the other's word."""
+    cw, ew = set(_words(claim)), set(_words(_statement(evidence)))
+    out: list[tuple[str, str]] = []
+    for word in sorted(cw - ew):
+        opposite = ANTONYMS.get(word, frozenset()) & (ew - cw)
+        if opposite:
+            out.append((word, sorted(opposite)[0]))
+            continue
+        prefixed = _prefixed_opposite(word, ew - cw)
+        if prefixed is not None and len(word) > 3:
+            out.append((word, prefixed))
+    return out
+
+
+def overlap(claim: str, evidence: str, exclude: Iterable[str] = ()) -> float:
+    """IDF-weighted share of the claim's content words (minus ``exclude``, negators and
+    quantifiers) found in ``evidence``; 0 when nothing is left to compare."""
+    skip = {w.lower() for w in exclude}
+    words = [w for w in content_words(claim) if w not in skip and not _UNIVERSAL.fullmatch(w)
+             and not _NEGATOR.fullmatch(w)]
+    if not words:
+        return 0.0
+    present = _stems(set(content_words(evidence)) | tx.lower_words(evidence))
+    total = sum(tx.idf(w) for w in words)
+    return sum(tx.idf(w) for w in words if stem(w) in present) / total
+
+
+def _num_units(text: str) -> dict[str, set[tuple[str, str]]]:
+    out: dict[str, set[tuple[str, str]]] = {}
+    for match in _NUM_UNIT.finditer(text):
+        currency, number, unit = match.group(1), match.group(2), match.group(3)
+        unit = (currency or unit or "").lower()
+        kind = _UNIT_KIND.get(unit)
+        if kind is None:
+            continue
+        number = number.replace(",", "")
+        out.setdefault(number, set()).add((kind, _UNIT_ALIASES.get(unit, unit)))
+    return out
+
+
+def _unit_clash(claim: str, evidence: str, context: str) -> tuple[str, str] | None:
+    mine, theirs, anywhere = _num_units(claim), _num_units(evidence), _num_units(context)
+    for number, units in mine.items():
+        for kind, unit in units:
+            if (kind, unit) in anywhere.get(number, set()):
+                continue  # the context says it, in another sentence
+            other = {u for k, u in theirs.get(number, set()) if k == kind and u != unit}
+            if other and (kind, unit) not in theirs.get(number, set()):
+                return f"{number} {unit}", f"{number} {sorted(other)[0]}"
+    return None
+
+
+def _calendar_clash(claim: str, evidence: str, context: str) -> tuple[str, str] | None:
+    cw, ew, xw = set(_words(claim)), set(_words(evidence)), set(_words(context))
+    for names in (_MONTHS, _WEEKDAYS):
+        said = [w for w in cw & set(names) if w not in xw]
+        other = sorted((ew & set(names)) - cw)
+        if said and other and not (names is _MONTHS and said == ["may"]):
+            return said[0], other[0]
+    return None
+
+
+def find_clash(claim: str, evidence: Sequence[str], context: str, *,
+               min_overlap: float = DEFAULT_MIN_OVERLAP,
+               kinds: Iterable[str] = KINDS) -> Clash | None:
+    """The first clash of ``kinds`` between ``claim`` and one of its ``evidence`` sentences
+    (best first) that is about the same thing; ``context`` is all of the retrieved text."""
+    wanted = set(kinds)
+    if claim.rstrip().endswith("?"):
+        return None  # a question claims nothing
+    for sentence in evidence:
+        found = _clash_with(claim, sentence, context, wanted, min_overlap)
+        if found is not None:
+            return found
+    return None
+
+
+def _excluded(claim: str, sentence: str) -> bool:
+    """Does the claim speak of what the sentence excludes ("in the fridge, not in the
+    freezer": the freezer)? Then the sentence is negative about the claim's subject."""
+    claim_stems = _stems(tx.lower_words(_statement(claim)))
+    for match in _CONTRAST.finditer(_ANSWER_PARTICLE.sub("", sentence)):
+        tail = [stem(w) for w in tx.lower_words(match.group(0))
+                if w not in _SWAP_FILLER and w not in ("not", "but", "and", "it", "them")]
+        if tail and all(w in claim_stems for w in tail):
+            return True
+    return False
+
+
+def _polar_clash(claim: str, sentence: str, wanted: set[str],
+                 min_overlap: float) -> Clash | None:
+    """negation and antonym, decided clause by clause: each clause of the claim against the
+    clause of the sentence that holds most of its words."""
+    excluded = _excluded(claim, sentence)
+    if "negation" in wanted and excluded and not _negated(claim):
+        # The claim asserts what the evidence rules out ("..., not in the freezer").
+        share = overlap(claim, sentence, [w for pair in antonym_swaps(claim, sentence)
+                                          for w in pair])
+        if share >= min_overlap:
+            return Clash("negation", "(affirms)", "not", sentence, share)
+    if len(content_words(claim)) < MIN_POLAR_WORDS:
+        return None  # "director", "nine": too little to have a polarity
+    for part in clauses(_ANSWER_PARTICLE.sub("", claim)):
+        if len(part.split()) > MAX_POLAR_CLAUSE_WORDS:
+            continue
+        options = [c for c in clauses(_PARENTHESES.sub(" ", sentence))
+                   if len(c.split()) <= MAX_POLAR_CLAUSE_WORDS]
+        if not options:
+            continue
+        target = max(options, key=lambda e: overlap(part, e))
+        swaps = antonym_swaps(part, target)
+        swapped = [w for pair in swaps for w in pair]
+        share = overlap(part, target, swapped)
+        if share < min_overlap:
+            continue
+        # A claim that denies what the evidence rules out agrees with it.
+        differs = _polarity(part, target) != _polarity(target, part) and not (
+            excluded and _negated(part))
+        if "antonym" in wanted and swaps and not differs:
+            a, b = swaps[0]
+            return Clash("antonym", a, b, sentence, share)
+        if "negation" in wanted and differs and not swaps:
+            said = _negators(part) or ["(affirms)"]
+            other = _negators(target) or ["(affirms)"]
+            return Clash("negation", said[0], other[0], sentence, share)
+    return None
+
+
+def _clash_with(claim: str, sentence: str, context: str, wanted: set[str],
+                min_overlap: float) -> Clash | None:
+    if wanted & {"negation", "antonym"}:
+        polar = _polar_clash(claim, sentence, wanted, min_overlap)
+        if polar is not None:
+            return polar
+    if "negation" in wanted:
+        name = _denied(claim, sentence)
+        if name is not None:
+            return Clash("negation", name, "not " + name, sentence, 1.0)
+    swapped = {w for pair in antonym_swaps(claim, sentence) for w in pair}
+
+    def about_the_same(*exclude: str) -> float | None:
+        share = overlap(claim, sentence, (*swapped, *exclude))
+        return share if share >= min_overlap else None
+    if "quantifier" in wanted:
+        found = _quantifier_clash(claim, sentence)
+        if found is not None:
+            share = about_the_same(*found[0].split(), *found[1].split())
+            if share is not None:
+                return Clash("quantifier", found[0], found[1], sentence, share)
+    if "unit" in wanted:
+        found = _unit_clash(claim, sentence, context)
+        if found is not None:
+            share = about_the_same()
+            if share is not None:
+                return Clash("unit", found[0], found[1], sentence, share)
+    if "date" in wanted:
+        found = _calendar_clash(claim, sentence, context)
+        if found is not None:
+            share = about_the_same(*found)
+            if share is not None:
+                return Clash("date", found[0], found[1], sentence, share)
+    if "entity" in wanted:
+        context_stems = _stems(tx.lower_words(context)) | set(_identifiers(context))
+        absent = sorted(n for n in _entities(claim) if stem(n) not in context_stems)
+        claim_stems = _stems(tx.lower_words(claim)) | set(_identifiers(claim))
+        others = sorted(n for n in _entities(sentence) if stem(n) not in claim_stems)
+        if absent and others:
+            share = about_the_same(*absent)
+            if share is not None:
+                return Clash("entity", absent[0], others[0], sentence, share)
+    if "swap" in wanted:
+        swap = _swap(claim, sentence, context)
+        if swap is not None:
+            return Clash("swap", swap[0], swap[1], sentence, swap[2])
+    return None
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)?")
+SWAP_MAX_WORDS = 3
+SWAP_MIN_MATCHED = 0.6
+
+
+def _swap(claim: str, sentence: str, context: str) -> tuple[str, str, float] | None:
+    """The claim copies an evidence sentence but for one short stretch, replaced by words the
+    context does not hold ("... until the light turns green" where it says "red"): a swapped
+    attribute, colour, role or place. Only one replaced stretch is allowed, of at most
+    ``SWAP_MAX_WORDS`` words a side, and the copied words must be most of the claim."""
+    import difflib
+
+    a = [stem(t) for t in _TOKEN.findall(claim)]
+    b = [stem(t) for t in _TOKEN.findall(sentence)]
+    if len(a) < 4:
+        return None
+    ops = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+           if op[0] != "equal"]
+    inner = [op for op in ops if not (op[0] == "delete" and (op[1] == 0 or op[2] == len(a)))
+             and not (op[0] == "insert" and (op[1] == 0 or op[1] == len(a)))]
+    if len(inner) != 1 or inner[0][0] != "replace":
+        return None
+    _, i1, i2, j1, j2 = inner[0]
+    if i2 - i1 > SWAP_MAX_WORDS or j2 - j1 > SWAP_MAX_WORDS:
+        return None
+    matched = sum(op[2] - op[1] for op in difflib.SequenceMatcher(
+        a=a, b=b, autojunk=False).get_opcodes() if op[0] == "equal")
+    share = matched / len(a)
+    if share < SWAP_MIN_MATCHED:
+        return None
+    context_stems = _stems(tx.lower_words(context))
+    said = a[i1:i2]
+    new_words = [w for w in said if w not in context_stems and w not in _SWAP_FILLER]
+    if not new_words:
+        return None
+    return " ".join(said), " ".join(b[j1:j2]), share
+
+
+_SWAP_FILLER = frozenset({"the", "a", "an", "of", "to", "in", "on", "at", "for", "by", "with",
+                          "and", "or", "is", "are", "be", "it", "its", "this", "that"})
+
+
+_IDENTIFIER = re.compile(r"\b[a-z]+(?:-[a-z0-9]+)*-[0-9]+[a-z0-9]*\b", re.IGNORECASE)
+
+
+def _identifiers(text: str) -> list[str]:
+    """Codes like region or plan ids ("eu-west-2", "us-east-1"): names written in lower case."""
+    return [m.group(0).lower() for m in _IDENTIFIER.finditer(text)]
+
+
+def _entities(text: str) -> set[str]:
+    return tx.names(text) | set(_identifiers(text))
+
+
+def _denied(claim: str, sentence: str) -> str | None:
+    """A short negative sentence about names the claim affirms ("PayPal is not accepted"
+    against "You can pay by card or PayPal"): the name, or None."""
+    if _negated(claim) or not _negated(sentence) or len(sentence.split()) > 10:
+        return None
+    # Capitalised words of the claim that the sentence also capitalises (its first word too:
+    # "PayPal is not accepted").
+    claim_caps = {w.lower() for w in re.findall(r"\b[A-Z][\w-]*", claim[1:])} | set(
+        _identifiers(claim))
+    named = {w.lower() for w in re.findall(r"\b[A-Z][\w-]*", sentence)} | set(
+        _identifiers(sentence))
+    named -= STOP_CAPS
+    if named and named <= claim_caps:
+        return sorted(named)[0]
+    return None
+
+
+STOP_CAPS = frozenset({"the", "a", "an", "it", "this", "that", "these", "those", "there", "you",
+                       "we", "they", "he", "she", "i", "our", "your", "its", "no", "not"})
+
+
+def _quantifier_clash(claim: str, evidence: str) -> tuple[str, str] | None:
+    claim_all = _UNIVERSAL.search(claim)
+    evidence_restricts = _RESTRICTED.search(evidence)
+    if claim_all and evidence_restricts and not _RESTRICTED.search(claim) \
+            and not _UNIVERSAL.search(evidence):
+        return claim_all.group(0).lower(), evidence_restricts.group(0).lower()
+    claim_only = _ONLY.search(claim)
+    evidence_all = _ALL.search(evidence)
+    if claim_only and evidence_all and not _ONLY.search(evidence) and not _ALL.search(claim):
+        return claim_only.group(0).lower(), evidence_all.group(0).lower()
+    return None
+
+
+def clash_overlaps(claim: str, evidence: Sequence[str], context: str,
+                   kinds: Iterable[str] = KINDS) -> dict[str, float]:
+    """Per kind, the largest evidence overlap at which that kind fires (absent: never):
+    ``find_clash(..., kinds={k}, min_overlap=t)`` finds a clash iff ``t <= result[k]``.
+    For ``scripts/calibrate.py``, which chooses kinds and the overlap on dev data."""
+    out: dict[str, float] = {}
+    if claim.rstrip().endswith("?"):
+        return out
+    for kind in kinds:
+        best = -1.0
+        for sentence in evidence:
+            found = _clash_with(claim, sentence, context, {kind}, 0.0)
+            if found is not None:
+                best = max(best, found.overlap)
+        if best >= 0.0:
+            out[kind] = best
+    return out

@@ -1,0 +1,151 @@
+"""Contradiction cues (evaluator/scorers/embedded/clash.py): each kind fires on a clash and stays
+quiet on the paraphrase beside it. Examples written here, apart from the benchmark's
+contradiction set (benchmarks/data/contradictions.jsonl), which nothing is tuned on."""
+
+from __future__ import annotations
+
+import pytest
+
+from evaluator.scorers.embedded import clash
+
+CASES = [
+    # (kind, evidence, contradicting claim, faithful paraphrase)
+    ("negation", "Guest users cannot create new projects.",
+     "Guest users can create new projects.",
+     "Guests are not able to create new projects."),
+    ("negation", "Deleted files are not recoverable after 30 days.",
+     "Deleted files are recoverable after 30 days.",
+     "After 30 days, deleted files cannot be recovered."),
+    ("antonym", "Two-step verification is mandatory for all staff accounts.",
+     "Two-step verification is optional for staff accounts.",
+     "Every staff account must use two-step verification."),
+    ("antonym", "The dashboard is private to your workspace.",
+     "The dashboard is public.",
+     "Only members of your workspace can see the dashboard."),
+    ("antonym", "Invoices are sent after the payment clears.",
+     "Invoices are sent before the payment clears.",
+     "Once the payment has cleared, the invoice goes out."),
+    ("quantifier", "Uploads are limited to at most five files at a time.",
+     "You can upload any number of files at a time.",
+     "You can upload up to five files at once."),
+    ("quantifier", "Webhooks are available on every plan.",
+     "Webhooks are only available on the Business plan.",
+     "All plans include webhooks."),
+    ("unit", "Each project gets 50 GB of storage.",
+     "Each project gets 50 MB of storage.",
+     "Projects come with 50 GB of storage each."),
+    ("unit", "Sessions expire after 12 hours of inactivity.",
+     "Sessions expire after 12 days of inactivity.",
+     "An idle session ends after 12 hours."),
+    ("date", "The office is closed every Friday afternoon.",
+     "The office is closed every Monday afternoon.",
+     "On Friday afternoons the office is closed."),
+    ("entity", "The mobile app is built by the Oslo team.",
+     "The mobile app is built by the Madrid team.",
+     "The Oslo team builds the mobile app."),
+    ("antonym", "Store the samples in the fridge, not in the freezer.",
+     "Store the samples in the freezer.",
+     "Keep the samples in the fridge; not the freezer."),
+]
+
+
+@pytest.mark.parametrize(("kind", "evidence", "claim", "paraphrase"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_a_clash_fires_and_its_paraphrase_does_not(kind: str, evidence: str, claim: str,
+                                                   paraphrase: str) -> None:
+    found = clash.find_clash(claim, [evidence], evidence, min_overlap=0.5)
+    assert found is not None, f"no clash found for {claim!r}"
+    assert clash.find_clash(paraphrase, [evidence], evidence, min_overlap=0.5) is None
+    assert found.evidence == evidence and found.detail.startswith(found.kind)
+
+
+def test_a_clash_needs_evidence_about_the_same_thing() -> None:
+    evidence = "Refunds are not issued for annual plans."
+    assert clash.find_clash("The parking garage opens at seven.", [evidence], evidence) is None
+    assert clash.find_clash("Refunds are issued for annual plans.", [evidence], evidence) \
+        is not None
+
+
+def test_polarity_undone_by_an_antonym_is_no_clash() -> None:
+    evidence = "The setting cannot be turned off."
+    assert clash.find_clash("The setting always stays on.", [evidence], evidence) is None
+    assert clash.find_clash("The setting can be turned off.", [evidence], evidence) is not None
+
+
+def test_yes_no_particles_are_not_negation() -> None:
+    evidence = "Backups are kept for 30 days."
+    assert clash.find_clash("No, backups are kept for 30 days.", [evidence], evidence) is None
+
+
+def test_kinds_can_be_switched_off() -> None:
+    evidence = "Two-step verification is mandatory."
+    claim = "Two-step verification is optional."
+    assert clash.find_clash(claim, [evidence], evidence, kinds=("negation",)) is None
+    assert clash.find_clash(claim, [evidence], evidence, kinds=("antonym",)) is not None
+
+
+def test_clash_overlaps_agree_with_find_clash() -> None:
+    evidence = "Guest users cannot create new projects."
+    claim = "Guest users can create new projects."
+    overlaps = clash.clash_overlaps(claim, [evidence], evidence)
+    assert set(overlaps) == {"negation"}
+    t = overlaps["negation"]
+    assert clash.find_clash(claim, [evidence], evidence, kinds=("negation",),
+                            min_overlap=t) is not None
+    assert clash.find_clash(claim, [evidence], evidence, kinds=("negation",),
+                            min_overlap=t + 0.01) is None
+
+
+@pytest.mark.parametrize("text", ["", "...", "12", "Not.", "a" * 5000, "no no no not never"])
+def test_odd_text_never_raises(text: str) -> None:
+    clash.find_clash(text, [text, "Something else entirely."], text)
+    clash.clash_overlaps(text, [text], text)
+
+
+def test_known_limit_a_negated_verb_paraphrased_by_its_opposite() -> None:
+    """Documented, not wanted: "without stopping" said as "keeps running" reads as a flipped
+    polarity (the lexicon has no stop/run pair). The overlap threshold and the calibration's
+    choice of kinds decide how much such cases cost on real data (scripts/calibrate.py)."""
+    evidence = "The export runs without stopping the database."
+    found = clash.find_clash("Exports run while the database keeps running.", [evidence],
+                             evidence, min_overlap=0.5)
+    assert found is not None and found.kind == "negation"
+
+
+def test_the_scorer_marks_a_clash_contradicted_and_pulls_faithfulness_down() -> None:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from evaluator.records import LogRecord
+    from evaluator.scorers.embedded.calibration import Calibration
+    from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+    evidence = "Guest users cannot create new projects."
+    records = [LogRecord(rid, datetime.now(UTC), "Can guests create projects?", (evidence,),
+                         answer)
+               for rid, answer in (("clash", "Guest users can create new projects."),
+                                   ("fine", "Guest users cannot create new projects."))]
+    shipped = Calibration.load()
+    strict = dataclasses.replace(shipped, clash_kinds=("negation",), clash_overlap=0.5,
+                                 contradicted_claim=0.15, contradicted_answer=0.3)
+    scorer = EmbeddedScorer(calibration=strict)
+    clash_item, fine_item = scorer.score_batch(records)
+    value = {m.metric: m.value for m in clash_item.metrics}["faithfulness"]
+    assert value is not None and value < 0.5
+    [claim] = clash_item.explanation.claims or ()
+    assert claim.verdict.value == "contradicted" and claim.reason is not None
+    assert claim.reason.startswith("negation") and claim.evidence == evidence
+    fine = {m.metric: m.value for m in fine_item.metrics}["faithfulness"]
+    assert fine is not None and fine >= 0.5
+
+
+def test_the_answer_level_map_is_monotone_and_the_identity_by_default() -> None:
+    import dataclasses
+
+    from evaluator.scorers.embedded.calibration import Calibration
+
+    cal = Calibration.load()
+    identity = dataclasses.replace(cal, faithfulness_map=(1.0, 0.0))
+    assert identity.map_faithfulness(0.37) == 0.37
+    values = [cal.map_faithfulness(x / 20) for x in range(21)]
+    assert values == sorted(values) and all(0.0 <= v <= 1.0 for v in values)
