@@ -679,6 +679,21 @@ def ece(p: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> tuple[float, list
     return float(total), table
 
 
+def _fitted_map(items: dict[str, list[dict[str, Any]]], files: Sequence[str], model: Logistic,
+                number_kinds: Sequence[str], choice: dict[str, Any]) -> tuple[float, float]:
+    """The answer-level map fitted on ``files`` (equal weight each), with ``choice``'s cues."""
+    raws, ys, ws = [], [], []
+    for g in files:
+        rows = faith_rows(items, g)
+        for it in rows:
+            raws.append(raw_faithfulness(predict(model, select(it["claims"], "claims")), it,
+                                         number_kinds, choice["kinds"], choice["overlap"],
+                                         choice["claim_cap"], choice["answer_cap"]))
+            ys.append(it["label_faithful"])
+            ws.append(1.0 / len(rows))
+    return fit_map(np.array(raws), np.array(ys, float), np.array(ws))
+
+
 def faithfulness_calibration(items: dict[str, list[dict[str, Any]]], support: float,
                              number_kinds: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The shipped clash settings and answer-level map (fitted on every faithfulness file),
@@ -692,16 +707,7 @@ def faithfulness_calibration(items: dict[str, list[dict[str, Any]]], support: fl
         m = fit_logistic(x[fidx != k], y[fidx != k], w[fidx != k], FAITH_MODEL,
                          L2["faithfulness"])
         choice = choose_clash(items, m, support, number_kinds, others)
-        raws, ys, ws = [], [], []
-        for g in others:
-            rows = faith_rows(items, g)
-            for it in rows:
-                raws.append(raw_faithfulness(predict(m, select(it["claims"], "claims")), it,
-                                             number_kinds, choice["kinds"], choice["overlap"],
-                                             choice["claim_cap"], choice["answer_cap"]))
-                ys.append(it["label_faithful"])
-                ws.append(1.0 / len(rows))
-        ab = fit_map(np.array(raws), np.array(ys, float), np.array(ws))
+        ab = _fitted_map(items, others, m, number_kinds, choice)
         rows = faith_rows(items, f)
         held = np.array([raw_faithfulness(predict(m, select(it["claims"], "claims")), it,
                                           number_kinds, choice["kinds"], choice["overlap"],
@@ -722,16 +728,7 @@ def faithfulness_calibration(items: dict[str, list[dict[str, Any]]], support: fl
                      "reliability": table}
     model = fit_logistic(x, y, w, FAITH_MODEL, L2["faithfulness"])
     choice = choose_clash(items, model, support, number_kinds, FAITH_FILES)
-    raws, ys, ws = [], [], []
-    for g in FAITH_FILES:
-        rows = faith_rows(items, g)
-        for it in rows:
-            raws.append(raw_faithfulness(predict(model, select(it["claims"], "claims")), it,
-                                         number_kinds, choice["kinds"], choice["overlap"],
-                                         choice["claim_cap"], choice["answer_cap"]))
-            ys.append(it["label_faithful"])
-            ws.append(1.0 / len(rows))
-    ab = fit_map(np.array(raws), np.array(ys, float), np.array(ws))
+    ab = _fitted_map(items, FAITH_FILES, model, number_kinds, choice)
     # Adopted only where they measurably help out of fold (the rule issue 10 sets for a
     # trained model, applied to the cues and the map as well): the cues when no file's
     # leave-one-file-out ROC-AUC falls by more than CUES_MAX_AUC_LOSS against the same
