@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
-	soak calibrate clean alerts runbooks dashboard
+	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,6 +47,14 @@ soak: install ## soak: sampler, 2 workers, exporter on Redis under steady traffi
 
 calibrate: install ## calibrate scorer thresholds on the labelled dev data (scripts/calibrate.py)
 	$(BIN)/python scripts/calibrate.py
+
+# Not in CI: an experiment (docs/entailment.md). About 45 min on 2 cores; options with
+# ENTAILMENT_ARGS, e.g. ENTAILMENT_ARGS="--threads 1 --nli-per-file 5000".
+train-entailment: install ## train the entailment cross-encoder (NLI + rule-made hard pairs) into .cache/entailment/model
+	$(BIN)/python scripts/train_entailment.py $(ENTAILMENT_ARGS)
+
+eval-entailment: install ## leave-one-file-out ROC-AUC of that cross-encoder vs the embedded scorer, and the contradiction set
+	$(BIN)/python scripts/eval_entailment.py
 
 alerts: ## regenerate the Prometheus rules, promtool tests, Grafana alerts, runbook headers and the dashboard's lines from configs/alerts.yml
 	$(BIN)/python -m metrics.alerts generate

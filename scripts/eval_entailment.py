@@ -1,0 +1,291 @@
+"""Judge the entailment cross-encoder of ``scripts/train_entailment.py`` out of fold.
+
+    HF_HUB_OFFLINE=1 nice -n 19 .venv/bin/python scripts/eval_entailment.py [--model DIR]
+
+For each faithfulness dev file (``scripts/calibrate.py``'s ``FAITH_FILES``, the same seeded
+sample of at most 2,000 items): the answer is split into claims and each claim aligned with its
+evidence exactly as the ``embedded`` scorer does (its top ``features.TOP_UNITS`` context units
+by MiniLM cosine); the cross-encoder reads (those units, best first; the claim). An item's
+entailment score is the mean over its claims of P(entailment) (``xenc_min``: the minimum).
+
+Printed per file: ROC-AUC against the label of today's embedded faithfulness (the shipped
+calibration, ``EmbeddedScorer.score_batch``), of the embedded head refitted without the file
+(``calibration.json``'s leave-one-file-out numbers), of the cross-encoder alone, and of a
+logistic regression of [embedded faithfulness, entailment score] fitted on the other four
+files and scored on the held-out one. The model never saw a pair made from any of these files
+(its rule-made pairs come only from non-faithfulness files), so every number is out of fold.
+
+Then ``benchmarks/data/contradictions.jsonl``, measured only (nothing is fitted on it): the
+share of contradictions below 0.5 and of paraphrases at or above 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import calibrate as cb  # noqa: E402
+import train_entailment as te  # noqa: E402
+
+from evaluator.records import LogRecord  # noqa: E402
+from evaluator.scorers.embedded import features as ft  # noqa: E402
+from evaluator.scorers.embedded.scorer import EmbeddedScorer  # noqa: E402
+from evaluator.scorers.gates import apply_gates  # noqa: E402
+
+CACHE = ROOT / ".cache" / "entailment"
+CONTRADICTIONS = ROOT / "benchmarks" / "data" / "contradictions.jsonl"
+CHUNK = 64
+
+
+def evidence_code_hash() -> str:
+    """Key of the evidence cache: the scorer's features and calibration."""
+    h = hashlib.sha1(cb.feature_code_hash().encode())
+    h.update((ROOT / "evaluator/scorers/embedded/calibration.json").read_bytes())
+    h.update(str(ft.TOP_UNITS).encode())
+    return h.hexdigest()[:12]
+
+
+def evidence(scorer: EmbeddedScorer, records: Sequence[LogRecord]) -> list[dict[str, Any]]:
+    """Per record: today's embedded faithfulness (None when not applicable) and each claim
+    with its evidence (top units by cosine, best first), as the scorer aligns them."""
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(records), CHUNK):
+        gated = apply_gates(records[start:start + CHUNK])
+        results, _ = scorer.score_gated(gated)
+        preps = [scorer._prepare(g)[0] for g in gated]
+        claim_encs = iter(scorer.encoder.encode([c for p in preps for c in p.claims]))
+        # The scorer just encoded these passages: these lookups are cache hits.
+        pencs = iter(scorer.encoder.encode_passages(
+            [(t, u) for p in preps for t, u in zip(p.passages, p.units, strict=True)]))
+        for p, result in zip(preps, results, strict=True):
+            faith = next((m.value for m in result.metrics if m.metric == "faithfulness"), None)
+            encs = [next(claim_encs) for _ in p.claims]
+            penc = [next(pencs) for _ in p.passages]
+            units = [(t, e) for ts, es in zip(p.units, penc, strict=True)
+                     for t, e in zip(ts, es[1:], strict=True)]
+            claims = []
+            if units:
+                vecs = np.stack([e.vec for _, e in units])
+                for claim, enc in zip(p.claims, encs, strict=True):
+                    top = np.argsort(-(vecs @ enc.vec))[:ft.TOP_UNITS]
+                    claims.append((claim, " ".join(units[i][0] for i in top)))
+            out.append({"faith": faith, "claims": claims})
+        print(f"  evidence {start + len(gated)}/{len(records)}", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    return out
+
+
+def xenc_scores(model: Any, tokenizer: Any, items: list[dict[str, Any]], max_length: int
+                ) -> list[np.ndarray | None]:
+    """(claims, 3) class probabilities per item (None for an item without claims)."""
+    pairs = [(premise, claim) for it in items for claim, premise in it["claims"]]
+    probs = te.predict(model, tokenizer, pairs, max_length) if pairs else np.zeros((0, 3))
+    out: list[np.ndarray | None] = []
+    k = 0
+    for it in items:
+        n = len(it["claims"])
+        out.append(probs[k:k + n] if n else None)
+        k += n
+    return out
+
+
+def lofo(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+         names: Sequence[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Leave-one-file-out ROC-AUC of a logistic regression (files weighted equally), and the
+    held-out predictions."""
+    aucs, preds = {}, {}
+    for held in features:
+        preds[held] = cb.predict(fit(features, labels, names, exclude=held), features[held])
+        aucs[held] = cb.auc(preds[held], labels[held])
+    return aucs, preds
+
+
+def fit(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], names: Sequence[str],
+        exclude: str | None = None) -> Any:
+    files = [f for f in features if f != exclude]
+    x = np.concatenate([features[f] for f in files])
+    y = np.concatenate([labels[f] for f in files])
+    w = np.concatenate([np.full(len(labels[f]), 1.0 / len(labels[f])) for f in files])
+    return cb.fit_logistic(x, y, w, names, 1.0)
+
+
+def auc_gain_interval(new: np.ndarray, old: np.ndarray, y: np.ndarray, rounds: int = 1000
+                      ) -> tuple[float, float]:
+    """95 % paired-bootstrap interval of ROC-AUC(new) - ROC-AUC(old) over items."""
+    rng = np.random.default_rng(cb.SEED)
+    gains = []
+    for _ in range(rounds):
+        i = rng.integers(0, len(y), len(y))
+        gains.append(cb.auc(new[i], y[i]) - cb.auc(old[i], y[i]))
+    return float(np.percentile(gains, 2.5)), float(np.percentile(gains, 97.5))
+
+
+def length_gate(claim: str) -> float:
+    """The embedded scorer's own length gate (0 for claims of ``SHORT_CLAIM_WORDS`` words or
+    fewer, 1 from ``FULL_CLAIM_WORDS``): a two-word answer means nothing without its
+    question, which the cross-encoder does not read."""
+    words = len(claim.split())
+    return min(1.0, max(0.0, (words - ft.SHORT_CLAIM_WORDS)
+                        / (ft.FULL_CLAIM_WORDS - ft.SHORT_CLAIM_WORDS)))
+
+
+def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_length: int,
+                      combined: Any) -> dict[str, Any]:
+    """Both sides of every hand-written pair, scored (measured only, never fitted): the
+    cross-encoder, the embedded scorer, and ``combined`` (the [embedded, mean P(e)] regression
+    fitted on all faithfulness files)."""
+    from datetime import UTC, datetime
+
+    rows = [json.loads(line) for line in CONTRADICTIONS.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    records = [LogRecord(f"{r['id']}-{side}", datetime.now(UTC), r["question"], (r["context"],),
+                         r[side]) for r in rows for side in ("paraphrase", "contradiction")]
+    items = evidence(scorer, records)
+    probs = xenc_scores(model, tokenizer, items, max_length)
+    report: dict[str, Any] = {}
+    def both(k: int) -> float:
+        x = np.array([[items[k]["faith"], probs[k][:, 0].mean()]])
+        return float(cb.predict(combined, x)[0])
+
+    for name, score in (("cross_encoder", lambda k: float(probs[k][:, 0].mean())),
+                        ("embedded", lambda k: float(items[k]["faith"])),
+                        ("combined [embedded, mean P(e)]", both)):
+        para = [score(2 * n) for n in range(len(rows))]
+        contra = [score(2 * n + 1) for n in range(len(rows))]
+        by_kind: dict[str, list[int]] = {}
+        for r, c in zip(rows, contra, strict=True):
+            by_kind.setdefault(r["kind"], []).append(int(c < 0.5))
+        report[name] = {
+            "paraphrases_at_or_above_0.5": f"{sum(p >= 0.5 for p in para)}/{len(rows)}",
+            "contradictions_below_0.5": f"{sum(c < 0.5 for c in contra)}/{len(rows)}",
+            "ranked_right": f"{sum(p > c for p, c in zip(para, contra, strict=True))}/{len(rows)}",
+            "mean_paraphrase": round(float(np.mean(para)), 3),
+            "mean_contradiction": round(float(np.mean(contra)), 3),
+            "contradictions_below_0.5_by_kind": {k: f"{sum(v)}/{len(v)}"
+                                                 for k, v in sorted(by_kind.items())},
+        }
+    return report
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=te.OUT)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-items", type=int, default=2000, help="as scripts/calibrate.py")
+    ap.add_argument("--limit", type=int, default=0, help="first N items per file (smoke runs)")
+    ap.add_argument("--data", type=Path, default=cb.DATA)
+    ap.add_argument("--out", type=Path, help="write the report (json) here too")
+    args = ap.parse_args()
+
+    from evaluator.config import EmbeddedConfig
+
+    model, tokenizer, manifest = te.load(args.model, args.threads)
+    max_length = int(manifest["max_length"])
+    scorer = EmbeddedScorer(EmbeddedConfig(torch_threads=args.threads))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    code = evidence_code_hash()
+    weights = manifest["weights"]["sha256"][:12]
+    feats: dict[str, dict[str, np.ndarray]] = {"emb": {}, "xenc": {}, "xenc_min": {},
+                                               "contra": {}, "gated": {}}
+    labels: dict[str, np.ndarray] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for name in cb.FAITH_FILES:
+        rows = cb.load_rows(name, args.data)
+        if len(rows) > args.max_items:
+            pick = np.random.default_rng(cb.SEED).choice(len(rows), args.max_items, replace=False)
+            rows = [rows[i] for i in sorted(pick)]
+        if args.limit:
+            rows = rows[:args.limit]
+        path = CACHE / f"evidence-{name}-{code}-{len(rows)}.pkl"
+        t0 = time.perf_counter()
+        if path.exists():
+            items = pickle.loads(path.read_bytes())
+        else:
+            items = evidence(scorer, [cb.to_record(r, name) for r in rows])
+            path.write_bytes(pickle.dumps(items))
+        t1 = time.perf_counter()
+        xpath = CACHE / f"xenc-{name}-{code}-{weights}-{len(rows)}.pkl"
+        if xpath.exists():
+            probs = pickle.loads(xpath.read_bytes())
+        else:
+            probs = xenc_scores(model, tokenizer, items, max_length)
+            xpath.write_bytes(pickle.dumps(probs))
+        keep = [k for k, (r, it) in enumerate(zip(rows, items, strict=True))
+                if r["label_faithful"] is not None and it["faith"] is not None
+                and probs[k] is not None]
+        labels[name] = np.array([rows[k]["label_faithful"] for k in keep], float)
+        feats["emb"][name] = np.array([[items[k]["faith"]] for k in keep])
+        feats["xenc"][name] = np.array([[probs[k][:, 0].mean()] for k in keep])
+        feats["xenc_min"][name] = np.array([[probs[k][:, 0].min()] for k in keep])
+        feats["contra"][name] = np.array([[probs[k][:, 2].mean()] for k in keep])
+        feats["gated"][name] = np.array([[np.mean([
+            g * pe + (1 - g) * 0.5 for (claim, _), pe in zip(
+                items[k]["claims"], probs[k][:, 0], strict=True)
+            for g in [length_gate(claim)]])] for k in keep])
+        counts[name] = {"items": len(keep), "claims": int(sum(len(items[k]["claims"])
+                                                              for k in keep)),
+                        "faithful": int(labels[name].sum())}
+        print(f"{name}: {len(keep)} items; evidence {t1 - t0:.0f} s, cross-encoder "
+              f"{time.perf_counter() - t1:.0f} s", file=sys.stderr)
+
+    def cat(*keys: str) -> dict[str, np.ndarray]:
+        return {f: np.hstack([feats[k][f] for k in keys]) for f in labels}
+
+    combos = {"LOFO [embedded, mean P(e)]": ("emb", "xenc"),
+              "LOFO [embedded, min P(e)]": ("emb", "xenc_min"),
+              "LOFO [embedded, mean P(e), mean P(c)]": ("emb", "xenc", "contra"),
+              "post hoc: LOFO [embedded, length-gated mean P(e)]": ("emb", "gated")}
+    fitted = {row: lofo(cat(*keys), labels, keys) for row, keys in combos.items()}
+    table = {
+        "embedded (today)": {f: cb.auc(feats["emb"][f][:, 0], labels[f]) for f in labels},
+        "embedded head LOFO (calibration.json)": scorer.calibration.raw["generalisation"][
+            "faithfulness"]["leave_one_file_out"] if scorer.calibration.raw else {},
+        "cross-encoder mean P(e)": {f: cb.auc(feats["xenc"][f][:, 0], labels[f])
+                                    for f in labels},
+        "cross-encoder min P(e)": {f: cb.auc(feats["xenc_min"][f][:, 0], labels[f])
+                                   for f in labels},
+        "cross-encoder 1 - mean P(c)": {f: cb.auc(-feats["contra"][f][:, 0], labels[f])
+                                        for f in labels},
+        **{row: aucs for row, (aucs, _) in fitted.items()},
+    }
+    files = list(labels)
+    print(f"\n{'ROC-AUC':50}" + "".join(f"{f[:15]:>16}" for f in files))
+    for row, values in table.items():
+        print(f"{row:50}" + "".join(f"{values.get(f, float('nan')):16.3f}" for f in files))
+    intervals = {row: {f: auc_gain_interval(preds[f], feats["emb"][f][:, 0], labels[f])
+                       for f in files} for row, (_, preds) in fitted.items()}
+    print(f"\n{'95% interval of gain over embedded (today)':50}")
+    for row, values in intervals.items():
+        print(f"{row:50}" + "".join(f"{f'{lo:+.3f}..{hi:+.3f}':>16}"
+                                    for lo, hi in values.values()))
+    print(json.dumps(counts))
+    combined = fit(cat("emb", "xenc"), labels, ("emb", "xenc"))
+    contra = contradiction_set(scorer, model, tokenizer, max_length, combined)
+    print(json.dumps(contra, indent=1))
+    if args.out:
+        report = {"model": str(args.model), "weights_sha256": manifest["weights"]["sha256"],
+                  "counts": counts, "roc_auc": cb._round(table),
+                  "gain_interval_95": cb._round(intervals), "contradictions": contra}
+        args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
