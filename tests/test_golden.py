@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +37,7 @@ from evaluator.scorers.base import METRICS, ItemResult, MetricResult, Outcome
 from evaluator.scorers.lexical import LexicalScorer
 from evaluator.store import Store
 from metrics.registry import Metrics
+from tests.prom_helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -93,14 +94,6 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 def runs(metrics: Metrics, result: str) -> float:
     return sample(metrics, "groundwatch_golden_runs_total", result=result) or 0.0
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 class ShiftedScorer:
@@ -374,7 +367,7 @@ def test_the_scheduler_runs_once_soon_after_start_and_stops_cleanly(
     assert scheduler.poll_s == 30 and scheduler.name == "golden:lexical/1"
     scheduler.start()
     try:
-        wait_for(lambda: runs(metrics, "ok") == 1)
+        wait_until(lambda: runs(metrics, "ok") == 1, what="a golden run")
         assert scheduler.running
     finally:
         started = time.monotonic()
@@ -396,7 +389,7 @@ def test_a_failing_run_is_one_log_line_and_the_thread_goes_on(
     with caplog.at_level(logging.INFO, logger="groundwatch.golden"):
         scheduler.start()
         try:
-            wait_for(lambda: runs(metrics, "error") == 1)
+            wait_until(lambda: runs(metrics, "error") == 1, what="a failed golden run")
             assert scheduler.running
         finally:
             scheduler.stop()

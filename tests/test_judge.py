@@ -25,6 +25,7 @@ from evaluator.records import LogRecord
 from evaluator.scorers.base import ItemResult, Outcome, Usage
 from evaluator.scorers.gates import apply_gates
 from tests.judge_server import CHAT_PATH, EMBEDDINGS_PATH, JudgeServer, Reply, free_port
+from tests.prom_helpers import wait_until
 
 pytestmark = [pytest.mark.filterwarnings("ignore:FUNCTIONS is deprecated:DeprecationWarning"),
               pytest.mark.timeout(120)]
@@ -248,7 +249,8 @@ def test_the_circuit_closes_when_the_judge_is_back(server: JudgeServer,
     assert items[0].explanation.judge is not None
     assert items[0].explanation.judge.not_judged == "circuit_open"
     server.default = "valid"
-    time.sleep(0.6)
+    wait_until(lambda: judge.circuit.state == "half_open", timeout=5, interval=0.05,
+               what="the circuit's cool-down")
     items, _ = score(judge, [record("e")])
     assert outcomes(items[0])["faithfulness"] == ("ok", 1.0)
     assert judge.circuit.state == "closed" and judge.judge_up is True
