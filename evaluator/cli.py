@@ -20,6 +20,7 @@ from evaluator import __version__
 from evaluator.config import Config, load_config
 from evaluator.errors import ConfigError, LockHeldError
 from evaluator.explain import format_explanation
+from evaluator.scorers import JUDGES
 
 if TYPE_CHECKING:
     from evaluator.offline import Progress
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cascade then sends a share of the items, and the low and uncertain "
                         "ones, to that judge. Without it the cascade is skipped.")
     p.add_argument("--judge-model", default="gpt-4o-mini", help="the judge's model name")
-    p.add_argument("--judge-mode", choices=("ragas", "compact"), default="compact",
+    p.add_argument("--judge-mode", choices=JUDGES, default="compact",
                    help="ragas's metrics, or groundwatch's one-call judge (default)")
     p.add_argument("--judge-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="the NAME of the environment variable holding the API key")

@@ -386,10 +386,10 @@ class RedactionPattern(_Section):
         import re
 
         try:
-            re.compile(value)
+            pattern = re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from None
-        if re.compile(value).match(""):
+        if pattern.match(""):
             raise ValueError("the pattern matches the empty string")
         return value
 

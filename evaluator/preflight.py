@@ -331,19 +331,19 @@ class _JudgeChecks:
     def offline(checker: _Checker) -> str | None:
         """The mode that will run, or None (no judge); records what it finds."""
         config = checker.config
-        mode = config.scoring.scorer if config.scoring.scorer in ("ragas", "compact") \
+        from evaluator.scorers import JUDGES, check_scorer_name
+
+        mode = config.scoring.scorer if config.scoring.scorer in JUDGES \
             else config.scoring.judge
         if not mode:
             return None
         if not config.judge.configured:
-            if config.scoring.scorer in ("ragas", "compact"):
+            if config.scoring.scorer in JUDGES:
                 checker.problem("judge.base_url", f"scorer {mode!r} needs a judge endpoint")
             else:
                 checker.checked("judge: none configured (judge.base_url is empty): the cascade "
                                 "is off")
             return None
-        from evaluator.scorers import check_scorer_name
-
         try:
             check_scorer_name(mode, path=config.path)
         except ConfigError as exc:

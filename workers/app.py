@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 from evaluator.config import Config
-from evaluator.scorers import item_seconds_estimate
+from evaluator.scorers import JUDGES, item_seconds_estimate
 from workers.broker import transport_for
 from workers.health import filesystem_broker_folder
 from workers.tasks import TASK_NAME, WARM_UP_TIMEOUT_S
@@ -45,13 +45,12 @@ def visibility_timeout(config: Config) -> int:
     if config.broker.visibility_timeout_s is not None:
         return config.broker.visibility_timeout_s
     batch = config.broker.batch_size
-    judges = ("ragas", "compact")
     scorer = config.scoring.scorer
     # A judge scores max_concurrency items at once (one event loop per process); in a
     # cascade it may be given every item of a batch (all low or uncertain).
     parallel = config.judge.max_concurrency
-    batch_s = item_seconds_estimate(scorer) * batch / (parallel if scorer in judges else 1)
-    if scorer not in judges and config.scoring.judge and config.judge.configured:
+    batch_s = item_seconds_estimate(scorer) * batch / (parallel if scorer in JUDGES else 1)
+    if scorer not in JUDGES and config.scoring.judge and config.judge.configured:
         batch_s += item_seconds_estimate(config.scoring.judge) * batch / parallel
     return max(VISIBILITY_FLOOR_S, math.ceil(batch_s * VISIBILITY_SAFETY_FACTOR))
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from evaluator.errors import ConfigError, GoldenRunError
 from evaluator.records import LogRecord
+from evaluator.scorers import JUDGES
 from evaluator.scorers.base import METRICS, Outcome, ScoredBatch, Scorer
 from evaluator.scoring import Scoring
 
@@ -326,7 +327,7 @@ def build_golden_judge(config: Config) -> Scorer | None:
 
     uncached = config.model_copy(update={
         "judge": config.judge.model_copy(update={"cache_ttl_s": 0.0})})
-    if config.scoring.scorer in ("ragas", "compact"):
+    if config.scoring.scorer in JUDGES:
         return build_scorer(uncached)
     if not config.scoring.judge or not config.judge.configured:
         return None  # (build_judge would say so in a log line; the caller says it instead)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from evaluator.errors import ConfigError, TransientError
 from evaluator.judge.calls import CURRENT, CallLog, CircuitBreaker, JudgeTransport, Price
 from evaluator.judge.types import FINAL_ATTEMPT, JudgeBackend, JudgeInput, MetricOutcome
+from evaluator.scorers import JUDGES
 from evaluator.scorers.base import MetricResult, Usage
 from evaluator.scorers.explanation import Explanation, JudgeTrace
 from evaluator.scorers.gates import Assessment, Gated, GatedScorer
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("groundwatch.judge")
 
-MODES = ("ragas", "compact")
+MODES = JUDGES
 # The texts a judge sees are cut to these sizes (each cut counted as a truncation).
 MAX_QUESTION_CHARS = 2_000
 MAX_ANSWER_CHARS = 8_000

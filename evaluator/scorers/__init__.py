@@ -39,6 +39,9 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "ragas": ("ragas", "openai", "httpx", "langchain_community"),
     "compact": ("openai", "httpx"),
 }
+# The LLM judges (evaluator/judge/): as ``[scoring] scorer`` they score every item, as
+# ``[scoring] judge`` they are the cascade's second scorer.
+JUDGES = ("ragas", "compact")
 # The pip extra that installs a backend's requirements.
 EXTRAS: dict[str, str] = {"embedded": "embedded", "ragas": "ragas", "compact": "judge"}
 
@@ -104,7 +107,7 @@ def build_judge(config: Config) -> Scorer | None:
         log.info("judge: none configured (judge.base_url is empty): the cascade is off and "
                  "items get %s scores only", config.scoring.scorer)
         return None
-    if config.scoring.scorer in ("ragas", "compact"):
+    if config.scoring.scorer in JUDGES:
         return None  # the judge is the scorer already
     check_scorer_name(mode, path=config.path)
     return build_scorer(config, mode)
@@ -123,7 +126,7 @@ def build_scorer(config: Config, name: str | None = None) -> Scorer:
 
 
 __all__ = [
-    "BACKENDS", "DETECTION_KINDS", "ITEM_SECONDS", "METRICS", "Detection", "ItemResult",
+    "BACKENDS", "DETECTION_KINDS", "ITEM_SECONDS", "JUDGES", "METRICS", "Detection", "ItemResult",
     "MetricResult", "Outcome", "Scorer", "build_judge", "build_scorer", "check_scorer_name",
     "item_seconds_estimate",
 ]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from evaluator.errors import ConfigError
+from evaluator.scorers import JUDGES
 from metrics.alerts.config import (
     ALERT_NAMES,
     AgeAbove,
@@ -183,7 +184,7 @@ QUALITY_BY = "route, metric"
 # row. A route and metric that no other scorer scored in the window are read from the judges
 # instead: with ``scoring.scorer`` itself a judge there is no cascade and the judge scores
 # every item, and without this fallback such a deployment would have no quality alerts.
-JUDGE_SCORERS = ("ragas", "compact")
+JUDGE_SCORERS = JUDGES
 NOT_JUDGE = f'scorer!~"{"|".join(JUDGE_SCORERS)}"'
 JUDGE = f'scorer=~"{"|".join(JUDGE_SCORERS)}"'
 DETECTION_KINDS = {

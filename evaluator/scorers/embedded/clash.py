@@ -17,8 +17,6 @@ it is checked here, by rule, on the claim against its best evidence sentences:
 - ``unit``: the same number with another unit of the same kind (12 GB / 12 MB, 30 days /
   30 hours, 5 % / 5 USD is not a clash);
 - ``date``: a month or weekday that the context does not hold, where the evidence has another;
-- ``swap``: the claim copies an evidence sentence but for one short stretch replaced by words
-  the context does not hold ("the light turns green" where it says "red");
 - numbers that differ are :mod:`.features`' ``number`` clash.
 
 A clash counts only when the evidence is about the same thing: at least ``min_overlap`` of the
@@ -37,9 +35,6 @@ from evaluator.scorers.embedded import textops as tx
 from evaluator.scorers.text import content_words
 
 KINDS = ("negation", "antonym", "quantifier", "entity", "unit", "date")
-# Also implemented, not used by default: measured, it flags synonym paraphrases ("kept" for
-# "retained") as often as swapped attributes.
-EXTRA_KINDS = ("swap",)
 DEFAULT_MIN_OVERLAP = 0.6
 
 _PAIRS = """
@@ -345,7 +340,7 @@ def _excluded(claim: str, sentence: str) -> bool:
     claim_stems = _stems(tx.lower_words(_statement(claim)))
     for match in _CONTRAST.finditer(_ANSWER_PARTICLE.sub("", sentence)):
         tail = [stem(w) for w in tx.lower_words(match.group(0))
-                if w not in _SWAP_FILLER and w not in ("not", "but", "and", "it", "them")]
+                if w not in _FILLER and w not in ("not", "but", "and", "it", "them")]
         if tail and all(w in claim_stems for w in tail):
             return True
     return False
@@ -432,52 +427,10 @@ def _clash_with(claim: str, sentence: str, context: str, wanted: set[str],
             share = about_the_same(*absent)
             if share is not None:
                 return Clash("entity", absent[0], others[0], sentence, share)
-    if "swap" in wanted:
-        swap = _swap(claim, sentence, context)
-        if swap is not None:
-            return Clash("swap", swap[0], swap[1], sentence, swap[2])
     return None
 
 
-_TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,][0-9]+)?")
-SWAP_MAX_WORDS = 3
-SWAP_MIN_MATCHED = 0.6
-
-
-def _swap(claim: str, sentence: str, context: str) -> tuple[str, str, float] | None:
-    """The claim copies an evidence sentence but for one short stretch, replaced by words the
-    context does not hold ("... until the light turns green" where it says "red"): a swapped
-    attribute, colour, role or place. Only one replaced stretch is allowed, of at most
-    ``SWAP_MAX_WORDS`` words a side, and the copied words must be most of the claim."""
-    import difflib
-
-    a = [stem(t) for t in _TOKEN.findall(claim)]
-    b = [stem(t) for t in _TOKEN.findall(sentence)]
-    if len(a) < 4:
-        return None
-    ops = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
-           if op[0] != "equal"]
-    inner = [op for op in ops if not (op[0] == "delete" and (op[1] == 0 or op[2] == len(a)))
-             and not (op[0] == "insert" and (op[1] == 0 or op[1] == len(a)))]
-    if len(inner) != 1 or inner[0][0] != "replace":
-        return None
-    _, i1, i2, j1, j2 = inner[0]
-    if i2 - i1 > SWAP_MAX_WORDS or j2 - j1 > SWAP_MAX_WORDS:
-        return None
-    matched = sum(op[2] - op[1] for op in difflib.SequenceMatcher(
-        a=a, b=b, autojunk=False).get_opcodes() if op[0] == "equal")
-    share = matched / len(a)
-    if share < SWAP_MIN_MATCHED:
-        return None
-    context_stems = _stems(tx.lower_words(context))
-    said = a[i1:i2]
-    new_words = [w for w in said if w not in context_stems and w not in _SWAP_FILLER]
-    if not new_words:
-        return None
-    return " ".join(said), " ".join(b[j1:j2]), share
-
-
-_SWAP_FILLER = frozenset({"the", "a", "an", "of", "to", "in", "on", "at", "for", "by", "with",
+_FILLER = frozenset({"the", "a", "an", "of", "to", "in", "on", "at", "for", "by", "with",
                           "and", "or", "is", "are", "be", "it", "its", "this", "that"})
 
 
