@@ -266,22 +266,35 @@ def out_of_fold_faithfulness() -> dict[str, Any]:
 
 def format_calibration(results: dict[str, Any], oof: dict[str, Any],
                        scorers: Sequence[str]) -> str:
-    lines = ["", "faithfulness calibration: ECE (0 = a score of p means p of such answers are "
-                 "faithful), in-sample on every scorer; out of fold for the shipped embedded",
-             f"{'file':<27}" + "".join(f"{n + ' ECE in':>22}" for n in scorers)
-             + f"{'embedded AUC oof':>18}{'ECE oof':>9}"]
+    lines = ["", "faithfulness calibration in sample: ECE (0 = a score of p means p of such "
+                 "answers are faithful)",
+             f"{'file':<27}" + "".join(f"{n + ' ECE':>22}" for n in scorers)]
     files = sorted({f for n in scorers for f in results.get(n, {})})
     for f in files:
         line = f"{f:<27}"
         for n in scorers:
             e = results.get(n, {}).get(f)
             line += f"{'-' if e is None else f'{e:.3f}':>22}"
-        o = oof.get(f, {})
-        line += f"{o.get('auc', float('nan')):>18.3f}{o.get('ece', float('nan')):>9.3f}" \
-            if o else f"{'-':>18}{'-':>9}"
         lines.append(line)
-    lines.append("Believe the out-of-fold columns: in-sample figures are fitted on the very "
-                 "files they score.")
+    lines += ["", "faithfulness OUT OF FOLD (believe these): each file scored by a claim model, "
+                  "clash settings and map fitted on the other files only (ExpertQA answers held "
+                  "out with ExpertQA claims);",
+              "'today' is the pipeline before issue 10 (number clashes only, no cues, no map) "
+              "fitted the same way in the same run",
+              f"{'file':<27}{'AUC today':>10}{'AUC new':>9}{'ECE today':>11}{'ECE new':>9}"
+              f"{'unfaithful <0.5':>17}{'faithful >=0.5':>16}"]
+    for f, o in oof.items():
+        if f.startswith("_"):
+            continue
+        t = o.get("threshold_0.5", {})
+        lines.append(f"{f:<27}{o.get('auc_without_cues', float('nan')):>10.4f}"
+                     f"{o.get('auc', float('nan')):>9.4f}"
+                     f"{o.get('ece_unmapped_without_cues', float('nan')):>11.3f}"
+                     f"{o.get('ece', float('nan')):>9.3f}"
+                     f"{t.get('unfaithful_below', float('nan')):>17.3f}"
+                     f"{t.get('faithful_at_or_above', float('nan')):>16.3f}")
+    lines.append("In-sample figures are fitted on the very files they score (ExpertQA answers "
+                 "excepted: no model is fitted on it).")
     return "\n".join(lines)
 
 

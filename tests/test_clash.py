@@ -194,3 +194,51 @@ def test_the_answer_level_map_is_monotone_and_the_identity_by_default() -> None:
     assert identity.map_faithfulness(0.37) == 0.37
     values = [cal.map_faithfulness(x / 20) for x in range(21)]
     assert values == sorted(values) and all(0.0 <= v <= 1.0 for v in values)
+
+
+def _faithfulness(scorer: object, context: str, answers: list[str]) -> list[float]:
+    from datetime import UTC, datetime
+
+    from evaluator.records import LogRecord
+
+    records = [LogRecord(f"r{i}", datetime.now(UTC), "How long are deleted buckets kept?",
+                         (context,), a) for i, a in enumerate(answers)]
+    out = []
+    for item in scorer.score_batch(records):  # type: ignore[attr-defined]
+        value = {m.metric: m.value for m in item.metrics}["faithfulness"]
+        assert value is not None
+        out.append(value)
+    return out
+
+
+def test_a_contradicted_answer_stays_below_the_threshold_after_the_map() -> None:
+    """The map is applied before the answer's cap: a number clash used to be capped at 0.5 and
+    then mapped to 0.53, a "contradicted" verdict on a value above the threshold."""
+    from evaluator.scorers.embedded.calibration import Calibration
+    from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+    cal = Calibration.load()
+    assert cal.contradicted_answer < 0.5
+    context = "Deleted storage buckets are kept in a recoverable state for 30 days."
+    [value] = _faithfulness(EmbeddedScorer(calibration=cal), context,
+                            ["Deleted storage buckets are kept in a recoverable state for 90 days."])
+    assert value <= cal.contradicted_answer
+
+
+def test_the_answer_cap_needs_a_share_of_the_claims() -> None:
+    import dataclasses
+
+    from evaluator.scorers.embedded.calibration import Calibration
+    from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+    context = ("Deleted storage buckets are kept for 30 days. Objects can be up to 5 TB. "
+               "Invoices are issued on the first business day of each month. "
+               "Support is available Monday to Friday.")
+    two = "Deleted storage buckets are kept for 90 days. Objects can be up to 5 TB."
+    four = (f"{two} Invoices are issued on the first business day of each month. "
+            "Support is available Monday to Friday.")
+    cal = dataclasses.replace(Calibration.load(), contradicted_answer=0.3,
+                              contradicted_share=0.5)
+    short, long = _faithfulness(EmbeddedScorer(calibration=cal), context, [two, four])
+    assert short <= 0.3  # one of two claims contradicted: capped
+    assert long > 0.3  # one of four: the claim's own cap only

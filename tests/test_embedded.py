@@ -108,9 +108,10 @@ def test_negation_mismatch(scorer: EmbeddedScorer) -> None:
     r = one(scorer, rec("Does the free plan include phone support?",
                         "Yes, the free plan includes phone support."))
     (claim,) = r.explanation.claims
-    # The dev data showed polarity clashes do not predict unfaithful claims across sources, so
-    # calibration may leave them as a shown mismatch rather than a contradicted verdict.
-    if "negation" in scorer.calibration.contradiction_kinds:
+    # Calibration decides whether a polarity clash flips the verdict (the clash cues of
+    # clash.py, or the features' coarser check); otherwise it is shown as a mismatch.
+    cal = scorer.calibration
+    if "negation" in cal.clash_kinds or "negation" in cal.contradiction_kinds:
         assert claim.verdict == "contradicted" and "negation" in claim.reason
     else:
         assert "negation" in claim.mismatch
@@ -315,6 +316,28 @@ def test_claims_and_numbers() -> None:
     assert split_claims("Kept for 30 days [2]. Then purged [3].") == ["Kept for 30 days.",
                                                                     "Then purged."]
     assert numbers("It cost $1,200.0 in 2019") == {"1200", "2019"}
+
+
+@pytest.mark.parametrize(("claim", "evidence"), [
+    ("during the 2018–19 academic year", "over the 2018-2019 academic year"),
+    ("one of the only 5 franchises", "one of only five franchises"),
+    ("the 2nd most populous island", "the second-most populous island"),
+    ("in the late 70's", "in the late 1970s"),
+    ("25 people", "twenty-five people"),
+])
+def test_numbers_written_two_ways_are_one_number(claim: str, evidence: str) -> None:
+    # Found on the dev data: each pair was a "number differs" contradiction of a faithful claim.
+    assert numbers(claim) and numbers(claim) == numbers(evidence, spelled=True)
+
+
+def test_number_words_count_in_the_evidence_only() -> None:
+    # A claim's "three main types" is not a number the context must hold; the context's
+    # "three" does hold a claim's "3".
+    assert numbers("the three main types") == set()
+    assert numbers("the three main types", spelled=True) == {"3"}
+    assert numbers("one of them, at first, for a second", spelled=True) == set()
+    assert numbers("wait 30 seconds", spelled=True) == {"30"}
+    assert numbers("the Top 40s") == {"40"}
 
 
 def test_calibration_matches_the_feature_code() -> None:

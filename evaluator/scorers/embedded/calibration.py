@@ -68,10 +68,12 @@ class Calibration:
     # its evidence must hold for a cue to count.
     clash_kinds: tuple[str, ...] = ()
     clash_overlap: float = 0.6
-    # A contradicted claim's support probability is at most this; an answer with one is at
-    # most ``contradicted_answer`` before the answer-level map.
+    # A contradicted claim's support probability is at most this; the calibrated faithfulness
+    # of an answer with one (after the answer-level map) at most ``contradicted_answer``.
     contradicted_claim: float = 0.5
     contradicted_answer: float = 1.0
+    # ...when at least this share of its claims (and at least one) is contradicted.
+    contradicted_share: float = 0.0
     # The answer-level map of the raw faithfulness (mean claim probability, capped as above)
     # to a calibrated probability that the answer is faithful: p = sigmoid(a * logit(raw) + b).
     # Identity (a=1, b=0) when absent.
@@ -104,6 +106,7 @@ class Calibration:
             contradicted_claim=float(d["thresholds"].get(
                 "contradicted_claim", 1.0 - float(d["thresholds"]["support"]))),
             contradicted_answer=float(d["thresholds"].get("contradicted_answer", 1.0)),
+            contradicted_share=float(d["thresholds"].get("contradicted_share", 0.0)),
             faithfulness_map=_pair(d.get("faithfulness_map", (1.0, 0.0))),
         )
 

@@ -141,7 +141,7 @@ def claim_features(claim: str, enc: Encoded, units: Sequence[Unit],
     neg_mismatch = float(tx.negated(claim) != tx.negated(best_text))
 
     contradiction = None
-    best_numbers = tx.numbers(best_text)
+    best_numbers = tx.numbers(best_text, spelled=True)
     differing = sorted(n for n in claim_numbers if n not in context_numbers)
     if differing and best_numbers and not claim_numbers & best_numbers:
         contradiction = f"number {differing[0]} differs from evidence ({sorted(best_numbers)[0]})"

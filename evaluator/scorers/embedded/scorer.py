@@ -294,7 +294,7 @@ class EmbeddedScorer(GatedScorer):
                  for text, enc in zip(texts, encs[1:], strict=True)]
         context_text = " ".join(p.passages)
         context_words = set(content_words(context_text)) | tx.lower_words(context_text)
-        context_numbers = tx.numbers(context_text)
+        context_numbers = tx.numbers(context_text, spelled=True)
         claims: list[Claim] = []
         probs: list[float] = []
         strengths: list[float] = []
@@ -334,12 +334,12 @@ class EmbeddedScorer(GatedScorer):
                                 support_probability=round(prob, 4), evidence=f.evidence,
                                 evidence_context=f.evidence_passage, reason=reason,
                                 mismatch=mismatch))
-        raw = float(np.mean(probs))
-        if any(c.verdict is Verdict.CONTRADICTED for c in claims):
-            raw = min(raw, cal.contradicted_answer)
+        value = cal.map_faithfulness(float(np.mean(probs)))
+        contradicted = sum(c.verdict is Verdict.CONTRADICTED for c in claims)
+        if contradicted and contradicted / len(claims) >= cal.contradicted_share:
+            value = min(value, cal.contradicted_answer)  # below the threshold, by design
         return tuple(claims), [
-            MetricResult.ok("faithfulness",
-                            float(np.clip(cal.map_faithfulness(raw), 0.0, 1.0))),
+            MetricResult.ok("faithfulness", float(np.clip(value, 0.0, 1.0))),
             MetricResult.ok("groundedness", float(np.clip(np.mean(strengths), 0.0, 1.0)))]
 
 

@@ -66,10 +66,55 @@ def split_units(passage: str) -> list[str]:
     return [u for u in units if any(ch.isalnum() for ch in u)]
 
 
-def numbers(text: str) -> set[str]:
-    """Numbers in ``text``, normalised (thousands separators dropped, trailing .0 folded)."""
+_UNITS_WORDS = ("two", "three", "four", "five", "six", "seven", "eight", "nine")
+_CARDINALS = {w: str(n) for n, w in enumerate(_UNITS_WORDS, start=2)} | {
+    "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14",
+    "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19"}
+_TENS = {"twenty": 2, "thirty": 3, "forty": 4, "fifty": 5, "sixty": 6, "seventy": 7,
+         "eighty": 8, "ninety": 9}
+_ORDINALS = {"third": "3", "fourth": "4", "fifth": "5", "sixth": "6", "seventh": "7",
+             "eighth": "8", "ninth": "9", "tenth": "10", "eleventh": "11", "twelfth": "12"}
+# "one" and "first" are left alone (pronoun, "at first"); "second" only as a rank ("the
+# second-largest", "the second most populous"), not as the unit of time.
+_NUMBER_WORD = re.compile(
+    r"\b(?:(" + "|".join(_TENS) + r")(?:[-\s](" + "|".join(_UNITS_WORDS) + r"|one))?|("
+    + "|".join([*_CARDINALS, *_ORDINALS]) + r")|(?<=\bthe\s)(second)(?=[-\s]))\b",
+    re.IGNORECASE)
+# "2018–19" (a season or academic year) is 2018 to 2019; "the '70s" and "70's" are the 1970s.
+_YEAR_RANGE = re.compile(r"\b((?:1[89]|20)(\d\d))\s*([–—-])\s*(\d\d)\b(?![-–—]?\d)")
+_DECADE = re.compile(r"(?<![\w.])(?:['’]([1-9]0)['’]?|([1-9]0)['’])s\b")
+
+
+def _number_word(match: re.Match[str]) -> str:
+    tens, unit, word, second = match.groups()
+    if tens:
+        return str(_TENS[tens.lower()] * 10 + (
+            0 if unit is None else 1 if unit.lower() == "one" else int(_CARDINALS[unit.lower()])))
+    if second:
+        return "2"
+    return _CARDINALS.get(word.lower()) or _ORDINALS[word.lower()]
+
+
+def normalise_numbers(text: str, *, spelled: bool = False) -> str:
+    """``text`` with numbers written one way: abbreviated year ranges in full ("2018–19" ->
+    "2018–2019"), two-digit decades with their century ("70's" -> "1970s") and, if
+    ``spelled``, number words as digits ("six" -> "6", "twenty-five" -> "25", "the fifth" ->
+    "the 5")."""
+    if spelled:
+        text = _NUMBER_WORD.sub(_number_word, text)
+    text = _YEAR_RANGE.sub(lambda m: f"{m.group(1)}{m.group(3)}{m.group(1)[:2]}{m.group(4)}"
+                           if m.group(4) > m.group(2) else m.group(0), text)
+    return _DECADE.sub(lambda m: f"19{m.group(1) or m.group(2)}s", text)
+
+
+def numbers(text: str, *, spelled: bool = False) -> set[str]:
+    """Numbers in ``text``, normalised (``normalise_numbers``, thousands separators dropped,
+    trailing .0 folded). ``spelled`` (for evidence and contexts) reads number words as
+    numbers too, so a claim's "6" is found in "six"; a claim's own "three" is not made a
+    number that must be found (long answers say "three main types" of what their sources
+    list)."""
     out = set()
-    for match in _NUMBER.finditer(text):
+    for match in _NUMBER.finditer(normalise_numbers(text, spelled=spelled)):
         n = match.group(0).replace(",", "").lstrip("+")
         if n.endswith(".0"):
             n = n[:-2]
