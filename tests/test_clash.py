@@ -242,3 +242,44 @@ def test_the_answer_cap_needs_a_share_of_the_claims() -> None:
     short, long = _faithfulness(EmbeddedScorer(calibration=cal), context, [two, four])
     assert short <= 0.3  # one of two claims contradicted: capped
     assert long > 0.3  # one of four: the claim's own cap only
+
+
+def _calibrate_module() -> object:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "calibrate.py"
+    spec = importlib.util.spec_from_file_location("calibrate_for_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibrate_judges_the_closed_list_kinds_together_and_drops_misfiring_ones() -> None:
+    c = _calibrate_module()
+
+    def item(label: int, cue: dict[str, float]) -> dict[str, object]:
+        return {"claims": [([0.0], 0.5, None, "claim", ())], "cues": [cue],
+                "label_faithful": label}
+
+    # Half the answers faithful. Antonym and unit fire 6 times each, always on unfaithful
+    # answers: too rare alone, judged as one group (12 fires) and kept. Negation fires 12
+    # times, mostly on faithful answers: dropped. Entity fires too rarely to be judged.
+    rows = ([item(0, {"antonym": 0.9}) for _ in range(6)] + [item(0, {"unit": 0.9})
+                                                              for _ in range(6)]
+            + [item(1, {"negation": 0.9}) for _ in range(10)]
+            + [item(0, {"negation": 0.9}) for _ in range(2)] + [item(0, {"entity": 0.9})]
+            + [item(1, {}) for _ in range(15)] + [item(0, {}) for _ in range(1)])
+    kept = c.choose_kinds({"f": rows}, ["f"], 0.5)  # type: ignore[attr-defined]
+    assert kept == ["antonym", "quantifier", "unit", "date"]
+    assert c.choose_kinds({"f": rows}, ["f"], 0.95) == []  # type: ignore[attr-defined]
+
+
+def test_calibrate_caps_an_answer_only_with_enough_contradicted_claims() -> None:
+    c = _calibrate_module()
+    ab = (1.0, 0.0)  # identity map
+    final = c.final_faithfulness  # type: ignore[attr-defined]
+    assert final(0.8, 0.5, ab, 0.35, 0.5) == 0.35
+    assert final(0.8, 0.25, ab, 0.35, 0.5) == pytest.approx(0.8)
+    assert final(0.8, 0.0, ab, 0.35, 0.0) == pytest.approx(0.8)  # no clash: never capped
