@@ -573,7 +573,7 @@ CLASH_MIN_FIRES = 10
 CLASH_AUC_TIE = 0.001
 # Adopted only if no file's leave-one-file-out ROC-AUC is below the same pipeline without them
 # (issue 10: "out of fold, not below today's embedded on any dev file").
-CUES_MAX_AUC_LOSS = 0.001
+CUES_MAX_AUC_LOSS = 0.0
 # A contradicted claim must pull faithfulness down hard (issue 10): its claim probability is
 # capped (``None``: at 1 - support, "not supported"), and the calibrated faithfulness of an
 # answer holding one is at most an answer cap chosen among values below the default
