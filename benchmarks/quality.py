@@ -264,18 +264,20 @@ def out_of_fold_faithfulness() -> dict[str, Any]:
         "calibrated_leave_one_file_out", {})
 
 
-def format_calibration(results: dict[str, Any], oof: dict[str, Any],
-                       scorers: Sequence[str]) -> str:
-    lines = ["", "faithfulness calibration in sample: ECE (0 = a score of p means p of such "
-                 "answers are faithful)",
-             f"{'file':<27}" + "".join(f"{n + ' ECE':>22}" for n in scorers)]
-    files = sorted({f for n in scorers for f in results.get(n, {})})
-    for f in files:
-        line = f"{f:<27}"
-        for n in scorers:
-            e = results.get(n, {}).get(f)
-            line += f"{'-' if e is None else f'{e:.3f}':>22}"
-        lines.append(line)
+def format_calibration(ece_in: dict[str, Any], oof: dict[str, Any],
+                       scorers: Sequence[str], grounded_oof: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for metric, results in ece_in.items():
+        lines += ["", f"{metric} calibration in sample: ECE (0 = a score of p means p of such "
+                      "answers are faithful)",
+                  f"{'file':<27}" + "".join(f"{n + ' ECE':>22}" for n in scorers)]
+        files = sorted({f for n in scorers for f in results.get(n, {})})
+        for f in files:
+            line = f"{f:<27}"
+            for n in scorers:
+                e = results.get(n, {}).get(f)
+                line += f"{'-' if e is None else f'{e:.3f}':>22}"
+            lines.append(line)
     lines += ["", "faithfulness OUT OF FOLD (believe these): each file scored by a claim model, "
                   "clash settings and map fitted on the other files only (ExpertQA answers held "
                   "out with ExpertQA claims);",
@@ -293,9 +295,26 @@ def format_calibration(results: dict[str, Any], oof: dict[str, Any],
                      f"{o.get('ece', float('nan')):>9.3f}"
                      f"{t.get('unfaithful_below', float('nan')):>17.3f}"
                      f"{t.get('faithful_at_or_above', float('nan')):>16.3f}")
+    if grounded_oof:
+        lines += ["", "groundedness OUT OF FOLD: ECE of the mean evidence strength, and of the "
+                      "map fitted on the other files (ROC-AUC is the map's too: it is monotone)",
+                  f"{'file':<27}{'AUC':>8}{'ECE unmapped':>14}{'ECE mapped':>12}"]
+        for f, o in grounded_oof.items():
+            if not f.startswith("_"):
+                lines.append(f"{f:<27}{o['auc']:>8.4f}{o['ece_unmapped']:>14.3f}"
+                             f"{o['ece']:>12.3f}")
     lines.append("In-sample figures are fitted on the very files they score (ExpertQA answers "
                  "excepted: no model is fitted on it).")
     return "\n".join(lines)
+
+
+def out_of_fold_groundedness() -> dict[str, Any]:
+    """The groundedness map's leave-one-file-out figures from the shipped calibration."""
+    from evaluator.scorers.embedded.calibration import CALIBRATION_PATH
+
+    data = json.loads(CALIBRATION_PATH.read_text(encoding="utf-8"))
+    return {f: {k: v for k, v in o.items() if k != "reliability"}
+            for f, o in data.get("generalisation", {}).get("groundedness", {}).items()}
 
 
 def format_contradictions(rows: dict[str, Any]) -> str:
@@ -410,11 +429,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {}
     counts: dict[str, Any] = {}
     timing: dict[str, Any] = {}
-    ece_in: dict[str, Any] = {}
+    ece_in: dict[str, Any] = {}  # metric -> scorer -> file -> ECE
     contradictions: dict[str, Any] = {}
     try:
         for name, scorer in scorers.items():
-            results[name], counts[name], timing[name], ece_in[name] = {}, {}, {}, {}
+            results[name], counts[name], timing[name] = {}, {}, {}
             if not args.no_contradictions:
                 contradictions[name] = contradiction_row(
                     scorer, config.scoring.thresholds.get("faithfulness", 0.5))
@@ -425,9 +444,11 @@ def run(argv: Sequence[str] | None = None) -> int:
                     continue
                 results[name][path.stem] = {m: _rounded(roc_auc(t.scores, t.labels))
                                             for m, t in tallies.items()}
-                if "faithfulness" in tallies:
-                    ece_in[name][path.stem] = _rounded(expected_calibration_error(
-                        tallies["faithfulness"].scores, tallies["faithfulness"].labels))
+                for metric in ("faithfulness", "groundedness"):
+                    if metric in tallies:
+                        ece_in.setdefault(metric, {}).setdefault(name, {})[path.stem] = \
+                            _rounded(expected_calibration_error(tallies[metric].scores,
+                                                                tallies[metric].labels))
                 counts[name][path.stem] = {m: t.summary() for m, t in tallies.items()}
                 timing[name][path.stem] = {"items": items, "seconds": round(seconds, 3)}
                 print(f"# {name} {path.stem}: {items} items in {seconds:.1f}s", file=sys.stderr)
@@ -439,12 +460,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     files = [p.stem for p in paths if any(p.stem in counts[n] for n in built)]
     print(format_table(results, counts, built, files))
     oof = out_of_fold_faithfulness()
-    print(format_calibration(ece_in, oof, built))
+    print(format_calibration(ece_in, oof, built, out_of_fold_groundedness()))
     if contradictions:
         print(format_contradictions(contradictions))
     report: dict[str, Any] = dict(results)
     report["_counts"] = counts
-    report["_calibration"] = {"ece_in_sample": ece_in, "embedded_out_of_fold": {
+    report["_calibration"] = {"ece_in_sample": ece_in,
+                              "embedded_groundedness_out_of_fold": out_of_fold_groundedness(),
+                              "embedded_out_of_fold": {
         f: {k: v for k, v in o.items() if k != "reliability"} for f, o in oof.items()},
         "embedded_reliability_out_of_fold": {f: o.get("reliability") for f, o in oof.items()}}
     report["_contradictions"] = contradictions

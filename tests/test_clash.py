@@ -283,3 +283,24 @@ def test_calibrate_caps_an_answer_only_with_enough_contradicted_claims() -> None
     assert final(0.8, 0.5, ab, 0.35, 0.5) == 0.35
     assert final(0.8, 0.25, ab, 0.35, 0.5) == pytest.approx(0.8)
     assert final(0.8, 0.0, ab, 0.35, 0.0) == pytest.approx(0.8)  # no clash: never capped
+
+
+def test_groundedness_is_the_mapped_mean_evidence_strength() -> None:
+    from datetime import UTC, datetime
+
+    from evaluator.records import LogRecord
+    from evaluator.scorers.embedded.calibration import Calibration
+    from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+    cal = Calibration.load()
+    assert cal.groundedness_map != (1.0, 0.0)  # calibrate.py adopted it (ECE, out of fold)
+    values = [cal.map_groundedness(x / 20) for x in range(21)]
+    assert values == sorted(values) and all(0.0 <= v <= 1.0 for v in values)
+    context = "Deleted storage buckets are kept for 30 days. Objects can be up to 5 TB."
+    [item] = EmbeddedScorer(calibration=cal).score_batch([LogRecord(
+        "g", datetime.now(UTC), "How long are buckets kept?", (context,),
+        "Deleted buckets are kept for 30 days. Objects can be 5 TB at most.")])
+    strengths = [c.strength for c in item.explanation.claims or () if c.strength is not None]
+    value = {m.metric: m.value for m in item.metrics}["groundedness"]
+    assert value == pytest.approx(cal.map_groundedness(sum(strengths) / len(strengths)),
+                                  abs=1e-3)

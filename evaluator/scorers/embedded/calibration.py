@@ -78,14 +78,14 @@ class Calibration:
     # to a calibrated probability that the answer is faithful: p = sigmoid(a * logit(raw) + b).
     # Identity (a=1, b=0) when absent.
     faithfulness_map: tuple[float, float] = (1.0, 0.0)
+    # The same for groundedness (mean evidence strength -> probability the answer is faithful).
+    groundedness_map: tuple[float, float] = (1.0, 0.0)
 
     def map_faithfulness(self, raw: float) -> float:
-        a, b = self.faithfulness_map
-        if (a, b) == (1.0, 0.0):
-            return raw
-        r = min(1.0 - 1e-6, max(1e-6, raw))
-        z = max(-50.0, min(50.0, a * math.log(r / (1.0 - r)) + b))
-        return 1.0 / (1.0 + math.exp(-z))
+        return _platt(raw, self.faithfulness_map)
+
+    def map_groundedness(self, raw: float) -> float:
+        return _platt(raw, self.groundedness_map)
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
@@ -108,7 +108,18 @@ class Calibration:
             contradicted_answer=float(d["thresholds"].get("contradicted_answer", 1.0)),
             contradicted_share=float(d["thresholds"].get("contradicted_share", 0.0)),
             faithfulness_map=_pair(d.get("faithfulness_map", (1.0, 0.0))),
+            groundedness_map=_pair(d.get("groundedness_map", (1.0, 0.0))),
         )
+
+
+def _platt(raw: float, ab: tuple[float, float]) -> float:
+    """sigmoid(a * logit(raw) + b); ``raw`` itself for the identity (1, 0)."""
+    a, b = ab
+    if (a, b) == (1.0, 0.0):
+        return raw
+    r = min(1.0 - 1e-6, max(1e-6, raw))
+    z = max(-50.0, min(50.0, a * math.log(r / (1.0 - r)) + b))
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def _pair(value: Any) -> tuple[float, float]:

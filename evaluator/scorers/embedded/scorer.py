@@ -340,7 +340,8 @@ class EmbeddedScorer(GatedScorer):
             value = min(value, cal.contradicted_answer)  # below the threshold, by design
         return tuple(claims), [
             MetricResult.ok("faithfulness", float(np.clip(value, 0.0, 1.0))),
-            MetricResult.ok("groundedness", float(np.clip(np.mean(strengths), 0.0, 1.0)))]
+            MetricResult.ok("groundedness", float(np.clip(
+                cal.map_groundedness(float(np.mean(strengths))), 0.0, 1.0)))]
 
 
 def _warm_up_record() -> LogRecord:
