@@ -147,6 +147,15 @@ def test_the_same_rules_still_catch_real_clashes() -> None:
         assert found is not None and found.kind == kind, claim
 
 
+def test_a_short_evidence_sentence_the_claim_elaborates_is_about_the_same_thing() -> None:
+    # The claim holds few of its words in the evidence (0.38), but the evidence's words are
+    # all in the claim: the clash is judged on the larger of the two shares.
+    evidence = "Gift cards are non-refundable."
+    claim = "Yes, gift cards can be refunded to the original payment method within a week."
+    found = clash.find_clash(claim, [evidence], evidence, min_overlap=0.5)
+    assert found is not None and found.kind == "negation" and found.overlap > 0.7
+
+
 def test_known_limit_a_negated_verb_paraphrased_by_its_opposite() -> None:
     """Documented, not wanted: "without stopping" said as "keeps running" reads as a flipped
     polarity (the lexicon has no stop/run pair). The overlap threshold and the calibration's

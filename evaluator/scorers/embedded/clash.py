@@ -108,7 +108,6 @@ _PARENTHESES = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _QUOTED = re.compile(r"[\"“][^\"”]{1,80}[\"”]")
 # Claims shorter than this (content words) are not checked for polarity: "director", "nine".
 MIN_POLAR_WORDS = 2
-REVERSE_WEIGHT = 1.0
 # ...nor clauses longer than this (words): a polarity flip somewhere in a long web-page
 # clause says little about the claim (measured on the WiCE and ExpertQA dev files).
 MAX_POLAR_CLAUSE_WORDS = 30
@@ -472,7 +471,7 @@ def _polar_clash(claim: str, sentence: str, wanted: set[str],
         # About the same thing: most of the claim clause's words are in the evidence clause, or
         # all but a few of the evidence clause's are in the claim ("Reserved instances are
         # non-refundable" against a claim that adds "in full at the end of the term").
-        share = max(overlap(part, target, swapped), REVERSE_WEIGHT * overlap(target, part, swapped))
+        share = max(overlap(part, target, swapped), overlap(target, part, swapped))
         if share < min_overlap:
             continue
         # A claim that denies what the evidence rules out agrees with it.
