@@ -253,15 +253,18 @@ def contradiction_row(scorer: Scorer, threshold: float) -> dict[str, Any]:
             "contradictions_shown_contradicted": shown, "by_kind": by_kind}
 
 
-def out_of_fold_faithfulness() -> dict[str, Any]:
-    """The leave-one-file-out figures scripts/calibrate.py wrote for the shipped calibration
-    (each file scored by a claim model, contradiction settings and answer-level map fitted on
-    the other files only)."""
+def _generalisation() -> dict[str, Any]:
+    """The out-of-fold report scripts/calibrate.py wrote into the shipped calibration."""
     from evaluator.scorers.embedded.calibration import CALIBRATION_PATH
 
     data = json.loads(CALIBRATION_PATH.read_text(encoding="utf-8"))
-    return data.get("generalisation", {}).get("faithfulness", {}).get(
-        "calibrated_leave_one_file_out", {})
+    return data.get("generalisation", {})
+
+
+def out_of_fold_faithfulness() -> dict[str, Any]:
+    """The leave-one-file-out faithfulness figures (each file scored by a claim model,
+    contradiction settings and answer-level map fitted on the other files only)."""
+    return _generalisation().get("faithfulness", {}).get("calibrated_leave_one_file_out", {})
 
 
 def format_calibration(ece_in: dict[str, Any], oof: dict[str, Any],
@@ -309,12 +312,9 @@ def format_calibration(ece_in: dict[str, Any], oof: dict[str, Any],
 
 
 def out_of_fold_groundedness() -> dict[str, Any]:
-    """The groundedness map's leave-one-file-out figures from the shipped calibration."""
-    from evaluator.scorers.embedded.calibration import CALIBRATION_PATH
-
-    data = json.loads(CALIBRATION_PATH.read_text(encoding="utf-8"))
+    """The groundedness map's leave-one-file-out figures."""
     return {f: {k: v for k, v in o.items() if k != "reliability"}
-            for f, o in data.get("generalisation", {}).get("groundedness", {}).items()}
+            for f, o in _generalisation().get("groundedness", {}).items()}
 
 
 def format_contradictions(rows: dict[str, Any]) -> str:

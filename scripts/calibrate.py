@@ -40,7 +40,12 @@ from evaluator.scorers.embedded import clash  # noqa: E402
 from evaluator.scorers.embedded import features as ft  # noqa: E402
 from evaluator.scorers.embedded import signals as sg  # noqa: E402
 from evaluator.scorers.embedded import textops as tx  # noqa: E402
-from evaluator.scorers.embedded.calibration import CALIBRATION_PATH, Calibration, Logistic  # noqa: E402
+from evaluator.scorers.embedded.calibration import (  # noqa: E402
+    CALIBRATION_PATH,
+    Calibration,
+    Logistic,
+    answer_faithfulness,
+)
 from evaluator.scorers.embedded.scorer import EmbeddedScorer  # noqa: E402
 from evaluator.scorers.gates import Gated  # noqa: E402
 from evaluator.scorers.lexical import LexicalScorer  # noqa: E402
@@ -589,7 +594,7 @@ ANSWER_CAPS = (0.45, 0.35, 0.25)
 # contradiction. Measured on ExpertQA's whole answers (121, 7.5 claims each, not fitted on),
 # ROC-AUC 0.617 when a third of the claims sufficed, 0.631 with half, 0.636 with all; half
 # still flags a two-claim support answer with one contradicted claim.
-ANSWER_CAP_SHARES = (0.5,)
+ANSWER_CAP_SHARE = 0.5
 ECE_BINS = 10
 
 
@@ -619,12 +624,9 @@ def raw_faithfulness(probs: np.ndarray, it: dict[str, Any], number_kinds: Sequen
 
 
 def final_faithfulness(raw: float, share: float, ab: tuple[float, float],
-                       answer_cap: float, min_share: float) -> float:
-    """The calibrated value the scorer reports: the answer-level map of ``raw``, at most
-    ``answer_cap`` when at least ``min_share`` (and at least one) of its claims are
-    contradicted."""
-    value = float(apply_map(np.array([raw]), ab)[0])
-    return min(value, answer_cap) if share > 0 and share >= min_share else value
+                       answer_cap: float) -> float:
+    """The calibrated value the scorer reports, for a candidate map and answer cap."""
+    return answer_faithfulness(raw, share, ab, answer_cap, ANSWER_CAP_SHARE)
 
 
 def faith_rows(items: dict[str, list[dict[str, Any]]], f: str) -> list[dict[str, Any]]:
@@ -667,18 +669,14 @@ def choose_kinds(items: dict[str, list[dict[str, Any]]], files: Sequence[str],
 
 
 def choose_clash(items: dict[str, list[dict[str, Any]]], model: Logistic, support: float,
-                 number_kinds: Sequence[str], files: Sequence[str],
-                 answers: Sequence[str] = ()) -> dict[str, Any]:
+                 number_kinds: Sequence[str], files: Sequence[str]) -> dict[str, Any]:
     """Which clash kinds make a claim contradicted, at which overlap, with which caps, and the
-    answer-level map, all chosen on ``files`` (and ``answers``, files of whole answers the
-    claim model is not fitted on: they tell what one contradicted claim of many does to an
-    answer) only: the kinds by ``choose_kinds`` at each overlap (pooled over the files: most
-    kinds fire too rarely in any one file to be judged file by file), then the overlap and
-    caps that give the best mean ROC-AUC over them. The map is fitted on ``files``."""
-    judged = [*files, *answers]
+    answer-level map, all chosen on ``files`` only: the kinds by ``choose_kinds`` at each
+    overlap (pooled over the files: most kinds fire too rarely in any one file to be judged
+    file by file), then the overlap and caps that give the best mean ROC-AUC over them."""
     probs = {f: [predict(model, select(it["claims"], "claims")) for it in faith_rows(items, f)]
-             for f in judged}
-    labels = {f: [it["label_faithful"] for it in faith_rows(items, f)] for f in judged}
+             for f in files}
+    labels = {f: [it["label_faithful"] for it in faith_rows(items, f)] for f in files}
     options: list[dict[str, Any]] = []
     for overlap in CLASH_OVERLAPS:
         kinds = choose_kinds(items, files, overlap)
@@ -686,15 +684,14 @@ def choose_clash(items: dict[str, list[dict[str, Any]]], model: Logistic, suppor
             claim_cap = _claim_cap(cap, support)
             raws = {f: [raw_faithfulness(p, it, number_kinds, kinds, overlap, claim_cap)
                         for p, it in zip(probs[f], faith_rows(items, f), strict=True)]
-                    for f in judged}
-            ab = _fit_map_on(raws, labels, files)
+                    for f in files}
+            ab = _fit_map_on({f: [r for r, _ in raws[f]] for f in files}, labels, files)
             for answer_cap in ANSWER_CAPS:
-                for min_share in ANSWER_CAP_SHARES:
-                    aucs = [auc([final_faithfulness(r, share, ab, answer_cap, min_share)
-                                 for r, share in raws[f]], labels[f]) for f in judged]
-                    options.append({"kinds": kinds, "overlap": overlap, "claim_cap": claim_cap,
-                                    "answer_cap": answer_cap, "answer_share": min_share,
-                                    "map": ab, "auc": float(np.mean(aucs))})
+                aucs = [auc([final_faithfulness(r, share, ab, answer_cap)
+                             for r, share in raws[f]], labels[f]) for f in files]
+                options.append({"kinds": kinds, "overlap": overlap, "claim_cap": claim_cap,
+                                "answer_cap": answer_cap, "map": ab,
+                                "auc": float(np.mean(aucs))})
     # Settings within CLASH_AUC_TIE of the best mean ROC-AUC are told apart by recall: the
     # lowest overlap (most clashes caught) wins, then the better ROC-AUC. Differences that
     # small are noise on files of a few hundred answers; a missed contradiction is not.
@@ -714,10 +711,10 @@ def fit_map(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float
     return float(a), float(b)
 
 
-def _fit_map_on(raws: dict[str, list[tuple[float, float]]], labels: dict[str, list[int]],
+def _fit_map_on(raws: dict[str, list[float]], labels: dict[str, list[int]],
                 files: Sequence[str]) -> tuple[float, float]:
     """The answer-level map fitted on ``files``' raw values, each file weighted equally."""
-    r = np.array([v for f in files for v, _ in raws[f]])
+    r = np.array([v for f in files for v in raws[f]])
     y = np.array([v for f in files for v in labels[f]], float)
     w = np.array([1.0 / len(raws[f]) for f in files for _ in raws[f]])
     return fit_map(r, y, w)
@@ -769,8 +766,7 @@ def faithfulness_calibration(items: dict[str, list[dict[str, Any]]], support: fl
         probs = [predict(m, select(it["claims"], "claims")) for it in rows]
         mapped = np.array([final_faithfulness(*raw_faithfulness(
             p, it, number_kinds, choice["kinds"], choice["overlap"], choice["claim_cap"]),
-            choice["map"], choice["answer_cap"], choice["answer_share"])
-            for p, it in zip(probs, rows, strict=True)])
+            choice["map"], choice["answer_cap"]) for p, it in zip(probs, rows, strict=True)])
         before = np.array([faith_item_score(m, it["claims"], support, number_kinds)
                            for it in rows])
         yf = np.array([it["label_faithful"] for it in rows], float)
@@ -794,7 +790,7 @@ def faithfulness_calibration(items: dict[str, list[dict[str, Any]]], support: fl
         > len(report) / 2
     if not cues_ok:  # the map of today's pipeline, then
         raws = {f: [raw_faithfulness(predict(model, select(it["claims"], "claims")), it,
-                                     number_kinds, [], 1.0, 1.0 - support)
+                                     number_kinds, [], 1.0, 1.0 - support)[0]
                     for it in faith_rows(items, f)] for f in FAITH_FILES}
         choice["map"] = _fit_map_on(raws, {f: [it["label_faithful"] for it in faith_rows(
             items, f)] for f in FAITH_FILES}, FAITH_FILES)
@@ -802,7 +798,7 @@ def faithfulness_calibration(items: dict[str, list[dict[str, Any]]], support: fl
                "clash_overlap": choice["overlap"],
                "contradicted_claim": choice["claim_cap"] if cues_ok else 1.0 - support,
                "contradicted_answer": choice["answer_cap"] if cues_ok else 1.0,
-               "contradicted_share": choice["answer_share"] if cues_ok else 0.0,
+               "contradicted_share": ANSWER_CAP_SHARE if cues_ok else 0.0,
                "faithfulness_map": list(choice["map"]) if map_ok else [1.0, 0.0]}
     report["_adoption"] = {"cues": cues_ok, "map": map_ok, "chosen_on_all_files": choice,
                            "cues_max_auc_loss": CUES_MAX_AUC_LOSS}
@@ -821,7 +817,7 @@ def groundedness_calibration(items: dict[str, list[dict[str, Any]]]
     faithfulness labels, every file weighted equally) and its leave-one-file-out report:
     ECE before and after a map fitted on the other files (ROC-AUC does not change: the map is
     monotone). Adopted when it lowers the ECE on most files."""
-    raws = {f: [(groundedness(it), 0.0) for it in faith_rows(items, f)]
+    raws = {f: [groundedness(it) for it in faith_rows(items, f)]
             for f in (*FAITH_FILES, *FAITH_EVAL_ONLY)}
     labels = {f: [it["label_faithful"] for it in faith_rows(items, f)] for f in raws}
     report: dict[str, Any] = {}
@@ -829,7 +825,7 @@ def groundedness_calibration(items: dict[str, list[dict[str, Any]]]
     for f in raws:
         fold = held_with.get(f, f)
         ab = _fit_map_on(raws, labels, [g for g in FAITH_FILES if g != fold])
-        r = np.array([v for v, _ in raws[f]])
+        r = np.array(raws[f])
         y = np.array(labels[f], float)
         e_before, _ = ece(r, y)
         e_after, table = ece(apply_map(r, ab), y)
@@ -894,9 +890,7 @@ def embedded_value(it: dict[str, Any], metric: str, cal: Calibration) -> float |
         raw, share = raw_faithfulness(predict(cal.faithfulness, select(it["claims"], "claims")),
                                       it, cal.contradiction_kinds, cal.clash_kinds,
                                       cal.clash_overlap, cal.contradicted_claim)
-        value = cal.map_faithfulness(raw)
-        capped = share > 0 and share >= cal.contradicted_share
-        return min(value, cal.contradicted_answer) if capped else value
+        return cal.answer_faithfulness(raw, share)
     if metric == "groundedness" and it.get("claims"):
         return cal.map_groundedness(groundedness(it))
     if metric == "answer_relevance" and it.get("answer"):

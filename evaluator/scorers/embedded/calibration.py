@@ -87,6 +87,13 @@ class Calibration:
     def map_groundedness(self, raw: float) -> float:
         return _platt(raw, self.groundedness_map)
 
+    def answer_faithfulness(self, raw: float, contradicted: float) -> float:
+        """The reported faithfulness: ``raw`` (mean claim probability) mapped, at most
+        ``contradicted_answer`` when the share ``contradicted`` of the claims that are
+        contradicted is at least ``contradicted_share`` (and above 0)."""
+        return answer_faithfulness(raw, contradicted, self.faithfulness_map,
+                                   self.contradicted_answer, self.contradicted_share)
+
     @classmethod
     def load(cls, path: Path = CALIBRATION_PATH) -> Calibration:
         d = json.loads(path.read_text(encoding="utf-8"))
@@ -110,6 +117,15 @@ class Calibration:
             faithfulness_map=_pair(d.get("faithfulness_map", (1.0, 0.0))),
             groundedness_map=_pair(d.get("groundedness_map", (1.0, 0.0))),
         )
+
+
+def answer_faithfulness(raw: float, contradicted: float, ab: tuple[float, float],
+                        cap: float, share: float) -> float:
+    """``raw`` mapped by ``ab``, at most ``cap`` when ``contradicted`` (the share of the claims
+    that are contradicted) is above 0 and at least ``share``; scripts/calibrate.py chooses
+    ``ab`` and ``cap`` with this very function."""
+    value = _platt(raw, ab)
+    return min(value, cap) if contradicted > 0 and contradicted >= share else value
 
 
 def _platt(raw: float, ab: tuple[float, float]) -> float:

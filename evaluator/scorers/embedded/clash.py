@@ -177,10 +177,13 @@ class Clash:
                 f"{self.evidence_says!r}")
 
 
+def _join_hyphens(text: str) -> str:
+    """"non - governmental" (a tokeniser's spacing) as "non-governmental"."""
+    return re.sub(r"(?<=\w)\s+-\s+(?=\w)", "-", text)
+
+
 def _words(text: str) -> list[str]:
-    # "non - governmental" (a tokeniser's spacing) is "non-governmental".
-    text = re.sub(r"(?<=\w)\s+-\s+(?=\w)", "-", text)
-    return [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", text)]
+    return [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", _join_hyphens(text))]
 
 
 def _statement(text: str) -> str:
@@ -341,7 +344,7 @@ def antonym_swaps(claim: str, evidence: str) -> list[tuple[str, str]]:
     """(claim word, evidence word) pairs of opposites, each side lacking the other's word."""
     # An attributive "non-X" ("appeals even to non-sci-fi fans") says nothing against X.
     cw, ew = set(_words(claim)), set(_words(_without_attributes(_statement(
-        re.sub(r"(?<=\w)\s+-\s+(?=\w)", "-", evidence)))))
+        _join_hyphens(evidence)))))
     out: list[tuple[str, str]] = []
     for word in sorted(cw - ew):
         opposite = ANTONYMS.get(word, frozenset()) & (ew - cw)

@@ -334,10 +334,8 @@ class EmbeddedScorer(GatedScorer):
                                 support_probability=round(prob, 4), evidence=f.evidence,
                                 evidence_context=f.evidence_passage, reason=reason,
                                 mismatch=mismatch))
-        value = cal.map_faithfulness(float(np.mean(probs)))
-        contradicted = sum(c.verdict is Verdict.CONTRADICTED for c in claims)
-        if contradicted and contradicted / len(claims) >= cal.contradicted_share:
-            value = min(value, cal.contradicted_answer)  # below the threshold, by design
+        contradicted = sum(c.verdict is Verdict.CONTRADICTED for c in claims) / len(claims)
+        value = cal.answer_faithfulness(float(np.mean(probs)), contradicted)
         return tuple(claims), [
             MetricResult.ok("faithfulness", float(np.clip(value, 0.0, 1.0))),
             MetricResult.ok("groundedness", float(np.clip(
