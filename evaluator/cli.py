@@ -208,12 +208,9 @@ def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
             source: Any) -> int:
     """``cursor show|reset|set`` on ``store`` and ``source``."""
     state = store.cursor_state(name)
-    describe = getattr(source, "describe_cursor", None)
     if args.action == "show":
         position = state.position if state is not None else None
-        print(f"source {name!r}: " + (describe(position) if describe is not None
-                                       else ("at the start" if position is None
-                                             else "files and offsets below")))
+        print(f"source {name!r}: " + source.describe_cursor(position))
         if state is not None and state.lock_owner:
             alive = state.lock_expires_at is not None and state.lock_expires_at > datetime.now(UTC)
             print(f"  lock: {state.lock_owner} "
@@ -232,13 +229,12 @@ def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
             print(f"groundwatch cursor set: --json is not JSON: {exc.msg}", file=sys.stderr)
             return EXIT_CONFIG
     else:
-        cursor_at = getattr(source, "cursor_at", None)
-        if cursor_at is None:
+        if not source.positions_by_time:
             print(f"groundwatch cursor set: a {config.source.kind} source takes --json "
                   "(the position as `cursor show` prints it)", file=sys.stderr)
             return EXIT_CONFIG
         try:
-            new = cursor_at(args.at, value=args.value)
+            new = source.cursor_at(args.at, value=args.value)
         except ValueError as exc:
             print(f"groundwatch cursor set: {exc}", file=sys.stderr)
             return EXIT_CONFIG
@@ -249,8 +245,7 @@ def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
               f"for its lock to expire, sampler.lock_ttl_s)", file=sys.stderr)
         return 1
     print(f"source {name!r}: was {json.dumps(old, default=str)}")
-    print(f"source {name!r}: now " + (describe(new) if describe is not None
-                                      else json.dumps(new)))
+    print(f"source {name!r}: now " + source.describe_cursor(new))
     return 0
 
 

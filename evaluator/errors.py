@@ -112,3 +112,16 @@ class GoldenRunError(GroundwatchError):
         super().__init__(f"no metric of the {n_items} golden items was scored by "
                          f"{judge_version}: " + (f"errors {kinds}" if kinds else
                                                  "every metric was not applicable"))
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failure as one line for a person: our own errors as they say themselves, a driver's
+    error (which SQLAlchemy wraps) by its own type and message."""
+    if isinstance(exc, TransientError):
+        return exc.detail
+    if isinstance(exc, GroundwatchError):
+        return str(exc)
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    if orig is not None:
+        return f"{type(orig).__name__}: {orig}"
+    return f"{type(exc).__name__}: {exc}"

@@ -6,8 +6,9 @@ name, :func:`run_preflight` connects, read-only and with short timeouts, to
 * the **source**: opens it as the sampler would (SQLite read-only and never created; the table
   and every mapped column reflected), reads a sample from the beginning with the source's own
   ``read`` and counts what would be rejected, by field and reason; a ``files`` source must
-  match at least one file. A source may add notes of its own through ``preflight_notes()``
-  (see :class:`~evaluator.sources.base.SourceNote`);
+  match at least one file (each source says what it checks through the protocol's
+  ``check_connection``, ``preflight_scope`` and ``preflight_notes``, see
+  :class:`~evaluator.sources.base.Source`);
 * the **store**: reachable, and its Alembic revision against the shipped head (information:
   migrations run at the next start). Nothing is created or migrated: a SQLite file that does not
   exist yet is reported, not made;
@@ -20,7 +21,7 @@ skips every connection. The module imports kombu (for the broker) only inside th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,9 +29,12 @@ from typing import Any, Literal
 from sqlalchemy.engine import make_url
 
 from evaluator.config import ENV_PREFIX, Config
-from evaluator.errors import ConfigError, GroundwatchError, InvalidRecordError, TransientError
+from evaluator.errors import ConfigError, InvalidRecordError, TransientError, describe_error
+from evaluator.plugins import source_plugin
 from evaluator.records import ALL_FIELDS
-from evaluator.sources.base import SourceNote
+from evaluator.sources import build_source
+from evaluator.sources.base import Source, SourceNote
+from evaluator.sources.engine import masked_url
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "REJECT_PROBLEM_SHARE", "Finding", "PreflightReport",
            "run_preflight"]
@@ -126,62 +130,38 @@ class _Checker:
 
     # -- source -----------------------------------------------------------------------------
     def source(self, sample_rows: int, timeout_s: float) -> None:
-        src = self.config.source
-        if src.kind == "sql" and not self._sql_reachable(timeout_s):
+        try:
+            plugin = source_plugin(self.config.source.kind, path=self.config.path)
+            # Connect once, bounded, before building the source: a clear line for a database
+            # that does not exist or does not answer, instead of the reflection's error.
+            unreachable = plugin.load().check_connection(self.config, timeout_s)
+        except ConfigError as exc:
+            self.config_error(exc)
             return
-        from evaluator.sources import build_source
-
+        if unreachable is not None:
+            self.add("problem", unreachable.key or plugin.connect_key, unreachable.text)
+            return
         try:
             source = build_source(self.config)
         except ConfigError as exc:
             self.config_error(exc)
             return
         except TransientError as exc:
-            self.problem("source.sql.url" if src.kind == "sql" else "source.files.paths",
-                         f"source unreachable: {exc.detail}")
+            self.problem(plugin.connect_key, f"source unreachable: {exc.detail}")
             return
         try:
-            if src.kind == "files" and not self._files_match(source):
+            scope = source.preflight_scope()
+            if scope.problem is not None:
+                self.add("problem", scope.problem.key or plugin.key, scope.problem.text)
                 return
-            self._sample(source, sample_rows)
-            self._source_notes(source)
+            if scope.line is not None:
+                self.checked(scope.line)
+            self._sample(source, sample_rows, plugin.key, scope.label)
+            self._source_notes(source, plugin.key)
         finally:
             source.close()
 
-    def _sql_reachable(self, timeout_s: float) -> bool:
-        """Connect once, bounded, before reflecting: a clear line for a database that does not
-        exist or does not answer, instead of the reflection's error."""
-        from evaluator.sources.engine import create_source_engine
-
-        url = self.config.source.sql.url.get_secret_value()
-        try:
-            engine = create_source_engine(url, path=self.config.path, connect_timeout_s=timeout_s)
-        except ConfigError as exc:
-            self.config_error(exc)
-            return False
-        try:
-            with engine.connect():
-                pass
-        except Exception as exc:  # any driver error is this check's answer
-            self.problem("source.sql.url", f"cannot connect to the source database "
-                         f"{_masked(url)}: {_reason(exc)}")
-            return False
-        finally:
-            engine.dispose()
-        return True
-
-    def _files_match(self, source: Any) -> bool:
-        files = source.matching_files()
-        paths = self.config.source.files.paths
-        if not files:
-            self.problem("source.files.paths", f"no file matches {paths!r} "
-                         f"(relative globs are resolved from {os.getcwd()})")
-            return False
-        self.checked(f"source {self.config.source.name!r} (files): {len(files)} file(s) match "
-                     f"{paths!r}")
-        return True
-
-    def _sample(self, source: Any, sample_rows: int) -> None:
+    def _sample(self, source: Source, sample_rows: int, source_key: str, label: str) -> None:
         src = self.config.source
         try:
             batch = source.read(None, sample_rows)
@@ -189,17 +169,15 @@ class _Checker:
             self.config_error(exc)
             return
         except Exception as exc:  # the preflight reports, the sampler would have crashed
-            self.problem(_source_key(src.kind), f"reading a sample of the source failed: "
-                         f"{_reason(exc)}")
+            self.problem(source_key, f"reading a sample of the source failed: "
+                         f"{describe_error(exc)}")
             return
-        what = (f" table {src.sql.table!r} of {_masked(src.sql.url.get_secret_value())}:"
-                if src.kind == "sql" else "")
         # Rows a source cannot place in its order are not "read" but reported as no_position
         # rejections: they count as examined, or a timestamp mapped to the wrong column would
         # look like an empty table.
         unplaced = sum(1 for e in batch.rejections if e.reason == "no_position")
         read, rejected = batch.rows_read + unplaced, len(batch.rejections)
-        line = f"source {src.name!r} ({src.kind}):{what} read {read} sample row(s)"
+        line = f"source {src.name!r} ({src.kind}):{label} read {read} sample row(s)"
         if batch.unplaceable and batch.unplaceable > unplaced:
             self.add("warning", "source.sql.mode",
                      f"{batch.unplaceable} row(s) of the whole table have no position in the "
@@ -207,7 +185,7 @@ class _Checker:
                      "sampler never reads them until they are fixed")
         if read == 0:
             self.checked(line + ": the source is empty, nothing to check the mapping against")
-            self.add("warning", _source_key(src.kind),
+            self.add("warning", source_key,
                      "the source has no rows yet: the column mapping is checked, the values not")
             return
         self.checked(f"{line}: {read - rejected} would be sampled, {rejected} rejected")
@@ -217,33 +195,28 @@ class _Checker:
         too_many = rejected > REJECT_PROBLEM_SHARE * read
         for (fname, reason), errs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             level: Level = "problem" if too_many or len(errs) == read else "warning"
-            key = f"source.columns.{fname}" if fname in ALL_FIELDS else _source_key(src.kind)
+            key = f"source.columns.{fname}" if fname in ALL_FIELDS else source_key
             example = errs[0]
             self.add(level, key, f"{len(errs)} of {read} sampled row(s) would be rejected as "
                      f"{reason} (field {fname!r}), e.g. row {example.row_ref}: "
                      f"{_short(example.detail)}")
 
-    def _source_notes(self, source: Any) -> None:
-        notes = getattr(source, "preflight_notes", None)
-        if not callable(notes):
-            return
+    def _source_notes(self, source: Source, source_key: str) -> None:
         try:
-            found: Iterable[SourceNote | str] = notes()
-            for note in found:
-                if isinstance(note, str):
+            for note in source.preflight_notes():
+                if isinstance(note, str):  # a team's own source may say plain text
                     note = SourceNote(note)
-                self.add("problem" if note.problem else "warning",
-                         note.key or _source_key(self.config.source.kind), note.text)
+                self.add("problem" if note.problem else "warning", note.key or source_key,
+                         note.text)
         except Exception as exc:
-            self.problem(_source_key(self.config.source.kind),
-                         f"the source's own checks failed: {_reason(exc)}")
+            self.problem(source_key, f"the source's own checks failed: {describe_error(exc)}")
 
     # -- store ------------------------------------------------------------------------------
     def store(self, timeout_s: float) -> None:
         from evaluator.sources.engine import create_readonly_engine, sqlite_file
 
         url = self.config.store.url.get_secret_value()
-        shown = _masked(url)
+        shown = masked_url(url)
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             file = sqlite_file(parsed)
@@ -264,7 +237,7 @@ class _Checker:
             with engine.connect() as conn:
                 current, head, pending = _migration_state(conn)
         except Exception as exc:
-            self.problem("store.url", f"cannot open the store {shown}: {_reason(exc)}")
+            self.problem("store.url", f"cannot open the store {shown}: {describe_error(exc)}")
             return
         finally:
             engine.dispose()
@@ -316,12 +289,12 @@ class _Checker:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
                                    interval_max=0, timeout=timeout_s)
         except Exception as exc:
-            self.problem("broker.url", f"cannot reach the broker {_masked(url)}: "
-                         f"{_reason(exc)}")
+            self.problem("broker.url", f"cannot reach the broker {masked_url(url)}: "
+                         f"{describe_error(exc)}")
             return
         finally:
             conn.release()
-        self.checked(f"broker: {_masked(url)}: reachable")
+        self.checked(f"broker: {masked_url(url)}: reachable")
 
 
 class _JudgeChecks:
@@ -429,28 +402,6 @@ def run_preflight(
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def _source_key(kind: str) -> str:
-    return "source.files.paths" if kind == "files" else "source.sql.table"
-
-
-def _masked(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(url)"
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TransientError):
-        return exc.detail
-    if isinstance(exc, GroundwatchError):
-        return str(exc)
-    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
-    if orig is not None:
-        return f"{type(orig).__name__}: {orig}"
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _short(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -21,7 +21,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from evaluator.records import LogRecord
-from evaluator.scorers.base import ItemResult, ScoredBatch, Scorer, ScorerRun, Usage
+from evaluator.scorers.base import (
+    BatchScorer,
+    ItemResult,
+    ScoredBatch,
+    Scorer,
+    ScorerRun,
+    as_scorer,
+)
 from evaluator.scorers.gates import Gated, apply_gates
 
 if TYPE_CHECKING:
@@ -31,14 +38,17 @@ if TYPE_CHECKING:
 class Scoring:
     """Runs ``scorers`` over batches. Holds no per-call state (thread-safe as the scorers are)."""
 
-    def __init__(self, scorers: Sequence[Scorer], *, judge: Scorer | None = None,
+    def __init__(self, scorers: Sequence[Scorer | BatchScorer], *,
+                 judge: Scorer | BatchScorer | None = None,
                  cascade: JudgeCascadeConfig | None = None, salt: str = "") -> None:
         if not scorers:
             raise ValueError("Scoring needs at least one scorer")
         if judge is not None and cascade is None:
             raise ValueError("a judge needs the cascade's settings")
-        self.scorers = tuple(scorers)
-        self.judge = judge
+        # A team's own scorer may have score_batch only: adapted once here, then called
+        # like every other.
+        self.scorers = tuple(as_scorer(s) for s in scorers)
+        self.judge = as_scorer(judge) if judge is not None else None
         self.cascade = cascade
         self.salt = salt
 
@@ -107,12 +117,7 @@ class Scoring:
     def _run(scorer: Scorer, records: Sequence[LogRecord],
              gated: Sequence[Gated]) -> ScorerRun:
         started = time.perf_counter()
-        score_gated = getattr(scorer, "score_gated", None)
-        results: list[ItemResult]
-        if callable(score_gated):
-            results, usage = score_gated(gated)
-        else:  # a scorer with score_batch only (a team's own): it gates itself
-            results, usage = scorer.score_batch(records), Usage()
+        results, usage = scorer.score_gated(gated)
         elapsed = time.perf_counter() - started
         if len(results) != len(records):
             raise RuntimeError(f"scorer {scorer.name} returned {len(results)} results "

@@ -16,7 +16,7 @@ import pytest
 from evaluator.config import Config, EmbeddedConfig, ScopeConfig, ScoringConfig
 from evaluator.records import LogRecord
 from evaluator.scorers import ItemResult, Outcome, build_scorer
-from evaluator.scorers.embedded import EmbeddedScorer
+from evaluator.scorers.embedded.scorer import EmbeddedScorer
 from evaluator.scorers.embedded.textops import numbers, split_claims
 from evaluator.scorers.gates import apply_gates
 

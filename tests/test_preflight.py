@@ -336,7 +336,7 @@ class _NotesSource:
 def test_a_source_can_contribute_notes(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, source_url="sqlite:///x.db"), environ={})
     checker = _Checker(config, {})
-    checker._source_notes(_NotesSource())
+    checker._source_notes(_NotesSource(), "source.sql.table")  # type: ignore[arg-type]
     lines = [f.line() for f in checker.report.findings]
     assert lines == [
         f"warning: file {config.path}, key 'source.sql.mode': mode 'timestamp' cannot be exact "

@@ -455,9 +455,9 @@ def sql_unplaceable(run: Run) -> tuple[int, set[str]]:
     from sqlalchemy import or_, select
 
     source: Any = run.sampler.source
-    unplaceable = or_(source.position.expr.is_(None), source._rid_col.is_(None))
+    unplaceable = or_(source.position.expr.is_(None), source.rid_col.is_(None))
     with source.engine.connect() as conn:
-        ids = conn.execute(select(source._rid).where(unplaceable)).scalars().all()
+        ids = conn.execute(select(source.rid).where(unplaceable)).scalars().all()
     return len(ids), {str(i) for i in ids if i is not None}
 
 

@@ -103,10 +103,8 @@ def _warm(scorer: Scorer) -> None:
     """Warm before the worker takes a message: a model loaded by the first batch makes that
     batch outlive the visibility timeout, and Redis hands it to a second worker. A user's own
     scorer (module:Factory) may predate warm_up(): it then loads lazily."""
-    warm_up = getattr(scorer, "warm_up", None)
     started = time.perf_counter()
-    if callable(warm_up):
-        warm_up()
+    scorer.warm_up()
     warm_s = time.perf_counter() - started
     log.info("scorer %s warm in %.2fs", scorer.name, warm_s,
              extra={"pid": os.getpid(), "scorer": scorer.name, "warm_up_s": warm_s})

@@ -400,14 +400,8 @@ class Sampler:
     def describe(self) -> str:
         """The start line: the source, how it keeps its place, and where its cursor is."""
         src = self.config.source
-        where = (f"sql table {src.sql.table!r}" if src.kind == "sql"
-                 else f"files {', '.join(src.files.paths)}")
-        describe = getattr(self.source, "describe_cursor", None)
-        cursor = self.store.get_cursor(src.name)
-        at = describe(cursor) if describe is not None else f"cursor {cursor!r}"
-        lookback = (f", lookback {src.sql.lookback_s:g}s"
-                    if src.kind == "sql" and src.sql.lookback_s else "")
-        return (f"sampler for source {src.name!r} ({where}{lookback}); {at}; default rate "
+        at = self.source.describe_cursor(self.store.get_cursor(src.name))
+        return (f"sampler for source {src.name!r} ({self.source.describe()}); {at}; default rate "
                 f"{self.config.sampling.default_rate:g}, {len(self.config.sampling.rules)} rule(s)")
 
     def run(self, stop: threading.Event, *, on_step: Callable[[StepResult], None] | None = None,

@@ -238,11 +238,10 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
         sampler = process.sampler(backfill=Backfill(since, until))
         # A first run starts at `since` in the database's own order (timestamp mode), instead
         # of reading the table from its start and dropping the rows before it.
-        cursor_at = getattr(sampler.source, "cursor_at", None)
-        if (since is not None and cursor_at is not None and config.source.kind == "sql"
-                and config.source.sql.mode == "timestamp"
-                and store.get_cursor(config.source.name) is None):
-            store.reset_cursor(config.source.name, cursor_at(since))
+        if since is not None and store.get_cursor(config.source.name) is None:
+            start = sampler.source.backfill_start(since)
+            if start is not None:
+                store.reset_cursor(config.source.name, start)
         stop = stop or threading.Event()
         stop_on_signals(stop)
         running = StepResult()

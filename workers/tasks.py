@@ -160,8 +160,8 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord], *,
 def observe_judge_up(ctx: WorkerContext) -> None:
     """``groundwatch_judge_up`` of each judge that has made a call in this process."""
     for scorer in ctx.scoring.all_scorers:
-        up = getattr(scorer, "judge_up", None)
-        if isinstance(up, bool):
+        up = scorer.judge_up
+        if up is not None:
             try:
                 ctx.metrics.set_judge_up(scorer.name, up)
             except Exception:  # metrics must not fail the batch

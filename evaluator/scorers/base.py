@@ -15,10 +15,13 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from evaluator.records import LogRecord
 from evaluator.scorers.explanation import Explanation
+
+if TYPE_CHECKING:
+    from evaluator.scorers.gates import Gated
 
 METRICS = ("faithfulness", "groundedness", "answer_relevance", "context_relevance")
 DETECTION_KINDS = ("no_relevant_context", "out_of_scope", "empty_answer", "refusal")
@@ -163,6 +166,19 @@ class Written:
 
 
 @runtime_checkable
+class BatchScorer(Protocol):
+    """The smallest scorer: what a team's own backend (``module:Factory``) must have. The
+    registry adapts it to :class:`Scorer` (``evaluator.scorers.ForeignScorer``)."""
+
+    name: str
+    version: str
+
+    def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
+        """One result per record, in order."""
+        ...
+
+
+@runtime_checkable
 class Scorer(Protocol):
     """A scoring backend. Built once per worker process; ``score_batch`` may be called from
     several threads of that process, so it must not keep per-call state on ``self``.
@@ -170,15 +186,26 @@ class Scorer(Protocol):
     The shipped backends derive from :class:`evaluator.scorers.gates.GatedScorer`: they judge
     only what the applicability gates left open, and report their :class:`Usage` per batch
     (``score_gated``), so that the gates run once whatever the number of scorers. A scorer that
-    only has ``score_batch`` (a team's own) still works: it applies its own gates, if any,
-    and reports no usage."""
+    only has ``score_batch`` (a team's own) is adapted by the registry: it applies its own
+    gates, if any, and reports no usage."""
 
     name: str
     version: str
 
+    @property
+    def judge_up(self) -> bool | None:
+        """For ``groundwatch_judge_up``: whether an LLM judge's last call reached its
+        endpoint; None for backends that call nothing, and before a judge's first call."""
+        ...
+
+    def score_gated(self, items: Sequence[Gated]) -> tuple[list[ItemResult], Usage]:
+        """One result per gated record, in order, and what the batch cost. Per-item problems
+        become ``error`` outcomes in that item's result; only a failure of the whole backend
+        may raise."""
+        ...
+
     def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
-        """One result per record, in order. Per-item problems become ``error`` outcomes in that
-        item's result; only a failure of the whole backend may raise."""
+        """The gates, then :meth:`score_gated` (offline scoring, tests)."""
         ...
 
     def warm_up(self) -> None:
@@ -192,3 +219,56 @@ class Scorer(Protocol):
     def close(self) -> None:
         """Release what the backend holds (models, clients)."""
         ...
+
+
+class WholeBatchScorer:
+    """For a backend that scores whole batches itself (``score_batch``) and calls nothing
+    outside the process: :meth:`score_gated` hands it the records, and it reports no usage."""
+
+    name: str
+    version: str
+
+    @property
+    def judge_up(self) -> bool | None:
+        return None  # calls nothing
+
+    def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
+        raise NotImplementedError
+
+    def score_gated(self, items: Sequence[Gated]) -> tuple[list[ItemResult], Usage]:
+        return self.score_batch([g.record for g in items]), Usage()
+
+    def warm_up(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class ForeignScorer(WholeBatchScorer):
+    """A team's own scorer that has only ``score_batch`` (the older, smaller protocol), made a
+    full :class:`Scorer`: it gates itself, if at all, and reports no usage."""
+
+    def __init__(self, inner: BatchScorer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.version = inner.version
+
+    def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
+        return self.inner.score_batch(records)
+
+    def warm_up(self) -> None:
+        warm_up = getattr(self.inner, "warm_up", None)  # a scorer written before warm_up()
+        if callable(warm_up):
+            warm_up()
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
+
+
+def as_scorer(scorer: Scorer | BatchScorer) -> Scorer:
+    """``scorer`` itself when it is a whole :class:`Scorer`, else adapted by
+    :class:`ForeignScorer`."""
+    return scorer if isinstance(scorer, Scorer) else ForeignScorer(scorer)

@@ -126,6 +126,10 @@ class GatedScorer(ABC):
     name: str
     version: str
 
+    @property
+    def judge_up(self) -> bool | None:
+        return None  # the LLM judges override it
+
     @abstractmethod
     def assess(self, items: Sequence[Gated]) -> tuple[list[Assessment], Usage]:
         """One assessment per item, in order, and what the batch cost."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from evaluator.plugins import ScorerPlugin
 from evaluator.records import LogRecord
 from evaluator.scorers.base import Detection, ItemResult, MetricResult, Usage
 from evaluator.scorers.explanation import Claim, Explanation, Verdict
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from evaluator.config import Config
 
 SUPPORT = 0.5  # a sentence counts as supported when half its content words occur in the contexts
+
+
+# Word overlap only: microseconds per item.
+PLUGINS = (ScorerPlugin("lexical", "evaluator.scorers.lexical:LexicalScorer", item_seconds=0.01),)
 
 
 class LexicalScorer(GatedScorer):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from evaluator.errors import TransientError
 from evaluator.records import LogRecord
-from evaluator.scorers.base import ItemResult, MetricResult
+from evaluator.scorers.base import ItemResult, MetricResult, WholeBatchScorer
 from evaluator.scorers.lexical import LexicalScorer
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("groundwatch.worker")
 
 
-class FaultScorer:
+class FaultScorer(WholeBatchScorer):
     name = "fault"
     version = "1"
 
@@ -61,9 +61,6 @@ class FaultScorer:
                 log.info("fault scorer warming up for %.1fs", self.warm_up_s)
                 time.sleep(self.warm_up_s)  # stands in for a model load
                 self._warm.set()
-
-    def close(self) -> None:
-        return None
 
     def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
         self.warm_up()  # lazily, as a model would load on first use

@@ -51,9 +51,17 @@ class SourceBatch:
 
 
 class Source(Protocol):
-    """A readable log of the watched app."""
+    """A readable log of the watched app.
+
+    Each backend declares itself (``PLUGINS``, :mod:`evaluator.plugins`) and implements all of
+    this: the sampler, ``cursor``, ``backfill`` and ``check-config`` call every source the same
+    way, never asking which kind it is."""
 
     name: str
+    #: ``source.kind`` of this backend.
+    kind: str
+    #: Whether :meth:`cursor_at` can place the cursor at a time (``cursor set --at``).
+    positions_by_time: bool
 
     def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
              seen: Seen | None = None) -> SourceBatch:
@@ -64,15 +72,53 @@ class Source(Protocol):
         """
         ...
 
+    def describe(self) -> str:
+        """Where the source reads, for the sampler's start line (``sql table 'logs', lookback
+        60s``)."""
+        ...
+
+    def describe_cursor(self, cursor: Mapping[str, Any] | None) -> str:
+        """One line for logs and ``groundwatch cursor show``."""
+        ...
+
+    def cursor_at(self, when: datetime | None = None, *, value: Any = None) -> dict[str, Any]:
+        """A cursor from which rows at or after ``when`` (or after the raw position ``value``)
+        are read next; ``ValueError`` when this source cannot place one so."""
+        ...
+
+    def backfill_start(self, since: datetime) -> dict[str, Any] | None:
+        """Where a first backfill from ``since`` starts reading, when the source can seek
+        there in its own order; None to read from the start and drop earlier rows."""
+        ...
+
+    def preflight_scope(self) -> PreflightScope:
+        """``check-config``'s look at what the source will read, before the sample read."""
+        ...
+
+    def preflight_notes(self) -> Sequence[SourceNote | str]:
+        """What ``check-config`` should say that the schema cannot (after the sample read);
+        a plain string is a warning on the source's own key."""
+        ...
+
     def close(self) -> None:
         ...
+
+
+class PreflightScope(NamedTuple):
+    """What a source found before reading (``check-config``): ``line``, a summary line for the
+    report (or None); ``problem``, a reason to stop before the sample read (or None); and
+    ``label``, what the sample's line says the source is (`` table 'logs' of URL:``)."""
+
+    line: str | None = None
+    problem: SourceNote | None = None
+    label: str = ""
 
 
 class SourceNote(NamedTuple):
     """Something a source wants ``groundwatch check-config`` to say about its settings.
 
-    A source may define ``preflight_notes(self) -> Iterable[SourceNote | str]``; the preflight
-    calls it (when present) after reading its sample. ``key`` is the config key the note is
+    A source's ``preflight_notes()`` returns them; the preflight calls it after reading its
+    sample. ``key`` is the config key the note is
     about (``source.sql.mode``); ``problem`` makes it a failure (exit 2) instead of a warning,
     e.g. "text timestamps cannot be ordered exactly in mode 'timestamp': use 'incrementing'".
     """

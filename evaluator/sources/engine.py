@@ -44,6 +44,14 @@ DRIVER_PACKAGES = {
 }
 
 
+def masked_url(url: str) -> str:
+    """``url`` with its password hidden, for showing to people; ``(url)`` when it is none."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(url)"
+
+
 def load_dialect(url: str, *, key: str, path: str | None = None) -> URL:
     """Parse ``url`` and load its dialect class (not its driver); :class:`ConfigError` naming
     ``key`` if either fails."""

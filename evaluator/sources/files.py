@@ -28,11 +28,13 @@ import tempfile
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from evaluator.errors import ConfigError, InvalidRecordError
+from evaluator.plugins import SourcePlugin
 from evaluator.records import RowLimits, map_row
-from evaluator.sources.base import Seen, SourceBatch
+from evaluator.sources.base import PreflightScope, Seen, SourceBatch, SourceNote
 
 if TYPE_CHECKING:
     from evaluator.config import ColumnMap, Config
@@ -119,6 +121,10 @@ class _OpenStream:
             close()
 
 
+PLUGINS = (SourcePlugin("files", "evaluator.sources.files:FileSource",
+                        key="source.files.paths", connect_key="source.files.paths"),)
+
+
 class FileSource:
     """Reads log files matched by ``paths`` (globs, ``**`` allowed, relative to the cwd).
 
@@ -175,6 +181,14 @@ class FileSource:
         self._warned: set[str] = set()
         self._cache_dir: str | None = None
         self._finalizer: weakref.finalize[Any, FileSource] | None = None
+
+    kind = "files"
+    positions_by_time = False  # a file's position is its offset, not a time
+
+    @classmethod
+    def check_connection(cls, config: Config, timeout_s: float) -> SourceNote | None:
+        """Nothing to connect to: :meth:`preflight_scope` looks for the files."""
+        return None
 
     @classmethod
     def from_config(cls, config: Config) -> FileSource:
@@ -282,6 +296,27 @@ class FileSource:
         rows = sum(e["rows"] for e in files.values())
         return (f"files {', '.join(self.paths)}: {len(files)} file(s) known, {done} read to "
                 f"the end, {rows} row(s) consumed")
+
+    def describe(self) -> str:
+        return f"files {', '.join(self.paths)}"
+
+    def cursor_at(self, when: datetime | None = None, *, value: Any = None) -> dict[str, Any]:
+        raise ValueError("a files source takes --json (the position as `cursor show` prints it)")
+
+    def backfill_start(self, since: datetime) -> dict[str, Any] | None:
+        return None  # read from the start; the sampler drops the rows before `since`
+
+    def preflight_scope(self) -> PreflightScope:
+        files = self.matching_files()
+        if not files:
+            return PreflightScope(problem=SourceNote(
+                f"no file matches {self.paths!r} (relative globs are resolved from "
+                f"{os.getcwd()})", key="source.files.paths", problem=True))
+        return PreflightScope(line=f"source {self.name!r} (files): {len(files)} file(s) match "
+                                   f"{self.paths!r}")
+
+    def preflight_notes(self) -> list[SourceNote]:
+        return []
 
     def matching_files(self) -> list[str]:
         """Absolute paths of the regular files the globs match now, sorted."""
