@@ -827,7 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(args)
     # Before anything imports prometheus_client: the sampler's metrics go to the same
     # multiprocess directory as the workers', as in a real deployment.
-    from metrics.registry import Metrics, setup_multiprocess
+    from metrics.multiprocess import setup_multiprocess
+    from metrics.registry import Metrics
 
     setup_multiprocess(bench.metrics_dir, clean=True)
     from evaluator.config import Config

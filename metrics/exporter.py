@@ -17,7 +17,7 @@ HEAD are allowed (405 otherwise); and a client that hangs up is logged at debug 
 printed as a traceback.
 
 Like the rest of ``metrics/``, this module imports prometheus_client only inside functions (see
-the import-order rule in :mod:`metrics.registry`).
+the import-order rule in :mod:`metrics.multiprocess`).
 """
 
 from __future__ import annotations

@@ -190,12 +190,14 @@ def running_prometheus(
 # imports prometheus_client, exactly as a worker does.
 _CHILD = r"""
 import json, os, sys
-from metrics.registry import setup_multiprocess, mark_process_dead, Metrics
+from metrics.multiprocess import setup_multiprocess, mark_process_dead
 setup_multiprocess(sys.argv[1], clean=False)
 from datetime import datetime, UTC
 from evaluator.config import MetricsConfig
 from evaluator.records import LogRecord
 from evaluator.scorers.base import MetricResult
+from evaluator.verdicts import NewScore, RunVerdict, Verdicts, is_quality_failure
+from metrics.registry import Metrics
 m = Metrics(MetricsConfig.model_validate(json.loads(sys.argv[2])))
 print(os.getpid(), flush=True)
 
@@ -204,6 +206,9 @@ def record(i, cmd):
         request_id=f"{os.getpid()}-{i}", timestamp=datetime.fromtimestamp(cmd.get("ts", 0), UTC),
         question="q", contexts=(), answer="a", route=cmd.get("route"), model=cmd.get("model"),
         latency_ms=cmd.get("latency_ms"), status=cmd.get("status"), cost_usd=cmd.get("cost_usd"))
+
+def written(scorer, scores=(), seconds=0.0, n_items=0):
+    return Verdicts((RunVerdict(scorer, seconds, n_items, tuple(scores)),), (), ())
 
 for line in sys.stdin:
     cmd = json.loads(line)
@@ -214,15 +219,23 @@ for line in sys.stdin:
             print("ok", flush=True)
             break
         elif op == "log":
-            for i in range(cmd.get("n", 1)):
-                m.observe_log(record(i, cmd), cmd.get("source", "app"))
+            m.sampler.observe_logs([record(i, cmd) for i in range(cmd.get("n", 1))],
+                                   cmd.get("source", "app"))
         elif op == "result":
             r = (MetricResult.ok(cmd["metric"], cmd["value"]) if "value" in cmd
                  else MetricResult.not_applicable(cmd["metric"], "test"))
-            m.observe_result(cmd.get("route"), cmd.get("model"), cmd["scorer"], r,
-                             cmd.get("threshold"), cmd.get("log_ts"), cmd.get("now"))
+            log_ts = cmd.get("log_ts")
+            score = NewScore(cmd.get("route"), cmd.get("model"), r,
+                             is_quality_failure(r, cmd.get("threshold")),
+                             None if log_ts is None else datetime.fromtimestamp(log_ts, UTC))
+            m.scoring.observe_written(written(cmd["scorer"], [score]), now=cmd.get("now"))
+        elif op == "latency":
+            m.scoring.observe_written(written(cmd["scorer"], (), cmd["seconds"], cmd["n_items"]))
         else:
-            getattr(m, op)(**cmd)
+            target = m
+            for part in op.split("."):
+                target = getattr(target, part)
+            target(**cmd)
         print("ok", flush=True)
     except Exception as exc:
         print(f"error: {type(exc).__name__}: {exc}", flush=True)
@@ -232,9 +245,11 @@ for line in sys.stdin:
 class MetricsProcess:
     """A real process recording groundwatch metrics into ``directory``.
 
-    ``call("log", n=3, route="chat")`` and ``call("observe_sampled", route=..., rule=...)``
-    (any :class:`metrics.registry.Metrics` method by keyword) run in the child and return once
-    it has recorded them. ``exit()`` calls ``mark_process_dead`` there and waits for the exit.
+    ``call("log", n=3, route="chat")``, ``call("result", metric=..., scorer=..., value=...)``,
+    ``call("latency", scorer=..., seconds=..., n_items=...)`` and
+    ``call("judge.set_judge_up", judge=..., up=...)`` (any recorder method of
+    :class:`metrics.registry.Metrics` by dotted name and keywords) run in the child and return
+    once it has recorded them. ``exit()`` calls ``mark_process_dead`` there and waits for the exit.
     """
 
     def __init__(self, directory: Path, metrics_config: dict[str, Any] | None = None) -> None:

@@ -32,8 +32,9 @@ def metrics_dir(tmp_path: Path) -> Path:
 def recorded_dir(metrics_dir: Path) -> Iterator[Path]:
     """A directory holding the metrics of one real process that has since exited."""
     with MetricsProcess(metrics_dir) as proc:
-        proc.call("log", n=7, route="chat")
-        proc.call("observe_rejected", reason="wrong_type")
+        # A read of 7 rows, one of them rejected (seen, but not mapped onto a record).
+        proc.call("log", n=6, route="chat")
+        proc.call("sampler.observe_unmapped", reason="wrong_type")
         proc.exit()
     yield metrics_dir
 

@@ -22,7 +22,7 @@ from evaluator.errors import TransientError
 from evaluator.judge.scorer import JudgeScorer
 from evaluator.judge.types import FINAL_ATTEMPT
 from evaluator.records import LogRecord
-from evaluator.scorers.base import ItemResult, Outcome, Usage
+from evaluator.scorers.base import ItemResult, NotJudged, Outcome, Usage
 from evaluator.scorers.gates import apply_gates
 from tests.judge_server import CHAT_PATH, EMBEDDINGS_PATH, JudgeServer, Reply, free_port
 from tests.prom_helpers import wait_until
@@ -106,7 +106,7 @@ def test_valid_replies_give_four_scores_claims_and_exact_usage(server: JudgeServ
     assert usage.judge_calls == 18
     assert usage.prompt_tokens == server.usage_served["prompt_tokens"] > 0
     assert usage.completion_tokens == server.usage_served["completion_tokens"] > 0
-    assert usage.counters["call:ok"] == 18
+    assert usage.judge_statuses["ok"] == 18
     trace = items[0].explanation.judge
     assert trace is not None and trace.calls == 9 and trace.model == "stub-judge"
     # The key is sent, as the bearer token, and only there.
@@ -133,7 +133,7 @@ def test_a_judge_that_always_answers_badly_costs_at_most_two_calls_per_prompt(
     trace = items[0].explanation.judge
     assert trace is not None and trace.reply_excerpt  # what the judge said, for explain
     if bad != "wrong_schema":
-        assert usage.counters["call:unparseable"] == 12
+        assert usage.judge_statuses["unparseable"] == 12
 
 
 def test_compact_judges_in_one_call_and_repairs_once(server: JudgeServer,
@@ -177,7 +177,7 @@ def test_a_reply_slower_than_the_timeout_is_a_timeout_error(server: JudgeServer,
     assert {r for _, r in outcomes(items[0]).values()} == {"timeout"}
     # Four prompts start together, each is tried twice, then the item is given up.
     assert server.count(CHAT_PATH) <= 8
-    assert usage.counters["call:timeout"] == server.count(CHAT_PATH)
+    assert usage.judge_statuses["timeout"] == server.count(CHAT_PATH)
 
 
 def test_a_429_is_waited_out_with_retry_after(server: JudgeServer,
@@ -189,8 +189,7 @@ def test_a_429_is_waited_out_with_retry_after(server: JudgeServer,
     assert time.monotonic() - started >= 1.0
     assert outcomes(items[0])["faithfulness"] == ("ok", 1.0)
     assert server.count(CHAT_PATH) == 2
-    assert usage.counters == {"call:rate_limited": 1, "call:ok": 1} | {
-        k: v for k, v in usage.counters.items() if not k.startswith("call:")}
+    assert usage.judge_statuses == {"rate_limited": 1, "ok": 1}
 
 
 def test_a_429_past_the_wait_limit_sends_the_batch_back_then_errors_on_the_last_attempt(
@@ -216,7 +215,7 @@ def test_500s_are_retried_once_then_unavailable(server: JudgeServer,
     items, usage = score(judge, [record("r1")])
     assert {r for _, r in outcomes(items[0]).values()} == {"unavailable"}
     assert server.count(CHAT_PATH) == 2
-    assert usage.counters["call:unavailable"] == 2
+    assert usage.judge_statuses["unavailable"] == 2
 
 
 def test_a_refused_connection_is_unavailable_and_opens_the_circuit(
@@ -230,7 +229,7 @@ def test_a_refused_connection_is_unavailable_and_opens_the_circuit(
     # Three failed calls (the first item's call and its retry, the second's call) open the
     # circuit; the rest are not made at all.
     assert usage.judge_calls == 3
-    assert usage.counters.get("not_judged:circuit_open", 0) >= 2
+    assert usage.not_judged.get(NotJudged.CIRCUIT_OPEN, 0) >= 2
     assert judge.judge_up is False
     not_judged = [i.explanation.judge.not_judged for i in items if i.explanation.judge]
     assert "circuit_open" in not_judged
@@ -265,7 +264,7 @@ def test_a_budget_reached_mid_batch_stops_the_judge(server: JudgeServer,
     judged = [i for i in items if outcomes(i)["faithfulness"][0] == "ok"]
     skipped = [i for i in items if outcomes(i)["faithfulness"] == ("error", "budget")]
     assert len(judged) == server.count(CHAT_PATH) == 2
-    assert len(skipped) == 4 and usage.counters["not_judged:budget"] == 4
+    assert len(skipped) == 4 and usage.not_judged[NotJudged.BUDGET] == 4
     assert all(i.explanation.judge and i.explanation.judge.not_judged == "budget"
                for i in skipped)
 
@@ -297,7 +296,7 @@ def test_pii_never_reaches_the_judge(server: JudgeServer, judges: list[JudgeScor
         assert value not in wire
         assert value.replace(" ", "") not in wire
     assert "[EMAIL]" in wire and "[CARD]" in wire and "[IBAN]" in wire and "[PHONE]" in wire
-    assert usage.counters["redacted:email"] >= 2
+    assert usage.redactions["email"] >= 2
     trace = items[0].explanation.judge
     assert trace is not None and trace.redacted["card"] == 1
 

@@ -17,7 +17,7 @@ from evaluator.judge.compact import Judgement, Unparseable, outcomes, parse, quo
 from evaluator.judge.shared import Budget, MemoryState, RedisState, ResponseCache
 from evaluator.judge.types import JudgeInput
 from evaluator.records import LogRecord
-from evaluator.scorers.base import ItemResult, MetricResult, ScorerRun, Usage
+from evaluator.scorers.base import ItemResult, MetricResult, ScorerRun, Usage, WholeBatchScorer
 from evaluator.scorers.explanation import Verdict
 from evaluator.scorers.gates import apply_gates
 from evaluator.scorers.lexical import LexicalScorer
@@ -156,7 +156,7 @@ def _records(n: int) -> list[LogRecord]:
             for i in range(n)]
 
 
-class FixedScorer:
+class FixedScorer(WholeBatchScorer):
     """A cheap scorer whose faithfulness is given per request id."""
 
     name, version = "cheap", "1"

@@ -331,7 +331,7 @@ class Heartbeat:
 def heartbeat_for(config: Config, role: str, metrics: Any | None = None) -> Heartbeat:
     """The heartbeat of ``role`` for this process, setting ``metrics``' gauge on each beat."""
     return Heartbeat(beats_for(config), role, interval_s=config.health.interval_s,
-                     on_beat=None if metrics is None else metrics.set_heartbeat)
+                     on_beat=None if metrics is None else metrics.health.set_heartbeat)
 
 
 # -- the worker ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from evaluator.config import Config
 from evaluator.store import Store
+from metrics.multiprocess import mark_process_dead, setup_multiprocess
 
 if TYPE_CHECKING:
     from evaluator.sources import Source
@@ -57,8 +58,6 @@ class ProcessContext:
     # -- lifetime ---------------------------------------------------------------------------
     def __enter__(self) -> ProcessContext:
         if self._metrics_mode is not None:
-            from metrics.registry import setup_multiprocess
-
             setup_multiprocess(self.config.metrics.multiproc_dir,
                                clean=self._metrics_mode == "clean")
         return self
@@ -73,8 +72,6 @@ class ProcessContext:
             self._stack.close()
         finally:
             if self._mark_dead:
-                from metrics.registry import mark_process_dead
-
                 mark_process_dead()
                 self._mark_dead = False
 

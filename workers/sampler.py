@@ -199,7 +199,7 @@ class Sampler:
             new = load_config(self.config.path)
         except ConfigError as exc:
             log.error("config reload refused, keeping the running config: %s", exc)
-            self.metrics.observe_config_reload(ok=False)
+            self.metrics.sampler.observe_config_reload(ok=False)
             return False
         if new.sampling != self.config.sampling:
             self.policy = SamplingPolicy(new.sampling, self._clock)
@@ -212,7 +212,7 @@ class Sampler:
                             "take effect; still running with the old value", self.config.path,
                             key)
         self.config = self.config.model_copy(update={"sampling": new.sampling})
-        self.metrics.observe_config_reload(ok=True)
+        self.metrics.sampler.observe_config_reload(ok=True)
         return True
 
     # -- one iteration -------------------------------------------------------------------
@@ -229,8 +229,8 @@ class Sampler:
         batch = self.source.read(cursor, self.config.source.read_batch_rows,
                                  seen=lambda ids: self.store.read_ids(name, ids))
         result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped))
-        self.metrics.set_source_audit(unplaceable=batch.unplaceable, missed=batch.missed,
-                                      future=batch.future, source=name)
+        self.metrics.sampler.set_source_audit(unplaceable=batch.unplaceable, missed=batch.missed,
+                                              future=batch.future, source=name)
         if batch.rows_read == 0 and not batch.rejections:
             return result
         if self._hold(batch):
@@ -296,9 +296,9 @@ class Sampler:
                 self._locked_at = None
                 raise
         self._count(counted, sampled, rejections, capped)
-        self.metrics.observe_dropped_fields(batch.dropped)
-        self.metrics.observe_late_rows(batch.late, source=name)
-        self.metrics.observe_files_rewritten(batch.rewritten, source=name)
+        self.metrics.sampler.observe_dropped_fields(batch.dropped)
+        self.metrics.sampler.observe_late_rows(batch.late, source=name)
+        self.metrics.sampler.observe_files_rewritten(batch.rewritten, source=name)
         return result
 
     def _split_duplicates(self, source: str, sampled: list[tuple[LogRecord, str]]
@@ -363,12 +363,12 @@ class Sampler:
                     name, batch.rows_read, fname, reason, example.detail, example.row_ref,
                     fname, column, where)
             self._held = (fname, reason)
-            self.metrics.set_source_held(True, source=name)
+            self.metrics.sampler.set_source_held(True, source=name)
             return True
         if self._held is not None:
             log.warning("source %r: reading again; the cursor is no longer held", name)
             self._held = None
-        self.metrics.set_source_held(False, source=name)
+        self.metrics.sampler.set_source_held(False, source=name)
         return False
 
     def _enqueue(self, messages: Sequence[dict[str, Any]]) -> int:
@@ -379,20 +379,20 @@ class Sampler:
             try:
                 self.enqueue(chunk)
             except Exception:
-                self.metrics.observe_enqueue_error()
+                self.metrics.sampler.observe_enqueue_error()
                 raise
             batches += 1
         return batches
 
     def _count(self, records: Sequence[LogRecord], sampled: Sequence[tuple[LogRecord, str]],
                rejections: Sequence[Any], capped: Sequence[str]) -> None:
-        m = self.metrics
+        m = self.metrics.sampler
         source = self.config.source.name
         if self.backfill is None:  # a backfill re-reads rows the live sampler counted
             m.observe_logs(records, source=source)
             for rejection in rejections:
                 m.observe_unmapped(rejection.reason, source=source)
-        m.observe_sampled_many((record.route, rule) for record, rule in sampled)
+        m.observe_sampled((record.route, rule) for record, rule in sampled)
         for rule in capped:
             m.observe_capped(rule)
 

@@ -32,6 +32,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from evaluator.errors import TransientError
 from evaluator.records import LogRecord
+from evaluator.verdicts import Verdicts
+from metrics.multiprocess import mark_process_dead
 from workers.context import ContextHolder, WorkerContext
 
 log = logging.getLogger("groundwatch.worker")
@@ -148,12 +150,14 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord], *,
     finally:
         observe_judge_up(ctx)
     try:  # the scorers' usage (truncations, cache lookups, tokens): work done, stored or not
-        ctx.metrics.observe_usage(batch)
+        ctx.metrics.scoring.observe_usage(batch)
+        ctx.metrics.judge.observe_usage(batch)
     except Exception:  # metrics must not fail the batch
         log.warning("could not record the scorers' usage", exc_info=True)
     written = ctx.store.record_batch(batch)
     # Count only what the store newly wrote: a re-delivered batch writes, and counts, nothing.
-    ctx.metrics.observe_written(batch, written, ctx.config.scoring.thresholds)
+    ctx.metrics.scoring.observe_written(
+        Verdicts.of(batch, written, ctx.config.scoring.thresholds))
     return len(written)
 
 
@@ -163,7 +167,7 @@ def observe_judge_up(ctx: WorkerContext) -> None:
         up = scorer.judge_up
         if up is not None:
             try:
-                ctx.metrics.set_judge_up(scorer.name, up)
+                ctx.metrics.judge.set_judge_up(scorer.name, up)
             except Exception:  # metrics must not fail the batch
                 log.warning("could not record judge_up", exc_info=True)
 
@@ -174,7 +178,7 @@ def observe_batch_time(ctx: WorkerContext, seconds: float, n_messages: int,
     little more would have the broker hand the batch to a second worker."""
     slow = seconds > visibility_s / 2
     try:
-        ctx.metrics.observe_batch(ctx.scorer.name, seconds, slow=slow)
+        ctx.metrics.scoring.observe_batch(ctx.scorer.name, seconds, slow=slow)
     except Exception:  # metrics must not fail a stored batch
         log.warning("could not record the batch time", exc_info=True)
     if slow:
@@ -218,7 +222,7 @@ def register(app: Celery) -> None:
                                           reason=problem, attempts=attempts,
                                           task_id=self.request.id)
             for _ in bad:
-                ctx.metrics.observe_task_failure("bad_message")
+                ctx.metrics.scoring.observe_task_failure("bad_message")
         try:
             written = score_and_record(
                 ctx, records, final_attempt=self.request.retries >= wcfg.max_retries)
@@ -230,7 +234,7 @@ def register(app: Celery) -> None:
                 delay = backoff_delay(self.request.retries, wcfg.retry_backoff_s,
                                       wcfg.retry_backoff_max_s,
                                       getattr(exc, "retry_after_s", None))
-                ctx.metrics.observe_task_retry(kind)
+                ctx.metrics.scoring.observe_task_retry(kind)
                 log.warning("batch of %d will retry in %.1fs: %s", len(ids), delay, exc)
                 raise self.retry(exc=exc, countdown=delay) from exc
             kind = kind or "internal"
@@ -239,7 +243,7 @@ def register(app: Celery) -> None:
                                       reason=f"{type(exc).__name__}: {exc}"[:2000],
                                       attempts=attempts, task_id=self.request.id)
             for _ in ids:
-                ctx.metrics.observe_task_failure(kind)
+                ctx.metrics.scoring.observe_task_failure(kind)
             return {"scored": 0, "failed": len(ids) + len(bad)}
         return {"scored": written, "failed": len(bad)}
 
@@ -264,8 +268,6 @@ def register(app: Celery) -> None:
 
     def _on_shutdown(**_: Any) -> None:
         holder.close()
-        from metrics.registry import mark_process_dead
-
         mark_process_dead()
 
     worker_process_init.connect(_on_process_init, weak=False)

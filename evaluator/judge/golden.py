@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from evaluator.errors import ConfigError, GoldenRunError
 from evaluator.records import LogRecord
@@ -56,12 +56,27 @@ MAX_POLL_S = 30.0
 TOP_MOVED = 5
 
 
-class GoldenMetrics(Protocol):
-    """What a golden run reports to (``metrics.registry.Metrics``; a fake in tests)."""
+class _UsageSink(Protocol):
+    def observe_usage(self, batch: ScoredBatch) -> None: ...
+
+
+class _JudgeSink(Protocol):
+    def observe_usage(self, batch: ScoredBatch) -> None: ...
 
     def set_golden(self, scores: Mapping[str, float], drift: Mapping[str, float]) -> None: ...
 
     def observe_golden_run(self, result: str) -> None: ...
+
+
+class GoldenMetrics(Protocol):
+    """What a golden run reports to (``metrics.registry.Metrics``): the judge's work and spend
+    like any batch's (``scoring``, ``judge``), and the run's result (``judge``)."""
+
+    @property
+    def scoring(self) -> _UsageSink: ...
+
+    @property
+    def judge(self) -> _JudgeSink: ...
 
 
 # -- the file -----------------------------------------------------------------------------
@@ -224,7 +239,7 @@ def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: Store,
 
     The records go through :class:`~evaluator.scoring.Scoring` as a batch does (the gates,
     then the scorer's ``score_gated``, or ``score_batch`` for a scorer that has only that), so
-    the judge's calls, tokens and cost count in ``metrics`` when it has ``observe_usage``.
+    the judge's calls, tokens and cost count in ``metrics``.
     ``now`` (default: the store's clock) stamps the stored values.
     """
     if not records:
@@ -234,7 +249,9 @@ def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: Store,
                          f"got {len(judge_version)}")
     try:
         batch = Scoring([scorer]).score(records)
-        _observe_usage(metrics, batch)
+        if metrics is not None:  # the judge's work and spend count like any batch's
+            metrics.scoring.observe_usage(batch)
+            metrics.judge.observe_usage(batch)
         values: dict[str, dict[str, float]] = {}
         errors: Counter[str] = Counter()
         for item in batch.runs[0].items:
@@ -250,23 +267,15 @@ def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: Store,
                          sum(errors.values()), values, baselines)
     except Exception:
         if metrics is not None:
-            metrics.observe_golden_run("error")
+            metrics.judge.observe_golden_run("error")
         raise
     if metrics is not None:
-        metrics.set_golden(run.scores, run.drift)
-        metrics.observe_golden_run("ok")
+        metrics.judge.set_golden(run.scores, run.drift)
+        metrics.judge.observe_golden_run("ok")
     log.info("golden set: %d items judged by %s, %d errors; %s", run.n_items, judge_version,
              run.n_errors, ", ".join(f"{m} {run.scores[m]:.3f} (drift {run.drift[m]:.3f})"
                                      for m in run.scores))
     return run
-
-
-def _observe_usage(metrics: Any, batch: ScoredBatch) -> None:
-    """The judge's calls, tokens and cost of a golden run count like any other (they are
-    spent like any other); a metrics object without ``observe_usage`` (a fake) is skipped."""
-    observe = getattr(metrics, "observe_usage", None)
-    if callable(observe):
-        observe(batch)
 
 
 def _summarise(version: str, at: datetime, n_items: int, n_errors: int,

@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,7 @@ from evaluator.errors import ConfigError, TransientError
 from evaluator.judge.calls import CURRENT, CallLog, CircuitBreaker, JudgeTransport, Price
 from evaluator.judge.types import FINAL_ATTEMPT, JudgeBackend, JudgeInput, MetricOutcome
 from evaluator.scorers import JUDGES
-from evaluator.scorers.base import MetricResult, Usage
+from evaluator.scorers.base import MetricResult, NotJudged, Usage
 from evaluator.scorers.explanation import Explanation, JudgeTrace
 from evaluator.scorers.gates import Assessment, Gated, GatedScorer
 
@@ -402,23 +401,17 @@ def _from_cache(metric: str, data: dict[str, Any]) -> MetricResult | None:
 
 
 def _usage(calls: CallLog, assessment: Assessment) -> Usage:
-    counters: Counter[str] = Counter()
-    for status, n in calls.statuses.items():
-        counters[f"call:{status}"] += n
-    for kind, n in (assessment.explanation.judge.redacted.items()
-                    if assessment.explanation.judge else ()):
-        counters[f"redacted:{kind}"] += n
-    if calls.failure in ("budget", "circuit_open"):
-        counters[f"not_judged:{calls.failure}"] += 1
-    if calls.unpriced:
-        counters["unpriced"] += 1
     judge = assessment.explanation.judge
+    not_judged = ({NotJudged(calls.failure): 1}
+                  if calls.failure in (NotJudged.BUDGET, NotJudged.CIRCUIT_OPEN) else {})
     cached = len(judge.cached) if judge else 0
     misses = len(assessment.metrics) - cached if assessment.metrics else 0
     return Usage(judge_calls=calls.calls, prompt_tokens=calls.prompt_tokens,
                  completion_tokens=calls.completion_tokens, cost_usd=calls.cost_usd,
                  cache_hits=cached, cache_misses=max(0, misses),
-                 truncations=calls.truncations, counters=counters)
+                 truncations=calls.truncations, unpriced=1 if calls.unpriced else 0,
+                 judge_statuses=dict(calls.statuses),
+                 redactions=dict(judge.redacted) if judge else {}, not_judged=not_judged)
 
 
 class CompactJudgeScorer(JudgeScorer):

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from evaluator.records import LogRecord
 from evaluator.scorers.explanation import Explanation
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 METRICS = ("faithfulness", "groundedness", "answer_relevance", "context_relevance")
 DETECTION_KINDS = ("no_relevant_context", "out_of_scope", "empty_answer", "refusal")
+_K = TypeVar("_K")
+
 ERROR_KINDS = ("timeout", "rate_limited", "unparseable", "unavailable", "budget", "internal")
 
 
@@ -97,11 +99,24 @@ class ItemResult:
             object.__setattr__(self, "explanation", Explanation.from_dict(self.explanation))
 
 
+class NotJudged(StrEnum):
+    """Why an item picked for the judge was not judged (the judge's refusals)."""
+
+    BUDGET = "budget"
+    CIRCUIT_OPEN = "circuit_open"
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What scoring a batch cost one scorer. The judge fields stay 0 for offline backends;
-    ``truncations`` counts inputs cut to the configured size, ``cache_hits`` /
-    ``cache_misses`` the backend's cache lookups; ``latency_s`` is the run's wall time."""
+    """What scoring a batch cost one scorer. The judge fields stay 0 (or empty) for offline
+    backends; ``truncations`` counts inputs cut to the configured size, ``cache_hits`` /
+    ``cache_misses`` the backend's cache lookups; ``latency_s`` is the run's wall time.
+
+    The mappings are counts summed key by key: ``judge_statuses`` the judge's calls by how
+    they ended (``ok`` or an error kind: ``rate_limited``, ``timeout``, ...), ``redactions``
+    the PII values replaced before the judge saw the text, by kind (``email``, a custom
+    pattern's name, ...), ``not_judged`` the items picked for the judge but refused.
+    ``unpriced`` counts items with a call whose cost could not be priced."""
 
     judge_calls: int = 0
     prompt_tokens: int = 0
@@ -111,18 +126,33 @@ class Usage:
     cache_misses: int = 0
     truncations: int = 0
     latency_s: float = 0.0
-    # Open-ended counts by key, summed like the fields: a judge's calls by status
-    # (``call:ok``, ``call:rate_limited``, ...), items not judged (``not_judged:budget``,
-    # ``not_judged:circuit_open``), PII replaced (``redacted:email``, ...).
-    counters: Mapping[str, int] = field(default_factory=dict)
+    unpriced: int = 0
+    judge_statuses: Mapping[str, int] = field(default_factory=dict)
+    redactions: Mapping[str, int] = field(default_factory=dict)
+    not_judged: Mapping[NotJudged, int] = field(default_factory=dict)
 
     def __add__(self, other: Usage) -> Usage:
-        counters = dict(self.counters)
-        for key, n in other.counters.items():
-            counters[key] = counters.get(key, 0) + n
-        sums = {f: getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__
-                if f != "counters"}
-        return Usage(**sums, counters=counters)
+        return Usage(
+            judge_calls=self.judge_calls + other.judge_calls,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+            cache_hits=self.cache_hits + other.cache_hits,
+            cache_misses=self.cache_misses + other.cache_misses,
+            truncations=self.truncations + other.truncations,
+            latency_s=self.latency_s + other.latency_s,
+            unpriced=self.unpriced + other.unpriced,
+            judge_statuses=_summed(self.judge_statuses, other.judge_statuses),
+            redactions=_summed(self.redactions, other.redactions),
+            not_judged=_summed(self.not_judged, other.not_judged),
+        )
+
+
+def _summed(a: Mapping[_K, int], b: Mapping[_K, int]) -> dict[_K, int]:
+    out = dict(a)
+    for key, n in b.items():
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 @dataclass(frozen=True, slots=True)
