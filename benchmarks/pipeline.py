@@ -130,7 +130,7 @@ def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 def stop_procs(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    from workers.services import stop_processes
+    from workers.children import stop_processes
 
     stop_processes(list(procs), timeout_s=20.0)
 
@@ -415,8 +415,8 @@ port = 0
         from evaluator.config import load_config
         from evaluator.store import Store
         from workers.app import make_celery
+        from workers.children import spawn_worker
         from workers.sampler import StepResult, build_sampler, celery_enqueue
-        from workers.services import spawn_worker
 
         tag = self._next(scorer)
         queue = f"gwbench.{self.run_id}.{tag}"

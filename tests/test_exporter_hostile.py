@@ -268,7 +268,7 @@ def test_the_exporter_command_binds_the_configured_loopback_host(tmp_path: Path)
     """`groundwatch exporter` and `run` build their exporter with build_exporter."""
     from evaluator.store import Store
     from workers.app import make_celery
-    from workers.services import build_exporter
+    from workers.exposition import build_exporter
 
     config = load_config(DEFAULT_CONFIG, environ={
         "GROUNDWATCH__STORE__URL": f"sqlite:///{tmp_path / 'store.db'}",

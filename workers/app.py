@@ -19,13 +19,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from celery import Celery
-
 from evaluator.config import Config
 from evaluator.scorers import JUDGES, item_seconds_estimate
 from workers.broker import transport_for
 from workers.health import filesystem_broker_folder
-from workers.tasks import TASK_NAME, WARM_UP_TIMEOUT_S
+from workers.tasks import TASK_NAME, WARM_UP_TIMEOUT_S, GroundwatchCelery, register
 
 # The derived visibility timeout: a batch's pessimistic time (per-item estimate x batch_size)
 # times a safety factor, never under the floor. The factor absorbs what the per-item estimate
@@ -76,12 +74,12 @@ def broker_options(config: Config) -> dict[str, Any]:
     return options
 
 
-def make_celery(config: Config) -> Celery:
+def make_celery(config: Config) -> GroundwatchCelery:
     """A Celery app for ``config`` with the scoring task registered."""
     url = config.broker.url.get_secret_value()
     if url.startswith("filesystem://"):
         url = "filesystem://"
-    app = Celery("groundwatch", broker=url, set_as_current=False)
+    app = GroundwatchCelery("groundwatch", broker=url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -105,8 +103,6 @@ def make_celery(config: Config) -> Celery:
         # Keep Celery from looking for a result backend or a beat schedule.
         result_backend=None,
     )
-    app.groundwatch_config = config
-    from workers import tasks
-
-    tasks.register(app)  # the task and the per-process signals, on this app only
+    # The task and the per-process signals, on this app only.
+    app.runtime = register(app, config, visibility_timeout(config))
     return app

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from evaluator.config import Config
 from evaluator.store import Store
 from metrics.multiprocess import mark_process_dead, setup_multiprocess
+from workers.children import stop_processes
 
 if TYPE_CHECKING:
     from evaluator.sources import Source
@@ -144,7 +145,9 @@ class ProcessContext:
 
     def exporter(self, *, port: int | None = None) -> tuple[Exporter, int]:
         """The /metrics server, started; stops on exit. Returns it and its port."""
-        from workers.services import build_exporter
+        # The exporter loads prometheus_client's exposition and HTTP server: only the
+        # processes that serve /metrics import them.
+        from workers.exposition import build_exporter
 
         exporter = build_exporter(self.config, self.store, self.celery, port=port)
         bound = exporter.start()
@@ -153,6 +156,4 @@ class ProcessContext:
 
     def workers(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
         """Worker processes this process started: stopped (warm shutdown) on exit."""
-        from workers.services import stop_processes
-
         self._stack.callback(stop_processes, list(procs))

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from evaluator.config import Config, load_config
 from evaluator.progress import StepProgress
+from workers.children import spawn_worker, stop_on_signals, stop_processes
+from workers.exposition import exporter_status
 from workers.process import ProcessContext
-from workers.services import exporter_status, spawn_worker, stop_on_signals, stop_processes
 
 if TYPE_CHECKING:
     from workers.sampler import StepResult

@@ -19,7 +19,8 @@ import multiprocessing
 import random
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, bootsteps
 from celery.signals import (
@@ -30,11 +31,15 @@ from celery.signals import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from evaluator.config import Config
 from evaluator.errors import TransientError
 from evaluator.records import LogRecord
 from evaluator.verdicts import Verdicts
 from metrics.multiprocess import mark_process_dead
 from workers.context import ContextHolder, WorkerContext
+
+if TYPE_CHECKING:
+    from workers.health import WorkerActivity
 
 log = logging.getLogger("groundwatch.worker")
 
@@ -76,6 +81,26 @@ class WarmPoolGate:
         return True
 
 
+@dataclass
+class TaskRuntime:
+    """What the scoring task of one Celery app runs with, typed (arq's per-process ``ctx``):
+    the config, the per-process contexts, the visibility timeout a batch is timed against,
+    the prefork pool's warm-up gate (set in the main process at ``worker_init``) and the
+    worker's activity counters for its heartbeat (set by ``groundwatch worker``)."""
+
+    config: Config
+    contexts: ContextHolder
+    visibility_s: float
+    warm_gate: WarmPoolGate | None = None
+    activity: WorkerActivity | None = None
+
+
+class GroundwatchCelery(Celery):
+    """A Celery app that carries its task's :class:`TaskRuntime` (``make_celery`` sets it)."""
+
+    runtime: TaskRuntime
+
+
 class WaitForWarmPool(bootsteps.StartStopStep):
     """Consumer step: with a prefork pool, start consuming only once every child is warm.
 
@@ -85,7 +110,7 @@ class WaitForWarmPool(bootsteps.StartStopStep):
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, c: Any) -> None:
-        gate: WarmPoolGate | None = getattr(c.app, "groundwatch_warm_gate", None)
+        gate = c.app.runtime.warm_gate
         if gate is None:
             return
         started = time.monotonic()
@@ -189,15 +214,12 @@ def observe_batch_time(ctx: WorkerContext, seconds: float, n_messages: int,
                     extra={"batch_seconds": seconds, "visibility_timeout_s": visibility_s})
 
 
-def register(app: Celery) -> None:
-    """Register the task and the per-process signals on ``app``."""
-    config = app.groundwatch_config
+def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> TaskRuntime:
+    """Register the task and the per-process signals on ``app``; return the runtime they
+    share (``make_celery`` puts it on ``app.runtime``)."""
     holder = ContextHolder(config)
-    app.groundwatch_contexts = holder
+    runtime = TaskRuntime(config, holder, visibility_s)
     wcfg = config.worker
-    from workers.app import visibility_timeout
-
-    visibility_s = visibility_timeout(config)
 
     @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
               max_retries=None, ignore_result=True)  # the limit is decided below
@@ -208,9 +230,8 @@ def register(app: Celery) -> None:
             return _score_batch(self, ctx, messages)
         finally:
             observe_batch_time(ctx, time.monotonic() - started, len(messages), visibility_s)
-            activity = getattr(app, "groundwatch_activity", None)  # set by run_worker
-            if activity is not None:  # for the heartbeat (workers/health.py)
-                activity.task_done(len(messages))
+            if runtime.activity is not None:  # for the heartbeat (workers/health.py)
+                runtime.activity.task_done(len(messages))
 
     def _score_batch(self: Task, ctx: WorkerContext,
                      messages: list[dict[str, Any]]) -> dict[str, int]:
@@ -251,18 +272,17 @@ def register(app: Celery) -> None:
     # children get worker_process_init (and count themselves warm for WaitForWarmPool); solo
     # and threads pools run tasks in the main process, which gets worker_init, before Celery
     # starts its consumer and says "ready".
-    app.groundwatch_warm_gate = None
     app.steps["consumer"].add(WaitForWarmPool)
 
     def _on_process_init(**_: Any) -> None:
         holder.get()
-        gate = app.groundwatch_warm_gate
+        gate = runtime.warm_gate
         if gate is not None:
             gate.child_warm()
 
     def _on_main_init(**_: Any) -> None:
         if wcfg.pool == "prefork":
-            app.groundwatch_warm_gate = WarmPoolGate(wcfg.concurrency)
+            runtime.warm_gate = WarmPoolGate(wcfg.concurrency)
         else:
             holder.get()
 
@@ -274,3 +294,4 @@ def register(app: Celery) -> None:
     worker_init.connect(_on_main_init, weak=False)
     worker_process_shutdown.connect(_on_shutdown, weak=False)
     worker_shutdown.connect(_on_shutdown, weak=False)
+    return runtime
