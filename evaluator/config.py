@@ -11,6 +11,7 @@ text otherwise. ``GROUNDWATCH_CONFIG`` names the file when no path is given.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import unicodedata
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from evaluator.errors import ConfigError
 
@@ -51,9 +54,6 @@ def db_url_problem(value: str, *, backends: tuple[str, ...] | None = None) -> st
     loaded rather than on the first connection; the driver itself (psycopg, ...) is imported
     only when connecting, so a config can be checked on a machine without it.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
     try:
         url = make_url(value)
     except ArgumentError:
@@ -383,8 +383,6 @@ class RedactionPattern(_Section):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        import re
-
         try:
             pattern = re.compile(value)
         except re.error as exc:
@@ -462,8 +460,6 @@ class JudgeConfig(_Section):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
-        import re
-
         if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError("api_key_env is the NAME of an environment variable "
                              "(e.g. OPENAI_API_KEY), not the key")

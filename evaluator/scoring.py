@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from evaluator.judge.types import FINAL_ATTEMPT
 from evaluator.records import LogRecord
 from evaluator.scorers.base import (
     BatchScorer,
@@ -71,8 +72,6 @@ class Scoring:
         if self.judge is not None:
             picked = self.pick(runs[0], gated)
             if picked:
-                from evaluator.judge.types import FINAL_ATTEMPT
-
                 token = FINAL_ATTEMPT.set(final_attempt)
                 try:
                     run = self._run(self.judge, [g.record for g, _ in picked],

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from evaluator.errors import ConfigError, GoldenRunError
 from evaluator.records import LogRecord
-from evaluator.scorers import JUDGES
+from evaluator.scorers import JUDGES, build_judge, build_scorer
 from evaluator.scorers.base import METRICS, Outcome, ScoredBatch, Scorer
 from evaluator.scoring import Scoring
 
@@ -332,8 +332,6 @@ def build_golden_judge(config: Config) -> Scorer | None:
     The cache must be off: it answers a repeated (metric, model, prompt, inputs) from the
     first reply, which is exactly the comparison the golden set exists to make. Budgets,
     circuit breaker and redaction stay as configured."""
-    from evaluator.scorers import build_judge, build_scorer
-
     uncached = config.model_copy(update={
         "judge": config.judge.model_copy(update={"cache_ttl_s": 0.0})})
     if config.scoring.scorer in JUDGES:

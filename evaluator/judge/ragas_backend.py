@@ -42,6 +42,10 @@ _CLAIMS: contextvars.ContextVar[list[Claim] | None] = contextvars.ContextVar(
     "groundwatch_ragas_claims", default=None)
 
 
+# ragas is the [ragas] extra and takes seconds to import: it loads only where ragas runs
+# (the imports inside the functions below), never when this module is imported.
+
+
 def ragas_version() -> str:
     import ragas
 
@@ -53,6 +57,8 @@ class EmbeddedEmbeddings:
     :class:`evaluator.scorers.embedded.model.Encoder`, computed off the event loop."""
 
     def __init__(self, torch_threads: int = 1) -> None:
+        # The [embedded] extra (torch, numpy): needed only when ragas embeds with the shipped
+        # model (judge.embeddings.source = "embedded").
         from evaluator.scorers.embedded.model import Encoder
 
         self.encoder = Encoder(torch_threads=torch_threads, cache_size=0, cache_mb=0)

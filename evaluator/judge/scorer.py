@@ -36,10 +36,16 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from evaluator.errors import ConfigError, TransientError
 from evaluator.judge.calls import CURRENT, CallLog, CircuitBreaker, JudgeTransport, Price
+from evaluator.judge.compact import PROMPT_VERSION, CompactBackend
+from evaluator.judge.loop import JudgeLoop
+from evaluator.judge.ragas_backend import EmbeddedEmbeddings, RagasBackend, _ragas_embeddings
+from evaluator.judge.redact import Redactor
+from evaluator.judge.shared import Budget, ResponseCache, shared_state_for
 from evaluator.judge.types import FINAL_ATTEMPT, JudgeBackend, JudgeInput, MetricOutcome
 from evaluator.scorers import JUDGES
 from evaluator.scorers.base import MetricResult, NotJudged, Usage
@@ -62,11 +68,7 @@ MAX_CONTEXT_CHARS = 40_000
 def prompt_version(mode: str) -> str:
     """The prompts' version without importing ragas (its metadata only)."""
     if mode == "compact":
-        from evaluator.judge.compact import PROMPT_VERSION
-
         return PROMPT_VERSION
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return f"ragas-{version('ragas')}"
     except PackageNotFoundError:
@@ -139,12 +141,10 @@ class JudgeScorer(GatedScorer):
         with self._lock:
             if self._started_pid == os.getpid():
                 return
+            # The [judge] extra, imported when the judge starts in its process: building a
+            # scorer (and checking its name) must work before the extra is installed.
             import httpx
             from openai import AsyncOpenAI
-
-            from evaluator.judge.loop import JudgeLoop
-            from evaluator.judge.redact import Redactor
-            from evaluator.judge.shared import Budget, ResponseCache, shared_state_for
 
             # One line per HTTP call at INFO would drown the worker's log; failures are
             # logged by the transport, and counted.
@@ -193,21 +193,13 @@ class JudgeScorer(GatedScorer):
     def _build_backend(self, client_cls: Any, httpx: Any, price: Price) -> JudgeBackend:
         cfg = self.judge_config
         if self.mode == "compact":
-            from evaluator.judge.compact import CompactBackend
-
             return CompactBackend(cfg, self._client)
-        from evaluator.judge.ragas_backend import (
-            EmbeddedEmbeddings,
-            RagasBackend,
-            _ragas_embeddings,
-        )
-
         emb = cfg.embeddings
         if emb.source == "embedded":
             embeddings = _ragas_embeddings(EmbeddedEmbeddings(
                 self.config.scoring.embedded.torch_threads))
         else:
-            from ragas.embeddings import OpenAIEmbeddings
+            from ragas.embeddings import OpenAIEmbeddings  # the [ragas] extra, this mode only
 
             self._embeddings_client = self._openai(
                 client_cls, httpx, emb.base_url or cfg.base_url,

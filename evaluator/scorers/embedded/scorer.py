@@ -25,10 +25,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from evaluator.config import Config, EmbeddedConfig, ScopeConfig
 from evaluator.records import LogRecord
 from evaluator.scorers.base import Detection, MetricResult, Usage
 from evaluator.scorers.embedded import clash as cl
@@ -47,9 +47,6 @@ from evaluator.scorers.explanation import (
 )
 from evaluator.scorers.gates import Assessment, Gated, GatedScorer
 from evaluator.scorers.text import content_words
-
-if TYPE_CHECKING:
-    from evaluator.config import Config, EmbeddedConfig, ScopeConfig
 
 _FAITH = ("faithfulness", "groundedness")
 
@@ -78,8 +75,6 @@ class EmbeddedScorer(GatedScorer):
 
     def __init__(self, settings: EmbeddedConfig | None = None, scope: ScopeConfig | None = None,
                  calibration: Calibration | None = None) -> None:
-        from evaluator.config import EmbeddedConfig, ScopeConfig
-
         self.settings = settings or EmbeddedConfig()
         self.scope = scope or ScopeConfig()
         self.calibration = calibration or Calibration.load()
