@@ -65,6 +65,7 @@ class _ScrapeTimeCollector:
             self._errors[what] += 1
 
     def collect(self) -> Iterator[Metric]:
+        # import-order rule (metrics.multiprocess): prometheus_client loads late
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         if self._queue_depth is not None:
@@ -101,6 +102,7 @@ class _ScrapeTimeCollector:
 
 
 def _multiprocess_registry(registry_dir: str) -> CollectorRegistry:
+    # import-order rule (metrics.multiprocess): prometheus_client loads late
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -111,6 +113,7 @@ def _multiprocess_registry(registry_dir: str) -> CollectorRegistry:
 
 def snapshot_text(registry_dir: str | os.PathLike[str]) -> str:
     """The Prometheus text exposition of everything recorded in ``registry_dir`` right now."""
+    # import-order rule (metrics.multiprocess): prometheus_client loads late
     from prometheus_client import generate_latest
 
     return generate_latest(_multiprocess_registry(os.fspath(registry_dir))).decode("utf-8")
@@ -342,6 +345,7 @@ class Exporter:
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition (body, content type) for an ``Accept`` header, as /metrics serves it."""
+        # import-order rule (metrics.multiprocess): prometheus_client loads late
         from prometheus_client.exposition import choose_encoder
 
         if self._registry is None:

@@ -83,6 +83,18 @@ def _in_type_checking(parents: list[ast.AST]) -> bool:
     return any(isinstance(p, ast.If) and "TYPE_CHECKING" in ast.unparse(p.test) for p in parents)
 
 
+def _reason_above(lines: list[str], lineno: int) -> str:
+    """The comment that gives a function-level import its reason: on the line above the
+    import, or above the run of imports (and blank lines) it belongs to."""
+    for index in range(lineno - 2, max(-1, lineno - 9), -1):
+        text = lines[index].strip()
+        if text.startswith("#"):
+            return text[1:].strip()
+        if text and not text.startswith(("import ", "from ")):
+            return ""
+    return ""
+
+
 def scan(mods: dict[str, Module]) -> None:
     known = set(mods)
     for mod in mods.values():
@@ -98,9 +110,8 @@ def scan(mods: dict[str, Module]) -> None:
                         pass
                     elif in_function:
                         what = ast.unparse(child)
-                        above = lines[child.lineno - 2].strip() if child.lineno > 1 else ""
-                        reason = above[1:].strip() if above.startswith("#") else ""
                         tail = lines[child.lineno - 1].partition("#")[2].strip()
+                        reason = _reason_above(lines, child.lineno)
                         mod.local_imports.append((child.lineno, what, tail or reason))
                         mod.all_imports.update(t for t in _targets(mod, child, known)
                                                if t != mod.name)

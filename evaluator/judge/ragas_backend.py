@@ -42,11 +42,8 @@ _CLAIMS: contextvars.ContextVar[list[Claim] | None] = contextvars.ContextVar(
     "groundwatch_ragas_claims", default=None)
 
 
-# ragas is the [ragas] extra and takes seconds to import: it loads only where ragas runs
-# (the imports inside the functions below), never when this module is imported.
-
-
 def ragas_version() -> str:
+    # the [ragas] extra: loaded where ragas runs, not when this module is imported
     import ragas
 
     return str(ragas.__version__)
@@ -68,6 +65,7 @@ class EmbeddedEmbeddings:
 
 
 def _ragas_embeddings(source: EmbeddedEmbeddings) -> Any:
+    # the [ragas] extra: loaded where ragas runs, not when this module is imported
     from ragas.embeddings.base import BaseRagasEmbedding
 
     class _Embedded(BaseRagasEmbedding):
@@ -92,6 +90,7 @@ class RagasBackend:
     mode = "ragas"
 
     def __init__(self, config: JudgeConfig, client: Any, embeddings: Any) -> None:
+        # the [ragas] extra: loaded where ragas runs, not when this module is imported
         from ragas.llms import llm_factory
         from ragas.metrics.collections import (
             AnswerRelevancy,

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from evaluator.config import parse_duration
+from evaluator.config import load_config, parse_duration
 from evaluator.errors import ConfigError
 from evaluator.scorers.base import METRICS
 
@@ -302,8 +302,6 @@ def _key(loc: tuple[Any, ...]) -> str:
 def scoring_thresholds(path: str | os.PathLike[str]) -> dict[str, float]:
     """``[scoring.thresholds]`` of a groundwatch config file, environment ignored (the
     generated files must not depend on who runs the generator)."""
-    from evaluator.config import load_config
-
     return dict(load_config(path, environ={}).scoring.thresholds)
 
 
