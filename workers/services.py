@@ -151,13 +151,13 @@ def build_exporter(config: Config, store: Any, app: Any, *, port: int | None = N
     depth = queue_depth_probe(app, config.broker.queue)
 
     def oldest() -> float | None:
-        ts = store.oldest_unscored_sampled_at()
+        ts = store.queries.oldest_unscored_sampled_at()
         return None if ts is None else max(0.0, (datetime.now(UTC) - ts).total_seconds())
 
     def health() -> dict[str, Any]:
         checks: dict[str, Any] = {}
         try:
-            store.count_items_by_status()
+            store.queries.count_items_by_status()
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"error: {type(exc).__name__}"
@@ -241,8 +241,8 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
         cursor_at = getattr(sampler.source, "cursor_at", None)
         if (since is not None and cursor_at is not None and config.source.kind == "sql"
                 and config.source.sql.mode == "timestamp"
-                and store.get_cursor(config.source.name) is None):
-            store.reset_cursor(config.source.name, cursor_at(since))
+                and store.ledger.get_cursor(config.source.name) is None):
+            store.ledger.reset_cursor(config.source.name, cursor_at(since))
         stop = stop or threading.Event()
         stop_on_signals(stop)
         running = StepResult()
@@ -266,4 +266,4 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
         stop = stop or threading.Event()
         stop_on_signals(stop)
         return sampler.run(stop, until_idle=until_idle,
-                           on_step=broker_loss_hook(config, process.store, process.enqueue))
+                           on_step=broker_loss_hook(config, process.store.ledger, process.enqueue))
