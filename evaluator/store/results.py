@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert
 
 from evaluator.records import LogRecord
 from evaluator.scorers.base import ItemResult, MetricResult, ScoredBatch, ScorerRun, Written
 from evaluator.store.database import Database, chunks
-from evaluator.store.models import failures, items
+from evaluator.store.models import failures
 from evaluator.store.rows import UNSAMPLED
-from evaluator.store.writes import NOT_SCORED, Transaction, WritePath
+from evaluator.store.writes import Transaction, WritePath, mark_items
 
 MAX_REASON_CHARS = 4000
 
@@ -156,7 +156,7 @@ class ResultWriter:
              records[rid].model, UNSAMPLED, "scored", now_p, now_p,
              js(records[rid].to_message()))
             for rid in ids if rid not in present]))
-        tx.run("mark_scored", self._path.prepare("mark_scored", [(now_p, rid) for rid in ids]))
+        tx.mark_scored(ids, now_p)
 
     def record_failures(
         self,
@@ -182,6 +182,4 @@ class ResultWriter:
         with self._db.writer.begin() as conn:
             conn.execute(insert(failures), rows)
             for chunk in chunks(ids):
-                conn.execute(update(items)
-                             .where(items.c.request_id.in_(chunk), NOT_SCORED)
-                             .values(status="failed", updated_at=now))
+                conn.execute(mark_items("failed", chunk), {"b_updated_at": now})

@@ -15,6 +15,7 @@ refuses RETURNING in ``executemany``, so it reads the stored outcomes first and 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,8 +36,6 @@ SCORE_COLUMNS = ("request_id", "metric", "scorer", "scorer_version", "outcome", 
                  "reason", "route", "model", "log_timestamp", "scored_at")
 EXPLANATION_COLUMNS = ("request_id", "scorer", "scorer_version", "body", "detections",
                        "created_at")
-# Bind names of the mark statements (a bindparam may not share a name with a SET column).
-MARK_COLUMNS = ("b_updated_at", "b_request_id")
 
 #: Items that a failure or a new score may still change: ``scored`` is final.
 NOT_SCORED = items.c.status != "scored"
@@ -53,11 +52,11 @@ def replaceable(old_outcome: Any, new_outcome: Any) -> Any:
     return (old_outcome == Outcome.ERROR.value) & (new_outcome != Outcome.ERROR.value)
 
 
-def mark_items(status: str) -> Any:
-    """UPDATE one item (bind ``b_request_id``) to ``status`` at ``b_updated_at``, unless it is
-    already ``scored``."""
+def mark_items(status: str, request_ids: Sequence[Any]) -> Any:
+    """UPDATE the items ``request_ids`` (values or bind parameters) to ``status`` at the bind
+    ``b_updated_at``, except those already ``scored``."""
     return (update(items)
-            .where(items.c.request_id == bindparam("b_request_id"), NOT_SCORED)
+            .where(items.c.request_id.in_(request_ids), NOT_SCORED)
             .values(status=status, updated_at=bindparam("b_updated_at")))
 
 
@@ -82,7 +81,6 @@ class WriteStatements:
         )
         self.add_explanations = db.insert(explanations).on_conflict_do_nothing(
             index_elements=key)
-        self.mark_scored = mark_items("scored")
 
     def columns(self) -> dict[str, tuple[Any, tuple[str, ...]]]:
         """Each statement by name, with the order of the row tuples it takes."""
@@ -91,7 +89,6 @@ class WriteStatements:
             "upsert_scores": (self.upsert_scores, SCORE_COLUMNS),
             "replace_explanations": (self.replace_explanations, EXPLANATION_COLUMNS),
             "add_explanations": (self.add_explanations, EXPLANATION_COLUMNS),
-            "mark_scored": (self.mark_scored, MARK_COLUMNS),
         }
 
 
@@ -120,6 +117,10 @@ class Transaction(Protocol):
 
     def present_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored as items."""
+
+    def mark_scored(self, ids: Sequence[str], now: Any) -> None:
+        """Mark the items ``ids`` scored at ``now`` (a parameter, as :attr:`WritePath.ts` made
+        it) with :func:`mark_items`: one UPDATE per :data:`IN_CHUNK` ids."""
 
 
 class WritePath:
@@ -158,6 +159,14 @@ class WritePath:
                     cur.close()
             else:
                 yield _CoreTransaction(conn, self.statements)
+
+
+@functools.lru_cache(maxsize=64)
+def _mark_scored_sqlite(n: int) -> _Compiled:
+    """:func:`mark_items` for ``n`` ids, compiled for SQLite (batches repeat a few sizes)."""
+    names = tuple(f"b_id{i}" for i in range(n))
+    return _Compiled(mark_items("scored", [bindparam(name) for name in names]),
+                     ("b_updated_at", *names))
 
 
 class _Compiled:
@@ -225,6 +234,11 @@ class _SqliteTransaction:
             present.update(r for (r,) in self._cur.fetchall())
         return present
 
+    def mark_scored(self, ids: Sequence[str], now: Any) -> None:
+        for chunk in chunks(ids):
+            marks = _mark_scored_sqlite(len(chunk))
+            self._cur.execute(marks.sql, marks.params([(now, *chunk)])[0])
+
 
 class _CoreTransaction:
     def __init__(self, conn: Connection, statements: WriteStatements) -> None:
@@ -255,3 +269,7 @@ class _CoreTransaction:
             present.update(self._conn.scalars(select(items.c.request_id)
                                               .where(items.c.request_id.in_(chunk))))
         return present
+
+    def mark_scored(self, ids: Sequence[str], now: Any) -> None:
+        for chunk in chunks(ids):
+            self._conn.execute(mark_items("scored", chunk), {"b_updated_at": now})
