@@ -559,7 +559,7 @@ def worker_breakdown(bench: Bench, scorer: str, n: int, batch_size: int) -> dict
         setattr(obj, attr, timed)
 
     wrap(ctx.scorer, "score_batch", "score")
-    wrap(ctx.store, "record_results", "store")
+    wrap(ctx.store.results, "record_batch", "store")
     for chunk in chunks(bench.messages[:n], batch_size):
         t0 = time.perf_counter()
         recs, _bad = decode_messages(chunk)
