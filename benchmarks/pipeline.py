@@ -430,7 +430,7 @@ port = 0
         metrics_before = self.score_outcomes(scorer)
 
         def finished() -> int:
-            counts = store.count_items_by_status()
+            counts = store.queries.count_items_by_status()
             return counts["scored"] + counts["failed"]
 
         logs = [case_dir / f"worker{i}.log" for i in range(layout.procs)]
@@ -448,7 +448,7 @@ port = 0
             wait_for(lambda: finished() >= len(warm), what="pipeline warm-up", procs=procs,
                      logs=logs, timeout=READY_TIMEOUT_S, poll=0.02)
 
-            sampler = build_sampler(config, store, self.metrics, enqueue)
+            sampler = build_sampler(config, store.ledger, self.metrics, enqueue)
             timers = instrument_sampler(sampler)
             steps: list[StepResult] = []
             profiler = None
@@ -468,7 +468,7 @@ port = 0
             wait_for(lambda: finished() >= target, what=f"{n} items scored", procs=procs,
                      logs=logs, timeout=DRAIN_TIMEOUT_S, poll=0.02)
             elapsed = time.perf_counter() - started
-            counts = store.count_items_by_status()
+            counts = store.queries.count_items_by_status()
         finally:
             stop_procs(procs)
             for h in handles:
@@ -518,12 +518,12 @@ def instrument_sampler(sampler: Any) -> dict[str, float]:
         setattr(obj, attr, timed)
 
     wrap(sampler.source, "read", "source.read (SQL + map_row)")
-    wrap(sampler.store, "add_items", "store.add_items")
+    wrap(sampler.ledger, "add_items", "store.add_items")
     wrap(sampler, "_enqueue", "enqueue (to_message + publish)")
     wrap(sampler, "_count", "metrics (_count)")
-    wrap(sampler.store, "acquire_lock", "store.acquire_lock")
-    wrap(sampler.store, "get_cursor", "store.get_cursor")
-    wrap(sampler.store, "set_cursor", "store.set_cursor")
+    wrap(sampler.ledger, "acquire_lock", "store.acquire_lock")
+    wrap(sampler.ledger, "get_cursor", "store.get_cursor")
+    wrap(sampler.ledger, "set_cursor", "store.set_cursor")
     wrap(sampler, "step", "step total")
     return timers
 
@@ -543,7 +543,7 @@ def worker_breakdown(bench: Bench, scorer: str, n: int, batch_size: int) -> dict
     ctx = WorkerContext.build(config)
     ctx.metrics = bench.metrics
     records = bench.records[:n]
-    ctx.store.add_items([(r, "default") for r in records], source="bench")
+    ctx.store.ledger.add_items([(r, "default") for r in records], source="bench")
     timers = {"decode": 0.0, "score": 0.0, "store": 0.0, "total": 0.0}
 
     def wrap(obj: Any, attr: str, label: str) -> None:
@@ -559,7 +559,7 @@ def worker_breakdown(bench: Bench, scorer: str, n: int, batch_size: int) -> dict
         setattr(obj, attr, timed)
 
     wrap(ctx.scorer, "score_batch", "score")
-    wrap(ctx.store, "record_results", "store")
+    wrap(ctx.store.results, "record_batch", "store")
     for chunk in chunks(bench.messages[:n], batch_size):
         t0 = time.perf_counter()
         recs, _bad = decode_messages(chunk)

@@ -319,7 +319,7 @@ def sample(run: Run, store: Any, redis_client: Any, t: float, feeder: Feeder) ->
     metrics = scrape(run.port)
     if metrics is None:
         run.scrape_failures += 1
-    counts = store.count_items_by_status()
+    counts = store.queries.count_items_by_status()
     point = {
         "t_s": round(t, 1),
         "rows_written": feeder.written,
@@ -404,14 +404,14 @@ def soak(args: argparse.Namespace, run: Run) -> dict[str, Any]:
 
     def drained() -> bool:
         m = scrape(run.port) or {}
-        counts = store.count_items_by_status()
+        counts = store.queries.count_items_by_status()
         return (m.get("groundwatch_logs_seen_total", 0) >= feeder.written
                 and counts.get("queued", 0) == 0)
     wait_for(drained, what="every row read and every sampled item scored",
              timeout=args.drain_timeout, run=run)
     drain_s = time.monotonic() - drain_began
     final = scrape(run.port) or {}
-    counts = store.count_items_by_status()
+    counts = store.queries.count_items_by_status()
     store.close()
     stop_all(run.procs)
 

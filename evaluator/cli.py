@@ -161,13 +161,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         with _process(config) as process:
             store = process.store
-            path = write_html_report(store, args.html, thresholds=config.scoring.thresholds,
+            path = write_html_report(store.queries, args.html, thresholds=config.scoring.thresholds,
                                      since=since, scorer=args.scorer, worst=args.html_worst,
                                      source=store.safe_url)
         print(f"HTML report: {path}")
         return 0
     with _process(config) as process:
-        rows = build_report(process.store.scores(since=since, scorer=args.scorer),
+        rows = build_report(process.store.queries.scores(since=since, scorer=args.scorer),
                             worst=args.worst)
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     with _process(_config(args)) as process:
-        text = format_explanation(process.store, args.request_id)
+        text = format_explanation(process.store.queries, args.request_id)
     if text is None:
         print(f"no item, score or rejection with request id {args.request_id!r}",
               file=sys.stderr)
@@ -207,7 +207,7 @@ def cmd_cursor(args: argparse.Namespace) -> int:
 def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
             source: Any) -> int:
     """``cursor show|reset|set`` on ``store`` and ``source``."""
-    state = store.cursor_state(name)
+    state = store.ledger.cursor_state(name)
     if args.action == "show":
         position = state.position if state is not None else None
         print(f"source {name!r}: " + source.describe_cursor(position))
@@ -239,7 +239,7 @@ def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
             print(f"groundwatch cursor set: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     try:
-        old = store.reset_cursor(name, new)
+        old = store.ledger.reset_cursor(name, new)
     except LockHeldError as exc:
         print(f"groundwatch cursor {args.action}: {exc}: stop that sampler first (or wait "
               f"for its lock to expire, sampler.lock_ttl_s)", file=sys.stderr)
@@ -352,7 +352,7 @@ def cmd_golden(args: argparse.Namespace) -> int:
         # scheduled run's do.
         with ProcessContext(config, metrics="keep") as process:
             try:
-                run = golden.run_golden(judge, records, process.store, process.metrics,
+                run = golden.run_golden(judge, records, process.store.golden, process.metrics,
                                         judge_version=golden.judge_version(judge))
             except Exception as exc:
                 print(f"groundwatch golden: the run failed: {type(exc).__name__}: "

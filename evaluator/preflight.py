@@ -412,8 +412,8 @@ def _migration_state(conn: Any) -> tuple[str | None, str | None, int]:
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
+    from evaluator.store.database import alembic_config
     from evaluator.store.models import VERSION_TABLE
-    from evaluator.store.store import alembic_config
 
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()

@@ -62,7 +62,7 @@ def scored(tmp_path: Path) -> Path:
                for i in range(ROUTES)]
     scorer = build_scorer(config, "lexical")
     store = Store.from_config(config.store)
-    store.record_results(scorer.score_batch(records), {r.request_id: r for r in records},
+    store.results.record_results(scorer.score_batch(records), {r.request_id: r for r in records},
                          scorer=scorer.name, scorer_version=scorer.version)
     store.close()
     scorer.close()
@@ -174,7 +174,7 @@ def test_explain_shows_the_rejection_of_a_row_that_was_not_sampled(
     config = load_config(path, environ={})
     store = Store.from_config(config.store)
     queue = Queue()
-    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    sampler = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), queue)
     while not sampler.step().idle:
         pass
     store.close()

@@ -74,19 +74,19 @@ def test_end_to_end(tmp_path: Path) -> None:
         try:
             def all_scored() -> bool:
                 assert worker.poll() is None, log_tail(tmp_path / "worker.log")
-                counts = store.count_items_by_status()
+                counts = store.queries.count_items_by_status()
                 return counts["scored"] == len(expected) and counts["queued"] == 0
             wait_until(all_scored, timeout=120, what="every sampled item scored")
 
             # The store: exactly the sampled items, each with exactly one score per metric.
-            scores = store.scores()
+            scores = store.queries.scores()
             per_item = Counter((s.request_id, s.metric) for s in scores)
             assert {rid for rid, _ in per_item} == set(expected)
             assert set(per_item.values()) == {1}
             assert Counter(metric for _, metric in per_item) == {
                 m: len(expected) for m in ("faithfulness", "groundedness", "answer_relevance",
                                            "context_relevance")}
-            assert {(r.row_ref, r.field) for r in store.rejections()} == {
+            assert {(r.row_ref, r.field) for r in store.queries.rejections()} == {
                 ("req-11-000017", "contexts"), ("req-11-000101", "question"),
                 ("req-11-000230", "answer")}
         finally:
@@ -133,7 +133,7 @@ def test_run_all_in_one_scores_and_stops_cleanly(tmp_path: Path) -> None:
                        tmp_path / "run.log")
         store = Store(f"sqlite:///{tmp_path}/gw.db")
         try:
-            wait_until(lambda: store.count_items_by_status()["scored"] == len(expected),
+            wait_until(lambda: store.queries.count_items_by_status()["scored"] == len(expected),
                        timeout=120, what="all sampled items scored by `run`")
         finally:
             store.close()

@@ -373,8 +373,8 @@ def test_groundwatch_explain_shows_claims_verdicts_evidence_and_detections(
             rid="off"),
     ]
     store = Store(url)
-    store.add_items([(r, "default") for r in records], source="app")
-    store.record_results(scorer.score_batch(records), {r.request_id: r for r in records},
+    store.ledger.add_items([(r, "default") for r in records], source="app")
+    store.results.record_results(scorer.score_batch(records), {r.request_id: r for r in records},
                          scorer=scorer.name, scorer_version=scorer.version)
     store.close()
 

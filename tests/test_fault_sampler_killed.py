@@ -62,13 +62,13 @@ def test_sampler_killed_between_enqueue_and_cursor_resends_and_counts_once(
         with processes() as procs:
             log = tmp_path / "sampler.log"
             sampler = start(procs, groundwatch_cmd(path, "sampler"), log)
-            wait_until(lambda: (store.get_cursor("app") or {}).get("request_id", {}).get("value")
+            wait_until(lambda: (store.ledger.get_cursor("app") or {}).get("request_id", {}).get("value")
                        == rows[FIRST - 1]["req_uuid"], timeout=60, what="the first slice")
             assert queue.llen(config.broker.queue) == 2  # 40 items in batches of 25
             # Just after a lock renewal, so that none is due in the window below.
-            renewed = store.cursor_state("app")
+            renewed = store.ledger.cursor_state("app")
             assert renewed is not None
-            wait_until(lambda: (s := store.cursor_state("app")) is not None
+            wait_until(lambda: (s := store.ledger.cursor_state("app")) is not None
                        and s.lock_expires_at != renewed.lock_expires_at, timeout=30,
                        what="a lock renewal")
             with engine.connect() as blocker:
@@ -76,16 +76,16 @@ def test_sampler_killed_between_enqueue_and_cursor_resends_and_counts_once(
                 demo_traffic.write_rows(logs_url, rows[FIRST:])
                 wait_until(lambda: queue.llen(config.broker.queue) == 4, timeout=20,
                            what="the second slice published")
-                assert sum(store.count_items_by_status().values()) == FIRST + SECOND
+                assert sum(store.queries.count_items_by_status().values()) == FIRST + SECOND
                 sampler.send_signal(signal.SIGKILL)
                 sampler.wait(timeout=10)
                 blocker.rollback()
             # The cursor did not move past the slice it could not commit.
-            assert (store.get_cursor("app") or {})["request_id"]["value"] == \
+            assert (store.ledger.get_cursor("app") or {})["request_id"]["value"] == \
                 rows[FIRST - 1]["req_uuid"]
 
             restarted = start(procs, groundwatch_cmd(path, "sampler"), log)
-            wait_until(lambda: (store.get_cursor("app") or {}).get("request_id", {}).get("value")
+            wait_until(lambda: (store.ledger.get_cursor("app") or {}).get("request_id", {}).get("value")
                        == rows[-1]["req_uuid"], timeout=60,
                        what=f"the restarted sampler to commit the slice\n{log_tail(log)}")
             assert queue.llen(config.broker.queue) == 6  # the slice was sent again...
@@ -93,7 +93,7 @@ def test_sampler_killed_between_enqueue_and_cursor_resends_and_counts_once(
 
             # ...and the idempotent writes absorb the duplicate.
             start(procs, groundwatch_cmd(path, "worker"), tmp_path / "worker.log")
-            wait_until(lambda: store.count_items_by_status()["scored"] == FIRST + SECOND
+            wait_until(lambda: store.queries.count_items_by_status()["scored"] == FIRST + SECOND
                        and queue.llen(config.broker.queue) == 0, timeout=90,
                        what=f"scoring\n{log_tail(tmp_path / 'worker.log')}")
             with engine.connect() as conn:
@@ -111,7 +111,7 @@ def test_sampler_killed_between_enqueue_and_cursor_resends_and_counts_once(
         assert total(parsed, "groundwatch_app_requests_total") == FIRST + SECOND
         assert total(parsed, "groundwatch_logs_seen_total") == FIRST + SECOND
         assert total(parsed, "groundwatch_score_outcomes_total") == (FIRST + SECOND) * n_metrics
-        assert store.rejections() == []
+        assert store.queries.rejections() == []
     finally:
         engine.dispose()
         store.close()

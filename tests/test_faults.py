@@ -71,9 +71,9 @@ def sampled_ids(rows: list[dict[str, Any]]) -> set[str]:
 
 def assert_scored_once(store: Store, expected: set[str]) -> None:
     """Every expected item is stored and ``scored``, with exactly one score per metric."""
-    counts = store.count_items_by_status()
+    counts = store.queries.count_items_by_status()
     assert counts == {"queued": 0, "scored": len(expected), "failed": 0}, counts
-    per_pair = Counter((s.request_id, s.metric) for s in store.scores())
+    per_pair = Counter((s.request_id, s.metric) for s in store.queries.scores())
     assert {rid for rid, _ in per_pair} == expected
     assert set(per_pair.values()) == {1}
     assert Counter(m for _, m in per_pair) == dict.fromkeys(METRICS, len(expected))
@@ -115,13 +115,13 @@ def test_redis_stopped_mid_run_loses_and_doubles_nothing(tmp_path: Path,
 
             # Stop the broker with scored items behind and a backlog in its queue.
             def under_way() -> bool:
-                c = store.count_items_by_status()
+                c = store.queries.count_items_by_status()
                 return c["scored"] >= 20 and c["queued"] >= 40
             wait_until(under_way, timeout=60, what="scoring under way with a backlog: "
                        + log_tail(tmp_path / "worker0.log", 10))
             broker.stop()
             down = Stopwatch()
-            scored_at_stop = store.count_items_by_status()["scored"]
+            scored_at_stop = store.queries.count_items_by_status()["scored"]
 
             # While it is down: /healthz says so, new rows keep arriving, the sampler tries.
             seen: list[Any] = []
@@ -138,7 +138,7 @@ def test_redis_stopped_mid_run_loses_and_doubles_nothing(tmp_path: Path,
             assert body["broker"].startswith("error"), body
             demo_traffic.write_rows(logs_url, later)
             later_ids = {str(r["req_uuid"]) for r in later} & expected
-            wait_until(lambda: later_ids <= store.stored_item_ids(sorted(later_ids)),
+            wait_until(lambda: later_ids <= store.ledger.stored_item_ids(sorted(later_ids)),
                        timeout=30, what="the sampler reading rows during the outage")
             wait_until(lambda: "sampler step failed" in log_tail(tmp_path / "sampler.log", 200),
                        timeout=30, what="the sampler backing off")
@@ -153,10 +153,10 @@ def test_redis_stopped_mid_run_loses_and_doubles_nothing(tmp_path: Path,
             def all_scored() -> bool:
                 for i, w in enumerate(workers):
                     assert w.poll() is None, log_tail(tmp_path / f"worker{i}.log")
-                return store.count_items_by_status()["scored"] == len(expected)
+                return store.queries.count_items_by_status()["scored"] == len(expected)
             wait_until(all_scored, timeout=60,
                        what=f"all {len(expected)} items scored after the restart "
-                            f"({store.count_items_by_status()}); sampler: "
+                            f"({store.queries.count_items_by_status()}); sampler: "
                             + log_tail(tmp_path / "sampler.log", 5))
             recovered = back.elapsed
             assert all(p.poll() is None for p in everyone), "no process may need a restart"
@@ -210,7 +210,7 @@ def test_postgres_store_stopped_mid_run_waits_and_writes_nothing_by_halves(
             everyone = [*workers, exporter, sampler]
 
             def under_way() -> bool:
-                c = store.count_items_by_status()
+                c = store.queries.count_items_by_status()
                 return c["scored"] >= 20 and c["queued"] >= 40
             wait_until(under_way, timeout=60, what="scoring under way with a backlog")
             pg.stop("fast")  # every session ends, as in a database restart or failover
@@ -235,12 +235,12 @@ def test_postgres_store_stopped_mid_run_waits_and_writes_nothing_by_halves(
             back = Stopwatch()
 
             def all_done() -> bool:
-                c = store.count_items_by_status()
+                c = store.queries.count_items_by_status()
                 return c["scored"] + c["failed"] == len(expected) and c["queued"] == 0
             try:
                 wait_until(all_done, timeout=60, what="every item settled after the restart")
             except TimeoutError as exc:
-                raise AssertionError(f"{exc}: {store.count_items_by_status()}") from exc
+                raise AssertionError(f"{exc}: {store.queries.count_items_by_status()}") from exc
             recovered = back.elapsed
             assert all(p.poll() is None for p in everyone), "no process may need a restart"
 
@@ -316,9 +316,9 @@ def test_sqlite_store_that_cannot_be_written_holds_the_cursor_and_loses_nothing(
         worker = start(procs, groundwatch_cmd(config, "worker"), tmp_path / "worker.log")
         sampler = start(procs, groundwatch_cmd(config, "sampler"), sampler_log)
         first_ids = sampled_ids(first)
-        wait_until(lambda: store.count_items_by_status()["scored"] == len(first_ids),
+        wait_until(lambda: store.queries.count_items_by_status()["scored"] == len(first_ids),
                    timeout=60, what="the first rows scored")
-        cursor = store.get_cursor("app")
+        cursor = store.ledger.get_cursor("app")
         assert cursor is not None
 
         breaks()
@@ -337,12 +337,12 @@ def test_sqlite_store_that_cannot_be_written_holds_the_cursor_and_loses_nothing(
         # One line that names the store and says what is wrong, not a traceback.
         assert f"{store_dir}/gw.db" in line and word in line, line
         assert "Traceback" not in new_log(), new_log()[-3000:]
-        assert store.get_cursor("app") == cursor, "the cursor moved past unstored rows"
+        assert store.ledger.get_cursor("app") == cursor, "the cursor moved past unstored rows"
         assert sampler.poll() is None and worker.poll() is None
 
         mends()
         back = Stopwatch()
-        wait_until(lambda: store.count_items_by_status()["scored"] == len(expected),
+        wait_until(lambda: store.queries.count_items_by_status()["scored"] == len(expected),
                    timeout=60, what=f"every row scored once the store is {fault} no more")
         assert sampler.poll() is None and worker.poll() is None, "no process may need a restart"
         assert_scored_once(store, expected)

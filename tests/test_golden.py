@@ -216,7 +216,7 @@ def test_a_missing_or_empty_file_is_an_error(tmp_path: Path) -> None:
 def test_first_run_is_the_baseline_then_a_changed_judge_drifts(
         store: Store, metrics: Metrics, records: list[LogRecord]) -> None:
     base = lexical_values(records)
-    first = run_golden(LexicalScorer(), records, store, metrics, judge_version=VERSION, now=T0)
+    first = run_golden(LexicalScorer(), records, store.golden, metrics, judge_version=VERSION, now=T0)
     assert first.n_items == 4 and first.n_errors == 0
     assert set(first.scores) == set(METRICS)
     for metric in METRICS:
@@ -232,7 +232,7 @@ def test_first_run_is_the_baseline_then_a_changed_judge_drifts(
 
     shift = -0.3  # clipped at 0: items near the bottom move less than 0.3
     later = T0 + timedelta(hours=1)
-    second = run_golden(ShiftedScorer(shift), records, store, metrics, judge_version=VERSION,
+    second = run_golden(ShiftedScorer(shift), records, store.golden, metrics, judge_version=VERSION,
                         now=later)
     for metric in METRICS:
         moves = [abs(shifted(v[metric], shift) - v[metric]) for v in base.values()
@@ -251,24 +251,24 @@ def test_first_run_is_the_baseline_then_a_changed_judge_drifts(
     top = second.moved_most(5)
     assert len(top) == 5 and all(d.delta < 0 for d in top)
 
-    stored = store.golden_scores(VERSION)
+    stored = store.golden.golden_scores(VERSION)
     assert len(stored) == sum(len(v) for v in base.values())
     for (rid, metric), (baseline, last) in stored.items():
         assert baseline == pytest.approx(base[rid][metric])
         assert last == pytest.approx(shifted(base[rid][metric], shift))
 
     # The judge back as it was: no drift, and the baseline never moved.
-    third = run_golden(LexicalScorer(), records, store, metrics, judge_version=VERSION,
+    third = run_golden(LexicalScorer(), records, store.golden, metrics, judge_version=VERSION,
                        now=later + timedelta(hours=1))
     assert all(d == pytest.approx(0.0) for d in third.drift.values())
     assert all(b == pytest.approx(base[rid][m])
-               for (rid, m), (b, _) in store.golden_scores(VERSION).items())
+               for (rid, m), (b, _) in store.golden.golden_scores(VERSION).items())
 
 
 def test_baselines_are_per_judge_version(store: Store, metrics: Metrics,
                                           records: list[LogRecord]) -> None:
-    run_golden(LexicalScorer(), records, store, metrics, judge_version=VERSION, now=T0)
-    other = run_golden(ShiftedScorer(-0.3), records, store, metrics,
+    run_golden(LexicalScorer(), records, store.golden, metrics, judge_version=VERSION, now=T0)
+    other = run_golden(ShiftedScorer(-0.3), records, store.golden, metrics,
                        judge_version="compact/compact:new-model", now=T0)
     assert all(d == 0.0 for d in other.drift.values())  # a new model: a new baseline
     assert judge_version(LexicalScorer()) == VERSION
@@ -276,18 +276,18 @@ def test_baselines_are_per_judge_version(store: Store, metrics: Metrics,
 
 def test_an_item_first_scored_later_gets_its_baseline_then(
         store: Store, metrics: Metrics, records: list[LogRecord]) -> None:
-    run_golden(LexicalScorer(), records[:2], store, metrics, judge_version=VERSION, now=T0)
-    run = run_golden(ShiftedScorer(-0.3), records, store, metrics, judge_version=VERSION,
+    run_golden(LexicalScorer(), records[:2], store.golden, metrics, judge_version=VERSION, now=T0)
+    run = run_golden(ShiftedScorer(-0.3), records, store.golden, metrics, judge_version=VERSION,
                      now=T0 + timedelta(hours=1))
     moved_ids = {d.request_id for d in run.deltas if d.delta != 0}
     assert moved_ids <= {records[0].request_id, records[1].request_id}
-    assert {rid for rid, _ in store.golden_scores(VERSION)} == {r.request_id for r in records}
+    assert {rid for rid, _ in store.golden.golden_scores(VERSION)} == {r.request_id for r in records}
 
 
 def test_a_scorer_that_raises_is_an_error_run(store: Store, metrics: Metrics,
                                               records: list[LogRecord]) -> None:
     with pytest.raises(ConnectionError):
-        run_golden(FailingScorer("raise"), records, store, metrics, judge_version=VERSION)
+        run_golden(FailingScorer("raise"), records, store.golden, metrics, judge_version=VERSION)
     assert runs(metrics, "error") == 1 and runs(metrics, "ok") == 0
     assert sample(metrics, "groundwatch_golden_score", metric="faithfulness") is None
 
@@ -296,10 +296,10 @@ def test_every_metric_in_error_is_an_error_run_and_stores_nothing(
         store: Store, metrics: Metrics, records: list[LogRecord]) -> None:
     with pytest.raises(GoldenRunError, match=r"no metric of the 4 golden items was scored by "
                                              r"lexical/1: errors timeout x16") as caught:
-        run_golden(FailingScorer("errors"), records, store, metrics, judge_version=VERSION)
+        run_golden(FailingScorer("errors"), records, store.golden, metrics, judge_version=VERSION)
     assert caught.value.errors == {"timeout": 16}
     assert runs(metrics, "error") == 1
-    assert store.golden_scores(VERSION) == {}
+    assert store.golden.golden_scores(VERSION) == {}
 
 
 def test_some_errors_still_make_an_ok_run_over_what_was_scored(
@@ -313,9 +313,9 @@ def test_some_errors_still_make_an_ok_run_over_what_was_scored(
                                                    for m in METRICS)) if i == 0 else r
                     for i, r in enumerate(out)]
 
-    run = run_golden(HalfBroken(), records, store, metrics, judge_version=VERSION, now=T0)
+    run = run_golden(HalfBroken(), records, store.golden, metrics, judge_version=VERSION, now=T0)
     assert run.n_errors == 4 and runs(metrics, "ok") == 1
-    assert records[0].request_id not in {rid for rid, _ in store.golden_scores(VERSION)}
+    assert records[0].request_id not in {rid for rid, _ in store.golden.golden_scores(VERSION)}
 
 
 # -- the claim ------------------------------------------------------------------------------
@@ -325,22 +325,22 @@ def test_one_claim_wins_per_interval(store: Store) -> None:
 
     def claim() -> bool:
         start.wait(timeout=30)
-        return store.claim_golden_run("golden:x", 3600, T0)
+        return store.golden.claim_golden_run("golden:x", 3600, T0)
 
     with ThreadPoolExecutor(8) as pool:
         results = [f.result(timeout=60) for f in [pool.submit(claim) for _ in range(8)]]
     assert results.count(True) == 1
-    assert store.claim_golden_run("golden:x", 3600, T0 + timedelta(seconds=3599)) is False
-    assert store.claim_golden_run("golden:x", 3600, T0 + timedelta(seconds=3600)) is True
-    assert store.claim_golden_run("golden:x", 3600, T0 + timedelta(seconds=3601)) is False
+    assert store.golden.claim_golden_run("golden:x", 3600, T0 + timedelta(seconds=3599)) is False
+    assert store.golden.claim_golden_run("golden:x", 3600, T0 + timedelta(seconds=3600)) is True
+    assert store.golden.claim_golden_run("golden:x", 3600, T0 + timedelta(seconds=3601)) is False
     # Another schedule has its own row.
-    assert store.claim_golden_run("golden:y", 3600, T0) is True
+    assert store.golden.claim_golden_run("golden:y", 3600, T0) is True
 
 
 def test_claims_from_separate_processes_sharing_the_store(db_url: str) -> None:
     code = ("import sys; from datetime import datetime, UTC; from evaluator.store import Store;"
             "s = Store(sys.argv[1]); "
-            "print(s.claim_golden_run('golden:p', 600, datetime(2026, 11, 1, tzinfo=UTC)))")
+            "print(s.golden.claim_golden_run('golden:p', 600, datetime(2026, 11, 1, tzinfo=UTC)))")
     with Store(db_url):
         pass  # migrated once, before the race
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -352,7 +352,7 @@ def test_claims_from_separate_processes_sharing_the_store(db_url: str) -> None:
 
 def test_a_claim_needs_a_positive_interval(store: Store) -> None:
     with pytest.raises(ValueError, match="positive"):
-        store.claim_golden_run("golden:x", 0)
+        store.golden.claim_golden_run("golden:x", 0)
 
 
 # -- the scheduler --------------------------------------------------------------------------
@@ -363,7 +363,7 @@ def golden_config(tmp_path: Path, interval_s: float = 3600) -> GoldenConfig:
 
 def test_the_scheduler_runs_once_soon_after_start_and_stops_cleanly(
         tmp_path: Path, store: Store, metrics: Metrics) -> None:
-    scheduler = GoldenScheduler(golden_config(tmp_path), LexicalScorer(), store, metrics)
+    scheduler = GoldenScheduler(golden_config(tmp_path), LexicalScorer(), store.golden, metrics)
     assert scheduler.poll_s == 30 and scheduler.name == "golden:lexical/1"
     scheduler.start()
     try:
@@ -374,9 +374,9 @@ def test_the_scheduler_runs_once_soon_after_start_and_stops_cleanly(
         scheduler.stop()
     assert time.monotonic() - started < 5  # woken, not waiting out its poll
     assert not scheduler.running
-    assert len(store.golden_scores(VERSION)) > 0
+    assert len(store.golden.golden_scores(VERSION)) > 0
     # Another process starting now finds the run claimed for this interval.
-    second = GoldenScheduler(golden_config(tmp_path), LexicalScorer(), store, metrics)
+    second = GoldenScheduler(golden_config(tmp_path), LexicalScorer(), store.golden, metrics)
     assert second.tick() is None
     assert runs(metrics, "ok") == 1
 
@@ -385,7 +385,7 @@ def test_a_failing_run_is_one_log_line_and_the_thread_goes_on(
         tmp_path: Path, store: Store, metrics: Metrics,
         caplog: pytest.LogCaptureFixture) -> None:
     scorer = FailingScorer("raise")
-    scheduler = GoldenScheduler(golden_config(tmp_path, interval_s=10), scorer, store, metrics)
+    scheduler = GoldenScheduler(golden_config(tmp_path, interval_s=10), scorer, store.golden, metrics)
     with caplog.at_level(logging.INFO, logger="groundwatch.golden"):
         scheduler.start()
         try:
@@ -418,9 +418,9 @@ def test_the_scheduler_reads_the_golden_file_at_construction(
         tmp_path: Path, store: Store, metrics: Metrics) -> None:
     bad = write_golden(tmp_path, ["{not json"], name="bad.jsonl")
     with pytest.raises(ConfigError, match="line 1: not JSON"):
-        GoldenScheduler(GoldenConfig(path=str(bad)), LexicalScorer(), store, metrics)
+        GoldenScheduler(GoldenConfig(path=str(bad)), LexicalScorer(), store.golden, metrics)
     with pytest.raises(ConfigError, match="off"):
-        GoldenScheduler(GoldenConfig(), LexicalScorer(), store, metrics)
+        GoldenScheduler(GoldenConfig(), LexicalScorer(), store.golden, metrics)
 
 
 # -- the CLI --------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def redis_db() -> Any:
 
 
 def _by_scorer(store: Store) -> Counter[tuple[str, str]]:
-    return Counter((s.scorer, s.outcome) for s in store.scores())
+    return Counter((s.scorer, s.outcome) for s in store.queries.scores())
 
 
 def test_the_cascade_runs_in_a_real_worker_and_counts_everything(
@@ -98,8 +98,8 @@ def test_the_cascade_runs_in_a_real_worker_and_counts_everything(
         assert total(live, "groundwatch_judge_up", judge="ragas") == 1
         counts = _by_scorer(store)
         assert counts[("lexical", "ok")] == 80 and counts[("ragas", "ok")] == 80
-        assert store.count_items_by_status()["scored"] == 20
-        unfaithful = {s.request_id: s.value for s in store.scores()
+        assert store.queries.count_items_by_status()["scored"] == 20
+        unfaithful = {s.request_id: s.value for s in store.queries.scores()
                       if s.scorer == "ragas" and s.metric == "faithfulness"}
         assert unfaithful["j001"] == 0.0 and unfaithful["j000"] == 1.0
         # 9 calls per item: 7 chat, 2 embeddings (answer relevance with strictness 1).
@@ -143,8 +143,8 @@ def test_a_judge_outage_keeps_the_cheap_scores_and_records_every_item(
         assert total(live, "groundwatch_judge_up", judge="ragas") == 0
         counts = _by_scorer(store)
         assert counts == {("lexical", "ok"): 80, ("ragas", "error"): 80}
-        assert {s.reason for s in store.scores() if s.scorer == "ragas"} == {"unavailable"}
-        assert store.count_items_by_status()["scored"] == 20
+        assert {s.reason for s in store.queries.scores() if s.scorer == "ragas"} == {"unavailable"}
+        assert store.queries.count_items_by_status()["scored"] == 20
         # The circuit opened after 3 failed calls: what was sent is bounded by the calls in
         # flight then (4 per process) and their one retry each, not by 20 items x 7 prompts.
         assert server.count() <= 3 + 2 * 4
@@ -168,7 +168,7 @@ def test_a_budget_shared_in_redis_stops_the_judge_mid_run(tmp_path: Path,
             def done() -> bool:
                 return sum(_by_scorer(store).values()) == 80
             wait_until(done, timeout=120, what=f"scores: {log_tail(log)}")
-        judge_scores = [s for s in store.scores() if s.scorer == "ragas"]
+        judge_scores = [s for s in store.queries.scores() if s.scorer == "ragas"]
         assert {(s.outcome, s.reason) for s in judge_scores} == {("ok", None),
                                                                  ("error", "budget")}
         skipped = {s.request_id for s in judge_scores if s.reason == "budget"}

@@ -72,7 +72,7 @@ def redis_db() -> Any:
 
 
 def scores_per_item(store: Store) -> Counter[str]:
-    return Counter(s.request_id for s in store.scores())
+    return Counter(s.request_id for s in store.queries.scores())
 
 
 def _redis() -> redis.Redis:
@@ -111,7 +111,7 @@ def test_killed_worker_batch_is_redone_exactly_once_in_effect(tmp_path: Path,
     with processes() as procs:
         first = start(procs, groundwatch_cmd(config, "worker", "--name", "first@%h"),
                       tmp_path / "w1.log")
-        wait_until(lambda: store.count_items_by_status()["scored"] >= 20 and _unacked(),
+        wait_until(lambda: store.queries.count_items_by_status()["scored"] >= 20 and _unacked(),
                    timeout=60, what="two batches scored and the third delivered")
         first.send_signal(signal.SIGKILL)  # no warm shutdown: its reserved batch is unacked
         killed_at = time.time()
@@ -120,7 +120,7 @@ def test_killed_worker_batch_is_redone_exactly_once_in_effect(tmp_path: Path,
         assert len(in_flight) == 1, in_flight  # prefetch 1 + acks_late: one batch held
         delivered_at, lost_ids = in_flight[0]
         assert lost_ids == [r["request_id"] for r in batches[2]]
-        scored_at_kill = store.count_items_by_status()["scored"]
+        scored_at_kill = store.queries.count_items_by_status()["scored"]
         assert scored_at_kill < n_items
         start(procs, groundwatch_cmd(config, "worker", "--name", "second@%h"),
               tmp_path / "w2.log")
@@ -128,7 +128,7 @@ def test_killed_worker_batch_is_redone_exactly_once_in_effect(tmp_path: Path,
         # kombu's unacked-restore (every visibility/10 s, see workers.app.broker_options).
         wait_until(lambda: len(scores_per_item(store)) == n_items, timeout=90,
                    what=f"all items scored (log: {log_tail(tmp_path / 'w2.log', 5)})")
-    redone_at = min(s.scored_at.timestamp() for s in store.scores()
+    redone_at = min(s.scored_at.timestamp() for s in store.queries.scores()
                     if s.request_id in set(lost_ids))
     print(f"\nredelivery: batch delivered -> redone {redone_at - delivered_at:.1f}s, "
           f"worker killed -> redone {redone_at - killed_at:.1f}s "
@@ -256,18 +256,18 @@ def test_transient_errors_retry_and_permanent_ones_are_recorded(tmp_path: Path,
         start(procs, groundwatch_cmd(config, "worker"), tmp_path / "w.log")
 
         def settled() -> bool:
-            failed = {f.request_id for f in store.failures(limit=1000)}
+            failed = {f.request_id for f in store.queries.failures(limit=1000)}
             return len(scores_per_item(store)) == 4 and {"r0002", "r0003", "r0006",
                                                           "r0007"} <= failed
         wait_until(settled, timeout=90, what=f"batches settled: {log_tail(tmp_path / 'w.log')}")
 
     per_item = scores_per_item(store)
     assert set(per_item) == {"r0000", "r0001", "r0004", "r0005"}
-    errors = {s.metric: s.reason for s in store.scores_for("r0004")}
+    errors = {s.metric: s.reason for s in store.queries.scores_for("r0004")}
     assert set(errors) == {"faithfulness", "groundedness", "answer_relevance",
                            "context_relevance"}
-    assert all(s.outcome == "error" and s.value is None for s in store.scores_for("r0004"))
-    failures = {f.request_id: f for f in store.failures(limit=1000)}
+    assert all(s.outcome == "error" and s.value is None for s in store.queries.scores_for("r0004"))
+    failures = {f.request_id: f for f in store.queries.failures(limit=1000)}
     assert failures["r0002"].kind == "internal" and "scripted crash" in failures["r0002"].reason
     assert failures["r0006"].kind == "unavailable" and failures["r0006"].attempts == 5
     parsed = parse_metrics(snapshot(tmp_path / "prom"))

@@ -320,7 +320,7 @@ def sampler_run(kind: str, *, mode: str = "timestamp", read_rows: int = 4, rate:
         metrics = Metrics(config.metrics, multiprocess=False)
         queue: list[dict[str, Any]] = []
         # A clock that stands still: per-minute caps are then exact, whatever the machine.
-        sampler = Sampler(config, store=store, source=build_source(config), metrics=metrics,
+        sampler = Sampler(config, ledger=store.ledger, source=build_source(config), metrics=metrics,
                           enqueue=queue.extend, clock=lambda: 1000.0)
         run = Run(tmp, config, sampler, store, metrics, queue)
         decide = sampler.policy.decide
@@ -343,7 +343,7 @@ def check_accounting(run: Run, *, total_rows: int, unplaceable_ids: set[str] | N
     """Invariants 1, 2, 3 and 5: every row decided once (or still ahead of the cursor), every
     count agrees with what was stored and queued."""
     decided_steps = [s for s in run.steps if not s.held]
-    rejections = run.store.rejections(limit=1_000_000)
+    rejections = run.store.queries.rejections(limit=1_000_000)
     no_position = [r for r in rejections if r.reason == "no_position"]
     for step in decided_steps:
         np_in_step = step.by_reason.get("no_position", 0)
@@ -369,7 +369,7 @@ def check_accounting(run: Run, *, total_rows: int, unplaceable_ids: set[str] | N
     # Sampled == stored == queued, each id once.
     ids = [m["request_id"] for m in run.queue]
     assert len(ids) == len(set(ids))
-    assert sum(run.store.count_items_by_status().values()) == len(ids)
+    assert sum(run.store.queries.count_items_by_status().values()) == len(ids)
     store_dups = sum(1 for r in rejections if r.reason == "duplicate_id"
                      and r.detail.startswith("already stored"))
     accepted = Counter(rid for rid, _ in run.decided)
@@ -465,7 +465,7 @@ def remaining_rows(run: Run) -> int:
     """Rows a fresh source reads from the stored cursor (no lookback): those not decided."""
     source = build_source(run.config)
     try:
-        cursor, total = run.store.get_cursor("app"), 0
+        cursor, total = run.store.ledger.get_cursor("app"), 0
         for _ in range(1000):
             batch = source.read(cursor, 50)
             if batch.rows_read == 0:
@@ -483,7 +483,7 @@ def check_hold_is_explained(run: Run) -> None:
         return
     source = build_source(run.config)
     try:
-        batch = source.read(run.store.get_cursor("app"), run.config.source.read_batch_rows)
+        batch = source.read(run.store.ledger.get_cursor("app"), run.config.source.read_batch_rows)
     finally:
         source.close()
     kinds = {(r.field, r.reason) for r in batch.rejections if r.reason != "no_position"}
@@ -684,7 +684,7 @@ def check_files_outcomes(run: Run, log: FileLog, *, every_id_once: bool) -> None
     request id *and* log time is taken for a replay of it (a file rewritten in place and read
     again, a cursor moved back, or the same line twice): it is neither sent, rejected nor
     counted again as traffic, only in the step's ``already_stored``."""
-    rejections = run.store.rejections(limit=1_000_000)
+    rejections = run.store.queries.rejections(limit=1_000_000)
     decided = Counter(rid for rid, _ in run.decided)  # the store's duplicates among them
     in_read = Counter(r.row_ref for r in rejections if r.reason == "duplicate_id"
                       and not r.detail.startswith("already stored"))
@@ -796,7 +796,7 @@ def test_text_that_is_not_utf8_and_a_blob_id_do_not_stall_the_source(mode: str) 
         insert_rows(run.tmp, rows_)
         run.drain()
         assert sorted(m["request_id"] for m in run.queue) == ["r1", "r3"]
-        assert sorted(r.reason for r in run.store.rejections()) == ["wrong_type", "wrong_type"]
+        assert sorted(r.reason for r in run.store.queries.rejections()) == ["wrong_type", "wrong_type"]
 
 
 def test_rows_that_cannot_be_placed_are_reported_once_while_the_cursor_never_moved() -> None:
@@ -806,7 +806,7 @@ def test_rows_that_cannot_be_placed_are_reported_once_while_the_cursor_never_mov
         insert_rows(run.tmp, [good_row("r1", at="yesterday-ish")])
         for _ in range(3):
             run.sampler.step()
-        assert [r.reason for r in run.store.rejections()] == ["no_position"]
+        assert [r.reason for r in run.store.queries.rejections()] == ["no_position"]
         assert run.metric("groundwatch_logs_seen_total") == 1
 
 
@@ -817,7 +817,7 @@ def test_the_same_row_twice_across_a_page_boundary_is_a_duplicate_not_a_silent_l
         insert_rows(run.tmp, [good_row("r1"), good_row("r1")])
         run.drain()
         assert [m["request_id"] for m in run.queue] == ["r1"]
-        assert [r.reason for r in run.store.rejections()] == ["duplicate_id"]
+        assert [r.reason for r in run.store.queries.rejections()] == ["duplicate_id"]
         assert run.metric("groundwatch_logs_seen_total") == 2
 
 
@@ -836,7 +836,7 @@ def test_a_json_line_nested_too_deeply_is_rejected_and_the_file_read_on() -> Non
             "b.jsonl", [jsonl_row("r1"), b"[" * 5000 + b"]" * 5000, jsonl_row("r2")])
         run.drain()
         assert sorted(m["request_id"] for m in run.queue) == ["r1", "r2"]
-        assert [(r.field, r.reason) for r in run.store.rejections()] == [("<line>", "bad_json")]
+        assert [(r.field, r.reason) for r in run.store.queries.rejections()] == [("<line>", "bad_json")]
 
 
 def test_a_json_row_is_read_as_written_whatever_the_rows_beside_it() -> None:
@@ -847,7 +847,7 @@ def test_a_json_row_is_read_as_written_whatever_the_rows_beside_it() -> None:
             "b.jsonl", [jsonl_row(1), jsonl_row(2.5), jsonl_row(2**70)])
         run.drain()
         assert sorted(m["request_id"] for m in run.queue) == ["1", str(2**70)]
-        assert [r.reason for r in run.store.rejections()] == ["wrong_type"]
+        assert [r.reason for r in run.store.queries.rejections()] == ["wrong_type"]
 
 
 def test_a_json_array_line_is_one_row_so_later_lines_are_not_skipped() -> None:
@@ -860,7 +860,8 @@ def test_a_json_array_line_is_one_row_so_later_lines_are_not_skipped() -> None:
         log.write_jsonl("b.jsonl", [jsonl_row("r3")])
         run.drain()
         assert [m["request_id"] for m in run.queue] == ["r3"]
-        assert [(r.field, r.reason) for r in run.store.rejections()] == [("<line>", "wrong_type")]
+        assert [(r.field, r.reason)
+                for r in run.store.queries.rejections()] == [("<line>", "wrong_type")]
 
 
 def test_a_byte_order_mark_before_a_blank_line_does_not_shift_the_offsets() -> None:
@@ -873,7 +874,7 @@ def test_a_byte_order_mark_before_a_blank_line_does_not_shift_the_offsets() -> N
         log.write_jsonl("b.jsonl", [b"not json", jsonl_row("r2")])
         run.drain()
         assert [m["request_id"] for m in run.queue] == ["r1", "r2"]
-        assert [r.reason for r in run.store.rejections()] == ["bad_json"]
+        assert [r.reason for r in run.store.queries.rejections()] == ["bad_json"]
 
 
 # -- memory -----------------------------------------------------------------------------------
@@ -902,7 +903,7 @@ def check_huge_field_left_behind(run: Run, fname: str, peak: int) -> None:
     store_file = run.tmp / "gw.db"
     assert store_file.stat().st_size < TEN_MB // 10  # nothing of it was stored
     assert all(len(json.dumps(m)) < 10_000 for m in run.queue)  # nor queued
-    rejections = run.store.rejections()
+    rejections = run.store.queries.rejections()
     if fname in OPTIONAL_FIELDS:  # dropped, the row kept
         assert [m["request_id"] for m in run.queue] == ["r1"] and rejections == []
         assert run.queue[0][fname] is None

@@ -25,11 +25,11 @@ def record(i: int) -> LogRecord:
 
 def test_guard_resends_queued_items_only_when_the_marker_is_gone(sqlite_url: str) -> None:
     store = Store(sqlite_url)
-    store.add_items([(record(i), "default") for i in range(7)], source="app")
+    store.ledger.add_items([(record(i), "default") for i in range(7)], source="app")
     sent: list[list[dict[str, Any]]] = []
     queue = f"gw-test-{uuid.uuid4().hex[:8]}"
     clock = iter(range(0, 1000, 10))  # every check is past the previous one's interval
-    guard = BrokerLossGuard(f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}", queue, store,
+    guard = BrokerLossGuard(f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}", queue, store.ledger,
                             sent.append, batch_size=3, clock=lambda: float(next(clock)))
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=TEST_REDIS_DB)
     try:
@@ -48,10 +48,10 @@ def test_guard_resends_queued_items_only_when_the_marker_is_gone(sqlite_url: str
 def test_guard_on_an_unreachable_broker_sends_nothing_and_says_so_once(
         sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     store = Store(sqlite_url)
-    store.add_items([(record(1), "default")], source="app")
+    store.ledger.add_items([(record(1), "default")], source="app")
     sent: list[list[dict[str, Any]]] = []
     clock = iter(range(0, 1000, 10))
-    guard = BrokerLossGuard("redis://127.0.0.1:1/0", "q", store, sent.append, batch_size=3,
+    guard = BrokerLossGuard("redis://127.0.0.1:1/0", "q", store.ledger, sent.append, batch_size=3,
                             timeout_s=0.5, clock=lambda: float(next(clock)))
     try:
         assert guard.check() == 0 and guard.check() == 0

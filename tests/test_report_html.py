@@ -71,7 +71,7 @@ def fill(store: Store) -> None:
     score, an item still queued, a failed one and three rejected source rows."""
     records = {rid: _record(rid, route, minutes) for rid, route, minutes, _, _ in ITEMS}
     rules = {"d1": "no_contexts", "evil": "thumbs_down"}
-    store.add_items([(r, rules.get(r.request_id, "default")) for r in records.values()]
+    store.ledger.add_items([(r, rules.get(r.request_id, "default")) for r in records.values()]
                     + [(_record("wait", "docs", 31), "default"),
                        (_record("dead", "docs", 32), "errors")], source="app")
     results = []
@@ -83,9 +83,9 @@ def fill(store: Store) -> None:
                                   explanation={"claims": [{"claim": f"claim of {rid}",
                                                            "verdict": "supported"}]},
                                   detections=tuple(Detection(k, "seen") for k in kinds)))
-    store.record_results(results, records, scorer="lexical", scorer_version="9")
-    store.record_failures(["dead"], stage="score", kind="internal", reason="boom", attempts=3)
-    store.record_rejections("app", [
+    store.results.record_results(results, records, scorer="lexical", scorer_version="9")
+    store.results.record_failures(["dead"], stage="score", kind="internal", reason="boom", attempts=3)
+    store.ledger.record_rejections("app", [
         InvalidRecordError("bad_contexts", field="contexts", row_ref="x1", detail="not JSON"),
         InvalidRecordError("bad_contexts", field="contexts", row_ref="x2", detail="not JSON"),
         InvalidRecordError("missing_field", field="question", row_ref="x3", detail="null")])
@@ -104,7 +104,7 @@ def filled(sqlite_url: str) -> Iterator[Store]:
 
 
 def page_of(store: Store, **kw: object) -> str:
-    return build_html_report(store, thresholds=THRESHOLDS, now=T0 + timedelta(hours=2),
+    return build_html_report(store.queries, thresholds=THRESHOLDS, now=T0 + timedelta(hours=2),
                              source="sqlite:///x.db", **kw)  # type: ignore[arg-type]
 
 
@@ -296,17 +296,17 @@ def test_bucket_width_follows_the_span_and_the_data(span: timedelta, per_line: i
 def test_store_aggregates(db_url: str) -> None:
     with Store(db_url, clock=FakeClock(T0 + timedelta(hours=1))) as store:
         fill(store)
-        items = store.count_items()
+        items = store.queries.count_items()
         assert items[("docs", "default", "scored")] == 3
         assert items[("docs", "no_contexts", "scored")] == 1
         assert items[("docs", "default", "queued")] == 1
         assert items[("docs", "errors", "failed")] == 1
         assert sum(items.values()) == 10
-        assert store.count_items(since=T0 + timedelta(hours=2)) == {}
-        assert store.count_rejections() == {("contexts", "bad_contexts"): 2,
+        assert store.queries.count_items(since=T0 + timedelta(hours=2)) == {}
+        assert store.queries.count_rejections() == {("contexts", "bad_contexts"): 2,
                                             ("question", "missing_field"): 1}
-        assert store.count_failures() == {("score", "internal"): 1}
-        detections = store.item_detections()
+        assert store.queries.count_failures() == {("score", "internal"): 1}
+        detections = store.queries.item_detections()
         assert len(detections) == len(ITEMS)
         assert detections["d1"] == ("docs", frozenset({"no_relevant_context"}))
         assert detections["evil"] == ("billing", frozenset({"out_of_scope"}))

@@ -86,17 +86,17 @@ def expected_ids(rows: list[dict[str, Any]], rate: float) -> list[str]:
 def test_samples_exactly_the_deterministic_set_and_stores_rejections(setup: Any) -> None:
     _, rows, config, store = setup
     queue = Queue()
-    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    sampler = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), queue)
     steps = []
     while not (step := sampler.step()).idle:
         steps.append(step)
     assert queue.ids() == expected_ids(rows, 0.5)
     assert all(len(b) <= 7 for b in queue.batches)
     assert sum(s.rows for s in steps) == 120
-    rejected = {(r.row_ref, r.field, r.reason) for r in store.rejections()}
+    rejected = {(r.row_ref, r.field, r.reason) for r in store.queries.rejections()}
     assert rejected == {("req-3-000005", "contexts", "bad_contexts"),
                         ("req-3-000009", "question", "missing_field")}
-    assert store.count_items_by_status()["queued"] == len(queue.ids())
+    assert store.queries.count_items_by_status()["queued"] == len(queue.ids())
     m = sampler.metrics
     assert m.registry.get_sample_value("groundwatch_logs_seen_total", {"source": "app"}) == 120
     assert m.registry.get_sample_value("groundwatch_items_rejected_total",
@@ -106,30 +106,30 @@ def test_samples_exactly_the_deterministic_set_and_stores_rejections(setup: Any)
 def test_cursor_moves_only_after_enqueue(setup: Any) -> None:
     _, rows, config, store = setup
     queue = Queue()
-    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    sampler = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), queue)
     queue.fail = True
     with pytest.raises(ConnectionError):
         sampler.step()
-    assert store.get_cursor("app") is None
-    assert store.rejections() == []  # counted and stored once the slice is safely queued
+    assert store.ledger.get_cursor("app") is None
+    assert store.queries.rejections() == []  # counted and stored once the slice is safely queued
     queue.fail = False
     while not sampler.step().idle:
         pass
     assert queue.ids() == expected_ids(rows, 0.5)  # nothing skipped, nothing twice
-    assert len(store.rejections()) == 2
+    assert len(store.queries.rejections()) == 2
 
 
 def test_second_replica_waits_for_the_lock(setup: Any) -> None:
     _, rows, config, store = setup
     first_q, second_q = Queue(), Queue()
-    first = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), first_q,
+    first = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), first_q,
                           owner="a")
-    second = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), second_q,
+    second = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), second_q,
                            owner="b")
     assert first.step().locked
     waiting = second.step()
     assert not waiting.locked and second_q.batches == []
-    store.release_lock("app", "a")
+    store.ledger.release_lock("app", "a")
     while not (step := second.step()).idle:
         assert step.locked
     assert first_q.ids() + second_q.ids() == expected_ids(rows, 0.5)
@@ -138,7 +138,7 @@ def test_second_replica_waits_for_the_lock(setup: Any) -> None:
 def test_sampling_config_reloads_without_restart(setup: Any) -> None:
     _, rows, config, store = setup
     queue = Queue()
-    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    sampler = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), queue)
     path = Path(config.path or "")
     path.write_text(path.read_text().replace("default_rate = 0.5", "default_rate = 1.0"))
     os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 5))
@@ -154,7 +154,7 @@ def test_sampling_config_reloads_without_restart(setup: Any) -> None:
     reg = sampler.metrics.registry
     assert reg.get_sample_value("groundwatch_config_reloads_total", {"result": "ok"}) == 1
     assert reg.get_sample_value("groundwatch_config_reloads_total", {"result": "error"}) == 1
-    assert json.dumps(store.get_cursor("app"))  # the cursor is JSON
+    assert json.dumps(store.ledger.get_cursor("app"))  # the cursor is JSON
 
 
 def test_route_minimums_reach_the_queue_and_the_metrics(tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_route_minimums_reach_the_queue_and_the_metrics(tmp_path: Path) -> None:
     config = load_config(path, environ={})
     store = Store.from_config(config.store)
     queue = Queue()
-    sampler = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), queue)
+    sampler = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), queue)
     while not sampler.step().idle:
         pass
     store.close()
@@ -206,16 +206,16 @@ def test_backfill_replays_a_time_range_once_without_touching_the_live_sampler(
     config = load_config(write_config(tmp_path, rate=0.5), environ={})
     store = Store.from_config(config.store)
     live_queue = Queue()
-    live = build_sampler(config, store, Metrics(config.metrics, multiprocess=False), live_queue)
+    live = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False), live_queue)
     while not live.step().idle:
         pass
-    live_cursor = store.get_cursor("app")
+    live_cursor = store.ledger.get_cursor("app")
 
     since, until = start + timedelta(seconds=10), start + timedelta(seconds=20)  # rows 40-79
     bf_config = backfill_config(config, "nov", rate=1.0)
     queue = Queue()
     metrics = Metrics(config.metrics, multiprocess=False)
-    backfill = build_sampler(bf_config, store, metrics, queue, backfill=Backfill(since, until))
+    backfill = build_sampler(bf_config, store.ledger, metrics, queue, backfill=Backfill(since, until))
     steps = []
     while True:
         step = backfill.step()
@@ -227,8 +227,8 @@ def test_backfill_replays_a_time_range_once_without_touching_the_live_sampler(
     assert queue.ids() == [i for i in in_range if i not in live_ids]
     assert sum(s.already_stored for s in steps) == len([i for i in in_range if i in live_ids])
     assert steps[-1].done and sum(s.rows for s in steps) < len(rows)  # stopped at `until`
-    assert store.get_cursor("app") == live_cursor
-    assert store.get_cursor("app.backfill.nov") is not None
+    assert store.ledger.get_cursor("app") == live_cursor
+    assert store.ledger.get_cursor("app.backfill.nov") is not None
     # The replayed rows are not counted again as app traffic; the new items are counted.
     value = metrics.registry.get_sample_value
     assert value("groundwatch_logs_seen_total", {"source": "app.backfill.nov"}) is None
@@ -237,9 +237,9 @@ def test_backfill_replays_a_time_range_once_without_touching_the_live_sampler(
         value("groundwatch_items_sampled_total", {"route": r, "rule": "thumbs_down"}) or 0
         for r in ("billing", "docs_qa", "support_chat")) == len(queue.ids())
     # Running the same backfill again (the first run released its lock) sends nothing more.
-    store.release_lock("app.backfill.nov", backfill.owner)
+    store.ledger.release_lock("app.backfill.nov", backfill.owner)
     again = Queue()
-    rerun = build_sampler(bf_config, store, Metrics(config.metrics, multiprocess=False), again,
+    rerun = build_sampler(bf_config, store.ledger, Metrics(config.metrics, multiprocess=False), again,
                           backfill=Backfill(since, until))
     while not ((step := rerun.step()).idle or step.done):
         assert step.locked
@@ -277,8 +277,8 @@ def test_groundwatch_backfill_cli(tmp_path: Path) -> None:
     # The first read starts at --since in the table's own order: no row before it is read.
     assert "read 50 rows (10 outside the range, 0 rejected); enqueued 40 items" in done.stdout
     store = Store(f"sqlite:///{tmp_path}/gw.db")
-    assert store.count_items_by_status()["queued"] == 40
-    assert store.get_cursor("app") is None  # the live sampler's cursor is untouched
+    assert store.queries.count_items_by_status()["queued"] == 40
+    assert store.ledger.get_cursor("app") is None  # the live sampler's cursor is untouched
     store.close()
     # Batches of broker.batch_size (7): one slice of 50 rows from `since`, 40 in range, which
     # also passed `until` and ended the run: 6 messages.

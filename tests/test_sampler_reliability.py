@@ -81,7 +81,7 @@ def make(tmp: Path, *, contexts: str = "docs", status: str = "http_status",
     store = Store.from_config(config.store)
     metrics = Metrics(config.metrics, multiprocess=False)
     queue: list[dict[str, Any]] = []
-    sampler = build_sampler(config, store, metrics, queue.extend)
+    sampler = build_sampler(config, store.ledger, metrics, queue.extend)
     return sampler, store, metrics, queue
 
 
@@ -114,7 +114,7 @@ def test_an_integer_http_status_costs_no_row(tmp_path: Path) -> None:
     drain(sampler)
     assert len(queue) == 30
     assert [m["status"] for m in queue[:3]] == ["ok", "error", "error"]
-    assert store.rejections() == []
+    assert store.queries.rejections() == []
     assert metric(metrics, "groundwatch_fields_dropped_total", field="latency_ms",
                   reason="wrong_type") == 1
     assert total(metrics, "groundwatch_app_errors_total") == 20
@@ -134,9 +134,9 @@ def test_a_mapping_mistake_holds_the_cursor_and_loses_nothing(
     assert len(errors) == 1
     assert "source.columns.contexts" in errors[0] and "'prompt'" in errors[0]
     assert str(tmp_path / "gw.toml") in errors[0]
-    assert store.get_cursor("app") is None and queue == [] and store.rejections() == []
+    assert store.ledger.get_cursor("app") is None and queue == [] and store.queries.rejections() == []
     assert metric(metrics, "groundwatch_source_held", source="app") == 1
-    store.release_lock("app", sampler.owner)  # as a stopped sampler does
+    store.ledger.release_lock("app", sampler.owner)  # as a stopped sampler does
     store.close()
 
     # Fixed and restarted: every row comes through, none was skipped.
@@ -151,7 +151,7 @@ def test_a_few_bad_rows_at_the_end_do_not_hold(tmp_path: Path) -> None:
     app_db(tmp_path, [row(i) for i in range(5)] + [row(5, docs="[oops")])
     sampler, store, _, queue = make(tmp_path)
     assert not sampler.step().held
-    assert len(queue) == 5 and [r.reason for r in store.rejections()] == ["bad_contexts"]
+    assert len(queue) == 5 and [r.reason for r in store.queries.rejections()] == ["bad_contexts"]
     assert not sampler.step().held  # one bad row alone in a read: rejected, not a hold
     store.close()
 
@@ -166,13 +166,13 @@ def test_duplicate_request_ids_count_once_everywhere(tmp_path: Path) -> None:
     sampler, store, metrics, queue = make(tmp_path, read_rows=8)
     drain(sampler)
     assert sorted(m["request_id"] for m in queue) == [f"q{i:04d}" for i in range(20)]
-    stored = store.count_items_by_status()
+    stored = store.queries.count_items_by_status()
     sampled = total(metrics, "groundwatch_items_sampled_total")
     assert sampled == sum(stored.values()) == 20  # sampled == scored + failed + waiting
     assert total(metrics, "groundwatch_app_requests_total") == 20
     assert metric(metrics, "groundwatch_items_rejected_total", reason="duplicate_id") == 2
     assert metric(metrics, "groundwatch_logs_seen_total", source="app") == 22  # every row read
-    assert sorted(r.row_ref for r in store.rejections()) == ["q0003", "q0007"]
+    assert sorted(r.row_ref for r in store.queries.rejections()) == ["q0003", "q0007"]
     store.close()
 
 
@@ -186,13 +186,14 @@ def test_a_slice_resent_after_a_failed_enqueue_is_counted_once(tmp_path: Path) -
     good, sampler.enqueue = sampler.enqueue, broken
     with pytest.raises(ConnectionError):
         sampler.step()  # the items are stored, not queued; the cursor stays
-    assert store.get_cursor("app") is None and total(metrics, "groundwatch_items_sampled_total") == 0
+    assert (store.ledger.get_cursor("app") is None
+            and total(metrics, "groundwatch_items_sampled_total") == 0)
     sampler.enqueue = good
     drain(sampler)
     assert len(queue) == 12
     assert total(metrics, "groundwatch_items_sampled_total") == 12  # not 0, not 24
     assert total(metrics, "groundwatch_app_requests_total") == 12
-    assert store.rejections() == []  # a re-send is not a duplicate
+    assert store.queries.rejections() == []  # a re-send is not a duplicate
     store.close()
 
 
@@ -278,24 +279,24 @@ def test_cursor_show_set_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture
     # Moving it while a sampler holds the lock is refused...
     assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "-c", cfg]) == 1
     assert "stop that sampler first" in capsys.readouterr().err
-    store.release_lock("app", sampler.owner)  # the sampler stopped
+    store.ledger.release_lock("app", sampler.owner)  # the sampler stopped
     # ...then the rows from that time on are read again, but neither sent nor counted again.
     assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "-c", cfg]) == 0
     assert "now mode timestamp on column 'logged_at': next rows at or after " \
            "2026-11-24T09:00:10+00:00" in capsys.readouterr().out
     sampled_before = total(metrics, "groundwatch_items_sampled_total")
     requests_before = total(metrics, "groundwatch_app_requests_total")
-    sampler = build_sampler(sampler.config, store, metrics, queue.extend)  # started again
+    sampler = build_sampler(sampler.config, store.ledger, metrics, queue.extend)  # started again
     steps = drain(sampler)
     assert sum(s.rows for s in steps) == 10 and sum(s.already_stored for s in steps) == 10
     assert len(queue) == 20 and total(metrics, "groundwatch_items_sampled_total") == sampled_before
     assert total(metrics, "groundwatch_app_requests_total") == requests_before
-    assert store.rejections() == []  # a replay is not a duplicate
+    assert store.queries.rejections() == []  # a replay is not a duplicate
 
-    store.release_lock("app", sampler.owner)
+    store.ledger.release_lock("app", sampler.owner)
     assert main(["cursor", "reset", "-c", cfg]) == 0
     assert "now mode timestamp on column 'logged_at': at the start" in capsys.readouterr().out
-    assert store.get_cursor("app") is None
+    assert store.ledger.get_cursor("app") is None
     with pytest.raises(SystemExit) as info:  # argparse: one place at a time
         main(["cursor", "set", "--value", "x", "--at", "2026-01-01", "-c", cfg])
     assert info.value.code == 2

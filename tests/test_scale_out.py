@@ -195,7 +195,7 @@ def test_two_samplers_enqueue_each_item_once_and_a_standby_takes_over(
     assert len(again) <= READ_BATCH_ROWS
     store = Store(store_url)
     try:
-        assert store.count_items_by_status()["queued"] == len(expected)
+        assert store.queries.count_items_by_status()["queued"] == len(expected)
     finally:
         store.close()
 
@@ -237,7 +237,7 @@ def test_two_separately_started_workers_share_the_queue(
             def all_scored() -> bool:
                 for w, path in zip(workers, logs, strict=True):
                     assert w.poll() is None, log_tail(path)
-                return store.count_items_by_status()["scored"] == n_batches * size
+                return store.queries.count_items_by_status()["scored"] == n_batches * size
             wait_until(all_scored, timeout=120, what="every item scored")
             # A task's log line comes after its results are stored: wait for the last ones.
             wait_until(lambda: sum(len(SUCCEEDED.findall(p.read_bytes())) for p in logs)
@@ -247,10 +247,10 @@ def test_two_separately_started_workers_share_the_queue(
 
     store = Store(f"sqlite:///{tmp_path}/gw.db")
     try:
-        per_item = Counter((s.request_id, s.metric) for s in store.scores())
+        per_item = Counter((s.request_id, s.metric) for s in store.queries.scores())
         assert len({rid for rid, _ in per_item}) == n_batches * size
         assert set(per_item.values()) == {1}
-        assert store.count_items_by_status().get("failed", 0) == 0
+        assert store.queries.count_items_by_status().get("failed", 0) == 0
     finally:
         store.close()
     tasks = [SUCCEEDED.findall(p.read_bytes()) for p in logs]

@@ -64,7 +64,7 @@ def test_score_and_record_exports_each_batchs_usage(tmp_path: Path) -> None:
                              {"truncations": 1, "cache_hits": 7}])
     ctx = WorkerContext(config, store, Scoring([scorer]), metrics, os.getpid())
     batches = [[record(0), record(1)], [record(2)]]
-    store.add_items([(r, "default") for b in batches for r in b], source="test")
+    store.ledger.add_items([(r, "default") for b in batches for r in b], source="test")
     try:
         truncations = "groundwatch_scorer_truncations_total"
         lookups = "groundwatch_scorer_cache_lookups_total"
@@ -86,7 +86,7 @@ def test_scorer_without_usage_exports_nothing(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'gw.db'}")
     metrics = Metrics(config.metrics, multiprocess=False)
     ctx = WorkerContext(config, store, Scoring([PlainScorer()]), metrics, os.getpid())
-    store.add_items([(record(0), "default")], source="test")
+    store.ledger.add_items([(record(0), "default")], source="test")
     try:
         assert score_and_record(ctx, [record(0)]) == 1
         assert value(metrics, "groundwatch_scorer_truncations_total", scorer="counting") == 0

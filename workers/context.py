@@ -91,7 +91,7 @@ def _golden_scheduler(config: Config, store: Store, metrics: Metrics) -> GoldenS
         return None
     try:
         _warm(judge)
-        scheduler = GoldenScheduler(config.judge.golden, judge, store, metrics)
+        scheduler = GoldenScheduler(config.judge.golden, judge, store.golden, metrics)
     except BaseException:
         judge.close()
         raise

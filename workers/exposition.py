@@ -41,13 +41,13 @@ def build_exporter(config: Config, store: Any, app: Any, *,
     depth = queue_depth_probe(app, config.broker.queue)
 
     def oldest() -> float | None:
-        ts = store.oldest_unscored_sampled_at()
+        ts = store.queries.oldest_unscored_sampled_at()
         return None if ts is None else max(0.0, (datetime.now(UTC) - ts).total_seconds())
 
     def health() -> dict[str, Any]:
         checks: dict[str, Any] = {}
         try:
-            store.count_items_by_status()
+            store.queries.count_items_by_status()
             checks["store"] = "ok"
         except Exception as exc:
             checks["store"] = f"error: {type(exc).__name__}"

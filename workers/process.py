@@ -128,7 +128,7 @@ class ProcessContext:
         """A sampler on this process's store, metrics and broker; its source closes on exit."""
         from workers.sampler import build_sampler
 
-        sampler = build_sampler(self.config, self.store, self.metrics, self.enqueue,
+        sampler = build_sampler(self.config, self.store.ledger, self.metrics, self.enqueue,
                                 heartbeat=heartbeat, backfill=backfill)
         self._stack.callback(sampler.source.close)
         return sampler

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from evaluator.store import Store
+from evaluator.store import Ledger
 from workers.broker import transport_for
 
 log = logging.getLogger("groundwatch.sampler")
@@ -34,7 +34,7 @@ class BrokerLossGuard:
     connection of its own with short timeouts, so a broker that is down never holds up the
     sampler (its own enqueue retries report the outage)."""
 
-    def __init__(self, url: str, queue: str, store: Store, enqueue: Enqueue, *,
+    def __init__(self, url: str, queue: str, ledger: Ledger, enqueue: Enqueue, *,
                  batch_size: int, every_s: float = 1.0, timeout_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         import redis
@@ -42,7 +42,7 @@ class BrokerLossGuard:
         self.client = redis.Redis.from_url(url, socket_timeout=timeout_s,
                                            socket_connect_timeout=timeout_s)
         self.key = f"groundwatch:broker-marker:{queue}"
-        self.store = store
+        self.ledger = ledger
         self.enqueue = enqueue
         self.batch_size = batch_size
         self.every_s = every_s
@@ -82,13 +82,13 @@ class BrokerLossGuard:
 
     def _resend(self) -> int:
         n = 0
-        for payloads in self.store.queued_payloads(self.batch_size):
+        for payloads in self.ledger.queued_payloads(self.batch_size):
             self.enqueue(payloads)
             n += len(payloads)
         return n
 
 
-def broker_loss_hook(config: Any, store: Store,
+def broker_loss_hook(config: Any, ledger: Ledger,
                      enqueue: Enqueue) -> Callable[[Any], None] | None:
     """An ``on_step`` callback for :meth:`Sampler.run` that runs the guard while this sampler
     holds the source's lock (one replica re-sends, not all), or None for brokers other than
@@ -96,7 +96,7 @@ def broker_loss_hook(config: Any, store: Store,
     url = config.broker.url.get_secret_value()
     if transport_for(url) is None:
         return None
-    guard = BrokerLossGuard(url, config.broker.queue, store, enqueue,
+    guard = BrokerLossGuard(url, config.broker.queue, ledger, enqueue,
                             batch_size=config.broker.batch_size)
     # Once before the first step, so a fresh broker is marked before anything new is sent
     # (else that step's items would be sent twice).
@@ -109,7 +109,7 @@ def broker_loss_hook(config: Any, store: Store,
     return after_step
 
 
-def describe_outage(exc: BaseException, store: Store) -> str | None:
+def describe_outage(exc: BaseException, store: object) -> str | None:
     """One line for an error that means the store or the broker cannot be used right now
     (a traceback would only repeat itself at every retry); None for anything else."""
     from kombu.exceptions import OperationalError as BrokerError

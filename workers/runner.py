@@ -42,7 +42,7 @@ def run_all(config: Config, *, workers: int = 2) -> int:
         # One process, two roles: each beats as itself (the workers beat on their own).
         process.heartbeat("exporter", exporter_status(exporter))
         sampler = process.sampler(heartbeat=process.heartbeat("sampler"))
-        sampler.run(stop, on_step=broker_loss_hook(config, store, process.enqueue))
+        sampler.run(stop, on_step=broker_loss_hook(config, store.ledger, process.enqueue))
     return 0
 
 
@@ -228,7 +228,7 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
             deadline = time.monotonic() + timeout_s
             with StepProgress("workers: finished", total=totals.sampled) as scoring:
                 while not stop.is_set():
-                    counts = store.count_items_by_status()
+                    counts = store.queries.count_items_by_status()
                     queued = counts.get("queued", 0)
                     done = counts.get("scored", 0) + counts.get("failed", 0)
                     scoring.update(done, f"scored {counts.get('scored', 0)}, failed "
@@ -253,20 +253,20 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
             stop_processes([worker])
 
         print()
-        print(format_report(build_report(store.scores(), worst=2)))
+        print(format_report(build_report(store.queries.scores(), worst=2)))
         snapshot = root / "metrics.prom"
         snapshot.write_text(snapshot_text(config.metrics.multiproc_dir))
         _print_summary(store, snapshot, totals, time.monotonic() - started)
         if judge is not None:
             _print_judge_summary(store, snapshot, judge)
-        worst = min((s for s in store.scores()
+        worst = min((s for s in store.queries.scores()
                      if s.metric == "faithfulness" and s.value is not None),
                     key=lambda s: (s.value, s.request_id), default=None)
         if worst is not None:
             print(f"\nThe least faithful answer ({scorer}), as `groundwatch --config "
                   f"{config_path} explain {worst.request_id}` shows it:")
-            print(format_explanation(store, worst.request_id))
-        page = write_html_report(store, root / "report.html",
+            print(format_explanation(store.queries, worst.request_id))
+        page = write_html_report(store.queries, root / "report.html",
                                  thresholds=config.scoring.thresholds, source=store.safe_url)
         print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
     return code
@@ -278,7 +278,7 @@ def _print_judge_summary(store: Any, snapshot: Path, judge: DemoJudge) -> None:
 
     outcomes: Counter[str] = Counter()
     items: set[str] = set()
-    for s in store.scores():
+    for s in store.queries.scores():
         if s.scorer == judge.mode:
             items.add(s.request_id)
             outcomes[s.outcome if s.outcome != "error" else f"error:{s.reason}"] += 1
@@ -309,7 +309,7 @@ def _print_judge_summary(store: Any, snapshot: Path, judge: DemoJudge) -> None:
 
 
 def _print_summary(store: Any, snapshot: Path, totals: StepResult, elapsed: float) -> None:
-    counts = store.count_items_by_status()
+    counts = store.queries.count_items_by_status()
     detections: dict[str, int] = {}
     lines = snapshot.read_text().splitlines()
     for line in lines:

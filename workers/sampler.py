@@ -36,7 +36,7 @@ from evaluator.records import LogRecord
 from evaluator.sampling import SamplingPolicy, Verdict
 from evaluator.sources import build_source
 from evaluator.sources.base import Source
-from evaluator.store import Store
+from evaluator.store import Ledger
 from metrics.registry import Metrics
 from workers.recovery import describe_outage
 
@@ -149,7 +149,7 @@ class Sampler:
         self,
         config: Config,
         *,
-        store: Store,
+        ledger: Ledger,
         source: Source,
         metrics: Metrics,
         enqueue: Enqueue,
@@ -163,7 +163,7 @@ class Sampler:
         # stop beating (workers/health.py).
         self.heartbeat = heartbeat
         self.backfill = backfill
-        self.store = store
+        self.ledger = ledger
         self.source = source
         self.metrics = metrics
         self.enqueue = enqueue
@@ -221,13 +221,13 @@ class Sampler:
         ttl = self.config.sampler.lock_ttl_s
         now = self._clock()
         if self._locked_at is None or now - self._locked_at > ttl / 3:
-            if not self.store.acquire_lock(name, self.owner, ttl):
+            if not self.ledger.acquire_lock(name, self.owner, ttl):
                 self._locked_at = None
                 return StepResult(locked=False)
             self._locked_at = now
-        cursor = self.store.get_cursor(name)
+        cursor = self.ledger.get_cursor(name)
         batch = self.source.read(cursor, self.config.source.read_batch_rows,
-                                 seen=lambda ids: self.store.read_ids(name, ids))
+                                 seen=lambda ids: self.ledger.read_ids(name, ids))
         result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped))
         self.metrics.sampler.set_source_audit(unplaceable=batch.unplaceable, missed=batch.missed,
                                               future=batch.future, source=name)
@@ -255,7 +255,7 @@ class Sampler:
         rejections = list(batch.rejections)
         counted = batch.records
         if sampled and self.backfill is not None:
-            stored = self.store.stored_item_ids([record.request_id for record, _ in sampled])
+            stored = self.ledger.stored_item_ids([record.request_id for record, _ in sampled])
             result.already_stored = len(stored)
             sampled = [(record, rule) for record, rule in sampled
                        if record.request_id not in stored]
@@ -277,16 +277,16 @@ class Sampler:
 
         if sampled:
             messages = [record.to_message() for record, _ in sampled]
-            self.store.add_items(sampled, source=name, payloads=messages)
+            self.ledger.add_items(sampled, source=name, payloads=messages)
             result.batches = self._enqueue(messages)
 
         # The slice is durably queued: keep its rejections, then move the cursor. Counting
         # comes last, so a crash before the cursor moved counts nothing twice.
         if rejections:
-            self.store.record_rejections(name, rejections)
+            self.ledger.record_rejections(name, rejections)
         if batch.cursor is not None:
             try:
-                self.store.set_cursor(name, batch.cursor, owner=self.owner,
+                self.ledger.set_cursor(name, batch.cursor, owner=self.owner,
                                       read_ids=batch.read_ids,
                                       forget_read_before=batch.forget_read_before,
                                       committed=[record.request_id for record, _ in sampled])
@@ -315,7 +315,7 @@ class Sampler:
           counted, so neither sent nor counted again;
         * another row: a ``duplicate_id`` rejection.
         """
-        origins = self.store.stored_item_origins([record.request_id for record, _ in sampled])
+        origins = self.ledger.stored_item_origins([record.request_id for record, _ in sampled])
         if not origins:
             return sampled, [], set()
         kept: list[tuple[LogRecord, str]] = []
@@ -400,7 +400,7 @@ class Sampler:
     def describe(self) -> str:
         """The start line: the source, how it keeps its place, and where its cursor is."""
         src = self.config.source
-        at = self.source.describe_cursor(self.store.get_cursor(src.name))
+        at = self.source.describe_cursor(self.ledger.get_cursor(src.name))
         return (f"sampler for source {src.name!r} ({self.source.describe()}); {at}; default rate "
                 f"{self.config.sampling.default_rate:g}, {len(self.config.sampling.rules)} rule(s)")
 
@@ -429,7 +429,7 @@ class Sampler:
                 except Exception as exc:
                     failures += 1
                     delay = min(60.0, poll * 2 ** min(failures, 6))
-                    outage = describe_outage(exc, self.store)
+                    outage = describe_outage(exc, self.ledger)
                     if outage is not None:  # one line, not the same traceback every retry
                         log.error("sampler step failed (%d in a row): %s; next try in %.1fs",
                                   failures, outage, delay)
@@ -458,7 +458,7 @@ class Sampler:
                         break
                     self._wait(stop, poll, totals, failures)
         finally:
-            self.store.release_lock(self.config.source.name, self.owner)
+            self.ledger.release_lock(self.config.source.name, self.owner)
         return totals
 
     def _beat(self, totals: StepResult, failures: int) -> None:
@@ -496,11 +496,11 @@ class Sampler:
                         ", ".join(f"{k} {v}" for k, v in sorted(window.by_reason.items())))
 
 
-def build_sampler(config: Config, store: Store, metrics: Metrics, enqueue: Enqueue,
+def build_sampler(config: Config, ledger: Ledger, metrics: Metrics, enqueue: Enqueue,
                   *, owner: str | None = None, backfill: Backfill | None = None,
                   heartbeat: Heartbeat | None = None) -> Sampler:
     source = build_source(config)
-    return Sampler(config, store=store, source=source, metrics=metrics, enqueue=enqueue,
+    return Sampler(config, ledger=ledger, source=source, metrics=metrics, enqueue=enqueue,
                    owner=owner, backfill=backfill, heartbeat=heartbeat)
 
 

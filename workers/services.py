@@ -105,10 +105,10 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
         sampler = process.sampler(backfill=Backfill(since, until))
         # A first run starts at `since` in the database's own order (timestamp mode), instead
         # of reading the table from its start and dropping the rows before it.
-        if since is not None and store.get_cursor(config.source.name) is None:
+        if since is not None and store.ledger.get_cursor(config.source.name) is None:
             start = sampler.source.backfill_start(since)
             if start is not None:
-                store.reset_cursor(config.source.name, start)
+                store.ledger.reset_cursor(config.source.name, start)
         stop = stop or threading.Event()
         stop_on_signals(stop)
         running = StepResult()
@@ -132,4 +132,4 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
         stop = stop or threading.Event()
         stop_on_signals(stop)
         return sampler.run(stop, until_idle=until_idle,
-                           on_step=broker_loss_hook(config, process.store, process.enqueue))
+                           on_step=broker_loss_hook(config, process.store.ledger, process.enqueue))

@@ -179,7 +179,7 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord], *,
         ctx.metrics.judge.observe_usage(batch)
     except Exception:  # metrics must not fail the batch
         log.warning("could not record the scorers' usage", exc_info=True)
-    written = ctx.store.record_batch(batch)
+    written = ctx.store.results.record_batch(batch)
     # Count only what the store newly wrote: a re-delivered batch writes, and counts, nothing.
     ctx.metrics.scoring.observe_written(
         Verdicts.of(batch, written, ctx.config.scoring.thresholds))
@@ -239,7 +239,7 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
         attempts = self.request.retries + 1
         if bad:
             for ref, problem in bad:
-                ctx.store.record_failures([ref], stage="decode", kind="bad_message",
+                ctx.store.results.record_failures([ref], stage="decode", kind="bad_message",
                                           reason=problem, attempts=attempts,
                                           task_id=self.request.id)
             for _ in bad:
@@ -260,7 +260,7 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
                 raise self.retry(exc=exc, countdown=delay) from exc
             kind = kind or "internal"
             log.exception("batch of %d failed for good (%s)", len(ids), kind)
-            ctx.store.record_failures(ids, stage="score", kind=kind,
+            ctx.store.results.record_failures(ids, stage="score", kind=kind,
                                       reason=f"{type(exc).__name__}: {exc}"[:2000],
                                       attempts=attempts, task_id=self.request.id)
             for _ in ids:

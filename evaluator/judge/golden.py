@@ -40,7 +40,7 @@ from evaluator.scoring import Scoring
 
 if TYPE_CHECKING:
     from evaluator.config import Config, GoldenConfig
-    from evaluator.store import Store
+    from evaluator.store import GoldenStore
 
 log = logging.getLogger("groundwatch.golden")
 
@@ -224,7 +224,7 @@ class GoldenRun:
         return tuple(d for d in self.deltas if d.delta != 0.0)[:n]
 
 
-def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: Store,
+def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: GoldenStore,
                metrics: GoldenMetrics | None, *, judge_version: str,
                now: datetime | None = None) -> GoldenRun:
     """Score ``records`` once with ``scorer``, store the ``ok`` values under
@@ -345,7 +345,7 @@ class GoldenScheduler:
     """Runs the golden set every ``config.interval_s`` from a daemon thread.
 
     Every worker process may hold one: a run happens only in the process whose
-    :meth:`Store.claim_golden_run <evaluator.store.Store.claim_golden_run>` succeeds, so there
+    :meth:`evaluator.store.GoldenStore.claim_golden_run` succeeds, so there
     is one run per interval between them all. The thread looks every ``min(interval_s, 30)``
     seconds and tries at once on :meth:`start`, so a fresh deployment runs the set soon (if no
     other process ran it less than an interval ago). A failed run is logged in one line and
@@ -357,7 +357,7 @@ class GoldenScheduler:
     ``worker_process_init``), never before: a thread does not survive a fork.
     """
 
-    def __init__(self, config: GoldenConfig, scorer: Scorer, store: Store,
+    def __init__(self, config: GoldenConfig, scorer: Scorer, store: GoldenStore,
                  metrics: GoldenMetrics | None, *, records: Sequence[LogRecord] | None = None,
                  name: str | None = None, stop_timeout_s: float = 10.0) -> None:
         if not config.path.strip() and records is None:
