@@ -24,6 +24,7 @@ RUN python -m venv /opt/groundwatch
 ENV PATH=/opt/groundwatch/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY groundwatch ./groundwatch
 COPY evaluator ./evaluator
 COPY workers ./workers
 COPY metrics ./metrics

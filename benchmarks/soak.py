@@ -280,7 +280,7 @@ def write_config(tmp: Path, scorer: str) -> Path:
     """The demo's own config file (its sampling policy, scope, batch size and poll interval);
     what differs for the soak comes from environment overrides, see :func:`overrides`."""
     from evaluator import demo_traffic
-    from workers.runner import DEMO_CONFIG
+    from groundwatch.demo import DEMO_CONFIG
 
     columns = "\n".join(f'{k} = "{v}"' for k, v in demo_traffic.COLUMNS.items())
     path = tmp / "groundwatch.toml"
@@ -354,7 +354,7 @@ def soak(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     redis_client.ping()
 
     def gw(*cmd: str) -> list[str]:
-        return [sys.executable, "-m", "evaluator.cli", "--config", str(config_path), *cmd]
+        return [sys.executable, "-m", "groundwatch", "--config", str(config_path), *cmd]
 
     workers = [start(f"worker{i}", gw("worker", "--name", f"soak{i}@%h"),
                      run.tmp / f"worker{i}.log", env) for i in (1, 2)]
@@ -571,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["settings"] = {
         "duration_s": args.duration, "rate_rows_per_s": args.rate, "scorer": args.scorer,
         "worker_processes": 2, "pool": args.pool, "concurrency": args.concurrency,
-        "config": "the demo's (workers/runner.py DEMO_CONFIG) with environment overrides",
+        "config": "the demo's (groundwatch/demo.py DEMO_CONFIG) with environment overrides",
         "store": "sqlite", "sample_every_s": args.sample_every,
         "warmup_share": args.warmup_share, "redis_url": args.redis_url,
         "git_commit": git_commit(), "python_version": platform.python_version(),

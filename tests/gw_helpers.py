@@ -87,7 +87,7 @@ def flush_test_redis() -> None:
 
 
 def groundwatch_cmd(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "evaluator.cli", "--config", str(config), *args]
+    return [sys.executable, "-m", "groundwatch", "--config", str(config), *args]
 
 
 @contextmanager

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from evaluator import demo_traffic
-from evaluator.cli import EXIT_BROKEN_PIPE, build_parser, main
 from evaluator.config import load_config
-from evaluator.progress import StepProgress
 from evaluator.records import LogRecord
 from evaluator.scorers import build_scorer
 from evaluator.store import Store
+from groundwatch.cli import EXIT_BROKEN_PIPE, build_parser, main
+from groundwatch.progress import StepProgress
 from metrics.registry import Metrics
 from tests.test_sampler import Queue
 from tests.test_sampler import write_config as write_sampler_config
@@ -38,7 +38,7 @@ def _env() -> dict[str, str]:
 
 
 def groundwatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "evaluator.cli", *args]
+    return [sys.executable, "-m", "groundwatch", *args]
 
 
 @pytest.fixture

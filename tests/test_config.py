@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.cli import main
 from evaluator.config import DEFAULT_CONFIG, env_overrides, load_config
 from evaluator.errors import ConfigError
+from groundwatch.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,7 +119,7 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_check_config_as_a_process_exits_2(tmp_path: Path) -> None:
     bad = write(tmp_path, "[metrics]\nport = 70000\n")
-    proc = subprocess.run([sys.executable, "-m", "evaluator.cli", "--config", str(bad),
+    proc = subprocess.run([sys.executable, "-m", "groundwatch", "--config", str(bad),
                            "check-config"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2
     assert "metrics.port" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -127,7 +127,8 @@ def test_check_config_as_a_process_exits_2(tmp_path: Path) -> None:
 
 def test_domain_does_not_import_celery_or_prometheus() -> None:
     code = ("import sys, evaluator.config, evaluator.records, evaluator.sampling, "
-            "evaluator.scorers.lexical, evaluator.report, evaluator.report_html, evaluator.cli; "
+            "evaluator.scorers.lexical, groundwatch.report, groundwatch.report_html, groundwatch.cli, "
+            "groundwatch.commands.store, groundwatch.commands.offline; "
             "bad = [m for m in ('celery', 'prometheus_client', 'kombu') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

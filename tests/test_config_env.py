@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.cli import main
 from evaluator.config import load_config
 from evaluator.errors import ConfigError
+from groundwatch.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,7 +83,7 @@ def test_the_cli_prints_one_line_naming_the_variable(
 def test_check_config_as_a_process_names_the_variable(path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
            "GROUNDWATCH__SAMPLING__DEFAULT_RATE": "2"}
-    proc = subprocess.run([sys.executable, "-m", "evaluator.cli", "--config", str(path),
+    proc = subprocess.run([sys.executable, "-m", "groundwatch", "--config", str(path),
                            "check-config"], capture_output=True, text=True, env=env, timeout=60,
                           cwd=REPO)
     assert proc.returncode == 2

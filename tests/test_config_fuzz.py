@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from evaluator.cli import main
 from evaluator.config import Config, load_config
 from evaluator.errors import ConfigError
+from groundwatch.cli import main
 
 FUZZ = settings(max_examples=150, deadline=2000, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -348,7 +348,7 @@ def test_a_section_and_a_key_inside_it_from_two_variables(
 def _check_config_offline() -> list[str]:
     """``check-config --offline`` where the preflight exists (it connects otherwise, and
     reports every problem, one line each), plain ``check-config`` before it."""
-    from evaluator.cli import build_parser
+    from groundwatch.cli import build_parser
 
     _, unknown = build_parser().parse_known_args(["check-config", "--offline"])
     return ["check-config"] if unknown else ["check-config", "--offline"]

@@ -17,7 +17,7 @@ from tests.judge_server import CHAT_PATH, JudgeServer
 def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_path: Path) -> None:
     env = {**os.environ, "GROUNDWATCH__BROKER__URL": "redis://127.0.0.1:1/0"}  # must not matter
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluator.cli", "demo", "--items", "300", "--workdir",
+        [sys.executable, "-m", "groundwatch", "demo", "--items", "300", "--workdir",
          str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -58,7 +58,7 @@ def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_p
 def test_the_demo_runs_the_cascade_when_a_judge_url_is_given(tmp_path: Path, mode: str) -> None:
     with JudgeServer() as server:
         proc = subprocess.run(
-            [sys.executable, "-m", "evaluator.cli", "demo", "--items", "150", "--workdir",
+            [sys.executable, "-m", "groundwatch", "demo", "--items", "150", "--workdir",
              str(tmp_path / "demo"), "--judge-url", server.url, "--judge-model", "stub",
              "--judge-mode", mode, "--judge-key-env", "GW_DEMO_JUDGE_KEY"],
             capture_output=True, text=True, timeout=240, cwd=tmp_path,

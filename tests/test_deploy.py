@@ -303,3 +303,16 @@ def test_healthcheck_prefers_the_environment_and_fails_without_a_role(
     fake_groundwatch["role_file"].write_text("worker\n")
     assert _sh("healthcheck.sh", [], {**env, "GROUNDWATCH_ROLE": "exporter"}).returncode == 0
     assert fake_groundwatch["record"].read_text().split() == ["health", "exporter"]
+
+
+def test_every_python_package_is_copied_into_the_image(
+        stages: list[list[tuple[str, str]]]) -> None:
+    """The wheel built in the image holds what the build context holds: a package that
+    pyproject installs but the Dockerfile does not copy is missing from the image."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    copied = {source.strip("./") for stage in stages for word, args in stage
+              if word == "COPY" and not args.startswith("--from=")
+              for source in args.split()[:-1]}
+    packages = {pattern.rstrip("*") for pattern in include}
+    assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"

@@ -358,8 +358,8 @@ def test_calibration_matches_the_feature_code() -> None:
 
 def test_groundwatch_explain_shows_claims_verdicts_evidence_and_detections(
         scorer: EmbeddedScorer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from evaluator.cli import main
     from evaluator.store import Store
+    from groundwatch.cli import main
 
     url = f"sqlite:///{tmp_path / 'gw.db'}"
     config = tmp_path / "gw.toml"

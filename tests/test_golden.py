@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from evaluator.cli import main
 from evaluator.config import Config, GoldenConfig
 from evaluator.errors import ConfigError, GoldenRunError
 from evaluator.judge.golden import (
@@ -36,6 +35,7 @@ from evaluator.records import LogRecord
 from evaluator.scorers.base import METRICS, ItemResult, MetricResult, Outcome
 from evaluator.scorers.lexical import LexicalScorer
 from evaluator.store import Store
+from groundwatch.cli import main
 from metrics.registry import Metrics
 from tests.prom_helpers import wait_until
 
@@ -469,7 +469,7 @@ def test_cli_prints_the_table_and_the_items_that_moved(tmp_path: Path) -> None:
     config = cli_config(tmp_path, f'[judge.golden]\npath = "{golden}"\n')
     code = ("import sys; import evaluator.judge.golden as g; from tests.test_golden import "
             "ShiftedScorer; g.build_golden_judge = lambda c: ShiftedScorer(float(sys.argv[2]));"
-            "from evaluator.cli import main; sys.exit(main(['golden', '--config', sys.argv[1]]))")
+            "from groundwatch.cli import main; sys.exit(main(['golden', '--config', sys.argv[1]]))")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("GROUNDWATCH__")},
            "PYTHONPATH": str(REPO), "GROUNDWATCH_LOG_LEVEL": "WARNING"}
 

@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from evaluator import demo_traffic
-from evaluator.cli import build_parser
 from evaluator.config import load_config
+from groundwatch.cli import build_parser
 from tests.gw_helpers import (
     REDIS_HOST,
     REDIS_PORT,

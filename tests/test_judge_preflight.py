@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from evaluator.config import load_config
-from evaluator.preflight import run_preflight
+from groundwatch.preflight import run_preflight
 from tests.judge_server import JudgeServer, free_port
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from benchmarks.quality import roc_auc
 from benchmarks.quality import run as run_quality
-from evaluator.cli import main
 from evaluator.config import load_config
 from evaluator.offline import Progress, score_file
 from evaluator.scorers import build_scorer
+from groundwatch.cli import main
 
 CONTEXT = "The Eiffel Tower is in Paris and was completed in 1889."
 

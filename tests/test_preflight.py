@@ -24,14 +24,14 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from evaluator import demo_traffic
-from evaluator.cli import main
 from evaluator.config import load_config
 from evaluator.errors import ConfigError
-from evaluator.preflight import _Checker, run_preflight
 from evaluator.sources import SourceNote, build_source
 from evaluator.sources.engine import create_source_engine
 from evaluator.sources.sql import SqlSource
 from evaluator.store import Store
+from groundwatch.cli import main
+from groundwatch.preflight import _Checker, run_preflight
 from tests.conftest import PG_URL
 from tests.gw_helpers import REDIS_HOST, REDIS_PORT, TEST_REDIS_DB
 
@@ -113,7 +113,7 @@ def test_the_sampler_refuses_a_missing_source_file_and_leaves_none(tmp_path: Pat
     (tmp_path / "prom").mkdir()
     cfg = write_config(tmp_path, source_url=f"sqlite:///{source}",
                        extra=f'[metrics]\nmultiproc_dir = "{tmp_path / "prom"}"\n')
-    proc = subprocess.run([sys.executable, "-m", "evaluator.cli", "--config", str(cfg),
+    proc = subprocess.run([sys.executable, "-m", "groundwatch", "--config", str(cfg),
                            "sampler", "--until-idle"], capture_output=True, text=True, cwd=REPO,
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -388,7 +388,7 @@ def test_postgres_column_that_does_not_exist_and_store_untouched(
 def test_check_config_as_a_process(tmp_path: Path) -> None:
     url = log_db(tmp_path, n=3)
     cfg = write_config(tmp_path, source_url=url)
-    run = [sys.executable, "-m", "evaluator.cli", "--config", str(cfg), "check-config"]
+    run = [sys.executable, "-m", "groundwatch", "--config", str(cfg), "check-config"]
     proc = subprocess.run(run, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "read 3 sample row(s)" in proc.stdout and "broker: " in proc.stdout

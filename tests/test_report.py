@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evaluator.report import build_report, format_report, mean_ci95
+from groundwatch.report import build_report, format_report, mean_ci95
 
 
 @dataclass

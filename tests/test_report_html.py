@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.cli import main
 from evaluator.errors import InvalidRecordError
 from evaluator.records import LogRecord
-from evaluator.report_html import (
+from evaluator.scorers.base import METRICS, Detection, ItemResult, MetricResult
+from evaluator.store import Store
+from groundwatch.cli import main
+from groundwatch.report_html import (
     OTHER,
     PALETTE,
     anchor,
@@ -27,8 +29,6 @@ from evaluator.report_html import (
     build_html_report,
     line_routes,
 )
-from evaluator.scorers.base import METRICS, Detection, ItemResult, MetricResult
-from evaluator.store import Store
 from tests.png_helpers import read_png, write_png
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

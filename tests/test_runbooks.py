@@ -19,9 +19,9 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from evaluator.cli import build_parser
 from evaluator.store import models
 from evaluator.store.store import Store
+from groundwatch.cli import build_parser
 from metrics.alerts import ALERT_NAMES, build, load_alerts
 from metrics.alerts.__main__ import main
 from metrics.alerts.config import REPO_ROOT

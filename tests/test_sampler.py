@@ -262,7 +262,7 @@ def test_groundwatch_backfill_cli(tmp_path: Path) -> None:
     (tmp_path / "broker").mkdir()
 
     def backfill(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "evaluator.cli", "--config", str(path),
+        return subprocess.run([sys.executable, "-m", "groundwatch", "--config", str(path),
                                "backfill", *args], capture_output=True, text=True, timeout=120,
                               check=False, env={**os.environ, "GROUNDWATCH_LOG_LEVEL": "WARNING"})
 

@@ -264,7 +264,7 @@ def test_a_setting_that_needs_a_restart_says_so(tmp_path: Path,
 
 
 def test_cursor_show_set_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from evaluator.cli import main
+    from groundwatch.cli import main
 
     app_db(tmp_path, [row(i, offset=(0, 1, -5)[i % 3]) for i in range(20)])
     sampler, store, metrics, queue = make(tmp_path, read_rows=8)

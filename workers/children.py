@@ -38,7 +38,7 @@ def spawn_worker(config_path: str, *, env: dict[str, str] | None = None,
     """Start ``groundwatch worker`` as a child process (same process group); its output goes
     to ``output`` (default: ours). ``ignore_overrides`` drops GROUNDWATCH__* variables, for a
     self-contained config such as the demo's."""
-    cmd = [sys.executable, "-m", "evaluator.cli", "--config", config_path, "worker"]
+    cmd = [sys.executable, "-m", "groundwatch", "--config", config_path, "worker"]
     if name:
         cmd += ["--name", name]
     base = dict(os.environ)

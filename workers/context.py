@@ -12,16 +12,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from evaluator.config import Config
+from evaluator.judge.golden import GoldenScheduler, build_golden_judge
 from evaluator.scorers import Scorer, build_judge, build_scorer
 from evaluator.scoring import Scoring
 from evaluator.store import Store
 from metrics.registry import Metrics
-
-if TYPE_CHECKING:
-    from evaluator.judge.golden import GoldenScheduler
 
 log = logging.getLogger("groundwatch.worker")
 
@@ -82,8 +79,6 @@ def _golden_scheduler(config: Config, store: Store, metrics: Metrics) -> GoldenS
     claim lets one of them run the set per interval."""
     if not config.judge.golden.path:
         return None
-    from evaluator.judge.golden import GoldenScheduler, build_golden_judge
-
     judge = build_golden_judge(config)
     if judge is None:
         log.warning("judge.golden.path is set but no judge is configured: the golden set "

@@ -138,6 +138,7 @@ class RedisBeats:
     """Heartbeats as Redis keys with a TTL (Redis deletes a dead process's key)."""
 
     def __init__(self, url: str, queue: str) -> None:
+        # Not at module level: `groundwatch health` must start quickly (see the docstring).
         import redis
 
         self._redis = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
@@ -363,7 +364,7 @@ class WorkerActivity:
 def running_task_starts() -> list[float]:
     """Unix start times of the tasks this Celery worker process runs now (its own list, kept in
     the main process for every pool)."""
-    from celery.worker import state
+    from celery.worker import state  # Celery, only inside a worker (health stays light)
 
     for _ in range(5):  # a task starting or ending while we copy the set: copy again
         try:

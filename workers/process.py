@@ -22,12 +22,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from evaluator.config import Config
+from evaluator.sources import Source, build_source
 from evaluator.store import Store
 from metrics.multiprocess import mark_process_dead, setup_multiprocess
 from workers.children import stop_processes
 
 if TYPE_CHECKING:
-    from evaluator.sources import Source
     from metrics.exporter import Exporter
     from metrics.registry import Metrics
     from workers.health import Heartbeat, Status
@@ -93,6 +93,8 @@ class ProcessContext:
         if self._metrics_mode is None:
             raise RuntimeError("this ProcessContext was opened with metrics=None")
         if self._metrics is None:
+            # prometheus_client: after setup_multiprocess (metrics.multiprocess), and never
+            # for the store commands, which export nothing.
             from metrics.registry import Metrics
 
             self._metrics = Metrics(self.config.metrics)
@@ -102,6 +104,7 @@ class ProcessContext:
     def celery(self) -> Any:
         """The Celery app (the broker's client; a worker's app registers the task)."""
         if self._app is None:
+            # Celery: only the processes that talk to the broker load it, never `report`.
             from workers.app import make_celery
 
             self._app = make_celery(self.config)
@@ -110,15 +113,13 @@ class ProcessContext:
     @property
     def enqueue(self) -> Enqueue:
         if self._enqueue is None:
-            from workers.sampler import celery_enqueue
+            from workers.sampler import celery_enqueue  # Celery, as for `celery` above
 
             self._enqueue = celery_enqueue(self.celery, self.config.broker.queue)
         return self._enqueue
 
     def source(self) -> Source:
         """The configured log source, closed on exit (a sampler builds its own)."""
-        from evaluator.sources import build_source
-
         source = build_source(self.config)
         self._stack.callback(source.close)
         return source
@@ -126,7 +127,7 @@ class ProcessContext:
     def sampler(self, *, heartbeat: Heartbeat | None = None,
                 backfill: Backfill | None = None) -> Sampler:
         """A sampler on this process's store, metrics and broker; its source closes on exit."""
-        from workers.sampler import build_sampler
+        from workers.sampler import build_sampler  # Celery, as for `celery` above
 
         sampler = build_sampler(self.config, self.store.ledger, self.metrics, self.enqueue,
                                 heartbeat=heartbeat, backfill=backfill)
@@ -135,7 +136,7 @@ class ProcessContext:
 
     def heartbeat(self, role: str, status: Callable[[], Status] | None = None) -> Heartbeat:
         """The heartbeat of ``role``, started now when ``status`` is given; stops on exit."""
-        from workers.health import heartbeat_for
+        from workers.health import heartbeat_for  # Redis's client, for the roles that beat
 
         beat = heartbeat_for(self.config, role, self.metrics)
         if status is not None:

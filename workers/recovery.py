@@ -21,6 +21,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
+
 from evaluator.store import Ledger
 from workers.broker import transport_for
 
@@ -37,8 +43,6 @@ class BrokerLossGuard:
     def __init__(self, url: str, queue: str, ledger: Ledger, enqueue: Enqueue, *,
                  batch_size: int, every_s: float = 1.0, timeout_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        import redis
-
         self.client = redis.Redis.from_url(url, socket_timeout=timeout_s,
                                            socket_connect_timeout=timeout_s)
         self.key = f"groundwatch:broker-marker:{queue}"
@@ -112,11 +116,6 @@ def broker_loss_hook(config: Any, ledger: Ledger,
 def describe_outage(exc: BaseException, store: object) -> str | None:
     """One line for an error that means the store or the broker cannot be used right now
     (a traceback would only repeat itself at every retry); None for anything else."""
-    from kombu.exceptions import OperationalError as BrokerError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-    from sqlalchemy.exc import DBAPIError
-
     if isinstance(exc, DBAPIError):
         cause = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
         code = getattr(exc.orig, "sqlite_errorname", None)  # SQLITE_FULL, SQLITE_IOERR_WRITE

@@ -38,7 +38,9 @@ from evaluator.sources import build_source
 from evaluator.sources.base import Source
 from evaluator.store import Ledger
 from metrics.registry import Metrics
+from workers.health import Status
 from workers.recovery import describe_outage
+from workers.tasks import TASK_NAME
 
 if TYPE_CHECKING:
     from workers.health import Heartbeat
@@ -465,8 +467,6 @@ class Sampler:
         """A heartbeat, at most once per ``[health] interval_s`` (a cheap no-op otherwise)."""
         if self.heartbeat is None or not self.heartbeat.due():
             return
-        from workers.health import Status
-
         self.heartbeat.beat(Status({
             "source": self.config.source.name, "rows": totals.rows, "sampled": totals.sampled,
             "rejected": totals.rejected, "locked": self._locked_at is not None,
@@ -506,8 +506,6 @@ def build_sampler(config: Config, ledger: Ledger, metrics: Metrics, enqueue: Enq
 
 def celery_enqueue(app: Any, queue: str) -> Enqueue:
     """An :data:`Enqueue` that publishes one task per batch, retrying broker hiccups."""
-    from workers.tasks import TASK_NAME
-
     def enqueue(messages: list[dict[str, Any]]) -> None:
         app.send_task(TASK_NAME, args=(messages,), queue=queue, retry=True,
                       argsrepr=f"[<{len(messages)} records>]",

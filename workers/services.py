@@ -11,16 +11,18 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from celery.signals import worker_ready
 
 from evaluator.config import Config
 from evaluator.scorers import check_scorer_name
-from workers.children import stop_on_signals
+from workers.children import spawn_worker, stop_on_signals
 from workers.exposition import exporter_status
+from workers.health import WorkerActivity, worker_status
 from workers.process import ProcessContext
-
-if TYPE_CHECKING:
-    from workers.sampler import StepResult
+from workers.recovery import broker_loss_hook
+from workers.sampler import Backfill, StepResult
 
 log = logging.getLogger("groundwatch")
 
@@ -49,10 +51,6 @@ def start_worker_heartbeat(process: ProcessContext) -> Any:
     """The worker's heartbeat, beating from a thread of this (the main) process from now on,
     through the warm-up, until ``process`` closes. Started before Celery forks its prefork
     children, so that they share the activity counters."""
-    from celery.signals import worker_ready
-
-    from workers.health import WorkerActivity, worker_status
-
     app = process.celery
     activity = app.runtime.activity = WorkerActivity()
     ready = threading.Event()
@@ -97,8 +95,6 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
     overrides its default rate), enqueue the sampled items not already stored, and return
     the totals (also given to ``on_progress`` after every step). Re-running the same
     ``name`` resumes where it stopped."""
-    from workers.sampler import Backfill, StepResult
-
     config = backfill_config(config, name, rate)
     with ProcessContext(config) as process:
         store = process.store
@@ -124,8 +120,6 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
 def run_sampler(config: Config, *, stop: threading.Event | None = None,
                 until_idle: bool = False) -> StepResult:
     """Run the sampler until stopped (or caught up, with ``until_idle``); return its totals."""
-    from workers.recovery import broker_loss_hook
-
     with ProcessContext(config) as process:
         heartbeat = process.heartbeat("sampler")  # the sampler starts it
         sampler = process.sampler(heartbeat=heartbeat)
@@ -133,3 +127,22 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
         stop_on_signals(stop)
         return sampler.run(stop, until_idle=until_idle,
                            on_step=broker_loss_hook(config, process.store.ledger, process.enqueue))
+
+
+def run_all(config: Config, *, workers: int = 2) -> int:
+    """Sampler in this process, ``workers`` worker processes, exporter in a thread."""
+    assert config.path is not None
+    with ProcessContext(config, metrics="clean") as process:
+        store = process.store
+        procs = [spawn_worker(config.path, name=f"gw{i}@%h") for i in range(workers)]
+        exporter, port = process.exporter()
+        process.workers(procs)  # stopped before the exporter: /metrics serves their shutdown
+        log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port,
+                 workers)
+        stop = threading.Event()
+        stop_on_signals(stop)
+        # One process, two roles: each beats as itself (the workers beat on their own).
+        process.heartbeat("exporter", exporter_status(exporter))
+        sampler = process.sampler(heartbeat=process.heartbeat("sampler"))
+        sampler.run(stop, on_step=broker_loss_hook(config, store.ledger, process.enqueue))
+    return 0

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
 from celery import Celery, Task, bootsteps
 from celery.signals import (
     worker_init,
@@ -138,11 +139,7 @@ def _is_transient(exc: BaseException) -> str | None:
         return "store_unavailable"
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return "store_unavailable"
-    try:
-        import redis.exceptions as redis_exc
-    except ImportError:  # pragma: no cover - redis is a core dependency
-        return None
-    if isinstance(exc, (redis_exc.ConnectionError, redis_exc.TimeoutError)):
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
         return "broker_unavailable"
     return None
 

@@ -31,15 +31,13 @@ import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from evaluator.config import ColumnMap, Config
 from evaluator.errors import ConfigError, InvalidRecordError
 from evaluator.plugins import SourcePlugin
 from evaluator.records import RowLimits, map_row
 from evaluator.sources.base import PreflightScope, Seen, SourceBatch, SourceNote
-
-if TYPE_CHECKING:
-    from evaluator.config import ColumnMap, Config
 
 __all__ = ["FORMATS_BY_EXTENSION", "FileSource"]
 
@@ -159,8 +157,6 @@ class FileSource:
         *,
         config_path: str | None = None,
     ) -> None:
-        from evaluator.config import ColumnMap
-
         if not paths:
             raise ConfigError("at least one path or glob is needed", path=config_path,
                               key="source.files.paths")

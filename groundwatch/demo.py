@@ -1,5 +1,7 @@
-"""All-in-one runs: ``groundwatch run`` (a real deployment on one host) and ``groundwatch demo``
-(synthetic traffic, embedded broker, no network)."""
+"""``groundwatch demo``: synthetic traffic into SQLite, the sampler in this process, a real
+worker process on an embedded broker, the exporter; it ends with the report, a Prometheus
+snapshot, the least faithful answer explained and the HTML page. No Redis, no LLM, no network.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +11,25 @@ import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from evaluator.config import Config, load_config
-from evaluator.progress import StepProgress
+from evaluator import demo_traffic
+from evaluator.config import load_config
+from evaluator.errors import ConfigError
+from evaluator.scorers import check_scorer_name
+from groundwatch.explain import format_explanation
+from groundwatch.progress import StepProgress
+from groundwatch.report import build_report, format_report
+from groundwatch.report_html import write_html_report
+from metrics.exporter import snapshot_text
 from workers.children import spawn_worker, stop_on_signals, stop_processes
-from workers.exposition import exporter_status
 from workers.process import ProcessContext
-
-if TYPE_CHECKING:
-    from workers.sampler import StepResult
+from workers.sampler import StepResult
 
 log = logging.getLogger("groundwatch")
-
-
-def run_all(config: Config, *, workers: int = 2) -> int:
-    """Sampler in this process, ``workers`` worker processes, exporter in a thread."""
-    from workers.recovery import broker_loss_hook
-
-    assert config.path is not None
-    with ProcessContext(config, metrics="clean") as process:
-        store = process.store
-        procs = [spawn_worker(config.path, name=f"gw{i}@%h") for i in range(workers)]
-        exporter, port = process.exporter()
-        process.workers(procs)  # stopped before the exporter: /metrics serves their shutdown
-        log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port,
-                 workers)
-        stop = threading.Event()
-        stop_on_signals(stop)
-        # One process, two roles: each beats as itself (the workers beat on their own).
-        process.heartbeat("exporter", exporter_status(exporter))
-        sampler = process.sampler(heartbeat=process.heartbeat("sampler"))
-        sampler.run(stop, on_step=broker_loss_hook(config, store.ledger, process.enqueue))
-    return 0
 
 
 DEMO_CONFIG = """\
@@ -133,7 +119,6 @@ port = 0
 @dataclass(frozen=True)
 class DemoJudge:
     """The judge the demo's cascade calls (``groundwatch demo --judge-url``)."""
-
     url: str
     model: str
     mode: str = "compact"
@@ -148,9 +133,6 @@ class DemoJudge:
 
 def default_demo_scorer() -> str:
     """``embedded`` when its extra is installed, else ``lexical`` (with a notice)."""
-    from evaluator.errors import ConfigError
-    from evaluator.scorers import check_scorer_name
-
     try:
         check_scorer_name("embedded")
     except ConfigError as exc:
@@ -163,8 +145,6 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
              scorer: str | None = None, timeout_s: float = 300.0,
              judge: DemoJudge | None = None) -> int:
     """Synthetic traffic → sampler → embedded broker → a real worker process → store → report."""
-    from evaluator import demo_traffic
-
     scorer = scorer or default_demo_scorer()
 
     root = Path(workdir).resolve()
@@ -193,11 +173,6 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
               f"budgets {config.judge.budget.tokens_per_day} tokens/day, "
               f"{config.judge.budget.usd_per_hour} USD/hour")
 
-    from evaluator.explain import format_explanation
-    from evaluator.report import build_report, format_report
-    from evaluator.report_html import write_html_report
-    from metrics.exporter import snapshot_text
-    from workers.sampler import StepResult
 
     with ProcessContext(config, metrics="clean") as process:
         store = process.store
@@ -274,8 +249,6 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
 
 def _print_judge_summary(store: Any, snapshot: Path, judge: DemoJudge) -> None:
     """What the cascade's judge did: items, outcomes, calls, tokens, cost, agreement."""
-    from collections import Counter
-
     outcomes: Counter[str] = Counter()
     items: set[str] = set()
     for s in store.queries.scores():

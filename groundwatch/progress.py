@@ -14,6 +14,8 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 
 class StepProgress:
     """``update(done, detail)`` after every step; ``close()`` (or the ``with`` block) at the end.
@@ -40,8 +42,6 @@ class StepProgress:
         self._closed = False
         self._bar: Any = None
         if self.stream.isatty() if tty is None else tty:
-            from tqdm import tqdm
-
             # tqdm draws nothing on a terminal that reports no size (a pty nobody sized, as
             # under `script` or some CI runners): give it one.
             columns, lines = _size(self.stream)

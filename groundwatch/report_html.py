@@ -20,8 +20,8 @@ from html import escape
 from pathlib import Path
 from typing import Any, Protocol
 
-from evaluator.explain import format_explanation
-from evaluator.report import ScoreLike, build_report, mean_ci95
+from groundwatch.explain import format_explanation
+from groundwatch.report import ScoreLike, build_report, mean_ci95
 
 DETECTION_ORDER = ("no_relevant_context", "out_of_scope", "refusal", "empty_answer")
 DETECTION_MEANING = {

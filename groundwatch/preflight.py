@@ -26,15 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from evaluator.config import ENV_PREFIX, Config
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError, describe_error
+from evaluator.judge.golden import load_golden
 from evaluator.plugins import source_plugin
 from evaluator.records import ALL_FIELDS
+from evaluator.scorers import JUDGES, check_scorer_name
 from evaluator.sources import build_source
 from evaluator.sources.base import Source, SourceNote
-from evaluator.sources.engine import masked_url
+from evaluator.sources.engine import create_readonly_engine, masked_url, sqlite_file
+from evaluator.store.database import alembic_config
+from evaluator.store.models import VERSION_TABLE
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "REJECT_PROBLEM_SHARE", "Finding", "PreflightReport",
            "run_preflight"]
@@ -118,8 +124,6 @@ class _Checker:
 
     # -- scorer -----------------------------------------------------------------------------
     def scorer(self) -> None:
-        from evaluator.scorers import check_scorer_name
-
         name = self.config.scoring.scorer
         try:
             check_scorer_name(name, path=self.config.path)
@@ -213,8 +217,6 @@ class _Checker:
 
     # -- store ------------------------------------------------------------------------------
     def store(self, timeout_s: float) -> None:
-        from evaluator.sources.engine import create_readonly_engine, sqlite_file
-
         url = self.config.store.url.get_secret_value()
         shown = masked_url(url)
         parsed = make_url(url)
@@ -278,6 +280,7 @@ class _Checker:
             folder = url.removeprefix("filesystem://") or ".groundwatch/broker"
             self.checked(f"broker: filesystem folder {folder!r} (no connection to make)")
             return
+        # kombu takes a while to import and only this check needs it.
         from kombu import Connection
 
         conn = Connection(url, connect_timeout=timeout_s,
@@ -304,8 +307,6 @@ class _JudgeChecks:
     def offline(checker: _Checker) -> str | None:
         """The mode that will run, or None (no judge); records what it finds."""
         config = checker.config
-        from evaluator.scorers import JUDGES, check_scorer_name
-
         mode = config.scoring.scorer if config.scoring.scorer in JUDGES \
             else config.scoring.judge
         if not mode:
@@ -330,8 +331,6 @@ class _JudgeChecks:
                         f"environment variable {name} is not set: the judge is called without "
                         "a key (fine for a local vLLM, Ollama or llama.cpp server)")
         if config.judge.golden.path:
-            from evaluator.judge.golden import load_golden
-
             try:
                 checker.checked(f"judge golden set: {len(load_golden(config.judge.golden.path))}"
                                 " items")
@@ -342,7 +341,7 @@ class _JudgeChecks:
     @staticmethod
     def online(checker: _Checker, mode: str, timeout_s: float) -> None:
         """``GET {base_url}/models`` with the key: reachable, key accepted, model listed."""
-        import httpx
+        import httpx  # the [judge] extra: checked above, imported only when installed
 
         cfg = checker.config.judge
         key = checker.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
@@ -409,12 +408,6 @@ def _short(text: str, limit: int = 120) -> str:
 
 def _migration_state(conn: Any) -> tuple[str | None, str | None, int]:
     """(current revision, head revision, migrations between them), read without writing."""
-    from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    from evaluator.store.database import alembic_config
-    from evaluator.store.models import VERSION_TABLE
-
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})

@@ -1,0 +1,272 @@
+"""The ``groundwatch`` command line: the parser and ``main``.
+
+This package sits at the top of the import graph (``groundwatch`` → ``workers`` → ``metrics`` →
+``evaluator``). The commands live in :mod:`groundwatch.commands`; the parser names each one as
+``module:function`` and ``main`` imports only the module of the command that runs, so
+``check-config``, ``report`` and ``explain`` never import Celery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import select
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from evaluator import __version__
+from evaluator.errors import ConfigError
+from evaluator.scorers import JUDGES
+from groundwatch.commands.common import EXIT_CONFIG
+
+# What a shell reports for a process killed by SIGPIPE (128 + 13): `groundwatch report | head`
+# ends like `yes | head`, quietly, and `set -o pipefail` scripts still see that it was cut off.
+EXIT_BROKEN_PIPE = 141
+
+for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
+                      ("RAGAS_DO_NOT_TRACK", "true"), ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_name, _value)
+
+__all__ = ["EXIT_BROKEN_PIPE", "EXIT_CONFIG", "build_parser", "main"]
+
+
+def _command(target: str) -> Callable[[argparse.Namespace], int]:
+    """The function of ``module:function``, importing only that command's module."""
+    module, _, name = target.partition(":")
+    function: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+    return function
+
+
+def _instant(text: str) -> datetime:
+    """An ISO-8601 date or time for --since/--until; a time without a zone is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 date or time: {text!r} (e.g. 2026-11-01 or "
+            f"2026-11-01T12:00:00+00:00)") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _cursor_value(text: str) -> Any:
+    """A position value for --value: a number when it reads as one, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+# -- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groundwatch",
+        description="Continuous quality evaluation of a production LLM/RAG app.")
+    parser.add_argument("--version", action="version", version=f"groundwatch {__version__}")
+    parser.add_argument("--config", "-c", default=None,
+                        help="config file (default: $GROUNDWATCH_CONFIG or configs/groundwatch.toml)")
+    parser.add_argument("--log-level", default=os.environ.get("GROUNDWATCH_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run everything on synthetic traffic: no Redis, no LLM, "
+                                    "no network")
+    p.add_argument("--items", type=int, default=1000, help="log rows to generate (default 1000)")
+    p.add_argument("--workdir", default=".groundwatch/demo",
+                   help="where the demo writes its databases, broker and snapshot")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--scorer", default=None,
+                   help="scoring backend (default: embedded if installed, else lexical)")
+    p.add_argument("--judge-url", default="", metavar="URL",
+                   help="an OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1): the "
+                        "cascade then sends a share of the items, and the low and uncertain "
+                        "ones, to that judge. Without it the cascade is skipped.")
+    p.add_argument("--judge-model", default="gpt-4o-mini", help="the judge's model name")
+    p.add_argument("--judge-mode", choices=JUDGES, default="compact",
+                   help="ragas's metrics, or groundwatch's one-call judge (default)")
+    p.add_argument("--judge-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="the NAME of the environment variable holding the API key")
+    p.add_argument("--judge-share", type=float, default=0.2,
+                   help="the random share of items the judge scores (default 0.2)")
+    p.set_defaults(run="groundwatch.commands.processes:cmd_demo")
+
+    p = sub.add_parser("run", help="all-in-one: sampler, workers and exporter")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.set_defaults(run="groundwatch.commands.processes:cmd_run")
+
+    p = sub.add_parser("sampler", help="read the source and enqueue sampled items")
+    p.add_argument("--until-idle", action="store_true", help="stop once the source is caught up")
+    p.set_defaults(run="groundwatch.commands.processes:cmd_sampler")
+
+    p = sub.add_parser(
+        "backfill", help="replay the source's rows of a time range once (own cursor): "
+        "score what the live sampler did not take")
+    p.add_argument("name", help="name of this backfill; re-running it resumes where it stopped")
+    p.add_argument("--since", type=_instant, default=None,
+                   help="first log time to take (ISO-8601; no zone = UTC)")
+    p.add_argument("--until", type=_instant, default=None,
+                   help="log time to stop at, exclusive (ISO-8601; no zone = UTC)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="default sampling rate for this run (rules still apply)")
+    p.set_defaults(run="groundwatch.commands.processes:cmd_backfill")
+
+    p = sub.add_parser("worker", help="a Celery worker that scores batches")
+    p.add_argument("--name", default=None, help="Celery node name (default: celery@host)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(run="groundwatch.commands.processes:cmd_worker")
+
+    p = sub.add_parser("exporter", help="serve /metrics and /healthz")
+    p.set_defaults(run="groundwatch.commands.processes:cmd_exporter")
+
+    # The roles of workers.health.ROLES (not imported here: the CLI imports workers lazily).
+    p = sub.add_parser("health", help="exit 0 while a sampler, worker or exporter of this host "
+                                      "is alive (its heartbeat); 1 otherwise")
+    p.add_argument("role", choices=("sampler", "worker", "exporter"))
+    p.add_argument("--any-host", action="store_true",
+                   help="count a live heartbeat of any host, not only this one")
+    p.set_defaults(run="groundwatch.commands.processes:cmd_health")
+
+    p = sub.add_parser("check-config", help="preflight: validate the config, connect (read-only) "
+                       "to the source, store and broker, print the config with secrets masked")
+    p.add_argument("--offline", action="store_true",
+                   help="schema and scorer name only: connect to nothing")
+    p.add_argument("--sample-rows", type=_positive_int, default=200,
+                   help="source rows read to estimate rejections (default 200)")
+    p.set_defaults(run="groundwatch.commands.offline:cmd_check_config")
+
+    p = sub.add_parser("report", help="per route and metric: count, mean, 95%% CI, worst items")
+    p.add_argument("--hours", type=float, default=None, help="only scores of the last N hours")
+    p.add_argument("--scorer", default=None)
+    p.add_argument("--worst", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="FILE", default=None,
+                   help="write one self-contained HTML page instead (charts over time, failure "
+                        "modes, sampling coverage, worst items and their explanations)")
+    p.add_argument("--html-worst", type=_positive_int, default=20,
+                   help="worst items (and explanations) per metric in the HTML page (default 20)")
+    p.set_defaults(run="groundwatch.commands.store:cmd_report")
+
+    p = sub.add_parser("explain", help="an item's scores, claims, verdicts and evidence, or "
+                                       "why its source row was rejected")
+    p.add_argument("request_id")
+    p.set_defaults(run="groundwatch.commands.store:cmd_explain")
+
+    p = sub.add_parser("score", help="score a JSONL file of records offline (no queue, no store)")
+    p.add_argument("path", help="JSONL: groundwatch field names, or the dev-data schema (id, ...)")
+    p.add_argument("--scorer", default=None, help="backend name (default: the config's scorer)")
+    p.add_argument("--out", "-o", default="-", help="output JSONL (default: stdout)")
+    p.add_argument("--batch-size", type=_positive_int, default=64,
+                   help="records per score_batch call (default 64)")
+    p.add_argument("--explain", action="store_true", help="include each item's explanation")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.set_defaults(run="groundwatch.commands.offline:cmd_score")
+
+    p = sub.add_parser("golden", help="run the judge's golden set once: per metric the mean "
+                                      "score and its drift from the first run, and the items "
+                                      "that moved most")
+    p.set_defaults(run="groundwatch.commands.offline:cmd_golden")
+
+    p = sub.add_parser("cursor", help="show or move where the sampler reads the source next")
+    p.add_argument("action", choices=("show", "reset", "set"),
+                   help="show it; reset it to the start; set it (--at, --value or --json)")
+    p.add_argument("--source", default=None,
+                   help="the cursor's source name (default: source.name; a backfill's is "
+                        "SOURCE.backfill.NAME)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--at", type=_instant, default=None,
+                       help="set: read rows logged at or after this time next (ISO-8601; no "
+                            "zone = UTC; timestamp mode)")
+    where.add_argument("--value", type=_cursor_value, default=None,
+                       help="set: read rows after this value of the order column next "
+                            "(incrementing mode: the last id to skip)")
+    where.add_argument("--json", default=None,
+                       help="set: the position exactly as `cursor show` printed it")
+    p.set_defaults(run="groundwatch.commands.store:cmd_cursor")
+
+    p = sub.add_parser("purge", help="delete what is older than the retention")
+    p.add_argument("--days", type=int, default=None)
+    p.set_defaults(run="groundwatch.commands.store:cmd_purge")
+    _accept_global_options_after_the_command(sub.choices.values())
+    return parser
+
+
+def _accept_global_options_after_the_command(
+        subparsers: Iterable[argparse.ArgumentParser]) -> None:
+    """``--config`` and ``--log-level`` work after the command too (``groundwatch check-config
+    --config X``). SUPPRESS keeps a subcommand that was not given the option from overwriting
+    the value given before the command with a default."""
+    for p in subparsers:
+        p.add_argument("--config", "-c", default=argparse.SUPPRESS,
+                       help="config file (also accepted before the command)")
+        p.add_argument("--log-level", default=argparse.SUPPRESS,
+                       help="logging level (also accepted before the command)")
+
+
+def _reader_gone(fd: int) -> bool:
+    """Whether ``fd`` is a pipe whose reading end is closed (poll reports POLLERR for it)."""
+    if not hasattr(select, "poll"):
+        return True  # cannot tell (Windows): the BrokenPipeError itself is the evidence
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_on_closed_pipe() -> bool:
+    """After a BrokenPipeError: point every standard stream whose reader went away at
+    /dev/null, so that Python's final flush does not raise again and print a traceback, and
+    say whether one had (an unrelated socket's broken pipe must still be reported)."""
+    closed = False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # replaced by a test harness
+                continue
+            if _reader_gone(fd):
+                os.dup2(devnull, fd)
+                closed = True
+    finally:
+        os.close(devnull)
+    return closed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic narrates every start-up at INFO; kombu warns that filesystem:// has no host.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    try:
+        code = int(_command(args.run)(args) or 0)
+        sys.stdout.flush()  # output still buffered meets a closed pipe here, not at exit
+        return code
+    except BrokenPipeError:
+        if not _quiet_on_closed_pipe():
+            raise
+        return EXIT_BROKEN_PIPE
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

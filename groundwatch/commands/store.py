@@ -1,0 +1,111 @@
+"""The commands that read or change the store: ``report``, ``explain``, ``purge`` and
+``cursor``. They export no metrics and never load Celery."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from evaluator.config import Config
+from evaluator.errors import LockHeldError
+from groundwatch.commands.common import EXIT_CONFIG, config_of, store_process
+from groundwatch.explain import format_explanation
+from groundwatch.report import build_report, format_report
+from groundwatch.report_html import write_html_report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
+    if args.html:
+        with store_process(config) as process:
+            store = process.store
+            path = write_html_report(store.queries, args.html, thresholds=config.scoring.thresholds,
+                                     since=since, scorer=args.scorer, worst=args.html_worst,
+                                     source=store.safe_url)
+        print(f"HTML report: {path}")
+        return 0
+    with store_process(config) as process:
+        rows = build_report(process.store.queries.scores(since=since, scorer=args.scorer),
+                            worst=args.worst)
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
+    else:
+        print(format_report(rows))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    with store_process(config_of(args)) as process:
+        text = format_explanation(process.store.queries, args.request_id)
+    if text is None:
+        print(f"no item, score or rejection with request id {args.request_id!r}",
+              file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    days = args.days or config.store.retention_days
+    with store_process(config) as process:
+        removed = process.store.purge(datetime.now(UTC) - timedelta(days=days))
+    print(f"removed {removed} rows older than {days} days")
+    return 0
+
+
+def cmd_cursor(args: argparse.Namespace) -> int:
+    """Show or move a source's cursor (where the sampler reads next)."""
+    config = config_of(args)
+    name = args.source or config.source.name
+    with store_process(config) as process:
+        return _cursor(args, config, name, process.store, process.source())
+
+
+def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
+            source: Any) -> int:
+    """``cursor show|reset|set`` on ``store`` and ``source``."""
+    state = store.ledger.cursor_state(name)
+    if args.action == "show":
+        position = state.position if state is not None else None
+        print(f"source {name!r}: " + source.describe_cursor(position))
+        if state is not None and state.lock_owner:
+            alive = state.lock_expires_at is not None and state.lock_expires_at > datetime.now(UTC)
+            print(f"  lock: {state.lock_owner} "
+                  f"({'held until' if alive else 'expired at'} "
+                  f"{state.lock_expires_at.isoformat() if state.lock_expires_at else '?'})")
+        if state is not None:
+            print(f"  updated: {state.updated_at.isoformat()}")
+        print(json.dumps(position, indent=2, default=str))
+        return 0
+    if args.action == "reset":
+        new: dict[str, Any] | None = None
+    elif args.json is not None:
+        try:
+            new = json.loads(args.json)
+        except json.JSONDecodeError as exc:
+            print(f"groundwatch cursor set: --json is not JSON: {exc.msg}", file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        if not source.positions_by_time:
+            print(f"groundwatch cursor set: a {config.source.kind} source takes --json "
+                  "(the position as `cursor show` prints it)", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            new = source.cursor_at(args.at, value=args.value)
+        except ValueError as exc:
+            print(f"groundwatch cursor set: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    try:
+        old = store.ledger.reset_cursor(name, new)
+    except LockHeldError as exc:
+        print(f"groundwatch cursor {args.action}: {exc}: stop that sampler first (or wait "
+              f"for its lock to expire, sampler.lock_ttl_s)", file=sys.stderr)
+        return 1
+    print(f"source {name!r}: was {json.dumps(old, default=str)}")
+    print(f"source {name!r}: now " + source.describe_cursor(new))
+    return 0
