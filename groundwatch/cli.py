@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("GROUNDWATCH_LOG_LEVEL", "INFO"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _process_commands(sub)
+    _check_and_read_commands(sub)
+    _store_commands(sub)
+    _accept_global_options_after_the_command(sub.choices.values())
+    return parser
+
+
+
+
+def _process_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """demo, run, sampler, backfill, worker, exporter, health."""
     p = sub.add_parser("demo", help="run everything on synthetic traffic: no Redis, no LLM, "
                                     "no network")
     p.add_argument("--items", type=int, default=1000, help="log rows to generate (default 1000)")
@@ -140,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count a live heartbeat of any host, not only this one")
     p.set_defaults(run="groundwatch.commands.processes:cmd_health")
 
+
+def _check_and_read_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """check-config, report, explain, score, golden."""
     p = sub.add_parser("check-config", help="preflight: validate the config, connect (read-only) "
                        "to the source, store and broker, print the config with secrets masked")
     p.add_argument("--offline", action="store_true",
@@ -180,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "that moved most")
     p.set_defaults(run="groundwatch.commands.offline:cmd_golden")
 
+
+def _store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """cursor, purge."""
     p = sub.add_parser("cursor", help="show or move where the sampler reads the source next")
     p.add_argument("action", choices=("show", "reset", "set"),
                    help="show it; reset it to the start; set it (--at, --value or --json)")
@@ -200,8 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("purge", help="delete what is older than the retention")
     p.add_argument("--days", type=int, default=None)
     p.set_defaults(run="groundwatch.commands.store:cmd_purge")
-    _accept_global_options_after_the_command(sub.choices.values())
-    return parser
 
 
 def _accept_global_options_after_the_command(

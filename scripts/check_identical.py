@@ -8,6 +8,7 @@ worktree — with the same Python environment, and compares:
   embedded scorers on the demo's records and on edge cases written here (no contexts, empty
   answer, refusal, a missing field, bad JSON, unicode, long text, duplicate ids);
 - the demo's output (``groundwatch demo``), with times, durations, pids and ports masked;
+- the help of the command line and of every command;
 - every row the demo stored (all ``gw_*`` tables, columns holding wall-clock times dropped);
 - the demo's Prometheus snapshot (``metrics.prom``), minus the series that measure time.
 
@@ -53,6 +54,9 @@ FLOAT_IN_TEXT = re.compile(r"-?\d+\.\d+(?:e-?\d+)?")
 
 def rounded(text: str) -> str:
     return FLOAT_IN_TEXT.sub(lambda m: f"{float(m.group(0)):.6g}", text)
+
+COMMANDS = ("demo", "run", "sampler", "backfill", "worker", "exporter", "health", "check-config",
+            "report", "explain", "score", "golden", "cursor", "purge")
 
 EDGE_CASES = [
     {"request_id": "edge-no-contexts", "question": "How do I reset my password?",
@@ -206,6 +210,9 @@ def capture(tree: Path, work: Path, items: int, scorers: list[str]) -> dict[str,
     parts["demo: stored rows"] = dump_store(demo_dir / "groundwatch.db",
                                             first_log_time(demo_dir / "app_logs.db"))
     parts["demo: /metrics snapshot"] = metric_lines((demo_dir / "metrics.prom").read_text())
+    for command in ("", *COMMANDS):
+        shown = run(tree, [*([command] if command else []), "--help"], work)
+        parts[f"help: groundwatch {command}".rstrip()] = shown.stdout + shown.stderr
     inputs = work / "inputs.jsonl"
     demo_records(demo_dir / "app_logs.db", inputs)
     with inputs.open("a", encoding="utf-8") as f:
