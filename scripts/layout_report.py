@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +132,6 @@ def cycles(mods: dict[str, Module], *, local: bool = False) -> list[list[str]]:
     on: set[str] = set()
     out: list[list[str]] = []
     counter = [0]
-    sys.setrecursionlimit(10000)
 
     def strong(v: str) -> None:
         index[v] = low[v] = counter[0]

@@ -22,7 +22,7 @@ def judge_lines(report: Any) -> list[str]:
 
 
 def _check(cfg: Any, env: dict[str, str]) -> Any:
-    from evaluator import preflight
+    from groundwatch import preflight
 
     checker = preflight._Checker(cfg, env)
     mode = preflight._JudgeChecks.offline(checker)

@@ -100,3 +100,11 @@ class _planted:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_the_walk_leaves_the_interpreter_as_it_was() -> None:
+    # It once raised the recursion limit for its graph walk, and json.loads of a line nested
+    # 5000 deep then parsed in a later test instead of failing (test_properties).
+    limit = sys.getrecursionlimit()
+    _layout().report()
+    assert sys.getrecursionlimit() == limit
