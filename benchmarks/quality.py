@@ -419,7 +419,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    limits = RowLimits(config.source.max_field_chars, config.source.max_contexts)
+    limits = RowLimits.of(config.source)
     names = [n.strip() for n in args.scorers.split(",") if n.strip()]
     scorers = build_scorers(config, names)
     if not scorers:

@@ -242,6 +242,10 @@ class SourceConfig(_Section):
     read_batch_rows: int = Field(1000, ge=1, le=100_000)
     max_field_chars: int = Field(100_000, ge=100)
     max_contexts: int = Field(100, ge=1)
+    # Where a passage logged as an object keeps its text (a key or a dotted path); "" reads
+    # the common shapes (evaluator.records.CONTEXT_TEXT_KEYS).
+    context_text_key: str = Field("", pattern=r"^[A-Za-z0-9_$-]*(\.[A-Za-z0-9_$-]+)*$",
+                                  max_length=200)
     sql: SqlSourceConfig = SqlSourceConfig()
     files: FilesSourceConfig = FilesSourceConfig()
     columns: ColumnMap = ColumnMap()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from evaluator.config import SourceConfig
 from evaluator.errors import InvalidRecordError
 
 REQUIRED_FIELDS = ("request_id", "timestamp", "question", "contexts", "answer")
@@ -68,10 +69,20 @@ class LogRecord:
 
 @dataclass(frozen=True, slots=True)
 class RowLimits:
-    """Bounds on what one row may carry; a row beyond them is rejected as ``oversized``."""
+    """How a row is read: bounds on what it may carry (a row beyond them is rejected as
+    ``oversized``), and where a passage logged as an object keeps its text."""
 
     max_field_chars: int = 100_000
     max_contexts: int = 100
+    #: A passage logged as an object: the key (or dotted path, ``node.text``) of its text;
+    #: "" tries :data:`CONTEXT_TEXT_KEYS`, then the same inside :data:`CONTEXT_NESTED_KEYS`.
+    context_text_key: str = ""
+
+    @classmethod
+    def of(cls, source: SourceConfig) -> RowLimits:
+        """The reading rules of a ``[source]`` section."""
+        return cls(max_field_chars=source.max_field_chars, max_contexts=source.max_contexts,
+                   context_text_key=source.context_text_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +174,53 @@ def _text(value: Any, fname: str, row_ref: str, limits: RowLimits, *, required: 
     return _valid_text(value)
 
 
+#: Where the common shapes of a retrieved passage keep its text, tried in this order: most apps
+#: and LlamaIndex's ``TextNode`` (``text``), LangChain's ``Document`` (``page_content``, beside
+#: ``metadata``), chat-style and Haystack documents (``content``).
+CONTEXT_TEXT_KEYS = ("text", "page_content", "content")
+#: Where a passage nests its node: LlamaIndex's ``NodeWithScore`` is ``{"node": {...}, "score"}``.
+CONTEXT_NESTED_KEYS = ("node", "document")
+
+
+def _known_text(passage: Mapping[str, Any], depth: int = 0) -> str | None:
+    for key in CONTEXT_TEXT_KEYS:
+        if isinstance(passage.get(key), str):
+            return str(passage[key])
+    for key in CONTEXT_NESTED_KEYS:
+        inner = passage.get(key)
+        if depth < 2 and isinstance(inner, Mapping):
+            found = _known_text(inner, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _at_path(passage: Mapping[str, Any], path: str) -> Any:
+    value: Any = passage
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _passage_text(passage: Any, i: int, fname: str, row_ref: str, text_key: str) -> str:
+    """A passage's text: a string as it is, an object's text by ``text_key`` or by the keys
+    of the common shapes. Its other keys (score, id, source) are not kept yet."""
+    if isinstance(passage, str):
+        return passage
+    if not isinstance(passage, Mapping):
+        raise _reject("bad_contexts", fname, row_ref,
+                      f"item {i} is {type(passage).__name__}, not a string")
+    text = _at_path(passage, text_key) if text_key else _known_text(passage)
+    if isinstance(text, str):
+        return text
+    where = (f"key {text_key!r} (source.context_text_key)" if text_key else
+             f"any of the keys {', '.join(CONTEXT_TEXT_KEYS)}, nor inside "
+             f"{' or '.join(CONTEXT_NESTED_KEYS)}: set source.context_text_key")
+    keys = ", ".join(sorted(str(k) for k in passage)[:8])
+    raise _reject("bad_contexts", fname, row_ref,
+                  f"item {i} is an object with no text at {where} (its keys: {keys})")
+
+
 def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[str, ...]:
     if value is None:
         raise _reject("missing_field", fname, row_ref, "no value")
@@ -183,14 +241,13 @@ def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[
     if len(value) > limits.max_contexts:
         raise _reject("oversized", fname, row_ref,
                       f"{len(value)} passages > limit {limits.max_contexts}")
-    for i, passage in enumerate(value):
-        if not isinstance(passage, str):
-            raise _reject("bad_contexts", fname, row_ref,
-                          f"item {i} is {type(passage).__name__}, not a string")
-        if len(passage) > limits.max_field_chars:
+    texts = [_passage_text(passage, i, fname, row_ref, limits.context_text_key)
+             for i, passage in enumerate(value)]
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_field_chars:
             raise _reject("oversized", fname, row_ref,
-                          f"item {i} has {len(passage)} characters > limit {limits.max_field_chars}")
-    return tuple(_valid_text(passage) for passage in value)
+                          f"item {i} has {len(text)} characters > limit {limits.max_field_chars}")
+    return tuple(_valid_text(text) for text in texts)
 
 
 def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:

@@ -119,3 +119,58 @@ def test_numeric_text_and_whole_floats_are_numbers() -> None:
 def test_message_round_trip() -> None:
     rec = map_row(row(), COLUMNS, limits=LIMITS, position="t:0")
     assert LogRecord.from_message(rec.to_message()) == rec
+
+
+# -- passages logged as objects (issue 16: every such row was rejected "item 0 is dict") ------
+@pytest.mark.parametrize(("docs", "text"), [
+    ('[{"text": "X is a thing.", "score": 0.82, "id": "doc-7"}]', "X is a thing."),
+    ([{"page_content": "X is a thing.", "metadata": {"source": "kb/x.md"}}], "X is a thing."),
+    ([{"content": "X is a thing."}], "X is a thing."),
+    ([{"node": {"id_": "n1", "text": "X is a thing.", "metadata": {}}, "score": 0.5}],
+     "X is a thing."),
+    ([{"document": {"page_content": "X is a thing."}, "score": 0.5}], "X is a thing."),
+], ids=["text-json-string", "langchain-document", "content", "llamaindex-node-with-score",
+        "nested-document"])
+def test_the_common_shapes_of_a_passage_object_map_without_config(docs: object,
+                                                                  text: str) -> None:
+    assert map_row(row(docs=docs), COLUMNS, limits=LIMITS, position="t:0").contexts == (text,)
+
+
+def test_strings_and_objects_may_be_mixed_in_one_list() -> None:
+    rec = map_row(row(docs=["a", {"text": "b"}, {"page_content": "c"}]), COLUMNS,
+                  limits=LIMITS, position="t:0")
+    assert rec.contexts == ("a", "b", "c")
+
+
+def test_a_configured_text_key_reaches_into_nested_objects() -> None:
+    limits = RowLimits(max_field_chars=200, max_contexts=3, context_text_key="chunk.body")
+    rec = map_row(row(docs=[{"chunk": {"body": "X is a thing."}, "text": "not this"}]), COLUMNS,
+                  limits=limits, position="t:0")
+    assert rec.contexts == ("X is a thing.",)
+
+
+def test_an_object_without_a_known_text_names_the_config_key_and_its_keys() -> None:
+    with pytest.raises(InvalidRecordError) as info:
+        map_row(row(docs=[{"body": "X", "score": 1}]), COLUMNS, limits=LIMITS, position="t:0")
+    err = info.value
+    assert (err.reason, err.field, err.row_ref) == ("bad_contexts", "contexts", "r1")
+    assert "item 0 is an object with no text" in err.detail
+    assert "set source.context_text_key" in err.detail and "its keys: body, score" in err.detail
+    limits = RowLimits(max_field_chars=200, max_contexts=3, context_text_key="chunk.body")
+    with pytest.raises(InvalidRecordError, match=r"no text at key 'chunk\.body'"):
+        map_row(row(docs=[{"chunk": {"body": 3}}]), COLUMNS, limits=limits, position="t:0")
+
+
+def test_an_objects_text_counts_against_the_size_limit() -> None:
+    with pytest.raises(InvalidRecordError) as info:
+        map_row(row(docs=[{"text": "x" * 201}]), COLUMNS, limits=LIMITS, position="t:0")
+    assert info.value.reason == "oversized" and "item 0 has 201 characters" in info.value.detail
+
+
+def test_the_text_key_comes_from_the_source_config() -> None:
+    from evaluator.config import Config
+
+    config = Config.model_validate({"source": {"context_text_key": "node.body"}})
+    assert RowLimits.of(config.source).context_text_key == "node.body"
+    with pytest.raises(ValueError, match="context_text_key"):
+        Config.model_validate({"source": {"context_text_key": "a..b"}})

@@ -392,3 +392,22 @@ def test_a_huge_number_in_a_csv_cell_does_not_stall_the_file(
     assert batch.records[0].timestamp == datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert batch.records[2].timestamp == datetime(2026, 3, 1, 12, 0, 2, tzinfo=UTC)
     assert [(d.field, d.reason) for d in batch.dropped] == [("latency_ms", "wrong_type")]
+
+
+def test_jsonl_passages_logged_as_objects_map_without_code(tmp_path: Path) -> None:
+    # Issue 16: objects with their text under the common keys were rejected as bad_contexts.
+    write_jsonl(tmp_path / "x.jsonl", [
+        app_row(0, retrieved_docs=[{"text": "p0", "score": 0.8, "id": "d1"}]),
+        app_row(1, retrieved_docs=[{"page_content": "p1", "metadata": {"page": 3}}]),
+        app_row(2, retrieved_docs=[{"node": {"id_": "n", "text": "p2"}, "score": 0.1}, "p3"]),
+    ])
+    config = Config.model_validate({"source": {
+        "kind": "files", "files": {"paths": [str(tmp_path / "*.jsonl")]},
+        "columns": APP_KEYS.model_dump()}})
+    source = build_source(config)
+    try:
+        batch = source.read(None, 10)
+    finally:
+        source.close()
+    assert batch.rejections == []
+    assert [r.contexts for r in batch.records] == [("p0",), ("p1",), ("p2", "p3")]

@@ -654,3 +654,34 @@ def test_a_timestamp_far_in_the_future_does_not_become_the_cursor(db: Db) -> Non
         assert late[-1].future == 1 and late[-1].missed == 0
     finally:
         source.close()
+
+
+def test_passages_logged_as_objects_are_read_with_the_configured_text_key(db: Db) -> None:
+    # Issue 16: a table whose contexts are objects (LangChain documents, LlamaIndex nodes, an
+    # app's own shape) lost every row as bad_contexts ("item 0 is dict, not a string").
+    table = app_table(db)
+    db.insert(table, [
+        app_row(0, BASE.replace(tzinfo=None), retrieved_docs=json.dumps(
+            [{"page_content": "p0", "metadata": {"source": "kb/a.md"}},
+             {"node": {"text": "p1"}, "score": 0.4}])),
+        app_row(1, (BASE + timedelta(seconds=1)).replace(tzinfo=None), retrieved_docs=json.dumps(
+            [{"chunk": {"body": "p2"}, "score": 0.9}])),
+    ])
+
+    def read(**source: Any) -> SourceBatch:
+        config = Config.model_validate({"source": {
+            "kind": "sql", "sql": {"url": db.url, "table": db.table_name},
+            "columns": APP_COLUMNS.model_dump(), **source}})
+        built = build_source(config)
+        try:
+            return built.read(None, 10)
+        finally:
+            built.close()
+
+    plain = read()
+    assert [r.contexts for r in plain.records] == [("p0", "p1")]
+    assert [(e.row_ref, e.reason) for e in plain.rejections] == [("r001", "bad_contexts")]
+    assert "set source.context_text_key" in plain.rejections[0].detail
+    keyed = read(context_text_key="chunk.body")
+    assert [r.contexts for r in keyed.records] == [("p2",)]
+    assert [e.row_ref for e in keyed.rejections] == ["r000"]

@@ -194,7 +194,7 @@ class FileSource:
             list(src.files.paths),
             src.files.format,
             src.columns,
-            RowLimits(max_field_chars=src.max_field_chars, max_contexts=src.max_contexts),
+            RowLimits.of(src),
             config_path=config.path,
         )
 

@@ -48,7 +48,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"groundwatch score: cannot build scorer {args.scorer or config.scoring.scorer!r}: "
               f"{exc}", file=sys.stderr)
         return EXIT_CONFIG
-    limits = RowLimits(config.source.max_field_chars, config.source.max_contexts)
+    limits = RowLimits.of(config.source)
     failed = 0
     progress = _progress_printer(args.quiet)
 

@@ -144,7 +144,7 @@ class SqlSource:
             src.sql.table,
             src.sql.schema_,
             src.columns,
-            RowLimits(max_field_chars=src.max_field_chars, max_contexts=src.max_contexts),
+            RowLimits.of(src),
             mode=src.sql.mode,
             incrementing_column=src.sql.incrementing_column,
             lookback_s=src.sql.lookback_s,
