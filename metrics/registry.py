@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from evaluator.config import MetricsConfig
+    from evaluator.scorers.base import ScoredBatch
 
 # Computed by the exporter at scrape time (see metrics.exporter), not stored in the directory:
 # a queue's depth is a property of the broker, not of any one process.
@@ -63,3 +64,10 @@ class Metrics:
         self.scoring = ScoringMetrics(self.registry, self.policy)
         self.judge = JudgeMetrics(self.registry, self.policy)
         self.health = HealthMetrics(self.registry, self.policy)
+
+    def observe_usage(self, batch: ScoredBatch) -> None:
+        """What the scorers of ``batch`` did and spent, to the recorders that count each part:
+        truncations and cache lookups (``scoring``), the judge's calls, tokens and cost
+        (``judge``). Work done: counted whether or not the store then takes the scores."""
+        self.scoring.observe_usage(batch)
+        self.judge.observe_usage(batch)

@@ -357,8 +357,7 @@ def test_usage_of_a_batch(local_metrics: Metrics) -> None:
                   not_judged={NotJudged.BUDGET: 3, NotJudged.CIRCUIT_OPEN: 1})
     run = ScorerRun("compact", "1", (), usage + Usage(cost_usd=-1.0), {"r0": "low"})
     batch = ScoredBatch((), (run,))
-    m.scoring.observe_usage(batch)
-    m.judge.observe_usage(batch)
+    m.observe_usage(batch)
     assert get("groundwatch_scorer_truncations_total", {"scorer": "compact"}) == 2
     assert get("groundwatch_scorer_cache_lookups_total",
                {"scorer": "compact", "result": "hit"}) == 3

@@ -172,8 +172,7 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord], *,
     finally:
         observe_judge_up(ctx)
     try:  # the scorers' usage (truncations, cache lookups, tokens): work done, stored or not
-        ctx.metrics.scoring.observe_usage(batch)
-        ctx.metrics.judge.observe_usage(batch)
+        ctx.metrics.observe_usage(batch)
     except Exception:  # metrics must not fail the batch
         log.warning("could not record the scorers' usage", exc_info=True)
     written = ctx.store.results.record_batch(batch)

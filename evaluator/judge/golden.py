@@ -56,13 +56,7 @@ MAX_POLL_S = 30.0
 TOP_MOVED = 5
 
 
-class _UsageSink(Protocol):
-    def observe_usage(self, batch: ScoredBatch) -> None: ...
-
-
-class _JudgeSink(Protocol):
-    def observe_usage(self, batch: ScoredBatch) -> None: ...
-
+class _GoldenSink(Protocol):
     def set_golden(self, scores: Mapping[str, float], drift: Mapping[str, float]) -> None: ...
 
     def observe_golden_run(self, result: str) -> None: ...
@@ -70,13 +64,12 @@ class _JudgeSink(Protocol):
 
 class GoldenMetrics(Protocol):
     """What a golden run reports to (``metrics.registry.Metrics``): the judge's work and spend
-    like any batch's (``scoring``, ``judge``), and the run's result (``judge``)."""
+    like any batch's (``observe_usage``), and the run's result (``judge``)."""
+
+    def observe_usage(self, batch: ScoredBatch) -> None: ...
 
     @property
-    def scoring(self) -> _UsageSink: ...
-
-    @property
-    def judge(self) -> _JudgeSink: ...
+    def judge(self) -> _GoldenSink: ...
 
 
 # -- the file -----------------------------------------------------------------------------
@@ -250,8 +243,7 @@ def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: GoldenStore,
     try:
         batch = Scoring([scorer]).score(records)
         if metrics is not None:  # the judge's work and spend count like any batch's
-            metrics.scoring.observe_usage(batch)
-            metrics.judge.observe_usage(batch)
+            metrics.observe_usage(batch)
         values: dict[str, dict[str, float]] = {}
         errors: Counter[str] = Counter()
         for item in batch.runs[0].items:

@@ -31,8 +31,6 @@ log = logging.getLogger("groundwatch.judge")
 #: The LLM judges (declared with ``judge=True``): as ``[scoring] scorer`` they score every
 #: item, as ``[scoring] judge`` they are the cascade's second scorer.
 JUDGES: tuple[str, ...] = tuple(name for name, p in scorer_plugins().items() if p.judge)
-#: The declared backends' names.
-BACKENDS: tuple[str, ...] = tuple(scorer_plugins())
 
 
 def item_seconds_estimate(name: str) -> float:
@@ -100,7 +98,7 @@ def build_scorer(config: Config, name: str | None = None) -> Scorer:
 
 
 __all__ = [
-    "BACKENDS", "DETECTION_KINDS", "JUDGES", "METRICS", "Detection", "ForeignScorer",
+    "DETECTION_KINDS", "JUDGES", "METRICS", "Detection", "ForeignScorer",
     "ItemResult", "MetricResult", "Outcome", "Scorer", "build_judge", "build_scorer",
     "check_scorer_name", "item_seconds_estimate",
 ]
