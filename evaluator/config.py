@@ -203,9 +203,19 @@ class SqlSourceConfig(_Section):
     # How often rows that cannot be placed in the order (a NULL or unreadable timestamp) are
     # looked for, counted and reported; each look is one scan of the table.
     unplaceable_check: Duration = 300.0
-    # timestamp mode: rows whose timestamp is further ahead of now than this wait for their
-    # time instead of becoming the cursor (which would put every later row behind it).
+    # timestamp mode: rows whose timestamp is further ahead of now than this are rejected
+    # (future_timestamp) instead of becoming the cursor (which would put every later row
+    # behind it).
     max_future: Duration = 86400.0
+    # A row is decided once its time is this old, so an answer, status or feedback written by
+    # a later UPDATE is seen (evaluator/sources/sql/completion.py). It adds to the lag.
+    settle: Duration = 30.0
+    # A row still missing its question, answer or contexts when read is read again until this
+    # long after its time, then rejected `incomplete`.
+    complete_within: Duration = 600.0
+    # PostgreSQL: reads wait for transactions in flight (they may commit rows before those
+    # already visible), each for at most this long; 0 does not wait (then size lookback).
+    transaction_wait: Duration = 120.0
 
     @model_validator(mode="after")
     def _mode_settings(self) -> SqlSourceConfig:
@@ -213,6 +223,9 @@ class SqlSourceConfig(_Section):
             raise ValueError("mode = 'incrementing' needs incrementing_column (e.g. 'id')")
         if self.mode == "incrementing" and self.lookback:
             raise ValueError("lookback applies to mode = 'timestamp' only")
+        if self.complete_within < self.settle:
+            raise ValueError(f"complete_within ({self.complete_within:g} s) must be at least "
+                             f"settle ({self.settle:g} s)")
         return self
 
     @property

@@ -51,14 +51,16 @@ class InvalidRecordError(GroundwatchError):
     ``reason`` is a short, bounded vocabulary word used as a metric label
     (``missing_field``, ``empty_field``, ``wrong_type``, ``bad_contexts``, ``oversized``,
     ``bad_timestamp``, ``bad_json``; ``duplicate_id`` for a second row with a request id already
-    read; ``no_position`` for a row a source cannot place in its order); ``field`` names the
+    read; ``no_position`` for a row a source cannot place in its order; ``incomplete`` for a row
+    still missing a field its app writes later, once ``complete_within`` has passed;
+    ``future_timestamp`` for a row dated beyond ``max_future``); ``field`` names the
     record field and ``row_ref`` the row (its request id when it has one, otherwise its
     position in the source).
     """
 
     REASONS = frozenset(
         {"missing_field", "empty_field", "wrong_type", "bad_contexts", "oversized", "bad_timestamp",
-         "bad_json", "duplicate_id", "no_position"}
+         "bad_json", "duplicate_id", "no_position", "incomplete", "future_timestamp"}
     )
 
     def __init__(self, reason: str, *, field: str, row_ref: str, detail: str) -> None:

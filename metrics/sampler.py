@@ -74,8 +74,19 @@ class SamplerMetrics(Recorder):
             ("source",), "livemax")
         self.future_rows = self._gauge(
             "source_future_rows",
-            "Rows whose timestamp is further in the future than source.sql.max_future: they "
-            "wait for their time (a clock or time zone mistake, or garbage).",
+            "Rows whose timestamp is further in the future than source.sql.max_future (a "
+            "clock or time zone mistake, or garbage): each is rejected future_timestamp once "
+            "and never read.",
+            ("source",), "livemax")
+        self.pending_rows = self._gauge(
+            "source_pending_rows",
+            "Rows read while a required field was still missing, read again until the app "
+            "completes them or source.sql.complete_within passes (then rejected incomplete).",
+            ("source",), "livemax")
+        self.waiting_transactions = self._gauge(
+            "source_waiting_transactions",
+            "Transactions in flight that the source's reads wait for (PostgreSQL): rows "
+            "after the oldest one's first write are read once it ends.",
             ("source",), "livemax")
         self.source_held = self._gauge(
             "source_held",
@@ -158,11 +169,14 @@ class SamplerMetrics(Recorder):
             self._child(self.files_rewritten, self.policy.value("source", source)).inc(n)
 
     def set_source_audit(self, *, unplaceable: int | None, missed: int | None,
-                         future: int | None, source: str = "app") -> None:
-        """The source's last look at the whole table; a figure it did not take is left as is."""
+                         future: int | None, pending: int | None = None,
+                         waiting: int | None = None, source: str = "app") -> None:
+        """The source's last look at the whole table, and at what its reads wait for; a
+        figure it did not take is left as is."""
         value = self.policy.value("source", source)
         for gauge, n in ((self.unplaceable_rows, unplaceable), (self.missed_rows, missed),
-                         (self.future_rows, future)):
+                         (self.future_rows, future), (self.pending_rows, pending),
+                         (self.waiting_transactions, waiting)):
             if n is not None:
                 self._child(gauge, value).set(n)
 

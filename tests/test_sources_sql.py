@@ -685,3 +685,183 @@ def test_passages_logged_as_objects_are_read_with_the_configured_text_key(db: Db
     keyed = read(context_text_key="chunk.body")
     assert [r.contexts for r in keyed.records] == [("p2",)]
     assert [e.row_ref for e in keyed.rejections] == ["r000"]
+
+
+# -- issue 16: rows completed later, settled rows, transactions in flight, edge rows ------------
+
+class Wall:
+    """A wall clock the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.mark.parametrize("mode", ["timestamp", "incrementing"])
+def test_an_answer_written_later_is_read_when_it_is_there(db: Db, mode: str) -> None:
+    # Finding 1: a row inserted when the request starts (answer NULL) and completed by an
+    # UPDATE was rejected missing_field at first read and never read again.
+    table = app_table(db)
+    at = [(BASE + timedelta(seconds=i)).replace(tzinfo=None) for i in range(10)]
+    db.insert(table, [app_row(0, at[0], llm_output=None), app_row(1, at[1]),
+                      app_row(2, at[2], llm_output=None)])
+    wall = Wall(BASE + timedelta(seconds=40))
+    kwargs: dict[str, Any] = ({} if mode == "timestamp"
+                              else {"mode": "incrementing", "incrementing_column": "id"})
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       settle_s=30.0, complete_within_s=600.0, wall=wall, **kwargs)
+    try:
+        first = source.read(None, 10)
+        assert ids([first]) == ["r001"] and first.rejections == []
+        assert first.rows_read == 3 and first.pending == 2
+        cursor = json.loads(json.dumps(first.cursor))
+        with db.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.req_uuid == "r000")
+                         .values(llm_output="the answer, streamed"))
+        wall.now += timedelta(seconds=5)
+        second = source.read(cursor, 10)
+        assert [r.answer for r in second.records] == ["the answer, streamed"]
+        assert second.rows_read == 0 and second.pending == 1
+        cursor = json.loads(json.dumps(second.cursor))
+        wall.now = BASE + timedelta(seconds=2 + 600)  # r002's deadline
+        third = source.read(cursor, 10)
+        assert third.records == []
+        assert [(e.reason, e.field, e.row_ref) for e in third.rejections] == [
+            ("incomplete", "answer", "r002")]
+        assert "source.sql.complete_within" in third.rejections[0].detail
+        assert third.pending == 0
+        cursor = json.loads(json.dumps(third.cursor))
+        assert "pending" not in cursor
+        assert source.read(cursor, 10).rejections == []  # decided once
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("mode", ["timestamp", "incrementing"])
+def test_a_row_is_decided_once_it_has_settled(db: Db, mode: str) -> None:
+    # A thumbs-down written a few seconds after the answer must be there when the row is
+    # decided: rows younger than `settle` wait (and in incrementing mode, hold the ones after).
+    table = db.create(
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("req_uuid", Text), Column("created_at", DateTime()),
+        Column("user_question", Text), Column("retrieved_docs", Text),
+        Column("llm_output", Text), Column("feedback", Integer))
+    now = BASE + timedelta(minutes=5)
+    stamps = [now - timedelta(seconds=s) for s in (90, 20, 45)]  # the second is young
+    db.insert(table, [{**app_row(i, t.replace(tzinfo=None)), "feedback": None}
+                      for i, t in enumerate(stamps)])
+    wall = Wall(now)
+    kwargs: dict[str, Any] = ({} if mode == "timestamp"
+                              else {"mode": "incrementing", "incrementing_column": "id"})
+    columns = APP_COLUMNS.model_copy(update={"latency_ms": "latency_ms"})
+    source = SqlSource("app", db.url, db.table_name, None, columns, RowLimits(), settle_s=30.0,
+                       complete_within_s=600.0, wall=wall, **kwargs)
+    try:
+        first = source.read(None, 10)
+        expected = ["r000", "r002"] if mode == "timestamp" else ["r000"]
+        assert ids([first]) == expected
+        cursor = json.loads(json.dumps(first.cursor))
+        with db.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.req_uuid == "r001").values(feedback=-1))
+        assert source.read(cursor, 10).rows_read == 0  # still young
+        wall.now += timedelta(seconds=15)
+        second = source.read(cursor, 10)
+        assert [(r.request_id, r.feedback) for r in second.records] == (
+            [("r001", -1)] if mode == "timestamp" else [("r001", -1), ("r002", None)])
+    finally:
+        source.close()
+
+
+def test_a_timestamp_beyond_max_future_is_rejected_once_and_never_read(db: Db) -> None:
+    # Finding 7: a row dated year 5138 waited forever in source_future_rows, neither decided
+    # nor visible in `explain`.
+    table = app_table(db, ts_type=Text())
+    now = BASE + timedelta(hours=1)
+    db.insert(table, [app_row(0, iso_with_offset(BASE, 0)),
+                      app_row(1, "5138-01-01T00:00:00+00:00")])
+    wall = Wall(now)
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       unplaceable_check_s=0.0, wall=wall)
+    try:
+        first = source.read(None, 10)
+        assert ids([first]) == ["r000"]
+        assert [(e.reason, e.field, e.row_ref) for e in first.rejections] == [
+            ("future_timestamp", "timestamp", "r001")]
+        assert first.future == 1
+        cursor = json.loads(json.dumps(first.cursor))
+        again = source.read(cursor, 10)
+        assert again.rejections == [] and again.future == 1  # reported once, still counted
+        cursor = json.loads(json.dumps(again.cursor))
+        wall.now = datetime(5138, 1, 2, tzinfo=UTC)  # its time has come: it was decided
+        late = source.read(cursor, 10)
+        assert late.records == [] and late.rejections == [] and late.rows_read == 1
+    finally:
+        source.close()
+
+
+def test_a_row_without_a_request_id_is_a_rejection_row(db: Db) -> None:
+    # Finding 7: a NULL request id was only counted (source_unplaceable_rows), while the log
+    # said it was listed as a rejection.
+    table = app_table(db)
+    at = (BASE).replace(tzinfo=None)
+    db.insert(table, [app_row(0, at), app_row(1, at, req_uuid=None)])
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       unplaceable_check_s=0.0)
+    try:
+        first = source.read(None, 10)
+        assert ids([first]) == ["r000"]
+        assert [(e.reason, e.field) for e in first.rejections] == [
+            ("missing_field", "request_id")]
+        assert first.rejections[0].row_ref.startswith(f"{db.table_name}[created_at = ")
+        assert first.unplaceable == 1
+        again = source.read(json.loads(json.dumps(first.cursor)), 10)
+        assert again.rejections == []  # once
+    finally:
+        source.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.integration
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)
+@pytest.mark.parametrize("mode", ["timestamp", "incrementing"])
+def test_a_transaction_in_flight_holds_the_read_until_it_commits(db: Db, mode: str) -> None:
+    # Finding 2: a transaction that took id 1 and committed after id 2 was read lost its row
+    # for good (incrementing mode; timestamp mode with a short lookback alike).
+    table = app_table(db)
+    kwargs: dict[str, Any] = ({"lookback_s": 0.0} if mode == "timestamp"
+                              else {"mode": "incrementing", "incrementing_column": "id"})
+    clock = [0.0]
+    source = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                       transaction_wait_s=60.0, clock=lambda: clock[0], **kwargs)
+    slow = db.engine.connect()
+    try:
+        def row(i: int) -> dict[str, Any]:
+            return app_row(i, (BASE + timedelta(seconds=i)).replace(tzinfo=None))
+
+        db.insert(table, [row(0)])
+        tx = slow.begin()
+        slow.execute(table.insert(), [row(1)])  # takes id 2 and time +1 s, commits last
+        db.insert(table, [row(2)])
+        first = source.read(None, 10)
+        assert ids([first]) == ["r000"] and first.waiting_transactions == 1
+        cursor = json.loads(json.dumps(first.cursor))
+        assert source.read(cursor, 10).rows_read == 0  # still in flight: wait
+        tx.commit()
+        second = source.read(cursor, 10)
+        assert ids([second]) == ["r001", "r002"] and second.waiting_transactions == 0
+
+        # A transaction in flight for longer than transaction_wait is not waited for.
+        tx = slow.begin()
+        slow.execute(table.insert(), [row(3)])
+        db.insert(table, [row(4)])
+        cursor = json.loads(json.dumps(second.cursor))
+        assert source.read(cursor, 10).rows_read == 0
+        clock[0] += 61.0
+        third = source.read(cursor, 10)
+        assert ids([third]) == ["r004"] and third.waiting_transactions == 0
+        tx.rollback()
+    finally:
+        slow.close()
+        source.close()

@@ -71,6 +71,9 @@ class StepResult:
     dropped: int = 0  # optional fields left out of records
     held: bool = False  # the cursor was held: every row rejected for one field and reason
     by_reason: dict[str, int] = field(default_factory=dict)  # rejections
+    # of the rejections, those the source reported from a look at the whole table (rows it
+    # cannot read in order), not rows read
+    reported: int = 0
 
     @property
     def idle(self) -> bool:
@@ -79,7 +82,7 @@ class StepResult:
     def add(self, step: StepResult) -> None:
         """Sum ``step`` into this result (running totals over a run)."""
         for name in ("rows", "sampled", "skipped", "capped", "rejected", "batches", "outside",
-                     "already_stored", "late", "dropped"):
+                     "already_stored", "late", "dropped", "reported"):
             setattr(self, name, getattr(self, name) + getattr(step, name))
         for totals, more in ((self.by_rule, step.by_rule), (self.by_reason, step.by_reason)):
             for key, n in more.items():
@@ -230,10 +233,14 @@ class Sampler:
         cursor = self.ledger.get_cursor(name)
         batch = self.source.read(cursor, self.config.source.read_batch_rows,
                                  seen=lambda ids: self.ledger.read_ids(name, ids))
-        result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped))
-        self.metrics.sampler.set_source_audit(unplaceable=batch.unplaceable, missed=batch.missed,
-                                              future=batch.future, source=name)
-        if batch.rows_read == 0 and not batch.rejections:
+        result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped),
+                            reported=batch.reported)
+        self.metrics.sampler.set_source_audit(
+            unplaceable=batch.unplaceable, missed=batch.missed, future=batch.future,
+            pending=batch.pending, waiting=batch.waiting_transactions, source=name)
+        if batch.rows_read == 0 and not batch.rejections and not batch.records:
+            if batch.cursor is not None and batch.cursor != cursor:
+                self._store_cursor(name, batch, [])
             return result
         if self._hold(batch):
             result.held = True
@@ -287,21 +294,23 @@ class Sampler:
         if rejections:
             self.ledger.record_rejections(name, rejections)
         if batch.cursor is not None:
-            try:
-                self.ledger.set_cursor(name, batch.cursor, owner=self.owner,
-                                      read_ids=batch.read_ids,
-                                      forget_read_before=batch.forget_read_before,
-                                      committed=[record.request_id for record, _ in sampled])
-            except LockHeldError:
-                # The lease ran out (a long pause) and another replica took over: what we
-                # sent is harmless (idempotent), but we must take the lock again first.
-                self._locked_at = None
-                raise
+            self._store_cursor(name, batch, [record.request_id for record, _ in sampled])
         self._count(counted, sampled, rejections, capped)
         self.metrics.sampler.observe_dropped_fields(batch.dropped)
         self.metrics.sampler.observe_late_rows(batch.late, source=name)
         self.metrics.sampler.observe_files_rewritten(batch.rewritten, source=name)
         return result
+
+    def _store_cursor(self, name: str, batch: Any, committed: list[str]) -> None:
+        try:
+            self.ledger.set_cursor(name, batch.cursor, owner=self.owner, read_ids=batch.read_ids,
+                                   forget_read_before=batch.forget_read_before,
+                                   committed=committed)
+        except LockHeldError:
+            # The lease ran out (a long pause) and another replica took over: what we
+            # sent is harmless (idempotent), but we must take the lock again first.
+            self._locked_at = None
+            raise
 
     def _split_duplicates(self, source: str, sampled: list[tuple[LogRecord, str]]
                           ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError],
@@ -349,7 +358,8 @@ class Sampler:
         kinds = {(r.field, r.reason) for r in batch.rejections}
         uniform = (minimum > 0 and not batch.records and batch.rows_read >= minimum
                    and len(kinds) == 1 and len(batch.rejections) == batch.rows_read
-                   and next(iter(kinds))[1] not in ("duplicate_id", "no_position"))
+                   and next(iter(kinds))[1] not in ("duplicate_id", "no_position", "incomplete",
+                                                     "future_timestamp"))
         if uniform:
             fname, reason = next(iter(kinds))
             if self._held != (fname, reason):

@@ -48,6 +48,11 @@ class SourceBatch:
     rewritten: int = 0  # files found rewritten in place (or shrunk) and read again
     missed: int | None = None  # rows at or behind the cursor never read (when it looked)
     future: int | None = None  # rows whose time is too far ahead to be read yet (when it looked)
+    pending: int | None = None  # rows read incomplete, waiting for the app to finish them
+    # Of ``rejections``, those the source reported from a look at the whole table (rows it
+    # cannot read in order: no position, no request id, a time too far ahead), not rows read.
+    reported: int = 0
+    waiting_transactions: int | None = None  # transactions in flight the read waits for
 
 
 class Source(Protocol):

@@ -184,3 +184,8 @@ class Mark:
     # Rows consumed at or before the cursor, to compare with what the table holds there
     # (None: not known yet, e.g. after a move; the next audit takes the table's count).
     read_total: int | None = None
+    # Rows read before they were complete, read again until they are or are due
+    # (:class:`~evaluator.sources.sql.completion.PendingRow`).
+    pending: list[Any] = field(default_factory=list)
+    # Ids of rows reported ``future_timestamp``: rejected, so skipped if their time comes.
+    future_reported: list[str] = field(default_factory=list)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,16 +16,16 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchTableError, Operati
 from sqlalchemy.types import NullType
 
 from evaluator.config import ColumnMap, Config
-from evaluator.errors import ConfigError, InvalidRecordError, TransientError, describe_error
-from evaluator.records import ALL_FIELDS, REQUIRED_FIELDS, FieldDrop, RowLimits, map_row, parse_timestamp
+from evaluator.errors import ConfigError, TransientError, describe_error
+from evaluator.records import ALL_FIELDS, REQUIRED_FIELDS, RowLimits
 from evaluator.sources.base import PreflightScope, Seen, SourceBatch, SourceNote
 from evaluator.sources.engine import create_source_engine, masked_url
+from evaluator.sources.sql.completion import Completion, InFlight
+from evaluator.sources.sql.cursor import pack_cursor, unpack_cursor
+from evaluator.sources.sql.mapping import RowMapper
 from evaluator.sources.sql.order import (
-    CURSOR_VERSION,
     Mark,
     Position,
-    decode_watermark_value,
-    encode_watermark_value,
     is_numeric,
     is_temporal,
     timestamp_position,
@@ -65,6 +64,9 @@ class SqlSource:
         lookback_s: float = 0.0,
         unplaceable_check_s: float = 300.0,
         max_future_s: float = 86400.0,
+        settle_s: float = 0.0,
+        complete_within_s: float = 0.0,
+        transaction_wait_s: float = 0.0,
         config_path: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -78,13 +80,13 @@ class SqlSource:
         self.lookback_s = lookback_s if mode == "timestamp" else 0.0
         self.max_future = timedelta(seconds=max_future_s) if mode == "timestamp" else None
         self._wall = wall
-        self._columns_cfg = columns or ColumnMap()
+        self.columns_cfg = columns or ColumnMap()
         self._config_path = config_path
         self.qualified = f"{schema}.{table}" if schema else table
         self.engine = create_source_engine(url, path=config_path)
         try:
             self.table = self._reflect(table, schema)
-            self._columns = self._resolve_columns()
+            self.columns = self._resolve_columns()
             if mode == "incrementing":
                 if not incrementing_column or incrementing_column not in self.table.c:
                     raise ConfigError(
@@ -99,7 +101,7 @@ class SqlSource:
                 self.order_column = incrementing_column
                 self.position = Position(type_coerce(inc, NullType()), "raw", inc, exact=True)
             elif mode == "timestamp":
-                self.order_column = self._columns["timestamp"]
+                self.order_column = self.columns["timestamp"]
                 self.position = timestamp_position(self.table.c[self.order_column],
                                                     self.engine.dialect.name)
             else:
@@ -108,12 +110,18 @@ class SqlSource:
         except BaseException:
             self.engine.dispose()
             raise
-        self.rid_col = self.table.c[self._columns["request_id"]]
+        self.rid_col = self.table.c[self.columns["request_id"]]
         self.rid = type_coerce(self.rid_col, NullType())
         self.placeable = and_(self.position.expr.is_not(None), self.rid_col.is_not(None))
         self._numeric_ms: bool | None = None
         self._lookback = Lookback(self)
         self._audit = TableAudit(self, unplaceable_check_s, clock)
+        self.completion = Completion(self, settle_s=settle_s,
+                                      complete_within_s=max(complete_within_s, settle_s),
+                                      transaction_wait_s=transaction_wait_s, clock=clock,
+                                      wall=wall)
+        self.completion.in_flight.check_table()
+        self._mapper = RowMapper(self)
 
     kind = "sql"
     positions_by_time = True
@@ -150,6 +158,9 @@ class SqlSource:
             lookback_s=src.sql.lookback_s,
             unplaceable_check_s=src.sql.unplaceable_check,
             max_future_s=src.sql.max_future,
+            settle_s=src.sql.settle,
+            complete_within_s=src.sql.complete_within,
+            transaction_wait_s=src.sql.transaction_wait,
             config_path=config.path,
         )
 
@@ -173,10 +184,10 @@ class SqlSource:
     def _resolve_columns(self) -> dict[str, str]:
         """Field name → column name, for the fields this table can supply."""
         present = set(self.table.c.keys())
-        defaults = type(self._columns_cfg).model_fields
+        defaults = type(self.columns_cfg).model_fields
         resolved: dict[str, str] = {}
         for fname in ALL_FIELDS:
-            column = getattr(self._columns_cfg, fname)
+            column = getattr(self.columns_cfg, fname)
             if column in present:
                 resolved[fname] = column
             elif fname in REQUIRED_FIELDS or column != defaults[fname].default:
@@ -190,8 +201,16 @@ class SqlSource:
         return resolved
 
     def describe(self) -> str:
-        lookback = f", lookback {self._lookback_configured:g}s" if self._lookback_configured else ""
-        return f"sql table {self._table_name!r}{lookback}"
+        lookback = f", lookback {self.lookback_s:g}s" if self.lookback_s else ""
+        settle = (f", settle {self.completion.settle.total_seconds():g}s"
+                  if self.completion.settle else "")
+        waits = ", waits for transactions in flight" if self.completion.in_flight.usable else ""
+        return f"sql table {self._table_name!r}{lookback}{settle}{waits}"
+
+    @property
+    def timestamp_label(self) -> str:
+        """The label of the timestamp field's column in :meth:`select_rows`."""
+        return self.columns["timestamp"]
 
     def backfill_start(self, since: datetime) -> dict[str, Any] | None:
         """Timestamp mode seeks to ``since`` in the database's own order; in incrementing
@@ -204,63 +223,21 @@ class SqlSource:
     def preflight_notes(self) -> list[SourceNote]:
         """What ``check-config`` should tell the user about this source's order: a warning
         when the order is exact but slow, a problem when it cannot be exact."""
-        if not self.position.note:
-            return []
-        return [SourceNote(self.position.note, key="source.sql.mode",
-                           problem=not self.position.exact)]
+        notes = []
+        if self.position.note:
+            notes.append(SourceNote(self.position.note, key="source.sql.mode",
+                                    problem=not self.position.exact))
+        concurrency = self.completion.concurrency_note()
+        if concurrency is not None:
+            notes.append(concurrency)
+        return notes
 
-    # -- cursors ---------------------------------------------------------------------------
     def _cursor(self, mark: Mark) -> dict[str, Any]:
-        return {"v": CURSOR_VERSION, "mode": self.mode, "column": self.order_column,
-                "pos": None if mark.pos is None else encode_watermark_value(mark.pos),
-                "request_id": None if mark.rid is None else encode_watermark_value(mark.rid),
-                "inclusive": mark.inclusive, "unplaceable_reported": list(mark.reported),
-                "floor": None if mark.floor is None else encode_watermark_value(mark.floor),
-                "read_total": mark.read_total}
+        return pack_cursor(self, mark)
 
     def _unpack(self, cursor: Mapping[str, Any] | None) -> Mark:
         """Where a stored cursor stands (see :class:`Mark`)."""
-        if cursor is None:
-            return Mark(read_total=0)
-        try:
-            if "v" not in cursor:  # written before cursor modes: the raw timestamp value
-                raw = decode_watermark_value(cursor["ts"])
-                rid = decode_watermark_value(cursor["request_id"])
-                if self.mode != "timestamp":
-                    raise ValueError("a timestamp cursor cannot be used in incrementing mode")
-                if self.position.kind == "raw":
-                    return Mark(raw, rid)
-                try:
-                    when: datetime | None = parse_timestamp(raw)
-                except InvalidRecordError:
-                    when = None
-                if when is None:
-                    log.warning("source %r: stored cursor %r is no time; reading from the "
-                                "start (items already stored are not sent again)", self.name, raw)
-                    return Mark()
-                return Mark(self.position.from_time(when), rid)
-            reported = [str(r) for r in cursor.get("unplaceable_reported") or []]
-            if cursor.get("pos") is None:
-                # Never moved (e.g. every row unplaceable under a mapping since fixed): a
-                # cursor at the start fits any mode and column. The rows it reported stay
-                # reported, or each check would report (and count) them again.
-                return Mark(reported=reported, read_total=0)
-            if cursor.get("mode") != self.mode or cursor.get("column") != self.order_column:
-                raise ValueError(
-                    f"source {self.name!r}: the stored cursor is for mode {cursor.get('mode')!r} "
-                    f"on column {cursor.get('column')!r}, the config says mode {self.mode!r} on "
-                    f"{self.order_column!r}: move it with `groundwatch cursor set` or "
-                    "`groundwatch cursor reset`")
-            pos = None if cursor["pos"] is None else decode_watermark_value(cursor["pos"])
-            rid = (None if cursor.get("request_id") is None
-                   else decode_watermark_value(cursor["request_id"]))
-            floor = (None if cursor.get("floor") is None
-                     else decode_watermark_value(cursor["floor"]))
-            total = cursor.get("read_total")
-            return Mark(pos, rid, bool(cursor.get("inclusive")), reported, floor,
-                         None if total is None else int(total))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"source {self.name!r}: not an sql cursor: {dict(cursor)!r}") from exc
+        return unpack_cursor(self, cursor)
 
     def cursor_at(self, when: datetime | None = None, *, value: Any = None) -> dict[str, Any]:
         """A cursor from which rows at or after the time ``when`` (timestamp mode), or after
@@ -303,7 +280,7 @@ class SqlSource:
         # Every column is read raw (as the driver returns it): the records module parses JSON
         # text, ISO text and numbers itself, and a type's result processor (SQLite DATETIME,
         # JSON) would otherwise raise mid-fetch on one malformed value and stall the source.
-        names = sorted(set(self._columns.values()))
+        names = sorted(set(self.columns.values()))
         selected = [type_coerce(self.table.c[n], NullType()).label(n) for n in names]
         return select(*selected, self.position.expr.label("_gw_pos"),
                       self.rid.label("_gw_rid"))
@@ -329,8 +306,10 @@ class SqlSource:
 
     def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
              seen: Seen | None = None) -> SourceBatch:
-        """At most ``limit`` rows after the cursor, plus (with ``lookback`` and ``seen``) the
-        rows of the lookback window behind it whose ids ``seen`` does not know.
+        """At most ``limit`` rows after the cursor that may be decided now (settled, and not
+        behind a transaction in flight: :mod:`.completion`), the pending rows read again,
+        plus (with ``lookback`` and ``seen``) the rows of the lookback window behind it whose
+        ids ``seen`` does not know.
 
         ``seen(ids)`` returns, for the ids among ``ids`` that were read before, the log time of
         the row read (the sampler asks the store); without it, the lookback window is not
@@ -339,33 +318,56 @@ class SqlSource:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         mark = self._unpack(cursor)
+        now = self._wall()
         query = self.select_rows().where(self.placeable)
+        settled = self.completion.settled_before(now) if self.mode == "timestamp" else None
         horizon = self.horizon()
-        if horizon is not None:
+        if settled is not None:
+            # Rows are decided once they are `settle` old (later UPDATEs are seen).
+            query = query.where(self.position.expr <= self.position.from_time(
+                settled, numeric_unit_ms=self.column_in_ms()))
+        elif horizon is not None:
             # A timestamp far in the future (garbage, or a clock or zone mistake) would become
             # the cursor and put every later row behind it: such rows wait for their time.
             query = query.where(self.position.expr <= horizon)
         if mark.pos is not None:
             query = query.where(self.after(mark))
+        in_flight = self.completion.in_flight.horizon()
+        if in_flight is not None:
+            query = query.add_columns(InFlight.young(in_flight).label("_gw_young"))
         rows = self.execute(query.order_by(self.position.expr, self.rid).limit(limit))
         if len(rows) == limit:
             rows += self._exact_ties(rows)
+        rows = self.completion.cut(rows, now)
 
         batch = SourceBatch(cursor=dict(cursor) if cursor is not None else None)
+        pending_before = len(mark.pending)
+        future_before = len(mark.future_reported)
+        resolved = self._mapper.resolve_pending(mark, batch, now)
         read_ids: set[str] = set()
         lookback = seen if self.lookback_s > 0 else None
         if lookback is not None and mark.pos is not None:
             late, known = self._lookback.late_rows(mark, lookback)
-            batch.late = len(late)
-            self._map_rows(late, batch, read_ids, known=known)
+            batch.late = self._mapper.map_rows(late, batch, read_ids, known=known, mark=mark, now=now)
         main_known = lookback([str(r["_gw_rid"]) for r in rows]) if lookback and rows else {}
-        self._map_rows(rows, batch, read_ids, known=main_known)
+        consumed = self._mapper.map_rows(rows, batch, read_ids, known=main_known, mark=mark, now=now)
+        if consumed < len(rows):
+            log.warning("source %r: %d rows are waiting for their missing fields, the most "
+                        "that may; reading stops before the next incomplete row until some "
+                        "complete or are due (source.sql.complete_within)", self.name,
+                        len(mark.pending))
+        rows = rows[:consumed]
         if rows:
             mark = Mark(rows[-1]["_gw_pos"], rows[-1]["_gw_rid"], reported=mark.reported,
-                         floor=mark.floor, read_total=mark.read_total)
+                         floor=mark.floor, read_total=mark.read_total, pending=mark.pending,
+                         future_reported=mark.future_reported)
         if mark.read_total is not None:
             mark.read_total += batch.rows_read
-        if self._audit(batch, mark) or batch.rows_read:
+        batch.pending = len(mark.pending)
+        batch.waiting_transactions = self.completion.in_flight.waiting
+        changed = (resolved or len(mark.pending) != pending_before
+                   or len(mark.future_reported) != future_before)
+        if self._audit(batch, mark) or batch.rows_read or changed:
             batch.cursor = self._cursor(mark)
         if lookback is not None and mark.pos is not None:
             newest = self.position.to_time(mark.pos)
@@ -396,36 +398,6 @@ class SqlSource:
         ties = self.execute(self.select_rows().where(self.placeable, self.position.expr == pos,
                                                   self.rid == rid))
         return ties[taken:]
-
-    def _map_rows(self, rows: Iterable[Mapping[str, Any]], batch: SourceBatch,
-                  read_ids: set[str], *, known: Mapping[str, Mapping[datetime, int]]) -> None:
-        """Map ``rows`` into ``batch``; a request id already in ``read_ids`` (this read) or
-        ``known`` (read before, as another row) makes the row a ``duplicate_id``."""
-        for row in rows:
-            raw = dict(row)
-            pos, rid = raw.pop("_gw_pos"), str(raw.pop("_gw_rid"))
-            for key, value in raw.items():
-                if isinstance(value, uuid.UUID):  # native UUID columns, e.g. PostgreSQL
-                    raw[key] = str(value)
-            batch.rows_read += 1
-            when = self.position.to_time(pos)
-            position = f"{self.qualified}[{when.isoformat() if when else pos!s}, {rid}]"
-            if self.lookback_s > 0 and when is not None:
-                batch.read_ids.append((rid, when))  # duplicates too: each row is read once
-            if rid in read_ids or rid in known:
-                batch.rejections.append(InvalidRecordError(
-                    "duplicate_id", field="request_id", row_ref=rid,
-                    detail=f"a row with this request id was read before; this one is at "
-                           f"{position}"))
-                continue
-            read_ids.add(rid)
-            drops: list[FieldDrop] = []
-            try:
-                batch.records.append(map_row(raw, self._columns, limits=self.limits,
-                                             position=position, dropped=drops))
-            except InvalidRecordError as err:
-                batch.rejections.append(err)
-            batch.dropped.extend(drops)
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -131,18 +131,23 @@ class TableAudit:
                 count = int(conn.scalar(select(func.count()).select_from(src.table)
                                         .where(unplaceable)) or 0)
                 future = 0
+                future_rows: list[Any] = []
                 horizon = src.horizon()
                 if horizon is not None:
+                    beyond = and_(src.placeable, src.position.expr > horizon)
                     future = int(conn.scalar(select(func.count()).select_from(src.table)
-                                             .where(src.placeable,
-                                                    src.position.expr > horizon)) or 0)
+                                             .where(beyond)) or 0)
+                    if future:
+                        future_rows = list(conn.execute(
+                            select(src.rid.label("rid"), order.label("at")).where(beyond)
+                            .order_by(src.position.expr).limit(MAX_REPORTED_UNPLACEABLE)))
                 behind = 0
                 if mark.pos is not None:
                     behind = int(conn.scalar(select(func.count()).select_from(src.table)
                                              .where(src.placeable, not_(src.after(mark))))
                                  or 0)
                 rows = conn.execute(select(src.rid.label("rid"), order.label("at"))
-                                    .where(unplaceable, src.rid_col.is_not(None))
+                                    .where(unplaceable)
                                     .limit(MAX_REPORTED_UNPLACEABLE)).all()
         except DBAPIError as exc:
             log.warning("source %r: could not look for rows without a position: %s",
@@ -152,9 +157,10 @@ class TableAudit:
         batch.future = future
         if future:
             log.warning("source %r: %d row(s) of %s have a %s more than %s in the future (a "
-                        "clock or time zone mistake, or garbage); they are read when their "
-                        "time comes (source.sql.max_future)", src.name, future,
-                        src.qualified, src.order_column, src.max_future)
+                        "clock or time zone mistake, or garbage); each is rejected "
+                        "'future_timestamp' and never read (source.sql.max_future)", src.name,
+                        future, src.qualified, src.order_column, src.max_future)
+            changed = self._report_future(batch, mark, future_rows) or changed
         if mark.read_total is None:  # after a move: from now on, count from the table's count
             mark.read_total, changed = behind, True
         batch.missed = max(0, behind - mark.read_total)
@@ -170,21 +176,52 @@ class TableAudit:
         if count:
             log.warning("source %r: %d row(s) of %s cannot be placed in the %s order (NULL or "
                         "unreadable %s, or NULL request id) and are not read; they are "
-                        "listed as rejections 'no_position'", src.name, count, src.qualified,
+                        "listed as rejections 'no_position' (or 'missing_field' of "
+                        "request_id)", src.name, count, src.qualified,
                         src.mode, src.order_column)
         known = set(reported)
         room = MAX_REPORTED_UNPLACEABLE - len(reported)
-        fresh: list[tuple[str, Any]] = []
+        fresh: list[tuple[str, Any, bool]] = []
         for r in rows:  # one report per request id: two unplaceable rows may share one
-            if str(r.rid) not in known:
-                known.add(str(r.rid))
-                fresh.append((str(r.rid), r.at))
+            # A row without a request id is named by its position (one report per position).
+            ref = (str(r.rid) if r.rid is not None
+                   else f"{src.qualified}[{src.order_column} = {str(r.at)[:60]}]")
+            if ref not in known:
+                known.add(ref)
+                fresh.append((ref, r.at, r.rid is None))
         fresh = fresh[:max(0, room)]
         field = "timestamp" if src.mode == "timestamp" else src.order_column
-        for row_ref, at in fresh:
-            batch.rejections.append(InvalidRecordError(
-                "no_position", field=field, row_ref=row_ref,
-                detail=f"{src.order_column} = {str(at)[:60]!r} cannot be placed in the "
-                       f"{src.mode} order; the row is not read until it is fixed"))
+        for row_ref, at, no_id in fresh:
+            batch.rejections.append(
+                InvalidRecordError(
+                    "missing_field", field="request_id", row_ref=row_ref,
+                    detail="the request id is NULL: the row cannot be told from others, so it "
+                           "is not read until it has one") if no_id else
+                InvalidRecordError(
+                    "no_position", field=field, row_ref=row_ref,
+                    detail=f"{src.order_column} = {str(at)[:60]!r} cannot be placed in the "
+                           f"{src.mode} order; the row is not read until it is fixed"))
             reported.append(row_ref)
+        batch.reported += len(fresh)
         return bool(fresh) or changed
+
+    def _report_future(self, batch: SourceBatch, mark: Mark, rows: list[Any]) -> bool:
+        """Reject each row dated beyond ``max_future`` once (``future_timestamp``); its id is
+        kept in the cursor so that, should its time come, it is passed over, not read."""
+        src = self.source
+        known = set(mark.future_reported)
+        fresh = 0
+        for r in rows:
+            if r.rid is None or str(r.rid) in known \
+                    or len(mark.future_reported) >= MAX_REPORTED_UNPLACEABLE:
+                continue
+            known.add(str(r.rid))
+            mark.future_reported.append(str(r.rid))
+            batch.rejections.append(InvalidRecordError(
+                "future_timestamp", field="timestamp", row_ref=str(r.rid),
+                detail=f"{src.order_column} = {str(r.at)[:60]!r} is more than "
+                       f"{src.max_future} ahead of now (source.sql.max_future): a clock or "
+                       "time zone mistake, or garbage; the row is not read"))
+            fresh += 1
+        batch.reported += fresh
+        return fresh > 0
