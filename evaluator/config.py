@@ -525,6 +525,20 @@ class HealthConfig(_Section):
     # heartbeat lives HEALTH_TTL_FACTOR x this, so two missed beats are tolerated and the
     # third says the process is gone (workers/health.py, docs/deploy.md).
     interval_s: float = Field(10.0, ge=0.1, le=3600.0)
+    # The longest one check of the store or the broker may take: at start (a role that cannot
+    # reach either exits 2), with every heartbeat (a store that does not answer makes the beat
+    # unhealthy) and in `groundwatch health` (workers/dependencies.py).
+    check_timeout_s: float = Field(3.0, gt=0, le=60.0)
+
+
+class RunConfig(_Section):
+    # `groundwatch run` restarts a worker process that died, after restart_backoff_s (doubled
+    # for each restart still in the window, at most 30 s), and gives up, exiting 1, when a
+    # worker would be restarted more than max_restarts times within restart_window_s: a
+    # crash loop that restarts cannot fix (workers/supervisor.py, docs/deploy.md).
+    max_restarts: int = Field(5, ge=0)
+    restart_window_s: float = Field(300.0, gt=0)
+    restart_backoff_s: float = Field(1.0, ge=0)
 
 
 class MetricsConfig(_Section):
@@ -550,6 +564,7 @@ class Config(_Section):
     worker: WorkerConfig = WorkerConfig()
     sampler: SamplerConfig = SamplerConfig()
     health: HealthConfig = HealthConfig()
+    run: RunConfig = RunConfig()
     metrics: MetricsConfig = MetricsConfig()
     path: str | None = Field(None, exclude=True)
 
@@ -581,6 +596,17 @@ def _parse_env_value(text: str) -> Any:
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Nested dict of ``GROUNDWATCH__SECTION__KEY=value`` overrides."""
     return _env_overrides(environ)[0]
+
+
+def env_name_for(key: str, environ: Mapping[str, str]) -> str | None:
+    """The ``GROUNDWATCH__…`` variable in ``environ`` that set the dotted ``key`` (or a section
+    holding it), or None when the key came from the file or its default."""
+    try:
+        names = _env_overrides(environ)[1]
+    except ConfigError:  # a clash would have stopped load_config already
+        return None
+    parts = tuple(key.split("."))
+    return next((name for path, name in names.items() if parts[:len(path)] == path), None)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:

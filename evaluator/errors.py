@@ -21,6 +21,9 @@ class ConfigError(GroundwatchError):
     a CLI that exits with code 2.
     """
 
+    #: The first words of the line (a subclass says what kind of problem it is).
+    label = "config error"
+
     def __init__(self, problem: str, *, path: str | None = None, key: str | None = None,
                  env: str | None = None) -> None:
         self.problem = problem
@@ -31,12 +34,22 @@ class ConfigError(GroundwatchError):
             where = f"environment variable {env}" + (f" (key '{key}')" if key else "")
         else:
             where = ", ".join(p for p in (path and f"file {path}", key and f"key '{key}'") if p)
-        super().__init__(f"config error: {where}: {problem}" if where else f"config error: {problem}")
+        super().__init__(f"{self.label}: {where}: {problem}" if where
+                         else f"{self.label}: {problem}")
 
     def __str__(self) -> str:
         # Keys, values and file names come from the user: a newline in one, or a huge one,
         # must not turn the CLI's one line into several.
         return _one_line(super().__str__(), 1000)
+
+
+class UnreachableError(ConfigError):
+    """The store or the broker a setting names does not answer (a database that does not
+    exist, a closed port, a refused password) when a process starts: one line naming the key
+    and where it was set, like any :class:`ConfigError`, and the same exit status (2), since
+    the fix is either that setting or the service it names."""
+
+    label = "cannot start"
 
 
 def _one_line(text: str, limit: int) -> str:

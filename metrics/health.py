@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 class HealthMetrics(Recorder):
-    """Set once at start (build info) and by ``workers.health`` (heartbeats)."""
+    """Set once at start (build info), by ``workers.health`` (heartbeats) and by
+    ``workers.supervisor`` (restarts)."""
 
     def __init__(self, registry: CollectorRegistry, policy: LabelPolicy) -> None:
         super().__init__(registry, policy)
@@ -33,11 +34,23 @@ class HealthMetrics(Recorder):
             "heartbeat_timestamp_seconds",
             "Unix time of the newest heartbeat of a role (sampler, worker, exporter).",
             ("role",), "max")
+        # `groundwatch run` restarting a child that died (workers/supervisor.py). role is a
+        # fixed set (worker), so the label is bounded; a steady rise is a worker that keeps
+        # dying, and `run` exits once it is a crash loop.
+        self.process_restarts = self._counter(
+            "process_restarts_total",
+            "Child processes (role: worker) that `groundwatch run` restarted after they died.",
+            ("role",))
         self.build_info.labels(_version(), platform.python_version()).set(1)
 
     def set_heartbeat(self, role: str, at: float) -> None:
         """A process of ``role`` (sampler, worker, exporter: a fixed set) beat at ``at``."""
         self._child(self.heartbeat_timestamp, role).set(at)
+
+
+    def observe_restart(self, role: str) -> None:
+        """`groundwatch run` restarted a child process of ``role`` that had died."""
+        self._child(self.process_restarts, role).inc()
 
 
 def _version() -> str:

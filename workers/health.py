@@ -14,7 +14,8 @@ Every sampler, worker and exporter process writes one heartbeat every ``[health]
 
 A clean stop deletes the heartbeat; a killed process's expires. ``groundwatch health ROLE``
 (:func:`check_role`) exits 0 while at least one live, healthy heartbeat of ROLE exists on this
-host (any host with ``--any-host``).
+host (any host with ``--any-host``) and the store answers. A beat is unhealthy while the
+process's store does not answer (:mod:`workers.dependencies`), and healthy again once it does.
 
 Where each role beats from, so that a stuck process stops beating:
 
@@ -29,7 +30,8 @@ Where each role beats from, so that a stuck process stops beating:
 
 Writing a heartbeat never raises: an unreachable Redis is logged once (and once more when it is
 back), and the process carries on. This module imports neither Celery nor prometheus_client at
-import time, so ``groundwatch health`` starts quickly.
+import time, so ``groundwatch health`` starts quickly (it loads SQLAlchemy and Redis's client:
+it checks the store and reads the broker).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from workers.dependencies import store_problem
 
 if TYPE_CHECKING:
     from evaluator.config import Config
@@ -239,7 +243,8 @@ class Heartbeat:
 
     def __init__(self, beats: Beats, role: str, *, interval_s: float,
                  on_beat: Callable[[str, float], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 probe: Callable[[], str | None] | None = None) -> None:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
         self.beats = beats
@@ -250,6 +255,10 @@ class Heartbeat:
         self.pid = os.getpid()
         self._on_beat = on_beat
         self._clock = clock
+        # What this process depends on, checked before each beat: None while it answers, else
+        # why not (workers.dependencies.store_problem); the beat is then unhealthy.
+        self._probe = probe
+        self._probe_failing: str | None = None
         self._last: float | None = None  # time.monotonic() of the last beat
         self._lock = threading.Lock()
         self._failing = False
@@ -271,7 +280,7 @@ class Heartbeat:
             if not force and self._last is not None and now_m - self._last < self.interval_s:
                 return False
             self._last = now_m
-        status = status or Status()
+        status = self._probed(status or Status())
         at = self._clock()
         if status.healthy and self._on_beat is not None:
             try:
@@ -293,6 +302,26 @@ class Heartbeat:
             log.info("heartbeat (%s): writing to %s again", self.role, self.beats.where)
             self._failing = False
         return True
+
+    def _probed(self, status: Status) -> Status:
+        """``status``, made unhealthy while the probe finds a problem (logged once per
+        outage, and once more when it is over)."""
+        if self._probe is None or not status.healthy:
+            return status
+        try:
+            problem = self._probe()
+        except Exception as exc:  # a probe must not stop the heartbeat
+            problem = f"the dependency check failed: {type(exc).__name__}: {exc}"
+        if problem is not None:
+            if self._probe_failing is None:
+                log.error("heartbeat (%s): %s; reporting unhealthy until it answers",
+                          self.role, problem)
+            self._probe_failing = problem
+            return Status(status.details, healthy=False, problem=problem)
+        if self._probe_failing is not None:
+            log.info("heartbeat (%s): the store answers again; healthy", self.role)
+            self._probe_failing = None
+        return status
 
     def start(self, status: Callable[[], Status]) -> None:
         """Beat from a daemon thread, now and every interval, with what ``status()`` says."""
@@ -330,9 +359,11 @@ class Heartbeat:
 
 
 def heartbeat_for(config: Config, role: str, metrics: Any | None = None) -> Heartbeat:
-    """The heartbeat of ``role`` for this process, setting ``metrics``' gauge on each beat."""
+    """The heartbeat of ``role`` for this process, setting ``metrics``' gauge on each healthy
+    beat, and unhealthy while the store does not answer."""
     return Heartbeat(beats_for(config), role, interval_s=config.health.interval_s,
-                     on_beat=None if metrics is None else metrics.health.set_heartbeat)
+                     on_beat=None if metrics is None else metrics.health.set_heartbeat,
+                     probe=lambda: store_problem(config))
 
 
 # -- the worker ---------------------------------------------------------------------------------
@@ -422,14 +453,25 @@ def check(beats: Beats, role: str, *, host: str | None,
     return HealthReport(False, line)
 
 
-def check_role(config: Config, role: str, *, any_host: bool = False) -> HealthReport:
-    """:func:`check` against ``config``'s broker; a broker that cannot be read is a failure."""
+def check_role(config: Config, role: str, *, any_host: bool = False,
+               probe: Callable[[], str | None] | None = None) -> HealthReport:
+    """:func:`check` against ``config``'s broker; a broker that cannot be read is a failure,
+    and so is a store that does not answer (``probe``, default
+    :func:`workers.dependencies.store_problem`), however fresh the heartbeat: the beat may
+    predate the outage by up to an interval."""
     beats = beats_for(config)
     try:
-        return check(beats, role, host=None if any_host else host_name())
+        report = check(beats, role, host=None if any_host else host_name())
     except Exception as exc:
         return HealthReport(False, f"{role}: cannot read heartbeats from {beats.where}: "
                                    f"{type(exc).__name__}: {exc}")
     finally:
         with contextlib.suppress(Exception):
             beats.close()
+    if not report.ok:
+        return report
+    problem = (probe or (lambda: store_problem(config)))()
+    if problem is not None:
+        return HealthReport(False, f"{role}: unhealthy: {problem} (its heartbeat: "
+                                   f"{report.line.partition(': alive: ')[2]})")
+    return report

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ from evaluator.sources import Source, build_source
 from evaluator.store import Store
 from metrics.multiprocess import mark_process_dead, setup_multiprocess
 from workers.children import stop_processes
+from workers.dependencies import open_store
+from workers.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from metrics.exporter import Exporter
@@ -84,7 +87,8 @@ class ProcessContext:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.from_config(self.config.store)
+            # One line naming store.url (not a traceback) when it cannot be opened.
+            self._store = open_store(self.config)
             self._stack.callback(self._store.close)
         return self._store
 
@@ -158,3 +162,15 @@ class ProcessContext:
     def workers(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
         """Worker processes this process started: stopped (warm shutdown) on exit."""
         self._stack.callback(stop_processes, list(procs))
+
+    def supervised_workers(self, spawn: Callable[[str], subprocess.Popen[bytes]],
+                           names: Sequence[str], stop: threading.Event) -> Supervisor:
+        """Worker processes started with ``spawn(name)`` and restarted when they die (``[run]``
+        limits, counted in this process's metrics); ``stop`` is set if they crash-loop. On
+        exit: no more restarts, then stopped (warm shutdown)."""
+        run = self.config.run
+        supervisor = Supervisor(spawn, names, stop, role="worker", max_restarts=run.max_restarts,
+                                window_s=run.restart_window_s, backoff_s=run.restart_backoff_s,
+                                on_restart=self.metrics.health.observe_restart)
+        self._stack.callback(supervisor.close)
+        return supervisor

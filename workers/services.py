@@ -18,6 +18,7 @@ from celery.signals import worker_ready
 from evaluator.config import Config
 from evaluator.scorers import check_scorer_name
 from workers.children import spawn_worker, stop_on_signals
+from workers.dependencies import require_dependencies
 from workers.exposition import exporter_status
 from workers.health import WorkerActivity, worker_status
 from workers.process import ProcessContext
@@ -41,6 +42,7 @@ def worker_argv(config: Config, *, name: str | None = None, loglevel: str = "INF
 def run_worker(config: Config, *, name: str | None = None, loglevel: str = "INFO") -> None:
     """Run a Celery worker in this process until it is told to stop."""
     check_scorer_name(config.scoring.scorer, path=config.path)
+    require_dependencies(config)  # before Celery says "ready." and the heartbeat starts
     with ProcessContext(config) as process:
         app = process.celery
         start_worker_heartbeat(process)
@@ -64,9 +66,9 @@ def start_worker_heartbeat(process: ProcessContext) -> Any:
     return process.heartbeat("worker", lambda: worker_status(activity, stuck_after_s, ready))
 
 
-# -- broker helpers -------------------------------------------------------------------------
 # -- exporter -------------------------------------------------------------------------------
 def run_exporter(config: Config) -> None:
+    require_dependencies(config)
     with ProcessContext(config, mark_dead=True) as process:
         exporter, port = process.exporter()
         log.info("exporter on http://%s:%d/metrics", config.metrics.host, port)
@@ -120,6 +122,7 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
 def run_sampler(config: Config, *, stop: threading.Event | None = None,
                 until_idle: bool = False) -> StepResult:
     """Run the sampler until stopped (or caught up, with ``until_idle``); return its totals."""
+    require_dependencies(config)
     with ProcessContext(config) as process:
         heartbeat = process.heartbeat("sampler")  # the sampler starts it
         sampler = process.sampler(heartbeat=heartbeat)
@@ -130,19 +133,25 @@ def run_sampler(config: Config, *, stop: threading.Event | None = None,
 
 
 def run_all(config: Config, *, workers: int = 2) -> int:
-    """Sampler in this process, ``workers`` worker processes, exporter in a thread."""
+    """Sampler in this process, ``workers`` worker processes (restarted when they die), and
+    the exporter in a thread. Returns 0 after a stop (SIGTERM, SIGINT), 1 when a worker
+    crash-loops (workers/supervisor.py)."""
     assert config.path is not None
+    config_path = config.path
+    require_dependencies(config)
     with ProcessContext(config, metrics="clean") as process:
         store = process.store
-        procs = [spawn_worker(config.path, name=f"gw{i}@%h") for i in range(workers)]
-        exporter, port = process.exporter()
-        process.workers(procs)  # stopped before the exporter: /metrics serves their shutdown
-        log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port,
-                 workers)
         stop = threading.Event()
         stop_on_signals(stop)
+        exporter, port = process.exporter()
+        # Registered after the exporter, so stopped before it: /metrics serves their shutdown.
+        supervisor = process.supervised_workers(
+            lambda name: spawn_worker(config_path, name=name),
+            [f"gw{i}@%h" for i in range(workers)], stop)
+        log.info("exporter on http://%s:%d/metrics; %d workers", config.metrics.host, port,
+                 workers)
         # One process, two roles: each beats as itself (the workers beat on their own).
         process.heartbeat("exporter", exporter_status(exporter))
         sampler = process.sampler(heartbeat=process.heartbeat("sampler"))
         sampler.run(stop, on_step=broker_loss_hook(config, store.ledger, process.enqueue))
-    return 0
+    return 1 if supervisor.gave_up else 0

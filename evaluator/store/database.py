@@ -34,6 +34,10 @@ _WRITE = "groundwatch_write"
 _MIGRATION_LOCK_KEY = zlib.crc32(b"groundwatch.store.migrate")
 # Rows per IN (...) list: far below SQLite's and PostgreSQL's bind parameter limits.
 IN_CHUNK = 1000
+# Every new PostgreSQL connection of the store gives up after this many seconds (libpq's
+# connect_timeout) unless the URL sets its own: a server that is gone, or a black hole on its
+# address, must not hold a task, a sampler step or a heartbeat's check for minutes.
+PG_CONNECT_TIMEOUT_S = 10
 
 Clock = Callable[[], datetime]
 
@@ -134,7 +138,9 @@ class Database:
         if backend == "sqlite":
             self.engine = _sqlite_engine(parsed)
         else:
-            self.engine = create_engine(parsed, pool_pre_ping=True)
+            connect_args = ({} if "connect_timeout" in parsed.query
+                            else {"connect_timeout": PG_CONNECT_TIMEOUT_S})
+            self.engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
         #: The engine for writing transactions (BEGIN IMMEDIATE on SQLite).
         self.writer = self.engine.execution_options(**{_WRITE: True})
 
