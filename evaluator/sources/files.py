@@ -254,7 +254,9 @@ class FileSource:
     An unterminated last line that does not parse is taken to be still being written and is
     left for the next read. A Parquet or CSV file that cannot be read is skipped for this read
     with a warning and retried on the next one; resuming one mid-file re-reads its earlier rows.
-    Entries of files that no longer exist are dropped from the cursor.
+    Entries of files that no longer exist are dropped from the cursor. JSON Lines files are
+    followed through log rotation by identity (:mod:`evaluator.sources.file_tracking`); a file
+    the globs no longer match is followed for ``rotate_wait_s`` after its last change.
     """
 
     def __init__(
