@@ -246,6 +246,10 @@ class SqlSourceConfig(_Section):
 class FilesSourceConfig(_Section):
     paths: list[str] = Field(default_factory=lambda: ["logs/*.jsonl"])
     format: Literal["auto", "json", "parquet", "csv"] = "auto"
+    # A JSON Lines file the globs no longer match (rotated: app.jsonl -> app.jsonl.1) is
+    # followed under its new name until it has been read to its end and unchanged this long,
+    # like Vector's rotate_wait: the app may write on to the renamed file until it reopens.
+    rotate_wait: Duration = 300.0
 
 
 class SourceConfig(_Section):

@@ -4,8 +4,11 @@ through ``datasets``)."""
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evaluator.config import ColumnMap, Config
+from evaluator.config import ColumnMap, Config, load_config
 from evaluator.errors import ConfigError
 from evaluator.records import RowLimits
 from evaluator.sources import build_source
@@ -411,3 +414,109 @@ def test_jsonl_passages_logged_as_objects_map_without_code(tmp_path: Path) -> No
         source.close()
     assert batch.rejections == []
     assert [r.contexts for r in batch.records] == [("p0",), ("p1",), ("p2", "p3")]
+
+
+# -- rotation (issue 16, item 4; tests/test_files_rotation.py runs the real logrotate) -------
+def test_a_renamed_file_is_read_to_its_end_under_its_new_name(
+        tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
+    log = tmp_path / "app.jsonl"
+    write_jsonl(log, [app_row(i) for i in range(3)])
+    source = make_source([str(log)])
+    _, cursor = drain(source, None, 10)
+    # logrotate `create`: renamed, the app writes on to it, then a new file under the name.
+    os.rename(log, tmp_path / "app.jsonl.1")
+    write_jsonl(tmp_path / "app.jsonl.1", [app_row(3), app_row(4)], mode="a")
+    write_jsonl(log, [app_row(10)])
+    batches, cursor = drain(source, cursor, 10)
+    assert ids(batches) == ["r003", "r004", "r010"]  # the rotated file first
+    assert sum(b.rewritten for b in batches) == 0
+    followed = cursor["files"][str(tmp_path / "app.jsonl.1")]
+    assert followed["followed"] and followed["rows"] == 5
+    # Done with once read to its end and unchanged for rotate_wait.
+    quick = FileSource("app", [str(log)], "auto", APP_KEYS, rotate_wait_s=0.0)
+    _, cursor = drain(quick, cursor, 10)
+    assert list(cursor["files"]) == [str(log)]
+    quick.close()
+
+
+def test_a_copytruncate_copy_is_read_on_from_the_offset(
+        tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
+    log = tmp_path / "app.jsonl"
+    write_jsonl(log, [app_row(i) for i in range(3)])
+    source = make_source([str(log)])
+    _, cursor = drain(source, None, 10)
+    # Written after our last read, then copied and truncated: only the copy holds them.
+    write_jsonl(log, [app_row(3), app_row(4)], mode="a")
+    shutil.copyfile(log, tmp_path / "app.jsonl.1")
+    with log.open("r+") as f:
+        f.truncate(0)
+    write_jsonl(log, [app_row(10), app_row(11)], mode="a")
+    batches, cursor = drain(source, cursor, 10)
+    assert ids(batches) == ["r003", "r004", "r010", "r011"]
+    assert sum(b.rewritten for b in batches) == 0
+
+
+def test_a_glob_that_matches_the_rotations_reads_nothing_twice(
+        tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
+    log = tmp_path / "app.jsonl"
+    write_jsonl(log, [app_row(i) for i in range(3)])
+    source = make_source([str(tmp_path / "app.jsonl*")])
+    _, cursor = drain(source, None, 10)
+    os.rename(log, tmp_path / "app.jsonl.1")  # matched by the glob: the same file
+    write_jsonl(log, [app_row(10)])
+    (tmp_path / "app.jsonl.2.gz").write_bytes(gzip.compress(b'{"req_uuid": "old"}\n'))
+    shutil.copyfile(tmp_path / "app.jsonl.1", tmp_path / "copy.jsonl.3")  # a plain copy
+    source.paths.append(str(tmp_path / "copy.jsonl*"))
+    batches, cursor = drain(source, cursor, 10)
+    assert ids(batches) == ["r010"] and not [e for b in batches for e in b.rejections]
+    assert sorted(cursor["files"]) == [str(log), str(tmp_path / "app.jsonl.1")]
+
+
+def test_a_cursor_keyed_by_path_is_migrated(
+        tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
+    log = tmp_path / "app.jsonl"
+    write_jsonl(log, [app_row(i) for i in range(3)])
+    st = log.stat()
+    old = {"files": {str(log): {"rows": 2, "size": st.st_size, "mtime": st.st_mtime,
+                                "done": False, "head_len": st.st_size,
+                                "head": _old_head(log)}}}
+    # Rotated while the old version was stopped: the entry finds its file by its bytes.
+    os.rename(log, tmp_path / "app.jsonl.1")
+    write_jsonl(log, [app_row(10)])
+    batches, cursor = drain(make_source([str(log)]), old, 10)
+    assert ids(batches) == ["r002", "r010"]
+    entry = cursor["files"][str(tmp_path / "app.jsonl.1")]
+    assert entry["ino"] == (tmp_path / "app.jsonl.1").stat().st_ino and entry["offset"] > 0
+
+
+def _old_head(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes()[:4096], digest_size=16).hexdigest()
+
+
+def test_byte_offsets_are_exact_and_a_partial_line_waits(
+        tmp_path: Path, make_source: Callable[..., FileSource]) -> None:
+    log = tmp_path / "app.jsonl"
+    write_jsonl(log, [app_row(0)])
+    append_text(log, "12")  # "1234" being written: not rejected twice
+    source = make_source()
+    batches, cursor = drain(source, None, 10)
+    assert ids(batches) == ["r000"] and not [e for b in batches for e in b.rejections]
+    entry = cursor["files"][str(log)]
+    assert entry["offset"] == len(json.dumps(app_row(0))) + 1 and entry["lines"] == 1
+    append_text(log, "34\n")
+    write_jsonl(log, [app_row(2)], mode="a")
+    batches, cursor = drain(make_source(), cursor, 10)
+    assert ids(batches) == ["r002"]
+    assert [(e.reason, e.row_ref) for b in batches for e in b.rejections] == [
+        ("wrong_type", f"{log}:2")]
+    assert cursor["files"][str(log)]["offset"] == log.stat().st_size
+
+
+def test_rotate_wait_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text('[source]\nkind = "files"\n[source.files]\nrotate_wait = "90s"\n')
+    assert load_config(path, environ={}).source.files.rotate_wait == 90.0
+    path.write_text('[source]\nkind = "files"\n[source.files]\nrotate_wait = "soon"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert "source.files.rotate_wait" in str(info.value) and str(path) in str(info.value)

@@ -1,11 +1,11 @@
 """The ``files`` source: JSON Lines, Parquet or CSV files matched by globs.
 
-Parquet and CSV are read with ``datasets``, JSON Lines line by line with ``json.loads``. Files
-are read in sorted path order, streamed (``load_dataset(..., streaming=True)``, so no Arrow
-cache is written), and remembered in the cursor::
+Parquet and CSV are read with ``datasets``, JSON Lines line by line with ``json.loads``.
+Parquet and CSV files are streamed (``load_dataset(..., streaming=True)``, so no Arrow cache is
+written) and remembered in the cursor by path::
 
-    {"files": {"/abs/path.jsonl": {"rows": 120, "size": 40960, "mtime": 1718000000.0,
-                                   "done": true, "head_len": 4096, "head": "9f0c..."}}}
+    {"files": {"/abs/path.csv": {"rows": 120, "size": 40960, "mtime": 1718000000.0,
+                                 "done": true, "head_len": 4096, "head": "9f0c..."}}}
 
 ``rows`` counts the rows consumed (mapped or rejected); ``done`` means the file was read to its
 end when it had ``size`` bytes. A done file whose size and mtime are unchanged is skipped; a
@@ -14,6 +14,12 @@ longer hash to ``head`` (rewritten in place under the same name), is read again 
 and counted (``groundwatch_source_files_rewritten_total``); sampled rows already stored are not
 sent again. A rewrite that keeps the size and the first 4 KiB is not noticed, nor is a Parquet
 file replaced by a longer one with other rows (Parquet files grow by being replaced).
+
+A JSON Lines entry also holds the file's identity and exact position (``dev``, ``ino``,
+``offset`` in bytes, ``lines`` before it, ``followed`` once the globs no longer match it), and
+is keyed by the file's name at the last read: the file is followed through log rotation by
+identity, not by name (:mod:`evaluator.sources.file_tracking`). An entry of an older cursor,
+without an identity, takes that of the file at its path when the file still opens as it did.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
-import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +45,14 @@ from evaluator.errors import ConfigError, InvalidRecordError
 from evaluator.plugins import SourcePlugin
 from evaluator.records import RowLimits, map_row
 from evaluator.sources.base import PreflightScope, Seen, SourceBatch, SourceNote
+from evaluator.sources.file_tracking import (
+    HEAD_BYTES,
+    FileEntry,
+    RotationTracker,
+    first_line_len,
+    head_hash,
+    is_compressed_name,
+)
 
 __all__ = ["FORMATS_BY_EXTENSION", "FileSource"]
 
@@ -47,6 +62,12 @@ FORMATS_BY_EXTENSION = {
     ".jsonl": "json", ".ndjson": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv",
 }
 _FORMATS = ("auto", "json", "parquet", "csv")
+# A rotated JSON Lines file keeps its format: app.jsonl.1, app.jsonl-20240501, app.ndjson.3.
+_ROTATED_JSON = re.compile(r"\.(jsonl|ndjson|json)([.-]\d+)+$", re.IGNORECASE)
+# Seconds a file the globs no longer match is followed after its last change (rotate_wait).
+DEFAULT_ROTATE_WAIT_S = 300.0
+
+
 def _csv_text(cell: str) -> str | None:
     return cell if cell != "" else None
 
@@ -69,11 +90,6 @@ def _import_datasets() -> Any:
     return datasets
 
 
-# A file is recognised by a hash of its first bytes (as far as it had been read): a file
-# rewritten in place under the same name is read again from the start.
-_HEAD_BYTES = 4096
-
-
 def _loads_line(line: bytes) -> Any:
     """``json.loads``, with nesting too deep for the parser reported as invalid JSON (a
     RecursionError would fail every read of the file)."""
@@ -87,7 +103,7 @@ def _head(path: str, length: int) -> str:
     """Hash of the first ``length`` bytes of ``path`` ("" when it cannot be read)."""
     try:
         with open(path, "rb") as fh:
-            return hashlib.blake2b(fh.read(length), digest_size=16).hexdigest()
+            return head_hash(fh.read(length))
     except OSError:
         return ""
 
@@ -119,6 +135,100 @@ class _OpenStream:
             close()
 
 
+def read_json_lines(entry: FileEntry, limit: int) -> _FileSlice | None:
+    """Read at most ``limit`` rows of a JSON Lines file from ``entry``'s offset, counting rows
+    as datasets does (blank lines are not rows), and move ``entry`` past them.
+
+    None when the file at ``entry.path`` is not the one ``entry`` names any more (renamed or
+    truncated since it was resolved, or during this read): nothing is taken, and the next read
+    finds it again.
+    """
+    part = _FileSlice()
+    try:
+        f = open(entry.path, "rb")  # noqa: SIM115 - closed below, whatever happens
+    except OSError:
+        return None
+    with f:
+        fd = f.fileno()
+        stat = os.fstat(fd)
+        if (stat.st_dev, stat.st_ino) != entry.identity:
+            return None
+        head_len = min(stat.st_size, HEAD_BYTES)
+        head = os.pread(fd, head_len, 0)
+        if entry.offset is not None:
+            f.seek(entry.offset)
+            lines = entry.lines
+        else:  # an older cursor: skip `rows` rows once, then the offset is kept
+            rows = lines = 0
+            while rows < entry.rows:
+                at_start = f.tell() == 0
+                line = f.readline()
+                if not line:
+                    break
+                if line.endswith(b"\n"):
+                    lines += 1
+                if at_start and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8):]
+                if line.strip():
+                    rows += 1
+        while part.consumed < limit:
+            start = f.tell()
+            line = f.readline()
+            if not line:
+                part.at_eof = True
+                break
+            ref = f"{entry.path}:{lines + 1}"
+            terminated = line.endswith(b"\n")
+            if start == 0 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]  # opens the file; not part of a row
+            if not line.strip():
+                if not terminated:  # blanks still being written: wait for the newline
+                    f.seek(start)
+                    part.at_eof = True
+                    break
+                lines += 1
+                continue
+            try:
+                obj = _loads_line(line)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                if not terminated:
+                    # Probably a line still being written: leave it for the next read.
+                    f.seek(start)
+                    part.at_eof = True
+                    break
+                part.items.append(InvalidRecordError(
+                    "bad_json", field="<line>", row_ref=ref, detail=str(exc)[:200]))
+            else:
+                if isinstance(obj, dict):
+                    # A whole object without its newline yet is taken (a file may end so);
+                    # the newline, when it comes, is a blank rest of the same line.
+                    part.items.append((obj, ref))
+                elif not terminated:
+                    # "12" may be the start of "1234": wait for the newline, or the line
+                    # would be rejected twice.
+                    f.seek(start)
+                    part.at_eof = True
+                    break
+                else:
+                    part.items.append(InvalidRecordError(
+                        "wrong_type", field="<line>", row_ref=ref,
+                        detail=f"expected a JSON object, got {type(obj).__name__}"))
+            if terminated:
+                lines += 1
+            part.consumed += 1
+        # Truncated while we read (copytruncate): what came after that is not the file we
+        # resolved. Take nothing; the next read finds the copy and reads on there.
+        if os.pread(fd, head_len, 0) != head or os.fstat(fd).st_size < f.tell():
+            return None
+        entry.rows += part.consumed
+        entry.offset, entry.lines = f.tell(), lines
+        entry.size, entry.mtime, entry.done = stat.st_size, stat.st_mtime, part.at_eof
+        entry.head_len, entry.head = head_len, head_hash(head)
+        entry.first_len = first_line_len(head)
+        entry.first = head_hash(head[:entry.first_len]) if entry.first_len else ""
+    return part
+
+
 PLUGINS = (SourcePlugin("files", "evaluator.sources.files:FileSource",
                         key="source.files.paths", connect_key="source.files.paths"),)
 
@@ -144,7 +254,9 @@ class FileSource:
     An unterminated last line that does not parse is taken to be still being written and is
     left for the next read. A Parquet or CSV file that cannot be read is skipped for this read
     with a warning and retried on the next one; resuming one mid-file re-reads its earlier rows.
-    Entries of files that no longer exist are dropped from the cursor.
+    Entries of files that no longer exist are dropped from the cursor. JSON Lines files are
+    followed through log rotation by identity (:mod:`evaluator.sources.file_tracking`); a file
+    the globs no longer match is followed for ``rotate_wait_s`` after its last change.
     """
 
     def __init__(
@@ -155,6 +267,7 @@ class FileSource:
         columns: ColumnMap | None = None,
         limits: RowLimits | None = None,
         *,
+        rotate_wait_s: float = DEFAULT_ROTATE_WAIT_S,
         config_path: str | None = None,
     ) -> None:
         if not paths:
@@ -167,13 +280,11 @@ class FileSource:
         self.paths = list(paths)
         self.format = format
         self.limits = limits or RowLimits()
+        self._tracker = RotationTracker(rotate_wait_s)
         self._columns: dict[str, str] = (columns or ColumnMap()).model_dump()
         self._stream: _OpenStream | None = None
         # Files found at their end, as (version, rows): saves reopening an idle file each poll.
         self._eof: dict[str, tuple[tuple[int, int, int], int]] = {}
-        # JSON Lines files, with (inode, rows, byte offset, line number) of the line reader,
-        # so that a long file is not rescanned from the top on every read.
-        self._line_mode: dict[str, tuple[int, int, int, int]] = {}
         self._warned: set[str] = set()
         self._cache_dir: str | None = None
         self._finalizer: weakref.finalize[Any, FileSource] | None = None
@@ -195,101 +306,144 @@ class FileSource:
             src.files.format,
             src.columns,
             RowLimits.of(src),
+            rotate_wait_s=src.files.rotate_wait,
             config_path=config.path,
         )
 
     # -- the slice -------------------------------------------------------------------------
     def read(self, cursor: Mapping[str, Any] | None, limit: int, *,
              seen: Seen | None = None) -> SourceBatch:
-        """At most ``limit`` rows after the offsets in ``cursor``, files in sorted order.
+        """At most ``limit`` rows after the offsets in ``cursor``: first files followed after
+        a rotation, then the files the globs match, in sorted order.
 
         Offsets are exact, so nothing is re-read and ``seen`` is not needed; a second row with
         a request id already taken in the same read is rejected as ``duplicate_id``.
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        files = {path: entry for path, entry in self._parse_cursor(cursor).items()
-                 if os.path.exists(path)}
-        batch = SourceBatch()
-        taken: set[str] = set()
+        known = self._parse_cursor(cursor)
+        matched: dict[str, tuple[str, os.stat_result]] = {}
         for path in self.matching_files():
-            remaining = limit - batch.rows_read
-            if remaining <= 0:
-                break
             fmt = self._format_of(path)
             if fmt is None:
                 continue
             try:
-                stat = os.stat(path)
+                matched[path] = (fmt, os.stat(path))
             except FileNotFoundError:
                 continue
-            entry = files.get(path)
-            if entry is not None and stat.st_size < entry["size"]:
-                log.warning("file %s shrank from %d to %d bytes; reading it from the start",
-                            path, entry["size"], stat.st_size)
-                batch.rewritten += 1
-                entry = None
-            if (entry is not None and entry["done"] and entry["size"] == stat.st_size
-                    and entry["mtime"] == stat.st_mtime):
+        by_name = [e for e in known if e.identity is None and self._format_of(e.path) != "json"]
+        plan = self._tracker.resolve(
+            [e for e in known if e not in by_name],
+            {path: st for path, (fmt, st) in matched.items() if fmt == "json"})
+        tables = {e.path: e for e in by_name if os.path.exists(e.path)}
+        batch = SourceBatch(rewritten=plan.rewritten)
+        taken: set[str] = set()
+        for json_entry in plan.entries.values():
+            if batch.rows_read >= limit:
+                break
+            part = self._read_json_entry(json_entry, limit - batch.rows_read)
+            if part is not None:
+                self._take(part, batch, taken)
+        for path, (fmt, stat) in matched.items():
+            if fmt == "json" or batch.rows_read >= limit:
                 continue
-            if (entry is not None and entry.get("head") and fmt != "parquet"
-                    and _head(path, entry["head_len"]) != entry["head"]):
-                # Same name, other bytes where we had read: rewritten in place (a log shipper
-                # that rewrites, an editor). Offsets mean nothing now: read it from the start;
-                # sampled rows already stored are not sent again.
-                log.warning("file %s was rewritten in place (its first %d bytes changed); "
-                            "reading it from the start", path, entry["head_len"])
-                batch.rewritten += 1
-                entry = None
-            if entry is not None and entry["done"] and entry["size"] == stat.st_size:
-                files[path] = {**entry, "mtime": stat.st_mtime}  # touched, not changed
-                continue
-            offset = entry["rows"] if entry is not None else 0
-            version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-            if self._eof.get(path) == (version, offset):
-                files[path] = {"rows": offset, "size": stat.st_size, "mtime": stat.st_mtime,
-                               "done": True}
-                continue
-            part = self._read_file(path, fmt, version, offset, remaining)
-            if part is None:
-                continue
-            for item in part.items:
-                if isinstance(item, InvalidRecordError):
-                    batch.rejections.append(item)
-                    continue
-                row, position = item
-                try:
-                    record = map_row(row, self._columns, limits=self.limits,
-                                     position=position, dropped=batch.dropped)
-                except InvalidRecordError as err:
-                    batch.rejections.append(err)
-                    continue
-                if record.request_id in taken:
-                    batch.rejections.append(InvalidRecordError(
-                        "duplicate_id", field="request_id", row_ref=record.request_id,
-                        detail=f"a row with this request id was read before; this one is "
-                               f"at {position}"))
-                    continue
-                taken.add(record.request_id)
-                batch.records.append(record)
-            batch.rows_read += part.consumed
-            rows = offset + part.consumed
-            # Text formats grow by appending, so their first bytes stay; a Parquet file is
-            # replaced by a longer one as it grows, so its bytes say nothing.
-            head_len = min(stat.st_size, _HEAD_BYTES) if fmt != "parquet" else 0
-            files[path] = {"rows": rows, "size": stat.st_size, "mtime": stat.st_mtime,
-                           "done": part.at_eof, "head_len": head_len,
-                           "head": _head(path, head_len)}
-            if part.at_eof:
-                self._eof[path] = (version, rows)
+            table = self._read_table(path, fmt, stat, tables.get(path), limit, batch, taken)
+            if table is not None:
+                tables[path] = table
+        now = time.time()
+        files = {e.path: e.to_json() for e in plan.entries.values()
+                 if not self._tracker.forget(e, now)}
+        files.update((path, e.to_json()) for path, e in tables.items())
         batch.cursor = {"files": files}
         return batch
+
+    def _take(self, part: _FileSlice, batch: SourceBatch, taken: set[str]) -> None:
+        """Map the rows of ``part`` into ``batch``."""
+        for item in part.items:
+            if isinstance(item, InvalidRecordError):
+                batch.rejections.append(item)
+                continue
+            row, position = item
+            try:
+                record = map_row(row, self._columns, limits=self.limits,
+                                 position=position, dropped=batch.dropped)
+            except InvalidRecordError as err:
+                batch.rejections.append(err)
+                continue
+            if record.request_id in taken:
+                batch.rejections.append(InvalidRecordError(
+                    "duplicate_id", field="request_id", row_ref=record.request_id,
+                    detail=f"a row with this request id was read before; this one is "
+                           f"at {position}"))
+                continue
+            taken.add(record.request_id)
+            batch.records.append(record)
+        batch.rows_read += part.consumed
+
+    def _read_json_entry(self, entry: FileEntry, limit: int) -> _FileSlice | None:
+        """Read on in one JSON Lines file; ``entry`` is moved past what was read."""
+        try:
+            stat = os.stat(entry.path)
+        except FileNotFoundError:
+            return None
+        if entry.done and entry.size == stat.st_size:
+            entry.mtime = stat.st_mtime  # nothing new (or touched only)
+            return None
+        # JSON Lines are read line by line, never through datasets: pyarrow gives a column
+        # one type for the whole file, so a row's values depended on its neighbours (an id
+        # 1 next to a 2.5 came back 1.0, 2**70 as a float), and a file that opens with "["
+        # was read as one JSON array (one line, many rows, and the offsets no longer
+        # counted lines). The line reader resumes at the byte offset in the cursor.
+        return read_json_lines(entry, limit)
+
+    def _read_table(self, path: str, fmt: str, stat: os.stat_result, entry: FileEntry | None,
+                    limit: int, batch: SourceBatch, taken: set[str]) -> FileEntry | None:
+        """Read on in one Parquet or CSV file, known by its name; the new entry, or None to
+        keep the old one."""
+        if entry is not None and stat.st_size < entry.size:
+            log.warning("file %s shrank from %d to %d bytes; reading it from the start",
+                        path, entry.size, stat.st_size)
+            batch.rewritten += 1
+            entry = None
+        if (entry is not None and entry.done and entry.size == stat.st_size
+                and entry.mtime == stat.st_mtime):
+            return None
+        if (entry is not None and entry.head and fmt != "parquet"
+                and _head(path, entry.head_len) != entry.head):
+            # Same name, other bytes where we had read: rewritten in place. Offsets mean
+            # nothing now: read it from the start; sampled rows already stored are not sent
+            # again.
+            log.warning("file %s was rewritten in place (its first %d bytes changed); "
+                        "reading it from the start", path, entry.head_len)
+            batch.rewritten += 1
+            entry = None
+        if entry is not None and entry.done and entry.size == stat.st_size:
+            entry.mtime = stat.st_mtime  # touched, not changed
+            return entry
+        offset = entry.rows if entry is not None else 0
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._eof.get(path) == (version, offset):
+            return FileEntry(path, rows=offset, size=stat.st_size, mtime=stat.st_mtime,
+                             done=True)
+        part = self._read_with_datasets_safely(path, fmt, version, offset,
+                                               limit - batch.rows_read)
+        if part is None:
+            return None
+        self._take(part, batch, taken)
+        rows = offset + part.consumed
+        # CSV grows by appending, so its first bytes stay; a Parquet file is replaced by a
+        # longer one as it grows, so its bytes say nothing.
+        head_len = min(stat.st_size, HEAD_BYTES) if fmt != "parquet" else 0
+        if part.at_eof:
+            self._eof[path] = (version, rows)
+        return FileEntry(path, rows=rows, size=stat.st_size, mtime=stat.st_mtime,
+                         done=part.at_eof, head_len=head_len, head=_head(path, head_len))
 
     def describe_cursor(self, cursor: Mapping[str, Any] | None) -> str:
         """One line for logs and ``groundwatch cursor show``."""
         files = self._parse_cursor(cursor)
-        done = sum(1 for e in files.values() if e["done"])
-        rows = sum(e["rows"] for e in files.values())
+        done = sum(1 for e in files if e.done)
+        rows = sum(e.rows for e in files)
         return (f"files {', '.join(self.paths)}: {len(files)} file(s) known, {done} read to "
                 f"the end, {rows} row(s) consumed")
 
@@ -324,38 +478,30 @@ class FileSource:
         return sorted(found)
 
     def _format_of(self, path: str) -> str | None:
+        if is_compressed_name(path):
+            return None  # a compressed rotation: its rows were read before it was compressed
         if self.format != "auto":
             return self.format
         fmt = FORMATS_BY_EXTENSION.get(os.path.splitext(path)[1].lower())
+        if fmt is None and _ROTATED_JSON.search(path):
+            fmt = "json"
         if fmt is None and path not in self._warned:
             self._warned.add(path)
             log.warning("skipping %s: cannot tell its format from the extension "
                         "(set source.files.format)", path)
         return fmt
 
-    def _parse_cursor(self, cursor: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    def _parse_cursor(self, cursor: Mapping[str, Any] | None) -> list[FileEntry]:
         if cursor is None:
-            return {}
+            return []
         try:
-            files = cursor["files"]
-            return {str(path): {"rows": int(e["rows"]), "size": int(e["size"]),
-                                "mtime": float(e["mtime"]), "done": bool(e["done"]),
-                                "head_len": int(e.get("head_len") or 0),
-                                "head": str(e.get("head") or "")}
-                    for path, e in files.items()}
+            return [FileEntry.from_json(path, e) for path, e in cursor["files"].items()]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"source {self.name!r}: not a files cursor: {cursor!r}") from exc
 
     # -- one file --------------------------------------------------------------------------
-    def _read_file(self, path: str, fmt: str, version: tuple[int, int, int], offset: int,
-                   limit: int) -> _FileSlice | None:
-        if fmt == "json":
-            # JSON Lines are read line by line, never through datasets: pyarrow gives a column
-            # one type for the whole file, so a row's values depended on its neighbours (an id
-            # 1 next to a 2.5 came back 1.0, 2**70 as a float), and a file that opens with "["
-            # was read as one JSON array (one line, many rows, and the offsets no longer
-            # counted lines). The line reader also resumes at a remembered byte offset.
-            return self._read_json_lines(path, offset, limit)
+    def _read_with_datasets_safely(self, path: str, fmt: str, version: tuple[int, int, int],
+                                   offset: int, limit: int) -> _FileSlice | None:
         try:
             return self._read_with_datasets(path, fmt, version, offset, limit)
         except Exception as exc:  # datasets/pyarrow/pandas raise many types for a bad file
@@ -408,61 +554,6 @@ class FileSource:
         if offset:
             dataset = dataset.skip(offset)
         return iter(dataset)
-
-    def _read_json_lines(self, path: str, offset: int, limit: int) -> _FileSlice:
-        """Read JSON Lines with ``json.loads``, counting rows as datasets does (blank lines
-        are not rows), so that offsets mean the same thing on both paths."""
-        part = _FileSlice()
-        with open(path, "rb") as f:
-            inode, rows, byte, lineno = self._line_mode.get(path, (-1, 0, 0, 0))
-            if inode == os.fstat(f.fileno()).st_ino and rows == offset:
-                f.seek(byte)
-            else:
-                rows, lineno = 0, 0
-                while rows < offset:
-                    at_start = f.tell() == 0
-                    line = f.readline()
-                    if not line:
-                        break
-                    lineno += 1
-                    if at_start and line.startswith(codecs.BOM_UTF8):
-                        line = line[len(codecs.BOM_UTF8):]
-                    if line.strip():
-                        rows += 1
-            while part.consumed < limit:
-                start = f.tell()
-                line = f.readline()
-                if not line:
-                    part.at_eof = True
-                    break
-                lineno += 1
-                if start == 0 and line.startswith(codecs.BOM_UTF8):
-                    line = line[len(codecs.BOM_UTF8):]  # opens the file; not part of a row
-                if not line.strip():
-                    continue
-                ref = f"{path}:{lineno}"
-                try:
-                    obj = _loads_line(line)
-                except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                    if not line.endswith(b"\n"):
-                        # Probably a line still being written: leave it for the next read.
-                        f.seek(start)
-                        lineno -= 1
-                        part.at_eof = True
-                        break
-                    part.items.append(InvalidRecordError(
-                        "bad_json", field="<line>", row_ref=ref, detail=str(exc)[:200]))
-                else:
-                    if isinstance(obj, dict):
-                        part.items.append((obj, ref))
-                    else:
-                        part.items.append(InvalidRecordError(
-                            "wrong_type", field="<line>", row_ref=ref,
-                            detail=f"expected a JSON object, got {type(obj).__name__}"))
-                part.consumed += 1
-            self._line_mode[path] = (os.fstat(f.fileno()).st_ino, offset + part.consumed,
-                                     f.tell(), lineno)
-        return part
 
     # -- resources -------------------------------------------------------------------------
     def _datasets_cache_dir(self) -> str:
