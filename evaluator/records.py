@@ -111,6 +111,19 @@ def _valid_text(value: str) -> str:
     return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
 
 
+def _decoded(value: Any, fname: str, row_ref: str) -> Any:
+    """``value`` as text when it is bytes (SQLite lets a TEXT column hold a BLOB): strict
+    UTF-8, since a guess at another encoding would score garbled text as the app's own."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return value
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _reject("wrong_type", fname, row_ref,
+                      f"{len(value)} bytes that are not valid UTF-8 text (byte "
+                      f"0x{bytes(value)[exc.start]:02x} at offset {exc.start})") from None
+
+
 def _loads(text: str) -> Any:
     """``json.loads``, with nesting too deep for the parser reported as invalid JSON."""
     try:
@@ -162,6 +175,7 @@ def parse_timestamp(value: Any, *, row_ref: str = "?", fname: str = "timestamp")
 
 
 def _text(value: Any, fname: str, row_ref: str, limits: RowLimits, *, required: bool) -> str | None:
+    value = _decoded(value, fname, row_ref)
     if value is None:
         if required:
             raise _reject("missing_field", fname, row_ref, "no value")
@@ -278,6 +292,7 @@ def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:
 def _status(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | None:
     """``ok``/``error`` from an HTTP status code (as a number or numeric text); other text is
     kept, lower-cased (``ok``, ``error``, ``timeout``, ...)."""
+    value = _decoded(value, fname, row_ref)
     if value is None:
         return None
     if isinstance(value, bool):
@@ -300,6 +315,7 @@ def _status(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | No
 
 
 def _metadata(value: Any, fname: str, row_ref: str, limits: RowLimits) -> dict[str, Any]:
+    value = _decoded(value, fname, row_ref)
     if value is None or value == "":
         return {}
     if isinstance(value, str):
@@ -344,7 +360,7 @@ def map_row(
     def get(fname: str) -> Any:
         return row.get(columns.get(fname, fname))
 
-    raw_id = get("request_id")
+    raw_id = _decoded(get("request_id"), "request_id", position)
     if isinstance(raw_id, int) and not isinstance(raw_id, bool) \
             and raw_id.bit_length() > _MAX_INT_BITS:
         raise _reject("oversized", "request_id", position, f"a {raw_id.bit_length()}-bit integer")
