@@ -116,6 +116,15 @@ class Backfill:
         return self.until is not None and ts >= self.until
 
 
+#: A backfill's source name is ``<live source>.backfill.<name>`` (workers/services.py).
+BACKFILL_INFIX = ".backfill."
+
+
+def live_source(name: str) -> str:
+    """The live source a backfill of source ``name`` replays (``name`` itself when live)."""
+    return name.split(BACKFILL_INFIX, 1)[0]
+
+
 def changed_keys(old: Config, new: Config) -> list[str]:
     """The dotted keys whose values differ between two configs (secrets compared masked
     would hide a change, so they are compared by value)."""
@@ -256,6 +265,10 @@ class Sampler:
                 result.skipped += 1
         rejections = list(batch.rejections)
         counted = batch.records
+        if self.backfill is not None and rejections:
+            # Rows the live sampler (or this backfill, before a restart) rejected already
+            # are neither stored nor counted again.
+            rejections = self.ledger.new_rejections((live_source(name), name), rejections)
         if sampled and self.backfill is not None:
             stored = self.ledger.stored_item_ids([record.request_id for record, _ in sampled])
             result.already_stored = len(stored)

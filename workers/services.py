@@ -22,7 +22,7 @@ from workers.exposition import exporter_status
 from workers.health import WorkerActivity, worker_status
 from workers.process import ProcessContext
 from workers.recovery import broker_loss_hook
-from workers.sampler import Backfill, StepResult
+from workers.sampler import BACKFILL_INFIX, Backfill, StepResult
 
 log = logging.getLogger("groundwatch")
 
@@ -81,7 +81,7 @@ def backfill_config(config: Config, name: str, rate: float | None = None) -> Con
     """The config a backfill runs with: its own source name (so its own cursor and lock),
     optionally another default rate, and no reload (an edit of the file must not undo
     ``rate``)."""
-    source = config.source.model_copy(update={"name": f"{config.source.name}.backfill.{name}"})
+    source = config.source.model_copy(update={"name": f"{config.source.name}{BACKFILL_INFIX}{name}"})
     sampling = (config.sampling if rate is None
                 else config.sampling.model_copy(update={"default_rate": rate}))
     return config.model_copy(update={"source": source, "sampling": sampling, "path": None})

@@ -66,6 +66,24 @@ class Ledger:
         with self._db.writer.begin() as conn:
             conn.execute(insert(rejections), rows)
 
+    def new_rejections(self, sources: Sequence[str],
+                       rejections_: Sequence[InvalidRecordError]) -> list[InvalidRecordError]:
+        """Those of ``rejections_`` not stored yet under any of ``sources`` for the same row,
+        field and reason, each once: a backfill re-reads rows the live sampler rejected."""
+        fresh: dict[tuple[str, str, str], InvalidRecordError] = {}
+        for r in rejections_:
+            fresh.setdefault((r.row_ref, r.field, r.reason), r)
+        if not fresh or not sources:
+            return list(fresh.values())
+        with self._db.engine.connect() as conn:
+            for chunk in chunks(list({row_ref for row_ref, _, _ in fresh})):
+                for known in conn.execute(
+                        select(rejections.c.row_ref, rejections.c.field, rejections.c.reason)
+                        .where(rejections.c.source.in_(list(sources)),
+                               rejections.c.row_ref.in_(chunk))):
+                    fresh.pop((known.row_ref, known.field, known.reason), None)
+        return list(fresh.values())
+
     # -- cursors and their locks -------------------------------------------------------------
 
     def acquire_lock(self, source: str, owner: str, ttl_s: float) -> bool:
