@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -345,4 +348,52 @@ def test_a_backfill_stores_and_counts_only_rejections_not_stored_before(
     store.ledger.reset_cursor("app.backfill.all", None)
     assert sum(s.rejected for s in backfill()) == 0
     assert len(store.queries.rejections()) == 3
+    store.close()
+
+
+def test_a_backfill_that_ran_to_its_end_clears_the_missed_rows_count(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 16: the missed-rows warning and gauge (rows committed behind the cursor) recommend
+    # `groundwatch backfill`, and neither cleared after it: only `cursor set` re-baselined.
+    app_db(tmp_path, [row(i) for i in range(1, 11)])
+    sampler, store, metrics, _ = make(tmp_path, sql_extra='mode = "incrementing"\n'
+                                      'incrementing_column = "id"\nunplaceable_check = 0')
+    missed = {"source": "app"}
+    drain(sampler)
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 0
+    # An id handed out before the others, its row committed after the cursor passed it.
+    engine = create_engine(f"sqlite:///{tmp_path}/app.db")
+    with engine.begin() as conn:
+        conn.execute(Table("requests", MetaData(), autoload_with=engine).insert(),
+                     [{**row(50), "id": 0}])
+    engine.dispose()
+    with caplog.at_level(logging.WARNING, logger="evaluator.sources.sql"):
+        sampler.step()
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 1
+    assert "were never read" in caplog.text
+
+    path = tmp_path / "gw.toml"
+    path.write_text(path.read_text() + f'[broker]\nurl = "filesystem://{tmp_path}/broker"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    (tmp_path / "broker").mkdir()
+    done = subprocess.run([sys.executable, "-m", "groundwatch", "--config", str(path),
+                           "backfill", "gap"], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "GROUNDWATCH_LOG_LEVEL": "WARNING"})
+    assert done.returncode == 0, done.stderr
+    assert store.queries.item("q0050") is not None  # the backfill read the missed row
+    request = store.ledger.recount_request("app")
+    assert request is not None and "backfill 'app.backfill.gap'" in request.by
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        sampler.step()
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 0
+    assert "missed-rows count was reset to 0 after backfill 'app.backfill.gap'" in caplog.text
+    assert store.ledger.recount_request("app") is None  # cleared with the stored cursor
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        sampler.step()
+        sampler.step()
+    assert "were never read" not in caplog.text
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 0
     store.close()

@@ -36,7 +36,7 @@ from evaluator.records import LogRecord
 from evaluator.sampling import SamplingPolicy, Verdict
 from evaluator.sources import build_source
 from evaluator.sources.base import Source
-from evaluator.store import Ledger
+from evaluator.store import Ledger, RecountRequest
 from metrics.registry import Metrics
 from workers.health import Status
 from workers.recovery import describe_outage
@@ -237,12 +237,14 @@ class Sampler:
                 return StepResult(locked=False)
             self._locked_at = now
         cursor = self.ledger.get_cursor(name)
+        recount = self._recount_request(name)
         batch = self.source.read(cursor, self.config.source.read_batch_rows,
                                  seen=lambda ids: self.ledger.read_ids(name, ids))
         result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped))
         self.metrics.sampler.set_source_audit(unplaceable=batch.unplaceable, missed=batch.missed,
                                               future=batch.future, source=name)
-        if batch.rows_read == 0 and not batch.rejections:
+        recounted = recount if recount is not None and batch.recounted else None
+        if batch.rows_read == 0 and not batch.rejections and recounted is None:
             return result
         if self._hold(batch):
             result.held = True
@@ -304,17 +306,34 @@ class Sampler:
                 self.ledger.set_cursor(name, batch.cursor, owner=self.owner,
                                       read_ids=batch.read_ids,
                                       forget_read_before=batch.forget_read_before,
-                                      committed=[record.request_id for record, _ in sampled])
+                                      committed=[record.request_id for record, _ in sampled],
+                                      recounted=recounted)
             except LockHeldError:
                 # The lease ran out (a long pause) and another replica took over: what we
                 # sent is harmless (idempotent), but we must take the lock again first.
                 self._locked_at = None
                 raise
+            if recounted is not None:
+                log.info("source %r: the missed-rows count was reset to 0 after %s read the "
+                         "rows behind the cursor (requested %s)", name, recounted.by,
+                         recounted.at.isoformat(timespec="seconds"))
         self._count(counted, sampled, rejections, capped)
         self.metrics.sampler.observe_dropped_fields(batch.dropped)
         self.metrics.sampler.observe_late_rows(batch.late, source=name)
         self.metrics.sampler.observe_files_rewritten(batch.rewritten, source=name)
         return result
+
+    def _recount_request(self, name: str) -> RecountRequest | None:
+        """A backfill's request that the live source count its missed rows afresh (see
+        :meth:`Ledger.request_recount`), passed on to the source; one the source has no use
+        for (it counts no missed rows) is cleared here."""
+        if self.backfill is not None:
+            return None
+        request = self.ledger.recount_request(name)
+        if request is None or self.source.recount():
+            return request
+        self.ledger.clear_recount(name, request)
+        return None
 
     def _split_duplicates(self, source: str, sampled: list[tuple[LogRecord, str]]
                           ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError],

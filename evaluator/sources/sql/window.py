@@ -157,6 +157,7 @@ class TableAudit:
                         src.qualified, src.order_column, src.max_future)
         if mark.read_total is None:  # after a move: from now on, count from the table's count
             mark.read_total, changed = behind, True
+            batch.recounted = True
         batch.missed = max(0, behind - mark.read_total)
         if batch.missed:
             log.warning("source %r: %d row(s) of %s at or behind the cursor were never read: "
