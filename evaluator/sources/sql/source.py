@@ -114,7 +114,6 @@ class SqlSource:
         self._numeric_ms: bool | None = None
         self._lookback = Lookback(self)
         self._audit = TableAudit(self, unplaceable_check_s, clock)
-        self._recount = False  # recount(): the next read audits now and re-baselines
 
     kind = "sql"
     positions_by_time = True
@@ -194,11 +193,8 @@ class SqlSource:
         lookback = f", lookback {self._lookback_configured:g}s" if self._lookback_configured else ""
         return f"sql table {self._table_name!r}{lookback}"
 
-    def recount(self) -> bool:
-        """The next read looks at the table at once and counts the rows behind the cursor as
-        read (as after ``groundwatch cursor set``): a backfill read those it had missed."""
-        self._recount = True
-        return True
+    def recount(self) -> bool:  # Source.recount: the audit re-baselines on the next read
+        return self._audit.recount()
 
     def backfill_start(self, since: datetime) -> dict[str, Any] | None:
         """Timestamp mode seeks to ``since`` in the database's own order; in incrementing
@@ -346,9 +342,6 @@ class SqlSource:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         mark = self._unpack(cursor)
-        if self._recount:
-            mark.read_total = None  # the audit re-baselines it (batch.recounted)
-            self._audit.last_at = None
         query = self.select_rows().where(self.placeable)
         horizon = self.horizon()
         if horizon is not None:
@@ -376,7 +369,6 @@ class SqlSource:
         if mark.read_total is not None:
             mark.read_total += batch.rows_read
         if self._audit(batch, mark) or batch.rows_read:
-            self._recount = self._recount and not batch.recounted
             batch.cursor = self._cursor(mark)
         if lookback is not None and mark.pos is not None:
             newest = self.position.to_time(mark.pos)
