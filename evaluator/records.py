@@ -30,6 +30,33 @@ ALL_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
+class PassageInfo:
+    """What the retriever said of one passage logged as an object, beside its text: its own
+    score (a number), an id and a source (a file, URL or title), each when it gave one."""
+
+    score: float | None = None
+    id: str | None = None
+    source: str | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        return {"score": self.score, "id": self.id, "source": self.source}
+
+    @classmethod
+    def from_message(cls, d: Mapping[str, Any] | None) -> PassageInfo | None:
+        if not d:
+            return None
+        score = d.get("score")
+        return cls(None if score is None else float(score), d.get("id"), d.get("source"))
+
+    def describe(self) -> str:
+        """``id doc-17, retriever score 0.830, source handbook.pdf`` (what is known)."""
+        parts = [f"id {self.id}" if self.id is not None else "",
+                 f"retriever score {self.score:.3f}" if self.score is not None else "",
+                 f"source {self.source}" if self.source is not None else ""]
+        return ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True, slots=True)
 class LogRecord:
     """One request/response of the watched app, in groundwatch's own field names."""
 
@@ -49,6 +76,9 @@ class LogRecord:
     cost_usd: float | None = None
     feedback: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: Per passage of ``contexts`` (same order), what the retriever said of it (None for a
+    #: passage logged as plain text); empty when no passage said anything.
+    passages: tuple[PassageInfo | None, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
         """A JSON-safe dict for the queue; :meth:`from_message` is its inverse."""
@@ -56,15 +86,21 @@ class LogRecord:
         d["timestamp"] = self.timestamp.timestamp()
         d["contexts"] = list(self.contexts)
         d["metadata"] = dict(self.metadata)
+        if self.passages:  # absent otherwise: a message of plain passages is as it was
+            d["passages"] = [None if p is None else p.to_message() for p in self.passages]
         return d
 
     @classmethod
     def from_message(cls, d: Mapping[str, Any]) -> LogRecord:
+        """The record of a :meth:`to_message` dict, also of one written before a field
+        existed (a message still queued, an item stored, across an upgrade)."""
         kwargs = dict(d)
         kwargs["timestamp"] = datetime.fromtimestamp(float(d["timestamp"]), tz=UTC)
         kwargs["contexts"] = tuple(d["contexts"])
         kwargs["metadata"] = dict(d.get("metadata") or {})
-        return cls(**{k: v for k, v in kwargs.items() if k in ALL_FIELDS})
+        known = {k: v for k, v in kwargs.items() if k in ALL_FIELDS}
+        return cls(**known, passages=tuple(PassageInfo.from_message(p)
+                                           for p in d.get("passages") or ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +145,19 @@ _MAX_INT_BITS = 700  # about 210 decimal digits
 def _valid_text(value: str) -> str:
     """``value`` with lone surrogates replaced by U+FFFD, as bytes that are not UTF-8 are."""
     return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+
+
+def _decoded(value: Any, fname: str, row_ref: str) -> Any:
+    """``value`` as text when it is bytes (SQLite lets a TEXT column hold a BLOB): strict
+    UTF-8, since a guess at another encoding would score garbled text as the app's own."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return value
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _reject("wrong_type", fname, row_ref,
+                      f"{len(value)} bytes that are not valid UTF-8 text (byte "
+                      f"0x{bytes(value)[exc.start]:02x} at offset {exc.start})") from None
 
 
 def _loads(text: str) -> Any:
@@ -162,6 +211,7 @@ def parse_timestamp(value: Any, *, row_ref: str = "?", fname: str = "timestamp")
 
 
 def _text(value: Any, fname: str, row_ref: str, limits: RowLimits, *, required: bool) -> str | None:
+    value = _decoded(value, fname, row_ref)
     if value is None:
         if required:
             raise _reject("missing_field", fname, row_ref, "no value")
@@ -202,9 +252,85 @@ def _at_path(passage: Mapping[str, Any], path: str) -> Any:
     return value
 
 
+#: Where a passage logged as an object keeps what the retriever said of it, tried key by key
+#: in this order, each first on the passage, then in its ``metadata``, then in its nested node
+#: (:data:`CONTEXT_NESTED_KEYS`) and that node's ``metadata``: LlamaIndex's ``NodeWithScore``
+#: has ``score`` beside ``node.id_``; LangChain's ``Document`` has ``id`` and
+#: ``metadata.source``.
+PASSAGE_SCORE_KEYS = ("score", "relevance_score", "similarity")
+PASSAGE_ID_KEYS = ("id", "id_", "doc_id", "document_id", "chunk_id", "node_id")
+PASSAGE_SOURCE_KEYS = ("source", "url", "file_path", "file_name", "title")
+#: Bounds on a passage's id and source: beyond them the value is dropped, not cut (a cut id
+#: names another passage).
+MAX_PASSAGE_ID_CHARS = 200
+MAX_PASSAGE_SOURCE_CHARS = 500
+
+
+def _scopes(passage: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    found = [passage]
+    for key in CONTEXT_NESTED_KEYS:
+        if isinstance(passage.get(key), Mapping):
+            found.append(passage[key])
+    return [m for scope in found
+            for m in (scope, scope.get("metadata")) if isinstance(m, Mapping)]
+
+
+def _first(scopes: list[Mapping[str, Any]], keys: tuple[str, ...]) -> tuple[str, Any]:
+    for key in keys:
+        for scope in scopes:
+            if scope.get(key) is not None:
+                return key, scope[key]
+    return "", None
+
+
+def _passage_label(value: Any, what: str, limit: int, row_ref: str) -> str:
+    value = _decoded(value, "passages", row_ref)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise _reject("oversized", "passages", row_ref, f"{what}: a {value.bit_length()}-bit "
+                          "integer")
+        value = str(value)
+    if not isinstance(value, str):
+        raise _reject("wrong_type", "passages", row_ref,
+                      f"{what} is {type(value).__name__}, not text")
+    value = _valid_text(value).strip()
+    if len(value) > limit:
+        raise _reject("oversized", "passages", row_ref,
+                      f"{what} has {len(value)} characters > limit {limit}")
+    return value
+
+
+def _passage_info(passage: Any, i: int, row_ref: str,
+                  dropped: list[FieldDrop] | None) -> PassageInfo | None:
+    """What the retriever said of passage ``i``; a value that cannot be read is left out and
+    reported in ``dropped`` (the passage and the row are kept)."""
+    if not isinstance(passage, Mapping):
+        return None
+    scopes = _scopes(passage)
+    found: dict[str, Any] = {}
+    for name, keys, read in (
+            ("score", PASSAGE_SCORE_KEYS, lambda v, what: _number(v, "passages", row_ref, float)),
+            ("id", PASSAGE_ID_KEYS,
+             lambda v, what: _passage_label(v, what, MAX_PASSAGE_ID_CHARS, row_ref) or None),
+            ("source", PASSAGE_SOURCE_KEYS,
+             lambda v, what: _passage_label(v, what, MAX_PASSAGE_SOURCE_CHARS, row_ref) or None)):
+        key, value = _first(scopes, keys)
+        if value is None:
+            continue
+        try:
+            found[name] = read(value, f"passage {i} {key}")
+        except InvalidRecordError as err:
+            if dropped is not None:
+                detail = err.detail if err.detail.startswith("passage") else \
+                    f"passage {i} {key}: {err.detail}"
+                dropped.append(FieldDrop("passages", err.reason, row_ref, detail))
+    info = PassageInfo(**found)
+    return info if info != PassageInfo() else None
+
+
 def _passage_text(passage: Any, i: int, fname: str, row_ref: str, text_key: str) -> str:
     """A passage's text: a string as it is, an object's text by ``text_key`` or by the keys
-    of the common shapes. Its other keys (score, id, source) are not kept yet."""
+    of the common shapes (what else it says is read by :func:`_passage_info`)."""
     if isinstance(passage, str):
         return passage
     if not isinstance(passage, Mapping):
@@ -221,7 +347,9 @@ def _passage_text(passage: Any, i: int, fname: str, row_ref: str, text_key: str)
                   f"item {i} is an object with no text at {where} (its keys: {keys})")
 
 
-def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[str, ...]:
+def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits,
+              dropped: list[FieldDrop] | None = None
+              ) -> tuple[tuple[str, ...], tuple[PassageInfo | None, ...]]:
     if value is None:
         raise _reject("missing_field", fname, row_ref, "no value")
     if isinstance(value, (bytes, bytearray)):
@@ -247,7 +375,9 @@ def _contexts(value: Any, fname: str, row_ref: str, limits: RowLimits) -> tuple[
         if len(text) > limits.max_field_chars:
             raise _reject("oversized", fname, row_ref,
                           f"item {i} has {len(text)} characters > limit {limits.max_field_chars}")
-    return tuple(_valid_text(text) for text in texts)
+    infos = tuple(_passage_info(passage, i, row_ref, dropped) for i, passage in enumerate(value))
+    return (tuple(_valid_text(text) for text in texts),
+            infos if any(info is not None for info in infos) else ())
 
 
 def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:
@@ -278,6 +408,7 @@ def _number(value: Any, fname: str, row_ref: str, kind: type) -> Any:
 def _status(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | None:
     """``ok``/``error`` from an HTTP status code (as a number or numeric text); other text is
     kept, lower-cased (``ok``, ``error``, ``timeout``, ...)."""
+    value = _decoded(value, fname, row_ref)
     if value is None:
         return None
     if isinstance(value, bool):
@@ -300,6 +431,7 @@ def _status(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | No
 
 
 def _metadata(value: Any, fname: str, row_ref: str, limits: RowLimits) -> dict[str, Any]:
+    value = _decoded(value, fname, row_ref)
     if value is None or value == "":
         return {}
     if isinstance(value, str):
@@ -344,7 +476,7 @@ def map_row(
     def get(fname: str) -> Any:
         return row.get(columns.get(fname, fname))
 
-    raw_id = get("request_id")
+    raw_id = _decoded(get("request_id"), "request_id", position)
     if isinstance(raw_id, int) and not isinstance(raw_id, bool) \
             and raw_id.bit_length() > _MAX_INT_BITS:
         raise _reject("oversized", "request_id", position, f"a {raw_id.bit_length()}-bit integer")
@@ -372,7 +504,7 @@ def map_row(
     assert question is not None and answer is not None
     if not question.strip():
         raise _reject("empty_field", "question", row_ref, "blank")
-    contexts = _contexts(get("contexts"), "contexts", row_ref, limits)
+    contexts, passages = _contexts(get("contexts"), "contexts", row_ref, limits, dropped)
 
     optional: dict[str, Any] = {}
     for fname, read in _OPTIONAL_READERS.items():
@@ -383,7 +515,7 @@ def map_row(
             if dropped is not None:
                 dropped.append(FieldDrop(err.field, err.reason, err.row_ref, err.detail))
     return LogRecord(request_id=request_id, timestamp=timestamp, question=question,
-                     contexts=contexts, answer=answer, **optional)
+                     contexts=contexts, answer=answer, passages=passages, **optional)
 
 
 def _label_text(value: Any, fname: str, row_ref: str, limits: RowLimits) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from evaluator.records import PassageInfo
+
 
 def format_explanation(store: Any, request_id: str) -> str | None:
     """What the store knows about ``request_id`` (None when nothing): the item, its scores,
@@ -26,14 +28,18 @@ def format_explanation(store: Any, request_id: str) -> str | None:
                      f"{r.source!r}: field {r.field!r}: {r.reason}: {r.detail}")
     if item is None and not scores:
         return "\n".join(lines)
+    p = (item.payload or {}) if item is not None else {}
+    contexts = [str(c) for c in p.get("contexts") or []]
+    retrieved = _retrieved(p, len(contexts))
     if item is not None:
-        p = item.payload or {}
         lines += [f"  status: {item.status}   route: {item.route}   model: {item.model}   "
                   f"rule: {item.rule}",
                   f"  question: {p.get('question', '')}",
                   f"  answer:   {p.get('answer', '')}"]
-        for i, ctx in enumerate(p.get("contexts") or []):
-            lines.append(f"  context[{i}]: {ctx[:300]}{'...' if len(ctx) > 300 else ''}")
+        for i, ctx in enumerate(contexts):
+            info = retrieved[i]
+            said = f" [{info.describe()}]" if info is not None else ""
+            lines.append(f"  context[{i}]{said}: {ctx[:300]}{'...' if len(ctx) > 300 else ''}")
         if not p.get("contexts"):
             lines.append("  contexts: (none retrieved)")
     lines.append("  scores:")
@@ -41,6 +47,8 @@ def format_explanation(store: Any, request_id: str) -> str | None:
         shown = f"{s.value:.3f}" if s.value is not None else s.outcome
         why = f" ({s.reason})" if s.reason else ""
         lines.append(f"    {s.scorer}/{s.metric}: {shown}{why}")
+    # The scorers leave blank passages out: their i-th relevance is the i-th passage with text.
+    scored = [i for i, c in enumerate(contexts) if c.strip()]
     for exp in store.explanations(request_id):
         body = exp.explanation
         for det in exp.detections or []:
@@ -49,10 +57,11 @@ def format_explanation(store: Any, request_id: str) -> str | None:
         if relevance is not None:
             lines.append(f"  answer relevance ({exp.scorer}): on topic "
                          f"{relevance.on_topic:.3f} x useful {relevance.useful:.3f}")
-        contexts = body.context_relevance
-        if contexts is not None and contexts.per_context:
+        relevant = body.context_relevance
+        if relevant is not None and relevant.per_context:
             lines.append(f"  context relevance per passage ({exp.scorer}): " + ", ".join(
-                f"[{i}] {v:.3f}" for i, v in enumerate(contexts.per_context)))
+                f"[{i}] {v:.3f}{_beside(retrieved, scored, i)}"
+                for i, v in enumerate(relevant.per_context)))
         claims = body.claims or ()
         if claims:
             lines.append(f"  claims ({exp.scorer} {exp.scorer_version}):")
@@ -75,6 +84,25 @@ def format_explanation(store: Any, request_id: str) -> str | None:
     for f in store.failures(request_id=request_id):
         lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
     return "\n".join(lines)
+
+
+def _retrieved(payload: dict[str, Any], n: int) -> list[PassageInfo | None]:
+    """Per passage, what the retriever said of it (stored with the item since issue 16)."""
+    said = [PassageInfo.from_message(d) if isinstance(d, dict) else None
+            for d in payload.get("passages") or []]
+    return (said + [None] * n)[:n]
+
+
+def _beside(retrieved: list[PassageInfo | None], scored: list[int], i: int) -> str:
+    """`` (retriever score 0.830)`` beside the i-th scored passage's relevance, when the
+    retriever scored it (naming the passage when blank ones before it shift the index)."""
+    if i >= len(scored):
+        return ""
+    j = scored[i]
+    info = retrieved[j]
+    if info is None or info.score is None:
+        return ""
+    return f" (retriever score {info.score:.3f}{f' of context[{j}]' if j != i else ''})"
 
 
 def _judge_line(scorer: str, trace: Any) -> str:

@@ -18,10 +18,13 @@ import pytest
 
 from evaluator import demo_traffic
 from evaluator.config import load_config
-from evaluator.records import LogRecord
+from evaluator.records import FieldDrop, LogRecord, RowLimits, map_row
 from evaluator.scorers import build_scorer
+from evaluator.scorers.base import ItemResult, MetricResult
+from evaluator.scorers.explanation import ContextRelevanceParts, Explanation
 from evaluator.store import Store
 from groundwatch.cli import EXIT_BROKEN_PIPE, build_parser, main
+from groundwatch.explain import format_explanation
 from groundwatch.progress import StepProgress
 from metrics.registry import Metrics
 from tests.test_sampler import Queue
@@ -367,3 +370,37 @@ def test_sampler_until_idle_prints_a_summary(tmp_path: Path) -> None:
     assert ("sampler: read 60 rows: 59 sampled, 0 skipped by the rate, 0 capped, 1 rejected "
             "(missing_field 1)") in proc.stdout
     assert "sampler for source 'app' (sql table 'chat_logs'" in proc.stderr  # the start line
+
+
+def test_explain_shows_what_the_retriever_said_beside_each_passage(tmp_path: Path) -> None:
+    # Issue 16: a passage's retriever score, id and source were dropped at mapping; explain
+    # now shows them beside the passage and beside the scorer's relevance of it.
+    docs = [{"text": "Refunds take 5 days.", "score": 0.83, "id": "doc-17",
+             "metadata": {"source": "handbook.pdf"}},
+            "   ",
+            {"page_content": "Shipping is free.", "metadata": {"url": "https://kb/ship"}}]
+    dropped: list[FieldDrop] = []
+    record = map_row({"request_id": "r1", "timestamp": "2026-11-01T10:00:00Z",
+                      "question": "How long do refunds take?", "contexts": docs,
+                      "answer": "5 days."}, {}, limits=RowLimits(), position="t:0",
+                     dropped=dropped)
+    assert dropped == []
+    store = Store(f"sqlite:///{tmp_path / 'gw.db'}")
+    try:
+        store.ledger.add_items([(record, "default")], source="app")
+        relevance = ContextRelevanceParts(best=0.9, mean=0.5, best_context=0,
+                                          per_context=(0.9, 0.1))
+        result = ItemResult("r1", (MetricResult.ok("context_relevance", 0.9),),
+                            Explanation(scorer="s", version="1", context_relevance=relevance))
+        store.results.record_results([result], {"r1": record}, scorer="s", scorer_version="1")
+        out = format_explanation(store.queries, "r1")
+    finally:
+        store.close()
+    assert out is not None
+    assert ("context[0] [id doc-17, retriever score 0.830, source handbook.pdf]: Refunds take"
+            in out)
+    assert "context[1]:    " in out
+    assert "context[2] [source https://kb/ship]: Shipping is free." in out
+    # The scorer left the blank passage out: its second relevance is context[2]'s.
+    assert ("context relevance per passage (s): [0] 0.900 (retriever score 0.830), [1] 0.100"
+            in out)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from evaluator.errors import InvalidRecordError
-from evaluator.records import FieldDrop, LogRecord, RowLimits, map_row
+from evaluator.records import FieldDrop, LogRecord, PassageInfo, RowLimits, map_row
 
 COLUMNS = {"request_id": "rid", "timestamp": "ts", "question": "q", "contexts": "docs",
            "answer": "a", "latency_ms": "lat", "feedback": "thumbs"}
@@ -174,3 +175,44 @@ def test_the_text_key_comes_from_the_source_config() -> None:
     assert RowLimits.of(config.source).context_text_key == "node.body"
     with pytest.raises(ValueError, match="context_text_key"):
         Config.model_validate({"source": {"context_text_key": "a..b"}})
+
+
+# -- what the retriever said of each passage (issue 16) --------------------------------------
+def test_a_passages_score_id_and_source_are_kept_beside_its_text() -> None:
+    docs = [
+        {"text": "a", "score": 0.83, "id": "doc-17", "source": "handbook.pdf"},
+        {"page_content": "b", "metadata": {"source": "kb/b.md", "id": 42, "score": "0.5"}},
+        {"node": {"text": "c", "id_": "n-3", "metadata": {"file_name": "c.txt"}}, "score": 0.1},
+    ]
+    rec = map_row(row(docs=docs), COLUMNS, limits=RowLimits(max_contexts=5), position="t:0")
+    assert rec.contexts == ("a", "b", "c")
+    assert rec.passages == (PassageInfo(0.83, "doc-17", "handbook.pdf"),
+                            PassageInfo(0.5, "42", "kb/b.md"), PassageInfo(0.1, "n-3", "c.txt"))
+    # Through the queue and the store (the item's payload) and back.
+    assert LogRecord.from_message(json.loads(json.dumps(rec.to_message()))) == rec
+    mixed = map_row(row(docs=["plain", {"text": "t", "doc_id": "d1"}]), COLUMNS,
+                    limits=LIMITS, position="t:0")
+    assert mixed.passages == (None, PassageInfo(id="d1"))
+
+
+def test_plain_passages_carry_nothing_new_and_old_messages_still_read() -> None:
+    rec = map_row(row(docs=["a", {"text": "b"}]), COLUMNS, limits=LIMITS, position="t:0")
+    assert rec.passages == ()
+    message = rec.to_message()
+    assert "passages" not in message  # a message of plain passages is as it was
+    assert LogRecord.from_message(message) == rec
+
+
+def test_an_unreadable_score_id_or_source_is_dropped_not_the_row() -> None:
+    dropped: list[FieldDrop] = []
+    docs = [{"text": "a", "score": "high", "id": "x" * 300, "source": "s.md"},
+            {"text": "b", "score": True, "id": ["a"], "url": "https://x/b"},
+            {"text": "c", "score": float("nan")}]
+    rec = map_row(row(docs=docs), COLUMNS, limits=LIMITS, position="t:0", dropped=dropped)
+    assert rec.contexts == ("a", "b", "c")
+    assert rec.passages == (PassageInfo(source="s.md"), PassageInfo(source="https://x/b"), None)
+    assert [(d.field, d.reason) for d in dropped] == [
+        ("passages", "wrong_type"), ("passages", "oversized"), ("passages", "wrong_type"),
+        ("passages", "wrong_type"), ("passages", "wrong_type")]
+    assert dropped[0].detail == "passage 0 score: 'high' is not a number"
+    assert dropped[1].detail.startswith("passage 0 id has 300 characters")

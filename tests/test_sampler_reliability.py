@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,11 @@ from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine
 from evaluator.config import load_config
 from evaluator.store import Store
 from metrics.registry import Metrics
-from workers.sampler import build_sampler
+from workers.sampler import Backfill, build_sampler
+from workers.services import backfill_config
+
+# The fixture db_url: a SQLite file, and PostgreSQL under the postgres marker.
+pytest_plugins = ["tests.store_fixtures"]
 
 BASE = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -73,12 +80,13 @@ def row(i: int, *, at: datetime | None = None, offset: int = 0, **over: Any) -> 
 
 
 def make(tmp: Path, *, contexts: str = "docs", status: str = "http_status",
-         read_rows: int = 100, sql_extra: str = "", progress: float = 60.0) -> Any:
+         read_rows: int = 100, sql_extra: str = "", progress: float = 60.0,
+         store_url: str | None = None) -> Any:
     path = tmp / "gw.toml"
     path.write_text(CONFIG.format(tmp=tmp, contexts=contexts, status=status,
                                   read_rows=read_rows, sql_extra=sql_extra, progress=progress))
     config = load_config(path, environ={})
-    store = Store.from_config(config.store)
+    store = Store(store_url) if store_url else Store.from_config(config.store)
     metrics = Metrics(config.metrics, multiprocess=False)
     queue: list[dict[str, Any]] = []
     sampler = build_sampler(config, store.ledger, metrics, queue.extend)
@@ -302,4 +310,88 @@ def test_cursor_show_set_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture
     assert info.value.code == 2
     assert main(["cursor", "set", "-c", cfg]) == 2  # and at least one
     assert "give a time or a value" in capsys.readouterr().err
+    store.close()
+
+
+def test_a_backfill_stores_and_counts_only_rejections_not_stored_before(
+        tmp_path: Path, db_url: str) -> None:
+    # Issue 16: a backfill re-reads rows the live sampler read, and stored each of their
+    # rejections a second time (and counted them in its totals).
+    rows = [row(i) for i in range(10)]
+    rows[3]["prompt"] = None
+    rows[6]["docs"] = "[oops"
+    app_db(tmp_path, rows)
+    live, store, _, _ = make(tmp_path, read_rows=4, store_url=db_url)
+    drain(live)
+    stored = sorted((r.source, r.row_ref, r.field, r.reason) for r in store.queries.rejections())
+    assert stored == [("app", "q0003", "question", "missing_field"),
+                      ("app", "q0006", "contexts", "bad_contexts")]
+    # A bad row the live sampler never read (committed behind its cursor, say).
+    app_db(tmp_path, [row(2, at=BASE + timedelta(seconds=2.5), rid="q0100", docs="{}")])
+
+    def backfill() -> list[Any]:
+        config = backfill_config(live.config, "all")
+        sampler = build_sampler(config, store.ledger, Metrics(config.metrics, multiprocess=False),
+                                lambda _: None, backfill=Backfill())
+        try:
+            return drain(sampler)
+        finally:
+            store.ledger.release_lock(config.source.name, sampler.owner)
+
+    steps = backfill()
+    assert sum(s.rejected for s in steps) == 1
+    assert {k: v for s in steps for k, v in s.by_reason.items()} == {"bad_contexts": 1}
+    stored = sorted((r.source, r.row_ref, r.reason) for r in store.queries.rejections())
+    assert stored == [("app", "q0003", "missing_field"), ("app", "q0006", "bad_contexts"),
+                      ("app.backfill.all", "q0100", "bad_contexts")]
+    # The same backfill run again from the start stores nothing more either.
+    store.ledger.reset_cursor("app.backfill.all", None)
+    assert sum(s.rejected for s in backfill()) == 0
+    assert len(store.queries.rejections()) == 3
+    store.close()
+
+
+def test_a_backfill_that_ran_to_its_end_clears_the_missed_rows_count(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 16: the missed-rows warning and gauge (rows committed behind the cursor) recommend
+    # `groundwatch backfill`, and neither cleared after it: only `cursor set` re-baselined.
+    app_db(tmp_path, [row(i) for i in range(1, 11)])
+    sampler, store, metrics, _ = make(tmp_path, sql_extra='mode = "incrementing"\n'
+                                      'incrementing_column = "id"\nunplaceable_check = 0')
+    missed = {"source": "app"}
+    drain(sampler)
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 0
+    # An id handed out before the others, its row committed after the cursor passed it.
+    engine = create_engine(f"sqlite:///{tmp_path}/app.db")
+    with engine.begin() as conn:
+        conn.execute(Table("requests", MetaData(), autoload_with=engine).insert(),
+                     [{**row(50), "id": 0}])
+    engine.dispose()
+    with caplog.at_level(logging.WARNING, logger="evaluator.sources.sql"):
+        sampler.step()
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 1
+    assert "were never read" in caplog.text
+
+    path = tmp_path / "gw.toml"
+    path.write_text(path.read_text() + f'[broker]\nurl = "filesystem://{tmp_path}/broker"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    (tmp_path / "broker").mkdir()
+    done = subprocess.run([sys.executable, "-m", "groundwatch", "--config", str(path),
+                           "backfill", "gap"], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "GROUNDWATCH_LOG_LEVEL": "WARNING"})
+    assert done.returncode == 0, done.stderr
+    assert store.queries.item("q0050") is not None  # the backfill read the missed row
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        sampler.step()
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 0
+    assert "missed-rows count was reset to 0 after backfill 'app.backfill.gap'" in caplog.text
+    assert store.ledger.recount_request("app") is None  # cleared with the stored cursor
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        sampler.step()
+        sampler.step()
+    assert "were never read" not in caplog.text
+    assert metric(metrics, "groundwatch_source_missed_rows", **missed) == 0
     store.close()

@@ -865,3 +865,35 @@ def test_a_transaction_in_flight_holds_the_read_until_it_commits(db: Db, mode: s
     finally:
         slow.close()
         source.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_a_blob_in_a_text_column_is_decoded_like_a_blob_context(
+        db: Db, make_source: Callable[..., SqlSource]) -> None:
+    # Issue 16: SQLite lets a TEXT column hold a BLOB. A BLOB of contexts was decoded, a BLOB
+    # question was rejected as wrong_type ("expected text, got bytes"): UTF-8 bytes are text
+    # in every text field, and bytes that are not UTF-8 are rejected naming the field.
+    table = app_table(db)
+
+    def at(i: int) -> datetime:
+        return (BASE + timedelta(seconds=i)).replace(tzinfo=None)
+
+    db.insert(table, [
+        app_row(0, at(0), user_question="¿qué pasó?".encode(), llm_output=b"answer 0",
+                route=b"chat", retrieved_docs=json.dumps(["p0"]).encode()),
+        app_row(1, at(1), user_question=b"\xff\xfe not utf-8"),
+        app_row(2, at(2), llm_output=b"\xc3("),
+        app_row(3, at(3), route=b"\xff"),
+    ])
+    batches, _ = drain(make_source(), None, 10)
+    records = [r for b in batches for r in b.records]
+    assert [(r.request_id, r.question, r.answer, r.route, r.contexts) for r in records] == [
+        ("r000", "¿qué pasó?", "answer 0", "chat", ("p0",)), ("r003", "question 3?",
+                                                             "answer 3", None, ("passage 3a",
+                                                                                "passage 3b"))]
+    rejected = [(e.row_ref, e.field, e.reason) for b in batches for e in b.rejections]
+    assert rejected == [("r001", "question", "wrong_type"), ("r002", "answer", "wrong_type")]
+    assert all("not valid UTF-8" in e.detail for b in batches for e in b.rejections)
+    # An optional field's bad bytes cost the field, not the row.
+    assert [(d.row_ref, d.field, d.reason) for b in batches for d in b.dropped] == [
+        ("r003", "route", "wrong_type")]

@@ -36,7 +36,7 @@ def test_migrations_create_the_tables_and_match_the_models(db_url: str) -> None:
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE,
                                                          "compare_type": True})
-            assert ctx.get_current_revision() == "0003"
+            assert ctx.get_current_revision() == "0004"
             assert compare_metadata(ctx, metadata) == []
 
 

@@ -36,7 +36,7 @@ from evaluator.records import LogRecord
 from evaluator.sampling import SamplingPolicy, Verdict
 from evaluator.sources import build_source
 from evaluator.sources.base import Source
-from evaluator.store import Ledger
+from evaluator.store import Ledger, RecountRequest
 from metrics.registry import Metrics
 from workers.health import Status
 from workers.recovery import describe_outage
@@ -117,6 +117,15 @@ class Backfill:
 
     def passed(self, ts: datetime) -> bool:
         return self.until is not None and ts >= self.until
+
+
+#: A backfill's source name is ``<live source>.backfill.<name>`` (workers/services.py).
+BACKFILL_INFIX = ".backfill."
+
+
+def live_source(name: str) -> str:
+    """The live source a backfill of source ``name`` replays (``name`` itself when live)."""
+    return name.split(BACKFILL_INFIX, 1)[0]
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:
@@ -231,6 +240,7 @@ class Sampler:
                 return StepResult(locked=False)
             self._locked_at = now
         cursor = self.ledger.get_cursor(name)
+        recount = self._recount_request(name)
         batch = self.source.read(cursor, self.config.source.read_batch_rows,
                                  seen=lambda ids: self.ledger.read_ids(name, ids))
         result = StepResult(rows=batch.rows_read, late=batch.late, dropped=len(batch.dropped),
@@ -238,9 +248,11 @@ class Sampler:
         self.metrics.sampler.set_source_audit(
             unplaceable=batch.unplaceable, missed=batch.missed, future=batch.future,
             pending=batch.pending, waiting=batch.waiting_transactions, source=name)
-        if batch.rows_read == 0 and not batch.rejections and not batch.records:
+        recounted = recount if recount is not None and batch.recounted else None
+        if batch.rows_read == 0 and not batch.rejections and not batch.records \
+                and recounted is None:
             if batch.cursor is not None and batch.cursor != cursor:
-                self._store_cursor(name, batch, [])
+                self._store_cursor(name, batch, [], None)
             return result
         if self._hold(batch):
             result.held = True
@@ -263,6 +275,10 @@ class Sampler:
                 result.skipped += 1
         rejections = list(batch.rejections)
         counted = batch.records
+        if self.backfill is not None and rejections:
+            # Rows the live sampler (or this backfill, before a restart) rejected already
+            # are neither stored nor counted again.
+            rejections = self.ledger.new_rejections((live_source(name), name), rejections)
         if sampled and self.backfill is not None:
             stored = self.ledger.stored_item_ids([record.request_id for record, _ in sampled])
             result.already_stored = len(stored)
@@ -294,23 +310,41 @@ class Sampler:
         if rejections:
             self.ledger.record_rejections(name, rejections)
         if batch.cursor is not None:
-            self._store_cursor(name, batch, [record.request_id for record, _ in sampled])
+            self._store_cursor(name, batch, [record.request_id for record, _ in sampled],
+                               recounted)
         self._count(counted, sampled, rejections, capped)
         self.metrics.sampler.observe_dropped_fields(batch.dropped)
         self.metrics.sampler.observe_late_rows(batch.late, source=name)
         self.metrics.sampler.observe_files_rewritten(batch.rewritten, source=name)
         return result
 
-    def _store_cursor(self, name: str, batch: Any, committed: list[str]) -> None:
+    def _store_cursor(self, name: str, batch: Any, committed: list[str],
+                      recounted: RecountRequest | None) -> None:
         try:
             self.ledger.set_cursor(name, batch.cursor, owner=self.owner, read_ids=batch.read_ids,
                                    forget_read_before=batch.forget_read_before,
-                                   committed=committed)
+                                   committed=committed, recounted=recounted)
         except LockHeldError:
             # The lease ran out (a long pause) and another replica took over: what we
             # sent is harmless (idempotent), but we must take the lock again first.
             self._locked_at = None
             raise
+        if recounted is not None:
+            log.info("source %r: the missed-rows count was reset to 0 after %s read the "
+                     "rows behind the cursor (requested %s)", name, recounted.by,
+                     recounted.at.isoformat(timespec="seconds"))
+
+    def _recount_request(self, name: str) -> RecountRequest | None:
+        """A backfill's request that the live source count its missed rows afresh (see
+        :meth:`Ledger.request_recount`), passed on to the source; one the source has no use
+        for (it counts no missed rows) is cleared here."""
+        if self.backfill is not None:
+            return None
+        request = self.ledger.recount_request(name)
+        if request is None or self.source.recount():
+            return request
+        self.ledger.clear_recount(name, request)
+        return None
 
     def _split_duplicates(self, source: str, sampled: list[tuple[LogRecord, str]]
                           ) -> tuple[list[tuple[LogRecord, str]], list[InvalidRecordError],

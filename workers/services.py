@@ -23,7 +23,7 @@ from workers.exposition import exporter_status
 from workers.health import WorkerActivity, worker_status
 from workers.process import ProcessContext
 from workers.recovery import broker_loss_hook
-from workers.sampler import Backfill, StepResult
+from workers.sampler import BACKFILL_INFIX, Backfill, StepResult, live_source
 
 log = logging.getLogger("groundwatch")
 
@@ -83,7 +83,7 @@ def backfill_config(config: Config, name: str, rate: float | None = None) -> Con
     """The config a backfill runs with: its own source name (so its own cursor and lock),
     optionally another default rate, and no reload (an edit of the file must not undo
     ``rate``)."""
-    source = config.source.model_copy(update={"name": f"{config.source.name}.backfill.{name}"})
+    source = config.source.model_copy(update={"name": f"{config.source.name}{BACKFILL_INFIX}{name}"})
     sampling = (config.sampling if rate is None
                 else config.sampling.model_copy(update={"default_rate": rate}))
     return config.model_copy(update={"source": source, "sampling": sampling, "path": None})
@@ -110,13 +110,25 @@ def run_backfill(config: Config, name: str, *, since: datetime | None = None,
         stop = stop or threading.Event()
         stop_on_signals(stop)
         running = StepResult()
+        last: list[StepResult] = []
 
         def on_step(step: StepResult) -> None:
             running.add(step)
+            last[:] = [step]
             if on_progress is not None:
                 on_progress(running)
 
-        return sampler.run(stop, until_idle=True, on_step=on_step)
+        totals = sampler.run(stop, until_idle=True, on_step=on_step)
+        if last and (last[0].done or (last[0].idle and not stop.is_set())):
+            # It read every row it was given (to `until`, or all that the table holds): the
+            # live sampler may count the rows behind its cursor as read from now on.
+            live = live_source(config.source.name)
+            since_text = since.isoformat() if since is not None else "the start"
+            store.ledger.request_recount(live, by=f"backfill {config.source.name!r} (from "
+                                                   f"{since_text})")
+            log.info("backfill %r ran to its end: the live sampler of %r resets its missed-rows "
+                     "count on its next step", config.source.name, live)
+        return totals
 
 
 def run_sampler(config: Config, *, stop: threading.Event | None = None,

@@ -47,6 +47,7 @@ class SourceBatch:
     unplaceable: int | None = None
     rewritten: int = 0  # files found rewritten in place (or shrunk) and read again
     missed: int | None = None  # rows at or behind the cursor never read (when it looked)
+    recounted: bool = False  # missed rows counted afresh: what is behind the cursor is read
     future: int | None = None  # rows whose time is too far ahead to be read yet (when it looked)
     pending: int | None = None  # rows read incomplete, waiting for the app to finish them
     # Of ``rejections``, those the source reported from a look at the whole table (rows it
@@ -94,6 +95,12 @@ class Source(Protocol):
     def backfill_start(self, since: datetime) -> dict[str, Any] | None:
         """Where a first backfill from ``since`` starts reading, when the source can seek
         there in its own order; None to read from the start and drop earlier rows."""
+        ...
+
+    def recount(self) -> bool:
+        """Take every row at or behind the cursor as read from the next :meth:`read` on (a
+        backfill read the ones missed), which then says so (``SourceBatch.recounted``);
+        False when this source counts no missed rows, so there is nothing to do."""
         ...
 
     def preflight_scope(self) -> PreflightScope:

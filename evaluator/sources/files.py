@@ -453,6 +453,10 @@ class FileSource:
     def cursor_at(self, when: datetime | None = None, *, value: Any = None) -> dict[str, Any]:
         raise ValueError("a files source takes --json (the position as `cursor show` prints it)")
 
+    def recount(self) -> bool:
+        """Files count no missed rows (every line after the offset is read)."""
+        return False
+
     def backfill_start(self, since: datetime) -> dict[str, Any] | None:
         return None  # read from the start; the sampler drops the rows before `since`
 

@@ -17,6 +17,7 @@ from evaluator.store.rows import (
     ExplanationRow,
     FailureRow,
     ItemRow,
+    RecountRequest,
     RejectionRow,
     ScoreRow,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "ItemRow",
     "Ledger",
     "Queries",
+    "RecountRequest",
     "RejectionRow",
     "ResultWriter",
     "ScoreRow",

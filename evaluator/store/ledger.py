@@ -19,7 +19,7 @@ from evaluator.records import LogRecord
 from evaluator.store.database import Database, chunks
 from evaluator.store.models import cursors, items, rejections, source_reads
 from evaluator.store.results import MAX_REASON_CHARS
-from evaluator.store.rows import CursorRow
+from evaluator.store.rows import CursorRow, RecountRequest
 from evaluator.store.writes import WritePath
 
 
@@ -65,6 +65,24 @@ class Ledger:
                  "detail": r.detail[:MAX_REASON_CHARS], "created_at": now} for r in rejections_]
         with self._db.writer.begin() as conn:
             conn.execute(insert(rejections), rows)
+
+    def new_rejections(self, sources: Sequence[str],
+                       rejections_: Sequence[InvalidRecordError]) -> list[InvalidRecordError]:
+        """Those of ``rejections_`` not stored yet under any of ``sources`` for the same row,
+        field and reason, each once: a backfill re-reads rows the live sampler rejected."""
+        fresh: dict[tuple[str, str, str], InvalidRecordError] = {}
+        for r in rejections_:
+            fresh.setdefault((r.row_ref, r.field, r.reason), r)
+        if not fresh or not sources:
+            return list(fresh.values())
+        with self._db.engine.connect() as conn:
+            for chunk in chunks(list({row_ref for row_ref, _, _ in fresh})):
+                for known in conn.execute(
+                        select(rejections.c.row_ref, rejections.c.field, rejections.c.reason)
+                        .where(rejections.c.source.in_(list(sources)),
+                               rejections.c.row_ref.in_(chunk))):
+                    fresh.pop((known.row_ref, known.field, known.reason), None)
+        return list(fresh.values())
 
     # -- cursors and their locks -------------------------------------------------------------
 
@@ -115,16 +133,45 @@ class Ledger:
             position = conn.scalar(select(cursors.c.position).where(cursors.c.source == source))
         return dict(position) if position is not None else None
 
+    def request_recount(self, source: str, *, by: str) -> None:
+        """Ask the sampler of ``source`` to count its missed rows afresh on its next step:
+        ``by`` (a backfill, as shown in the log) read them. The sampler holds the cursor's
+        lock, so this is a request beside the cursor, not a write of it."""
+        now = self._db.clock()
+        with self._db.writer.begin() as conn:
+            conn.execute(self._db.insert(cursors).on_conflict_do_nothing(
+                index_elements=[cursors.c.source]), {"source": source, "updated_at": now})
+            conn.execute(update(cursors).where(cursors.c.source == source)
+                         .values(recount_requested_at=now, recount_requested_by=by[:200]))
+
+    def recount_request(self, source: str) -> RecountRequest | None:
+        """The pending :meth:`request_recount` of ``source``, if any."""
+        with self._db.engine.connect() as conn:
+            row = conn.execute(select(cursors.c.recount_requested_at,
+                                      cursors.c.recount_requested_by)
+                               .where(cursors.c.source == source)).first()
+        if row is None or row.recount_requested_at is None:
+            return None
+        return RecountRequest(row.recount_requested_at, row.recount_requested_by or "?")
+
+    def clear_recount(self, source: str, request: RecountRequest) -> None:
+        """Clear ``request`` (not a newer one) without moving the cursor."""
+        with self._db.writer.begin() as conn:
+            conn.execute(_clear_recount(source, request))
+
     def set_cursor(self, source: str, position: Mapping[str, Any], *, owner: str,
                    read_ids: Sequence[tuple[str, datetime]] = (),
                    forget_read_before: datetime | None = None,
-                   committed: Sequence[str] = ()) -> None:
+                   committed: Sequence[str] = (),
+                   recounted: RecountRequest | None = None) -> None:
         """Store ``source``'s position; only the holder of an unexpired lock may.
 
         In the same transaction, ``read_ids`` (request id, log time) are remembered as read by
         ``source`` and those with a log time before ``forget_read_before`` forgotten, and the
         items ``committed`` (sent in the slice the cursor moves past) are marked so: the cursor,
-        what it read and what it sent move together or not at all.
+        what it read and what it sent move together or not at all. ``recounted``, the request
+        this position answers (its missed rows counted afresh), is cleared with it, unless a
+        newer one came meanwhile.
 
         Raises :class:`LockHeldError` otherwise, so a replica that lost its lock (paused past
         the TTL, say) can never move the cursor under the replica that took over.
@@ -162,6 +209,8 @@ class Ledger:
                 conn.execute(update(items).where(items.c.request_id.in_(chunk),
                                                  items.c.committed.is_(False))
                              .values(committed=True))
+            if recounted is not None:
+                conn.execute(_clear_recount(source, recounted))
 
     def read_ids(self, source: str,
                  request_ids: Sequence[str]) -> dict[str, dict[datetime, int]]:
@@ -238,3 +287,9 @@ class Ledger:
                 return
             yield [dict(row.payload) for row in rows]
             after = rows[-1].request_id
+
+
+def _clear_recount(source: str, request: RecountRequest) -> Any:
+    return (update(cursors)
+            .where(cursors.c.source == source, cursors.c.recount_requested_at == request.at)
+            .values(recount_requested_at=None, recount_requested_by=None))

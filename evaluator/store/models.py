@@ -162,6 +162,10 @@ cursors = Table(
     Column("lock_owner", String(200), nullable=True),
     Column("lock_expires_at", UTCDateTime(), nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # A backfill that ran to its end asks the live sampler to count its missed rows afresh
+    # (Ledger.request_recount); cleared with the cursor that carries the new count.
+    Column("recount_requested_at", UTCDateTime(), nullable=True),
+    Column("recount_requested_by", String(200), nullable=True),
 )
 
 rejections = Table(

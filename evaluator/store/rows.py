@@ -95,6 +95,14 @@ class CursorRow:
 
 
 @dataclass(frozen=True, slots=True)
+class RecountRequest:
+    """A backfill's request that the live sampler count its missed rows afresh."""
+
+    at: datetime
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class RejectionRow:
     """A source row that could not be mapped onto a log record."""
 

@@ -212,6 +212,9 @@ class SqlSource:
         """The label of the timestamp field's column in :meth:`select_rows`."""
         return self.columns["timestamp"]
 
+    def recount(self) -> bool:  # Source.recount: the audit re-baselines on the next read
+        return self._audit.recount()
+
     def backfill_start(self, since: datetime) -> dict[str, Any] | None:
         """Timestamp mode seeks to ``since`` in the database's own order; in incrementing
         mode the table is read from its start and earlier rows are dropped."""

@@ -106,6 +106,14 @@ class TableAudit:
         self.every_s = every_s
         self.clock = clock
         self.last_at: float | None = None
+        self.recount_pending = False
+
+    def recount(self) -> bool:
+        """Look at the table on the next read, whenever the last look was, and count every
+        row at or behind the cursor as read (as after ``groundwatch cursor set``): a backfill
+        read those the cursor had passed. That read says so (``batch.recounted``)."""
+        self.recount_pending, self.last_at = True, None
+        return True
 
     def __call__(self, batch: SourceBatch, mark: Mark) -> bool:
         """Now and then, look at the whole table for what ordered reads cannot see:
@@ -123,6 +131,8 @@ class TableAudit:
         if self.last_at is not None and now - self.last_at < self.every_s:
             return False
         self.last_at = now
+        if self.recount_pending:
+            mark.read_total = None
         unplaceable = or_(src.position.expr.is_(None), src.rid_col.is_(None))
         order = type_coerce(src.table.c[src.order_column], NullType())
         changed = False
@@ -155,6 +165,7 @@ class TableAudit:
             return False
         batch.unplaceable = count
         batch.future = future
+        self.recount_pending = False
         if future:
             log.warning("source %r: %d row(s) of %s have a %s more than %s in the future (a "
                         "clock or time zone mistake, or garbage); each is rejected "
@@ -163,6 +174,7 @@ class TableAudit:
             changed = self._report_future(batch, mark, future_rows) or changed
         if mark.read_total is None:  # after a move: from now on, count from the table's count
             mark.read_total, changed = behind, True
+            batch.recounted = True
         batch.missed = max(0, behind - mark.read_total)
         if batch.missed:
             log.warning("source %r: %d row(s) of %s at or behind the cursor were never read: "
