@@ -476,7 +476,9 @@ def map_row(
     def get(fname: str) -> Any:
         return row.get(columns.get(fname, fname))
 
-    raw_id = _decoded(get("request_id"), "request_id", position)
+    # Not decoded: a BLOB request id is compared as a BLOB by the source's order and lookback,
+    # so it is rejected (wrong_type) rather than read as text it is not stored as.
+    raw_id = get("request_id")
     if isinstance(raw_id, int) and not isinstance(raw_id, bool) \
             and raw_id.bit_length() > _MAX_INT_BITS:
         raise _reject("oversized", "request_id", position, f"a {raw_id.bit_length()}-bit integer")

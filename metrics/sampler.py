@@ -9,6 +9,10 @@ from typing import TYPE_CHECKING
 
 from metrics.recorder import Recorder
 
+#: Seconds: healthy is the poll interval plus the settle delay (30 s by default); a backfill or
+#: a held cursor, hours.
+TAKE_LAG_BUCKETS = (1, 5, 15, 30, 45, 60, 120, 300, 600, 1800, 3600, 14400, 86400)
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -88,6 +92,11 @@ class SamplerMetrics(Recorder):
             "Transactions in flight that the source's reads wait for (PostgreSQL): rows "
             "after the oldest one's first write are read once it ends.",
             ("source",), "livemax")
+        self.take_lag = self._histogram(
+            "source_take_lag_seconds",
+            "Time from a row's log timestamp to the sampler's decision on it: the poll "
+            "interval plus source.sql.settle, and longer while a transaction before it is open.",
+            ("source",), TAKE_LAG_BUCKETS)
         self.source_held = self._gauge(
             "source_held",
             "1 while the sampler holds its cursor because every row of a read was rejected "
@@ -144,6 +153,12 @@ class SamplerMetrics(Recorder):
         counts = Counter((value("route", route), value("rule", rule)) for route, rule in pairs)
         for key, k in counts.items():
             self._child(self.items_sampled, *key).inc(k)
+
+    def observe_take_lag(self, lags: Iterable[float], source: str = "app") -> None:
+        """Seconds from each decided row's log time to its decision."""
+        child = self._child(self.take_lag, self.policy.value("source", source))
+        for lag in lags:
+            child.observe(max(0.0, lag))
 
     def observe_unmapped(self, reason: str, source: str = "app") -> None:
         """A row was read but rejected (``InvalidRecordError.reason``): it counts as seen, and

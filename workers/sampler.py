@@ -436,6 +436,8 @@ class Sampler:
         source = self.config.source.name
         if self.backfill is None:  # a backfill re-reads rows the live sampler counted
             m.observe_logs(records, source=source)
+            now = time.time()
+            m.observe_take_lag((now - r.timestamp.timestamp() for r in records), source=source)
             for rejection in rejections:
                 m.observe_unmapped(rejection.reason, source=source)
         m.observe_sampled((record.route, rule) for record, rule in sampled)
