@@ -897,3 +897,32 @@ def test_a_blob_in_a_text_column_is_decoded_like_a_blob_context(
     # An optional field's bad bytes cost the field, not the row.
     assert [(d.row_ref, d.field, d.reason) for b in batches for d in b.dropped] == [
         ("r003", "route", "wrong_type")]
+
+
+@pytest.mark.parametrize("mode", ["timestamp", "incrementing"])
+def test_check_config_says_what_a_mode_guarantees_with_concurrent_writers(
+        db: Db, mode: str) -> None:
+    # Finding 2: incrementing mode was called exact and check-config said nothing about
+    # concurrent writers. SQLite has one writer at a time; PostgreSQL reads wait for
+    # transactions in flight unless transaction_wait = 0, and then the note says what is lost.
+    app_table(db)
+    kwargs: dict[str, Any] = ({"lookback_s": 5.0} if mode == "timestamp"
+                              else {"mode": "incrementing", "incrementing_column": "id"})
+    waits = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                      transaction_wait_s=120.0, **kwargs)
+    blind = SqlSource("app", db.url, db.table_name, None, APP_COLUMNS, RowLimits(),
+                      transaction_wait_s=0.0, **kwargs)
+    try:
+        assert waits.preflight_notes() == []
+        notes = blind.preflight_notes()
+        if db.kind == "sqlite":
+            assert notes == []
+        else:
+            (note,) = notes
+            assert note.key == "source.sql.transaction_wait" and not note.problem
+            assert ("within the lookback (5 s)" if mode == "timestamp"
+                    else "by a backfill") in note.text
+            assert "waits for transactions in flight" in waits.describe()
+    finally:
+        waits.close()
+        blind.close()
