@@ -3,11 +3,13 @@ row, and progress (a live bar on a terminal, a line per step of progress in a pi
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pty
 import re
 import select
+import shlex
 import subprocess
 import sys
 import time
@@ -27,6 +29,7 @@ from groundwatch.cli import EXIT_BROKEN_PIPE, build_parser, main
 from groundwatch.explain import format_explanation
 from groundwatch.progress import StepProgress
 from metrics.registry import Metrics
+from tests.store_helpers import T0, FakeClock, ok_result, record
 from tests.test_sampler import Queue
 from tests.test_sampler import write_config as write_sampler_config
 from workers.sampler import build_sampler
@@ -86,6 +89,61 @@ def test_global_options_parse_before_and_after_the_command() -> None:
     # After the command wins over before it, as a later option does.
     assert parser.parse_args(["-c", "a.toml", "report", "-c", "b.toml"]).config == "b.toml"
     assert parser.parse_args(["report"]).config is None
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str
+             ) -> list[tuple[str, argparse.ArgumentParser]]:
+    """``parser`` and every sub-parser under it, recursively, each with its command line."""
+    found = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _parsers(sub, f"{path} {name}")
+    return found
+
+
+def _help_offenders(parser: argparse.ArgumentParser) -> list[str]:
+    """What the help of ``parser`` lacks: a command without a description or an example that
+    parses, an option or argument without help, two spellings of one option."""
+    offenders = []
+    for path, p in _parsers(parser, "groundwatch"):
+        p.format_help()  # a stray % in a help text fails here, not in front of a user
+        if not (p.description or "").strip():
+            offenders.append(f"{path}: no description")
+        examples = [line.strip().removeprefix("$ ") for line in (p.epilog or "").splitlines()
+                    if line.strip().removeprefix("$ ").startswith(path + " ")
+                    or line.strip() == path]
+        if not examples:
+            offenders.append(f"{path}: no example in its epilog")
+        for example in examples:
+            try:
+                build_parser().parse_args(shlex.split(example)[1:])
+            except SystemExit:
+                offenders.append(f"{path}: its example does not parse: {example}")
+        spellings: dict[str, str] = {}
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                offenders += [f"{path} {choice.dest}: no help in the list of commands"
+                              for choice in action._choices_actions if not choice.help]
+                continue
+            name = "/".join(action.option_strings) or action.dest
+            if action.help == argparse.SUPPRESS:
+                if not getattr(action, "deprecated", False):
+                    offenders.append(f"{path} {name}: hidden but not a deprecated alias")
+                continue
+            if not (action.help or "").strip():
+                offenders.append(f"{path} {name}: no help")
+            for option in action.option_strings:
+                key = option.lstrip("-").replace("-", "").replace("_", "")
+                if len(option) > 2 and spellings.setdefault(key, option) != option:
+                    offenders.append(f"{path}: two spellings of one option: "
+                                     f"{spellings[key]} and {option}")
+    return offenders
+
+
+def test_every_command_and_option_has_help_and_every_command_an_example() -> None:
+    offenders = _help_offenders(build_parser())
+    assert not offenders, "\n".join(offenders)
 
 
 @pytest.mark.parametrize("order", ["before", "after"])
@@ -404,3 +462,109 @@ def test_explain_shows_what_the_retriever_said_beside_each_passage(tmp_path: Pat
     # The scorer left the blank passage out: its second relevance is context[2]'s.
     assert ("context relevance per passage (s): [0] 0.900 (retriever score 0.830), [1] 0.100"
             in out)
+
+
+class _Terminal:
+    """A stdin that is a terminal on which the operator types ``answer``."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer
+
+
+def _old_scores_config(tmp_path: Path) -> tuple[Path, str]:
+    """A config whose SQLite store holds three items scored on T0 (2025), long out of the
+    default retention, and the store's URL."""
+    url = f"sqlite:///{tmp_path}/gw.db"
+    demo_traffic.create_log_table(f"sqlite:///{tmp_path}/logs.db")
+    path = tmp_path / "gw.toml"
+    path.write_text(f'[store]\nurl = "{url}"\n[broker]\nurl = "memory://"\n'
+                    f'[source.sql]\nurl = "sqlite:///{tmp_path}/logs.db"\n'
+                    f'table = "{demo_traffic.TABLE}"\n[source.columns]\n'
+                    + "".join(f'{k} = "{v}"\n' for k, v in demo_traffic.COLUMNS.items()))
+    recs = {rid: record(rid) for rid in ("a", "b", "c")}
+    with Store(url, clock=FakeClock(T0)) as store:
+        store.ledger.add_items([(r, "default") for r in recs.values()], source="app")
+        store.results.record_results([ok_result(rid) for rid in recs], recs, scorer="s",
+                                     scorer_version="1")
+    return path, url
+
+
+def _rows(url: str) -> tuple[int, int]:
+    with Store(url) as store:
+        return (sum(store.queries.count_items_by_status().values()),
+                len(store.queries.scores()))
+
+
+def test_purge_dry_run_counts_per_table_and_deletes_only_when_confirmed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, url = _old_scores_config(tmp_path)
+    before = _rows(url)
+    assert before[0] == 3 and before[1] > 3
+
+    assert main(["purge", "--dry-run", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "rows older than 30 days" in out and "dry run: nothing deleted" in out
+    assert re.search(r"gw_items\s+3\n", out) and re.search(rf"gw_scores\s+{before[1]}\n", out)
+    assert _rows(url) == before
+
+    # No terminal to ask on and no --yes: one line, exit 2, nothing deleted.
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115
+    assert main(["purge", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "without --yes" in err
+    assert _rows(url) == before
+
+    # A terminal: the operator is asked, and "no" deletes nothing.
+    monkeypatch.setattr(sys, "stdin", _Terminal("n\n"))
+    assert main(["purge", "-c", str(cfg)]) == 1
+    assert "delete these" in capsys.readouterr().out and _rows(url) == before
+
+    assert main(["purge", "--yes", "-c", str(cfg)]) == 0
+    assert f"removed {3 + before[1] + 3} rows older than 30 days" in capsys.readouterr().out
+    assert _rows(url) == (0, 0)
+
+
+def test_cursor_dry_run_shows_old_and_new_and_changes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, url = _old_scores_config(tmp_path)
+    name = load_config(cfg, environ={}).source.name
+    assert main(["cursor", "set", "--at", "2026-11-24T09:00:00Z", "--yes", "-c", str(cfg)]) == 0
+    with Store(url) as store:
+        old = store.ledger.get_cursor(name)
+    capsys.readouterr()
+    argv = ["cursor", "set", "--at", "2026-11-25T10:00:00Z", "-c", str(cfg)]
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    before, after = out.split("to:")
+    assert "2026-11-24T09:00:00+00:00" in before and json.dumps(old) in before
+    assert "2026-11-25T10:00:00+00:00" in after and "dry run: nothing changed" in after
+    assert main(["cursor", "reset", "--dry-run", "-c", str(cfg)]) == 0
+    assert "at the start" in capsys.readouterr().out.split("to:")[1]
+
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))  # noqa: SIM115
+    assert main(["cursor", "reset", "-c", str(cfg)]) == 2
+    assert "without --yes" in capsys.readouterr().err
+    with Store(url) as store:
+        assert store.ledger.get_cursor(name) == old
+
+    assert main([*argv, "--yes"]) == 0
+    with Store(url) as store:
+        assert store.ledger.get_cursor(name) != old
+
+
+def test_worker_loglevel_is_a_deprecated_alias_of_log_level(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["worker", "--loglevel", "DEBUG"])
+    assert args.log_level == "DEBUG"
+    assert "--loglevel is deprecated" in capsys.readouterr().err
+    assert build_parser().parse_args(["worker", "--log-level", "ERROR"]).log_level == "ERROR"
+    assert "--loglevel" not in build_parser()._subparsers._group_actions[0].choices[  # type: ignore[union-attr]
+        "worker"].format_help()

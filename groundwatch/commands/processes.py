@@ -14,7 +14,7 @@ from workers.services import run_all, run_backfill, run_exporter, run_sampler, r
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    run_worker(config_of(args), name=args.name, loglevel=args.loglevel)
+    run_worker(config_of(args), name=args.name, loglevel=args.log_level)
     return 0
 
 
