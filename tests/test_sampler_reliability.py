@@ -285,11 +285,11 @@ def test_cursor_show_set_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "lock: " in out and "held until" in out
 
     # Moving it while a sampler holds the lock is refused...
-    assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "-c", cfg]) == 1
+    assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "--yes", "-c", cfg]) == 1
     assert "stop that sampler first" in capsys.readouterr().err
     store.ledger.release_lock("app", sampler.owner)  # the sampler stopped
     # ...then the rows from that time on are read again, but neither sent nor counted again.
-    assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "-c", cfg]) == 0
+    assert main(["cursor", "set", "--at", "2026-11-24T09:00:10Z", "--yes", "-c", cfg]) == 0
     assert "now mode timestamp on column 'logged_at': next rows at or after " \
            "2026-11-24T09:00:10+00:00" in capsys.readouterr().out
     sampled_before = total(metrics, "groundwatch_items_sampled_total")
@@ -302,13 +302,13 @@ def test_cursor_show_set_and_reset(tmp_path: Path, capsys: pytest.CaptureFixture
     assert store.queries.rejections() == []  # a replay is not a duplicate
 
     store.ledger.release_lock("app", sampler.owner)
-    assert main(["cursor", "reset", "-c", cfg]) == 0
+    assert main(["cursor", "reset", "--yes", "-c", cfg]) == 0
     assert "now mode timestamp on column 'logged_at': at the start" in capsys.readouterr().out
     assert store.ledger.get_cursor("app") is None
     with pytest.raises(SystemExit) as info:  # argparse: one place at a time
-        main(["cursor", "set", "--value", "x", "--at", "2026-01-01", "-c", cfg])
+        main(["cursor", "set", "--value", "x", "--at", "2026-01-01", "--yes", "-c", cfg])
     assert info.value.code == 2
-    assert main(["cursor", "set", "-c", cfg]) == 2  # and at least one
+    assert main(["cursor", "set", "--yes", "-c", cfg]) == 2  # and at least one
     assert "give a time or a value" in capsys.readouterr().err
     store.close()
 

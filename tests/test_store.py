@@ -161,6 +161,10 @@ def test_purge_deletes_old_finished_work_only(store: Store, clock: FakeClock) ->
     store.results.record_results([ok_result("new")], recs, scorer="s", scorer_version="1")
 
     # items 2, scores 4, explanations 1, failures 1, rejections 1
+    planned = store.purge_tables(cutoff, dry_run=True)
+    assert planned == {"gw_items": 2, "gw_scores": 4, "gw_explanations": 1, "gw_failures": 1,
+                       "gw_rejections": 1, "gw_source_reads": 0}
+    assert store.purge_tables(cutoff, dry_run=True) == planned  # a dry run deletes nothing
     assert store.purge(cutoff) == 9
     assert store.queries.item("old-scored") is None and store.queries.item("old-failed") is None
     queued = store.queries.item("old-queued")

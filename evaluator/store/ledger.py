@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 
 from evaluator.errors import InvalidRecordError, LockHeldError
 from evaluator.records import LogRecord
@@ -226,6 +226,12 @@ class Ledger:
                                source_reads.c.request_id.in_(chunk))):
                     found.setdefault(rid, {})[when] = n
         return found
+
+    def count_reads(self, source: str) -> int:
+        """How many read-row records ``source`` holds (what :meth:`reset_cursor` forgets)."""
+        with self._db.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(source_reads)
+                                   .where(source_reads.c.source == source)) or 0)
 
     def reset_cursor(self, source: str, position: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """Put ``source``'s cursor at ``position`` (None: the start) for an operator, and forget

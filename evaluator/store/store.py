@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, func, select
 
 from evaluator.config import StoreConfig
 from evaluator.store.database import Clock, Database
@@ -90,23 +90,34 @@ class Store:
         self.db.close()
 
     def purge(self, older_than: datetime) -> int:
-        """Delete what is older than ``older_than``; return the number of rows deleted.
+        """Delete what is older than ``older_than``; return the number of rows deleted
+        (:meth:`purge_tables` says how many of each table)."""
+        return sum(self.purge_tables(older_than).values())
+
+    def purge_tables(self, older_than: datetime, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete what is older than ``older_than``; return the rows deleted per table, or
+        with ``dry_run`` the rows that would be, deleting nothing.
 
         Finished items (``scored`` or ``failed``, by last update), scores (by scoring time),
-        explanations, failures and rejections (by creation time). Queued items and cursors
-        stay. One transaction.
+        explanations, failures and rejections (by creation time), source reads (by log time).
+        Queued items and cursors stay. One transaction.
 
         The golden set's tables are left out on purpose: a few rows per golden item, and a
         purge would reset the judge's baseline without anyone asking for it.
         """
-        statements = (
-            delete(items).where(items.c.status.in_(("scored", "failed")),
-                                items.c.updated_at < older_than),
-            delete(scores).where(scores.c.scored_at < older_than),
-            delete(explanations).where(explanations.c.created_at < older_than),
-            delete(failures).where(failures.c.created_at < older_than),
-            delete(rejections).where(rejections.c.created_at < older_than),
-            delete(source_reads).where(source_reads.c.log_timestamp < older_than),
+        conditions = (
+            (items, items.c.status.in_(("scored", "failed")) & (items.c.updated_at < older_than)),
+            (scores, scores.c.scored_at < older_than),
+            (explanations, explanations.c.created_at < older_than),
+            (failures, failures.c.created_at < older_than),
+            (rejections, rejections.c.created_at < older_than),
+            (source_reads, source_reads.c.log_timestamp < older_than),
         )
+        if dry_run:
+            with self.db.engine.connect() as conn:
+                return {table.name: int(conn.scalar(
+                    select(func.count()).select_from(table).where(where)) or 0)
+                    for table, where in conditions}
         with self.db.writer.begin() as conn:
-            return sum(conn.execute(stmt).rowcount for stmt in statements)
+            return {table.name: conn.execute(delete(table).where(where)).rowcount
+                    for table, where in conditions}

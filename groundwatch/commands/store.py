@@ -11,7 +11,13 @@ from typing import Any
 
 from evaluator.config import Config
 from evaluator.errors import LockHeldError
-from groundwatch.commands.common import EXIT_CONFIG, config_of, store_process
+from groundwatch.commands.common import (
+    EXIT_CONFIG,
+    cannot_confirm,
+    config_of,
+    confirmed,
+    store_process,
+)
 from groundwatch.explain import format_explanation
 from groundwatch.report import build_report, format_report
 from groundwatch.report_html import write_html_report
@@ -50,16 +56,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete what is older than the retention: with --dry-run print the rows of each table
+    that would go; else ask first (on a terminal) unless --yes."""
+    if cannot_confirm(args, "purge"):
+        return EXIT_CONFIG
     config = config_of(args)
     days = args.days or config.store.retention_days
+    cutoff = datetime.now(UTC) - timedelta(days=days)
     with store_process(config) as process:
-        removed = process.store.purge(datetime.now(UTC) - timedelta(days=days))
-    print(f"removed {removed} rows older than {days} days")
+        store = process.store
+        if args.dry_run or not args.yes:
+            planned = store.purge_tables(cutoff, dry_run=True)
+            print(f"rows older than {days} days (before {cutoff.isoformat(timespec='seconds')}) "
+                  f"in {store.safe_url}:")
+            _print_tables(planned)
+            if args.dry_run:
+                print("dry run: nothing deleted")
+                return 0
+            if not sum(planned.values()):
+                print("nothing to delete")
+                return 0
+            if not confirmed(args, f"delete these {sum(planned.values())} rows?"):
+                print("nothing deleted")
+                return 1
+        removed = store.purge_tables(cutoff)
+    _print_tables(removed)
+    print(f"removed {sum(removed.values())} rows older than {days} days")
     return 0
+
+
+def _print_tables(counts: dict[str, int]) -> None:
+    width = max(map(len, counts))
+    for table, count in counts.items():
+        print(f"  {table:<{width}}  {count:>9}")
 
 
 def cmd_cursor(args: argparse.Namespace) -> int:
     """Show or move a source's cursor (where the sampler reads next)."""
+    if args.action != "show" and cannot_confirm(args, f"cursor {args.action}"):
+        return EXIT_CONFIG
     config = config_of(args)
     name = args.source or config.source.name
     with store_process(config) as process:
@@ -100,6 +135,14 @@ def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
         except ValueError as exc:
             print(f"groundwatch cursor set: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+    if args.dry_run or not args.yes:
+        _print_move(name, store, source, state, new)
+        if args.dry_run:
+            print("dry run: nothing changed")
+            return 0
+        if not confirmed(args, f"move the cursor of {name!r}?"):
+            print("nothing changed")
+            return 1
     try:
         old = store.ledger.reset_cursor(name, new)
     except LockHeldError as exc:
@@ -109,3 +152,19 @@ def _cursor(args: argparse.Namespace, config: Config, name: str, store: Any,
     print(f"source {name!r}: was {json.dumps(old, default=str)}")
     print(f"source {name!r}: now " + source.describe_cursor(new))
     return 0
+
+
+def _print_move(name: str, store: Any, source: Any, state: Any,
+                new: dict[str, Any] | None) -> None:
+    """What ``cursor reset|set`` would change: the old and the new position, the read-row
+    records it forgets, and the lock that would refuse it."""
+    old = state.position if state is not None else None
+    print(f"source {name!r}: the cursor would move")
+    print(f"  from: {source.describe_cursor(old)}  {json.dumps(old, default=str)}")
+    print(f"  to:   {source.describe_cursor(new)}  {json.dumps(new, default=str)}")
+    print(f"  and forget the {store.ledger.count_reads(name)} read-row records of its "
+          "lookback window")
+    if state is not None and state.lock_owner and state.lock_expires_at is not None \
+            and state.lock_expires_at > datetime.now(UTC):
+        print(f"  refused now: {state.lock_owner} holds its lock until "
+              f"{state.lock_expires_at.isoformat()} (stop that sampler first)")
