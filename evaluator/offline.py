@@ -83,6 +83,59 @@ def is_failure(row: Mapping[str, Any]) -> bool:
     return any(m.get("outcome") == Outcome.ERROR.value for m in row.get("metrics", {}).values())
 
 
+@dataclasses.dataclass(slots=True)
+class MetricSummary:
+    """One metric over a scored file: the ``ok`` values, and how many were not."""
+    values: list[float] = dataclasses.field(default_factory=list)
+    errors: int = 0
+    not_applicable: int = 0
+
+    def share_below(self, threshold: float) -> float | None:
+        """The share of the ``ok`` values below ``threshold`` (None: no value)."""
+        if not self.values:
+            return None
+        return sum(v < threshold for v in self.values) / len(self.values)
+
+
+@dataclasses.dataclass(slots=True)
+class FileSummary:
+    """What :func:`score_file`'s output lines add up to, per metric (``groundwatch score``'s
+    closing table): fed one output line at a time with :meth:`add`."""
+    metrics: dict[str, MetricSummary] = dataclasses.field(default_factory=dict)
+    records: int = 0
+    unscored: int = 0  # lines that could not be scored at all (``"error"``)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        self.records += 1
+        if "error" in row:
+            self.unscored += 1
+            return
+        for metric, result in row.get("metrics", {}).items():
+            summary = self.metrics.setdefault(metric, MetricSummary())
+            if result.get("outcome") == Outcome.ERROR.value:
+                summary.errors += 1
+            elif result.get("outcome") == Outcome.NOT_APPLICABLE.value:
+                summary.not_applicable += 1
+            elif result.get("value") is not None:
+                summary.values.append(float(result["value"]))
+
+    def lines(self, thresholds: Mapping[str, float]) -> list[str]:
+        """A table: per metric n (``ok`` values), mean, share below its threshold, errors and
+        not applicable; then the records that could not be scored."""
+        out = [f"{'metric':<20} {'n':>6} {'mean':>6} {'below threshold':>18} {'errors':>7} "
+               f"{'n/a':>6}"]
+        for metric, m in sorted(self.metrics.items()):
+            mean = f"{sum(m.values) / len(m.values):.3f}" if m.values else "-"
+            threshold = thresholds.get(metric)
+            share = None if threshold is None else m.share_below(threshold)
+            below = ("-" if threshold is None else
+                     f"{'-' if share is None else format(share, '.1%')} (< {threshold:g})")
+            out.append(f"{metric:<20} {len(m.values):>6} {mean:>6} {below:>18} {m.errors:>7} "
+                       f"{m.not_applicable:>6}")
+        out.append(f"{self.records} record(s), {self.unscored} could not be scored")
+        return out
+
+
 def _raw_id(obj: Any) -> str | None:
     if not isinstance(obj, Mapping):
         return None

@@ -4,6 +4,7 @@ benchmark's output shape. Lexical scorer only: fast, no model."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,24 @@ def test_bench_quality_writes_the_json_shape(tmp_path: Path,
                         "--limit", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["_counts"]["lexical"]["claims"]["faithfulness"]["n"] == 1
     assert run_quality(["--data", str(tmp_path / "empty"), "--out", str(out)]) == 2
+
+
+def test_score_ends_with_a_summary_per_metric(
+        mixed_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.jsonl"
+    lines = mixed_file.read_text(encoding="utf-8")
+    mixed_file.write_text(lines + _dev_line("w1", "Where is the Eiffel Tower?",
+                                            "The Eiffel Tower is in Rome, built in 1920.") + "\n")
+    assert main(["score", str(mixed_file), "--scorer", "lexical", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    rows = [r for r in _read(out) if "metrics" in r]
+    faithful = [r["metrics"]["faithfulness"]["value"] for r in rows
+                if r["metrics"]["faithfulness"]["outcome"] == "ok"]
+    assert len(faithful) == 4 and min(faithful) < 0.5 <= max(faithful)
+    below = sum(v < 0.5 for v in faithful) / 4
+    mean = sum(faithful) / 4
+    assert re.search(rf"^faithfulness +4 +{mean:.3f} +{below:.1%} \(< 0\.5\) +0 +0$", err,
+                     re.MULTILINE), err
+    # c1 has no question: its question-based metrics are not applicable, not errors.
+    assert re.search(r"^answer_relevance +\d+ .* 0 +[1-9]\d*$", err, re.MULTILINE), err
+    assert "6 record(s), 2 could not be scored" in err  # the blank line is not one

@@ -9,7 +9,7 @@ import os
 import sys
 
 from evaluator.judge import golden
-from evaluator.offline import Progress, is_failure, score_file
+from evaluator.offline import FileSummary, Progress, is_failure, score_file
 from evaluator.records import RowLimits
 from evaluator.scorers import build_scorer
 from groundwatch.commands.common import EXIT_CONFIG, config_of
@@ -50,6 +50,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     limits = RowLimits.of(config.source)
     failed = 0
+    summary = FileSummary()
     progress = _progress_printer(args.quiet)
 
     def on_progress(p: Progress) -> None:
@@ -73,6 +74,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                       f"{' (' + err['field'] + ')' if err['field'] else ''}: {err['detail']}",
                       file=sys.stderr)
             failed += is_failure(row)
+            summary.add(row)
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     finally:
         if progress is not None:
@@ -80,8 +82,13 @@ def cmd_score(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
         scorer.close()
-    if failed and not args.quiet:
-        print(f"{failed} record(s) failed", file=sys.stderr)
+    if not args.quiet:
+        print("per metric (below: under its scoring.thresholds value; n/a: not applicable):",
+              file=sys.stderr)
+        for line in summary.lines(config.scoring.thresholds):
+            print(line, file=sys.stderr)
+        if failed:
+            print(f"{failed} record(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 
