@@ -182,8 +182,8 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
                               ignore_overrides=True)
         _, port = process.exporter()
         process.workers([worker])
-        print(f"exporter: http://127.0.0.1:{port}/metrics   worker pid {worker.pid}, "
-              f"embedded broker {root / 'broker'}")
+        print(f"exporter (up while the demo runs): http://127.0.0.1:{port}/metrics   worker "
+              f"pid {worker.pid}, embedded broker {root / 'broker'}")
 
         totals = StepResult()
         sampling = StepProgress("sampler: read", total=items, unit="rows")
@@ -244,7 +244,21 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
         page = write_html_report(store.queries, root / "report.html",
                                  thresholds=config.scoring.thresholds, source=store.safe_url)
         print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
+    _print_next_steps(config_path)
     return code
+
+
+def _print_next_steps(config_path: Path) -> None:
+    """The three steps from the demo to one's own app."""
+    print(f"""
+Next steps, on your own app's logs:
+  1. Point it at your table: in configs/groundwatch.toml set [source.sql] url and table
+     (your log table: it is only read), [source.columns] to your column names, [store] url
+     and [broker] url (Redis). The demo's config maps its own columns the same way:
+     {config_path}
+  2. groundwatch check-config   validates it and connects read-only to the table, store and
+     broker; it says which rows would be rejected, and why.
+  3. groundwatch run            the sampler, workers and exporter (/metrics on metrics.port).""")
 
 
 def _print_judge_summary(store: Any, snapshot: Path, judge: DemoJudge) -> None:
@@ -294,4 +308,5 @@ def _print_summary(store: Any, snapshot: Path, totals: StepResult, elapsed: floa
           f"{counts.get('failed', 0)} in {elapsed:.1f}s")
     if detections:
         print("detections: " + ", ".join(f"{k} {v}" for k, v in sorted(detections.items())))
-    print(f"Prometheus snapshot of the metrics: {snapshot} ({len(lines)} lines)")
+    print(f"Prometheus snapshot of the metrics: {snapshot} ({len(lines)} lines: what the "
+          "exporter served; it stopped with the demo)")

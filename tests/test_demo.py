@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from groundwatch.cli import build_parser
 from tests.gw_helpers import parse_metrics, total
 from tests.judge_server import CHAT_PATH, JudgeServer
 
@@ -36,7 +37,20 @@ def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_p
     assert "claims (" in out and "least faithful answer" in out
     assert "judge: none configured (--judge-url): the cascade is skipped" in out
     page = Path(re.search(r"HTML report \(.*\): (\S+)", out).group(1))  # type: ignore[union-attr]
-    assert page == tmp_path / "demo" / "report.html" and out.rstrip().endswith(str(page))
+    assert page == tmp_path / "demo" / "report.html"
+    # It ends with three next steps, each command of which parses.
+    steps = out.split("Next steps, on your own app's logs:")[1]
+    assert str(page) in out.split("Next steps")[0].splitlines()[-2]
+    assert re.findall(r"^  (\d)\. ", steps, re.MULTILINE) == ["1", "2", "3"]
+    for key in ("[source.sql] url and table", "[source.columns]", "[store] url", "[broker] url"):
+        assert key in " ".join(steps.split()), key
+    commands = re.findall(r"^  \d\. (groundwatch [\w-]+)", steps, re.MULTILINE)
+    assert commands == ["groundwatch check-config", "groundwatch run"]
+    for command in commands:
+        build_parser().parse_args(command.split()[1:])
+    # The exporter's URL is said to be up while the demo runs, not left as if it still were.
+    assert "exporter (up while the demo runs): http://127.0.0.1:" in out
+    assert "it stopped with the demo" in out
     html = page.read_text(encoding="utf-8")
     assert html.count('<svg class="chart"') == 4  # one chart per metric
     for route in ("docs_qa", "billing", "support_chat"):
