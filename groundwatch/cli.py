@@ -160,6 +160,8 @@ def _check_and_read_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
                    help="schema and scorer name only: connect to nothing")
     p.add_argument("--sample-rows", type=_positive_int, default=200,
                    help="source rows read to estimate rejections (default 200)")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the whole config (secrets masked) as JSON after the summary")
     p.set_defaults(run="groundwatch.commands.offline:cmd_check_config")
 
     p = sub.add_parser("report", help="per route and metric: count, mean, 95%% CI, worst items")
