@@ -367,6 +367,14 @@ def test_the_store_is_inspected_not_migrated(tmp_path: Path,
     assert code == 0 and "reachable, schema at head" in out
     assert _summary(out)["cursor"] == ("none stored for source 'app': the sampler starts at "
                                        "the beginning of the source")
+    store = Store(f"sqlite:///{store_file}")
+    assert store.ledger.acquire_lock("app", "t", 60)
+    store.ledger.set_cursor("app", {"ts": "2026-01-01T00:00:00+00:00", "id": "r9"}, owner="t")
+    store.close()
+    code, out, _ = check(cfg, capsys)
+    assert code == 0
+    assert _summary(out)["cursor"] == ("stored for source 'app': "
+                                       "{'ts': '2026-01-01T00:00:00+00:00', 'id': 'r9'}")
 
 
 def test_a_files_source_must_match_a_file_and_is_sampled(
