@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
-	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard
+	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard docs-figures
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: install ## ruff and mypy
 bench: install ## throughput, and the judge's calls and prompt tokens per item (ragas vs compact); writes benchmarks/results/pipeline.json and judge.json
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.judge
+
+docs-figures: ## fill the throughput figures in the README and docs/ from benchmarks/results/*.json (run after make bench, bench-quality or soak)
+	$(BIN)/python -m benchmarks.figures
 
 # Pass options with QUALITY_ARGS, e.g. make bench-quality QUALITY_ARGS="--scorers lexical --limit 200"
 bench-quality: install ## scorer ROC-AUC on the labelled dev data; writes benchmarks/results/quality.json

@@ -35,6 +35,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "judge.json"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import measured_on  # noqa: E402
+
 
 def minilm_tokenizer() -> tuple[Callable[[str], int], str]:
     """Word pieces of the shipped MiniLM tokenizer (no special tokens), or the server's regex
@@ -138,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compact_prompt_tokens_per_item": compact["prompt_tokens_per_item"],
         "prompt_token_ratio": round(ratio, 2),
         "modes": rows,
+        "provenance": measured_on(),
         "note": "prompt tokens are chat prompts only; embeddings requests are counted "
                 "apart (embedding_calls_per_item, all_prompt_tokens_per_item)",
     }

@@ -47,6 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.provenance import git_commit, measured_on
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
 REDIS_URL = "redis://127.0.0.1:6379/12"
@@ -133,17 +135,6 @@ def stop_procs(procs: Sequence[subprocess.Popen[bytes]]) -> None:
     from workers.children import stop_processes
 
     stop_processes(list(procs), timeout_s=20.0)
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def base_config(redis_url: str, queue: str, batch_size: int, layout: Layout) -> Any:
@@ -952,6 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "command": "python -m benchmarks.pipeline " + " ".join(argv),
+        "provenance": measured_on(),
         "wall_seconds": round(time.monotonic() - begun, 1),
         "cases": main_rows,
         "pools": pool_rows,

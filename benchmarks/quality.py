@@ -57,6 +57,7 @@ for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
                       ("RAGAS_DO_NOT_TRACK", "true"), ("TOKENIZERS_PARALLELISM", "false")):
     os.environ.setdefault(_name, _value)
 
+from benchmarks.provenance import measured_on  # noqa: E402
 from evaluator.config import Config, load_config  # noqa: E402
 from evaluator.errors import ConfigError  # noqa: E402
 from evaluator.offline import score_file  # noqa: E402
@@ -471,6 +472,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         f: {k: v for k, v in o.items() if k != "reliability"} for f, o in oof.items()},
         "embedded_reliability_out_of_fold": {f: o.get("reliability") for f, o in oof.items()}}
     report["_contradictions"] = contradictions
+    report["provenance"] = measured_on()
     report["_meta"] = {
         "data": str(data), "files": files, "limit": args.limit,
         "scorers": {n: getattr(s, "version", None) for n, s in scorers.items()},

@@ -47,7 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.pipeline import git_commit, workers_ready
+from benchmarks.pipeline import workers_ready
+from benchmarks.provenance import git_commit, measured_on
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "soak.json"
@@ -581,6 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                            else argv),
         "wall_seconds": round(time.monotonic() - began, 1),
     }
+    result["provenance"] = measured_on()
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -253,6 +253,8 @@ def _check_and_read_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
                    help="schema and scorer name only: connect to nothing")
     p.add_argument("--sample-rows", type=_positive_int, default=200,
                    help="source rows read to estimate rejections (default 200)")
+    p.add_argument("--show-config", action="store_true",
+                   help="print the whole config (secrets masked) as JSON after the summary")
     p.set_defaults(run="groundwatch.commands.offline:cmd_check_config")
 
     p = _add_command(sub, "report",

@@ -14,7 +14,10 @@ name, :func:`run_preflight` connects, read-only and with short timeouts, to
   exist yet is reported, not made;
 * the **broker**: one connection attempt bounded by ``broker_timeout_s``.
 
-Every problem found becomes one :class:`Finding`, so one run lists them all. ``offline=True``
+Every problem found becomes one :class:`Finding`, so one run lists them all. The report's
+``summary`` says in a few lines what the config amounts to (source, mode, cursor, what the
+sample would give at the configured rules and rates, broker, store, judge), each value with
+where it came from: the file, a default, or an environment variable. ``offline=True``
 skips every connection. The module imports kombu (for the broker) only inside that check.
 """
 
@@ -28,19 +31,22 @@ from typing import Any, Literal
 
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from evaluator.config import ENV_PREFIX, Config
+from evaluator.config import ENV_PREFIX, Config, env_name_for
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError, describe_error
 from evaluator.judge.golden import load_golden
 from evaluator.plugins import source_plugin
 from evaluator.records import ALL_FIELDS
+from evaluator.sampling import SamplingPolicy
 from evaluator.scorers import JUDGES, check_scorer_name
 from evaluator.sources import build_source
 from evaluator.sources.base import Source, SourceNote
 from evaluator.sources.engine import create_readonly_engine, masked_url, sqlite_file
 from evaluator.store.database import alembic_config
-from evaluator.store.models import VERSION_TABLE
+from evaluator.store.models import VERSION_TABLE, cursors
 
 __all__ = ["DEFAULT_SAMPLE_ROWS", "REJECT_PROBLEM_SHARE", "Finding", "PreflightReport",
            "run_preflight"]
@@ -75,6 +81,8 @@ class PreflightReport:
 
     checked: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: (what, value with where it came from), in the order printed.
+    summary: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Finding]:
@@ -94,6 +102,8 @@ class _Checker:
         self.config = config
         self.environ = environ
         self.report = PreflightReport()
+        self.sample_line: str | None = None  # for the summary: what the sample gave
+        self.cursor_line: str | None = None  # the stored cursor, when the store was read
 
     # -- naming the place of a finding ------------------------------------------------------
     def where(self, key: str | None) -> str:
@@ -192,10 +202,31 @@ class _Checker:
             self.add("warning", source_key,
                      "the source has no rows yet: the column mapping is checked, the values not")
             return
-        self.checked(f"{line}: {read - rejected} would be sampled, {rejected} rejected")
         groups: dict[tuple[str, str], list[InvalidRecordError]] = {}
         for err in batch.rejections:
             groups.setdefault((err.field, err.reason), []).append(err)
+        # What the sampler would take: the policy's deterministic decision (rule and rate, as
+        # the sampler hashes the request id); the per-minute caps and route minimums depend on
+        # time and are left out.
+        policy = SamplingPolicy(self.config.sampling)
+        by_rule: dict[tuple[str, float], list[int]] = {}
+        for record in batch.records:
+            decision = policy.wants(record)
+            counts = by_rule.setdefault((decision.rule, decision.rate), [0, 0])
+            counts[0] += decision.sampled
+            counts[1] += 1
+        wanted = sum(c[0] for c in by_rule.values())
+        self.checked(f"{line}: {read - rejected} valid, {rejected} rejected; {wanted} would be "
+                     "sampled at the configured rules and rates")
+        rejects = ", ".join(f"{f}/{r} {len(e)}" for (f, r), e in
+                            sorted(groups.items(), key=lambda kv: -len(kv[1])))
+        rules = ", ".join(f"{rule} at {rate:g}: {n} of {of}"
+                          for (rule, rate), (n, of) in sorted(by_rule.items()))
+        self.sample_line = (f"{read} row(s) read, {rejected} rejected"
+                            + (f" ({rejects})" if rejects else "")
+                            + f"; {wanted} would be sampled at the configured rules and rates"
+                            + (f" ({rules}; caps and route minimums apply at run time)"
+                               if rules else ""))
         too_many = rejected > REJECT_PROBLEM_SHARE * read
         for (fname, reason), errs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             level: Level = "problem" if too_many or len(errs) == read else "warning"
@@ -227,6 +258,8 @@ class _Checker:
                          "process, and processes do not share it")
                 return
             if not file.exists():
+                self.cursor_line = ("none: the store does not exist yet, the sampler starts at "
+                                    "the beginning of the source")
                 self._store_file_creatable(file)
                 return
         try:
@@ -255,6 +288,29 @@ class _Checker:
             self.add("warning", "store.url", f"the store's schema revision {current!r} is not "
                      "one this groundwatch ships: was it migrated by a newer version?")
         self.checked(f"store: {shown}: reachable, {state}")
+        if current is not None:
+            self._read_cursor(url, timeout_s)
+        else:
+            self.cursor_line = ("none: the store is not migrated yet, the sampler starts at "
+                                "the beginning of the source")
+
+    def _read_cursor(self, url: str, timeout_s: float) -> None:
+        name = self.config.source.name
+        engine = create_readonly_engine(url, key="store.url", path=self.config.path,
+                                        connect_timeout_s=timeout_s, role="store")
+        try:
+            with engine.connect() as conn:
+                position = conn.scalar(select(cursors.c.position)
+                                       .where(cursors.c.source == name))
+        except Exception as exc:
+            self.cursor_line = f"could not be read: {describe_error(exc)}"
+            return
+        finally:
+            engine.dispose()
+        self.cursor_line = (f"stored for source {name!r}: {_short(str(position), 100)}"
+                            if position is not None else
+                            f"none stored for source {name!r}: the sampler starts at the "
+                            "beginning of the source")
 
     def _store_file_creatable(self, file: Path) -> None:
         parent = file.resolve().parent
@@ -391,13 +447,76 @@ def run_preflight(
     judge = _JudgeChecks.offline(checker)
     if offline:
         checker.checked("connections: skipped (--offline)")
-        return checker.report
-    checker.source(sample_rows, timeout_s)
-    checker.store(timeout_s)
-    checker.broker(timeout_s)
-    if judge is not None:
-        _JudgeChecks.online(checker, judge, timeout_s)
+    else:
+        checker.source(sample_rows, timeout_s)
+        checker.store(timeout_s)
+        checker.broker(timeout_s)
+        if judge is not None:
+            _JudgeChecks.online(checker, judge, timeout_s)
+    checker.report.summary = _summary(checker, judge, offline=offline)
     return checker.report
+
+
+# -- the summary ------------------------------------------------------------------------------
+def origin(config: Config, key: str, environ: Mapping[str, str]) -> str:
+    """Where the value of the dotted ``key`` came from: ``env NAME``, ``file`` or
+    ``default``."""
+    name = env_name_for(key, environ)
+    if name is not None:
+        return f"env {name}"
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, BaseModel) or part not in node.model_fields_set:
+            return "default"
+        node = getattr(node, part)
+    return "file"
+
+
+def _summary(checker: _Checker, judge: str | None, *, offline: bool) -> list[tuple[str, str]]:
+    config, environ = checker.config, checker.environ
+
+    def val(key: str, shown: object) -> str:
+        return f"{shown} ({origin(config, key, environ)})"
+
+    src = config.source
+    lines = [("scorer", val("scoring.scorer", config.scoring.scorer))]
+    if src.kind == "sql":
+        where = (f"{val('source.sql.url', masked_url(src.sql.url.get_secret_value()))}, "
+                 f"table {val('source.sql.table', src.sql.table)}")
+        mode = val("source.sql.mode", src.sql.mode)
+        if src.sql.mode == "incrementing":
+            mode += f", column {val('source.sql.incrementing_column', src.sql.incrementing_column)}"
+        else:
+            mode += f", lookback {val('source.sql.lookback', f'{src.sql.lookback_s:g} s')}"
+        mode += f", settle {val('source.sql.settle', f'{src.sql.settle:g} s')}"
+    else:
+        where = f"paths {val('source.files.paths', ', '.join(src.files.paths))}"
+        mode = f"files, format {val('source.files.format', src.files.format)}"
+    lines += [("source", f"{val('source.name', src.name)}, kind {val('source.kind', src.kind)}, "
+                         f"{where}"),
+              ("mode", mode)]
+    skipped = "not read (--offline)" if offline else "not read (see the findings)"
+    lines.append(("cursor", checker.cursor_line or skipped))
+    rates = f"default rate {val('sampling.default_rate', f'{config.sampling.default_rate:g}')}"
+    if config.sampling.rules:
+        rates += f", {val('sampling.rules', f'{len(config.sampling.rules)} rule(s)')}"
+    lines.append(("sampling", rates))
+    lines.append(("sample", checker.sample_line or skipped))
+    lines.append(("broker", f"{val('broker.url', masked_url(config.broker.url.get_secret_value()))}"
+                            f", queue {val('broker.queue', config.broker.queue)}"))
+    lines.append(("store", val("store.url", masked_url(config.store.url.get_secret_value()))))
+    if judge is None:
+        # scoring.judge defaults to "ragas", but without an endpoint no judge runs.
+        key = "judge.base_url" if config.scoring.scorer in JUDGES or config.scoring.judge \
+            else "scoring.judge"
+        why = "is empty" if key == "scoring.judge" or not config.judge.configured \
+            else "is set but the judge did not pass its checks"
+        lines.append(("judge", f"none ({key} {why}: {origin(config, key, environ)})"))
+    else:
+        lines.append(("judge", f"{val('scoring.judge', judge)} at "
+                               f"{val('judge.base_url', config.judge.base_url)}, model "
+                               f"{val('judge.model', config.judge.model)}"))
+    return lines
 
 
 # -- helpers ----------------------------------------------------------------------------------

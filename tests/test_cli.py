@@ -202,7 +202,8 @@ def test_closed_pipe_ends_quietly(scored: Path, tmp_path: Path, command: str) ->
     if command == "report":
         argv = groundwatch("--config", str(scored), "report", "--json")
     elif command == "check-config":  # ~300 KB of config, as JSON
-        argv = groundwatch("--config", str(_many_rules_config(scored)), "check-config", "--offline")
+        argv = groundwatch("--config", str(_many_rules_config(scored)), "check-config", "--offline",
+                           "--show-config")
     else:
         src = tmp_path / "many.jsonl"
         src.write_text("".join(json.dumps({"id": f"q{i}", "question": "Where is it?",

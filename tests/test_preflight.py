@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from evaluator import demo_traffic
 from evaluator.config import load_config
 from evaluator.errors import ConfigError
+from evaluator.sampling import sample_hash
 from evaluator.sources import SourceNote, build_source
 from evaluator.sources.engine import create_source_engine
 from evaluator.sources.sql import SqlSource
@@ -157,12 +158,12 @@ def test_a_good_config_passes_and_creates_nothing(tmp_path: Path,
     url = log_db(tmp_path)
     before = (tmp_path / "logs.db").read_bytes()
     cfg = write_config(tmp_path, source_url=url)
-    code, out, err = check(cfg, capsys)
+    code, out, err = check(cfg, capsys, "--show-config")
     assert code == 0, err
     assert err == ""
     head, _, body = out.partition("\n{")
     assert "valid" in head
-    assert "read 20 sample row(s): 20 would be sampled, 0 rejected" in head
+    assert "read 20 sample row(s): 20 valid, 0 rejected" in head
     assert "does not exist yet: it is created and migrated at first start" in head
     assert f"broker: {REDIS_URL}: reachable" in head
     assert json.loads("{" + body)["source"]["sql"]["table"] == demo_traffic.TABLE
@@ -179,13 +180,84 @@ def test_rejected_sample_rows_are_counted_by_field_and_reason(
     cfg = write_config(tmp_path, source_url=url)
     code, out, err = check(cfg, capsys)
     assert code == 0, err  # a few broken rows are the log's problem, not the config's
-    assert "read 20 sample row(s): 17 would be sampled, 3 rejected" in out
+    assert "read 20 sample row(s): 17 valid, 3 rejected" in out
+    assert ("sample    20 row(s) read, 3 rejected (contexts/bad_contexts 2, "
+            "question/empty_field 1)") in out
     lines = err.splitlines()
     assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
     assert ("key 'source.columns.contexts': 2 of 20 sampled row(s) would be rejected as "
             "bad_contexts (field 'contexts')") in lines[0]
     assert ("key 'source.columns.question': 1 of 20 sampled row(s) would be rejected as "
             "empty_field (field 'question'), e.g. row req-3-000011") in lines[1]
+
+
+def _summary(out: str) -> dict[str, str]:
+    """The summary block of check-config's output: what -> value."""
+    block = out.partition("# summary")[2].splitlines()[1:]
+    return dict(line.removeprefix("#").strip().split(None, 1) for line in block
+                if line.startswith("#   "))
+
+
+def test_would_be_sampled_counts_at_the_configured_rate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 18: at rate 0.2 check-config said all 200 sample rows "would be sampled".
+    url = log_db(tmp_path, n=200)
+    cfg = write_config(tmp_path, source_url=url, extra="[sampling]\ndefault_rate = 0.2\n")
+    code, out, err = check(cfg, capsys)
+    assert code == 0, err
+    ids = [str(row[demo_traffic.COLUMNS["request_id"]])
+           for row in demo_traffic.make_rows(200, seed=3)]
+    expected = sum(sample_hash("groundwatch", i) < 0.2 for i in ids)  # the default salt
+    assert 20 < expected < 80
+    assert "200 would be sampled" not in out
+    assert f"{expected} would be sampled at the configured rules and rates" in out
+    assert _summary(out)["sample"].startswith(
+        f"200 row(s) read, 0 rejected; {expected} would be sampled at the configured rules "
+        f"and rates (default at 0.2: {expected} of 200;")
+    assert _summary(out)["sampling"] == "default rate 0.2 (file)"
+
+
+def test_the_summary_says_no_judge_when_none_is_configured(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 18: check-config showed "judge": "ragas" (scoring.judge's default) while no judge
+    # endpoint was configured, so no judge would ever run.
+    cfg = write_config(tmp_path, source_url=log_db(tmp_path, n=5))
+    code, out, err = check(cfg, capsys)
+    assert code == 0, err
+    assert _summary(out)["judge"] == "none (judge.base_url is empty: default)"
+    assert "ragas" not in out
+
+
+def test_the_summary_says_which_values_came_from_the_environment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 18: check-config did not say which values came from environment overrides.
+    url = log_db(tmp_path, n=5)
+    cfg = write_config(tmp_path, source_url=url, broker_url="redis://127.0.0.1:1/0")
+    monkeypatch.setenv("GROUNDWATCH__BROKER__URL", REDIS_URL)
+    monkeypatch.setenv("GROUNDWATCH__SOURCE__NAME", "shop")
+    code, out, err = check(cfg, capsys)
+    assert code == 0, err
+    summary = _summary(out)
+    assert summary["broker"] == (f"{REDIS_URL} (env GROUNDWATCH__BROKER__URL), "
+                                 "queue groundwatch.score (default)")
+    assert summary["source"].startswith("shop (env GROUNDWATCH__SOURCE__NAME), kind sql "
+                                        f"(default), {url} (file), table")
+    assert summary["mode"].startswith("timestamp (default), lookback 60 s (default)")
+    assert summary["cursor"] == ("none: the store does not exist yet, the sampler starts at "
+                                 "the beginning of the source")
+
+
+def test_the_whole_config_only_with_show_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Issue 18: ~200 lines of JSON config followed the findings on every run.
+    cfg = write_config(tmp_path, source_url=log_db(tmp_path, n=5))
+    code, out, err = check(cfg, capsys)
+    assert code == 0, err
+    assert "{" not in out and len(out.splitlines()) < 25
+    code, out, _ = check(cfg, capsys, "--show-config")
+    assert code == 0
+    assert json.loads("{" + out.partition("\n{")[2])["source"]["name"] == "app"
 
 
 def test_a_mapping_that_rejects_every_row_is_a_problem(
@@ -289,9 +361,20 @@ def test_the_store_is_inspected_not_migrated(tmp_path: Path,
     engine = create_engine(f"sqlite:///{store_file}")
     assert inspect(engine).get_table_names() == []
     engine.dispose()
+    assert _summary(out)["cursor"].startswith("none: the store is not migrated yet")
     Store(f"sqlite:///{store_file}").close()
     code, out, _ = check(cfg, capsys)
     assert code == 0 and "reachable, schema at head" in out
+    assert _summary(out)["cursor"] == ("none stored for source 'app': the sampler starts at "
+                                       "the beginning of the source")
+    store = Store(f"sqlite:///{store_file}")
+    assert store.ledger.acquire_lock("app", "t", 60)
+    store.ledger.set_cursor("app", {"ts": "2026-01-01T00:00:00+00:00", "id": "r9"}, owner="t")
+    store.close()
+    code, out, _ = check(cfg, capsys)
+    assert code == 0
+    assert _summary(out)["cursor"] == ("stored for source 'app': "
+                                       "{'ts': '2026-01-01T00:00:00+00:00', 'id': 'r9'}")
 
 
 def test_a_files_source_must_match_a_file_and_is_sampled(
@@ -319,7 +402,7 @@ def test_a_files_source_must_match_a_file_and_is_sampled(
                                             for i in range(5)))
     code, out, err = check(cfg, capsys)
     assert code == 0, err
-    assert "2 file(s) match" in out and "read 8 sample row(s): 6 would be sampled" in out
+    assert "2 file(s) match" in out and "read 8 sample row(s): 6 valid, 2 rejected" in out
     assert err.startswith("warning: ") and "2 of 8 sampled row(s)" in err
 
 
@@ -377,7 +460,7 @@ def test_postgres_column_that_does_not_exist_and_store_untouched(
     cfg = write_config(tmp_path, source_url=pg_url, store_url=pg_url)
     code, out, err = check(cfg, capsys)
     assert code == 0, err
-    assert "read 4 sample row(s): 4 would be sampled" in out
+    assert "read 4 sample row(s): 4 valid, 0 rejected" in out
     assert "reachable, not migrated yet" in out
     engine = create_engine(pg_url)
     assert inspect(engine).get_table_names() == [demo_traffic.TABLE]  # no store tables made

@@ -28,7 +28,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"# {config.path}: valid")
     for line in report.checked:
         print(f"# {line}")
-    print(json.dumps(config.masked(), indent=2))
+    print("# summary (where each value came from: file, default or env VARIABLE)")
+    width = max(len(what) for what, _ in report.summary)
+    for what, value in report.summary:
+        print(f"#   {what:<{width}}  {value}")
+    if args.show_config:  # the whole config is ~200 lines: only when asked for
+        print(json.dumps(config.masked(), indent=2))
     return 0
 
 
