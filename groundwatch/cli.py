@@ -162,11 +162,15 @@ def _check_and_read_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
                    help="source rows read to estimate rejections (default 200)")
     p.set_defaults(run="groundwatch.commands.offline:cmd_check_config")
 
-    p = sub.add_parser("report", help="per route and metric: count, mean, 95%% CI, worst items")
+    p = sub.add_parser("report", help="per route and metric: count, mean, 95%% CI, share below "
+                       "the threshold, the quality alerts it would fire, worst items")
     p.add_argument("--hours", type=float, default=None, help="only scores of the last N hours")
     p.add_argument("--scorer", default=None)
     p.add_argument("--worst", type=int, default=3)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--alerts", metavar="FILE", default=None,
+                   help="the alerts.yml whose quality rules flag rows (default: the "
+                        "repository's configs/alerts.yml)")
     p.add_argument("--html", metavar="FILE", default=None,
                    help="write one self-contained HTML page instead (charts over time, failure "
                         "modes, sampling coverage, worst items and their explanations)")
