@@ -31,7 +31,7 @@ from groundwatch.report_html import (
     build_html_report,
     line_routes,
 )
-from tests.png_helpers import read_png, write_png
+from tests.png_helpers import Image, read_png, write_png
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 THRESHOLDS = {"faithfulness": 0.5, "groundedness": 0.5, "answer_relevance": 0.5,
@@ -216,6 +216,14 @@ def test_page_shows_the_stores_means_counts_and_failure_modes(filled: Store) -> 
     assert sum(n * m for n, m in parsed) / 4 == pytest.approx(0.5, abs=1e-3)
     assert any("threshold 0.50" in t for svg, t in page.titles if svg == "faithfulness (lexical)")
     assert '<circle class="few"' in page_of(filled)  # one score per bucket: hollow dots
+    # Beside each mean chart its share below the threshold, both with a y-axis title.
+    text = page_of(filled)
+    assert text.count("<svg") == 2 * len(METRICS) == text.count('class="ytitle"')
+    assert text.count('>share below 0.50</text>') == 3 and text.count('>mean score<') == 4
+    shares = [t for svg, t in page.titles if svg == "faithfulness (lexical) share below threshold"
+              and t.startswith("docs ·")]
+    assert sum(int(re.search(r", (\d+) below 0.50", t).group(1))  # type: ignore[union-attr]
+               for t in shares) == 2  # d1 and d2
     # Failure modes per route: count and share of the explained items.
     modes = page.rows_starting("docs", "4")
     assert modes and modes[0][2:] == ["1 (25.0%)", "0 (0.0%)", "1 (25.0%)", "0 (0.0%)"]
@@ -451,7 +459,20 @@ def _rgb(colour: str) -> tuple[int, int, int]:
 # over a thousand on the page (billing's, the shorter, draws ~1400); its dots alone (~30 px
 # each, 16 of them) and the legend's swatch (54 px) stay well below.
 LINE_PIXELS = 1000
-BAND = _rgb("#fdecec")  # the tinted "below the threshold" band of every chart
+BAND = _rgb("#fdecec")  # the tinted "below the threshold" band of every mean chart
+# The tinted band of every share chart: above the lowest burn-rate alert's share (20%).
+ABOVE = _rgb("#ffe9cc")
+
+
+def _columns(image: Image, colour: tuple[int, int, int]) -> list[int]:
+    """Per pixel column, how many pixels of ``colour`` it holds."""
+    c = image.channels
+    counts = [0] * image.width
+    for row in image.rows:
+        for x in range(image.width):
+            if (row[c * x], row[c * x + 1], row[c * x + 2]) == colour:
+                counts[x] += 1
+    return counts
 
 
 def test_chromium_draws_the_charts(filled: Store, tmp_path: Path) -> None:
@@ -466,17 +487,26 @@ def test_chromium_draws_the_charts(filled: Store, tmp_path: Path) -> None:
     for attempt in range(3):
         image = read_png(screenshot(page, tmp_path / f"report-{attempt}.png", tmp_path / "p"))
         colours = image.colours()
-        if all(colours[c] >= LINE_PIXELS for c in wanted) and colours[BAND] > 4 * 20_000:
+        if (all(colours[c] >= LINE_PIXELS for c in wanted) and colours[BAND] > 4 * 20_000
+                and colours[ABOVE] > 4 * 40_000):
             break
     assert (image.width, image.height) == (1400, 2000)
     assert all(colours[c] >= LINE_PIXELS for c in wanted), {c: colours[c] for c in wanted}
-    assert colours[BAND] > 4 * 20_000, colours[BAND]  # four charts' bands of ~96 000 px each
+    assert colours[BAND] > 4 * 20_000, colours[BAND]  # four charts' bands of ~45 000 px each
+    # Beside each mean chart, its share below the threshold: four bands above 20% of ~80 000.
+    assert colours[ABOVE] > 4 * 40_000, colours[ABOVE]
+    # Share on the left, mean on the right, together across the page (1400 px): each plot
+    # over 400 px wide, the two over 1000 px apart.
+    above = [x for x, n in enumerate(_columns(image, ABOVE)) if n]
+    below = [x for x, n in enumerate(_columns(image, BAND)) if n]
+    assert above[-1] - above[0] > 400 and below[-1] - below[0] > 400, (above[0], below[0])
+    assert above[-1] < below[0] and below[-1] - above[0] > 1000, (above, below)
     assert 0 < colours[_rgb(PALETTE[2])] < LINE_PIXELS
     assert colours[_rgb(PALETTE[3])] == 0
     assert len(colours) > 200  # text, antialiased lines: a page, not a flat fill
     # The same check on a page without charts finds no line and no band.
     blank = read_png(screenshot(empty, tmp_path / "empty.png", tmp_path / "p")).colours()
-    assert all(blank[c] < LINE_PIXELS for c in wanted) and blank[BAND] == 0
+    assert all(blank[c] < LINE_PIXELS for c in wanted) and blank[BAND] == blank[ABOVE] == 0
 
 
 def test_png_reader_undoes_every_filter() -> None:
