@@ -211,7 +211,7 @@ def legend(rules: QualityRules) -> list[str]:
                                               else ""))
     return [w for line in lines for w in textwrap.wrap(
         line, WIDTH, initial_indent=line[:len(line) - len(line.lstrip())],
-        subsequent_indent="    ")]
+        subsequent_indent=line[:len(line) - len(line.lstrip())] + "    ")]
 
 
 def cut(text: str, width: int = WIDTH) -> str:
