@@ -38,7 +38,7 @@ def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_p
     page = Path(re.search(r"HTML report \(.*\): (\S+)", out).group(1))  # type: ignore[union-attr]
     assert page == tmp_path / "demo" / "report.html" and out.rstrip().endswith(str(page))
     html = page.read_text(encoding="utf-8")
-    assert html.count('<svg class="chart"') == 4  # one chart per metric
+    assert html.count('<svg class="chart"') == 2 * 4  # per metric: share below, and mean
     for route in ("docs_qa", "billing", "support_chat"):
         assert f"<td>{route}</td>" in html
     assert f"<dt>items sampled</dt><dd>{int(sampled)}</dd>" in html
