@@ -269,6 +269,6 @@ def format_report(rows: list[ReportRow], *, rules: QualityRules | None = None,
             if question and room >= 12:
                 line += "  " + _ellipsize(question, room)
             lines.append(cut(line, width))
-    if rules is not None:
+    if rules is not None and (rules.burn or rules.mean_thresholds):
         lines += ["", *legend(rules)]
     return "\n".join(lines)

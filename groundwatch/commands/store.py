@@ -30,9 +30,11 @@ def _rules(config: Config, path: str | None) -> tuple[QualityRules | None, str]:
 def cmd_report(args: argparse.Namespace) -> int:
     config = config_of(args)
     since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
-    rules, why = _rules(config, args.alerts)
+    found, why = _rules(config, args.alerts)
     if why:
         print(why, file=sys.stderr)
+    # Without the alerts file: still the share below [scoring.thresholds], flagging nothing.
+    rules = found or QualityRules(config.scoring.thresholds, {}, 0)
     if args.html:
         with store_process(config) as process:
             store = process.store
