@@ -258,7 +258,8 @@ def _check_and_read_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
     p.set_defaults(run="groundwatch.commands.offline:cmd_check_config")
 
     p = _add_command(sub, "report",
-                     help="per route and metric: count, mean, 95%% CI, worst items",
+                     help="per route and metric: count, mean, 95%% CI, share below the "
+                          "threshold, the quality alerts it would fire, worst items",
                      examples=["groundwatch report --hours 24 --worst 5",
                                "groundwatch report --html report.html"])
     p.add_argument("--hours", type=float, default=None, help="only scores of the last N hours")
@@ -269,6 +270,9 @@ def _check_and_read_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
                    help="lowest-scored request ids listed per route and metric (default 3)")
     p.add_argument("--json", action="store_true",
                    help="print the rows as JSON instead of a table")
+    p.add_argument("--alerts", metavar="FILE", default=None,
+                   help="the alerts.yml whose quality rules flag rows (default: the "
+                        "repository's configs/alerts.yml)")
     p.add_argument("--html", metavar="FILE", default=None,
                    help="write one self-contained HTML page instead (charts over time, failure "
                         "modes, sampling coverage, worst items and their explanations)")

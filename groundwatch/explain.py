@@ -30,7 +30,7 @@ def format_explanation(store: Any, request_id: str) -> str | None:
         return "\n".join(lines)
     p = (item.payload or {}) if item is not None else {}
     contexts = [str(c) for c in p.get("contexts") or []]
-    retrieved = _retrieved(p, len(contexts))
+    retrieved = retrieved_passages(p, len(contexts))
     if item is not None:
         lines += [f"  status: {item.status}   route: {item.route}   model: {item.model}   "
                   f"rule: {item.rule}",
@@ -80,13 +80,13 @@ def format_explanation(store: Any, request_id: str) -> str | None:
             lines.append(f"    [{c.verdict}{strength}] {c.claim}{extra}")
         trace = body.judge
         if trace is not None:
-            lines.append(_judge_line(exp.scorer, trace))
+            lines.append(judge_line(exp.scorer, trace))
     for f in store.failures(request_id=request_id):
         lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
     return "\n".join(lines)
 
 
-def _retrieved(payload: dict[str, Any], n: int) -> list[PassageInfo | None]:
+def retrieved_passages(payload: dict[str, Any], n: int) -> list[PassageInfo | None]:
     """Per passage, what the retriever said of it (stored with the item since issue 16)."""
     said = [PassageInfo.from_message(d) if isinstance(d, dict) else None
             for d in payload.get("passages") or []]
@@ -105,7 +105,7 @@ def _beside(retrieved: list[PassageInfo | None], scored: list[int], i: int) -> s
     return f" (retriever score {info.score:.3f}{f' of context[{j}]' if j != i else ''})"
 
 
-def _judge_line(scorer: str, trace: Any) -> str:
+def judge_line(scorer: str, trace: Any) -> str:
     """The judge's calls for the item, and why it was picked or not judged."""
     parts = [f"  judge ({scorer}, model {trace.model}): {trace.calls} call(s), "
              f"{trace.prompt_tokens}+{trace.completion_tokens} tokens, "

@@ -20,8 +20,9 @@ from html import escape
 from pathlib import Path
 from typing import Any, Protocol
 
-from groundwatch.explain import format_explanation
-from groundwatch.report import ScoreLike, build_report, mean_ci95
+from groundwatch.report import QualityRules, ReportRow, ScoreLike, build_report, mean_ci95
+from groundwatch.report_explain import CSS as EXPLANATION_CSS
+from groundwatch.report_explain import render_explanation
 
 DETECTION_ORDER = ("no_relevant_context", "out_of_scope", "refusal", "empty_answer")
 DETECTION_MEANING = {
@@ -46,7 +47,10 @@ _MIN_BUCKETS = 4
 # A bucket mean of fewer scores is drawn as a hollow dot: it may be one odd item.
 FEW_SCORES = 5
 _MAX_QUESTION_CHARS = 200
-_MAX_EXPLANATION_CHARS = 8000
+# Worst items are grouped by question among this many lowest scores per worst row shown (the
+# questions are read one item at a time from the store, so the look-ups stay bounded).
+_CANDIDATES_PER_ROW = 5
+_MAX_REJECTED_ROWS = 20
 
 
 class _ScoreLike(ScoreLike, Protocol):
@@ -63,16 +67,24 @@ class Bucket:
     start: datetime
     n: int
     mean: float
+    below: int = 0  # scores strictly below the metric's threshold, what the alerts count
+
+    @property
+    def share_below(self) -> float:
+        return self.below / self.n
 
 
 @dataclass
 class Chart:
-    """One metric (of one scorer): a line of bucket means per route."""
+    """One metric (of one scorer): per route, a line of bucket means and one of the share of
+    scores below the threshold. ``burn`` holds the burn-rate alerts' shares (name, share),
+    drawn on the share chart."""
 
     metric: str
     scorer: str
     threshold: float | None
     lines: dict[str, list[Bucket]] = field(default_factory=dict)
+    burn: tuple[tuple[str, float], ...] = ()
 
 
 def bucket_width(span: timedelta, scores_per_line: int) -> timedelta:
@@ -107,6 +119,7 @@ def line_routes(counts: Mapping[str, int]) -> dict[str, str]:
 
 
 def build_charts(scores: Sequence[_ScoreLike], thresholds: Mapping[str, float],
+                 burn: Sequence[tuple[str, float]] = (),
                  ) -> tuple[list[Chart], dict[str, str], timedelta | None]:
     """The charts (one per metric and scorer), the route → line mapping shared by all of them
     (so a route has one colour on the page), and the bucket width (None without ok scores)."""
@@ -132,20 +145,22 @@ def build_charts(scores: Sequence[_ScoreLike], thresholds: Mapping[str, float],
             _bucket_start(s.log_timestamp, width)].append(float(s.value))
     charts = []
     for (metric, scorer), by_line in sorted(values.items()):
-        chart = Chart(metric, scorer, thresholds.get(metric))
+        threshold = thresholds.get(metric)
+        chart = Chart(metric, scorer, threshold, burn=tuple(burn))
         for line in sorted(by_line, key=lambda r: (r == OTHER, -per_route.get(r, 0), r)):
-            chart.lines[line] = [Bucket(start, len(v), math.fsum(v) / len(v))
-                                 for start, v in sorted(by_line[line].items())]
+            chart.lines[line] = [
+                Bucket(start, len(v), math.fsum(v) / len(v),
+                       sum(x < threshold for x in v) if threshold is not None else 0)
+                for start, v in sorted(by_line[line].items())]
         charts.append(chart)
     return charts, lines, width
 
 
 # -- SVG ------------------------------------------------------------------------------------
 
-_W, _H = 640, 250
-_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 92, 14, 34
-
-
+_W, _H = 640, 260
+_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 96, 14, 34
+MEAN, SHARE = "mean", "share"
 def _time_label(t: datetime, span: timedelta, width: timedelta) -> str:
     if width < timedelta(minutes=1):
         return t.strftime("%H:%M:%S")
@@ -165,13 +180,19 @@ def _fmt_width(width: timedelta) -> str:
 
 
 def render_chart(chart: Chart, colours: Mapping[str, str], start: datetime, end: datetime,
-                 width: timedelta) -> str:
-    """One chart as inline SVG: a dashed threshold line over a tinted "below" band, a line
-    and dots per route; every dot's tooltip gives its bucket, n and mean."""
+                 width: timedelta, kind: str = MEAN) -> str:
+    """One chart as inline SVG, a line and dots per route; every dot's tooltip gives its
+    bucket, n, mean and share below the threshold.
+
+    ``kind`` MEAN plots bucket means, with the threshold dashed over a tinted "below" band;
+    SHARE plots the share of scores below the threshold (what the burn-rate alerts count),
+    with each burn-rate alert's share dashed and the band above the lowest one tinted.
+    """
     plot_w = _W - _LEFT - _RIGHT
     plot_h = _H - _TOP - _BOTTOM
     t0, t1 = start.timestamp(), (end + width).timestamp()
     span = max(t1 - t0, 1.0)
+    share = kind == SHARE
 
     def x(t: datetime) -> float:
         return _LEFT + plot_w * ((t + width / 2).timestamp() - t0) / span
@@ -179,16 +200,29 @@ def render_chart(chart: Chart, colours: Mapping[str, str], start: datetime, end:
     def y(v: float) -> float:
         return _TOP + plot_h * (1.0 - v)
 
-    title = f"{chart.metric} ({chart.scorer})"
-    out = [f'<svg class="chart" viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" '
+    def value(b: Bucket) -> float:
+        return b.share_below if share else b.mean
+
+    what = "share below threshold" if share else "mean"
+    title = f"{chart.metric} ({chart.scorer})" + (f" {what}" if share else "")
+    out = [f'<svg class="chart" viewBox="0 0 {_W} {_H}" preserveAspectRatio="xMidYMid meet" '
            f'role="img" aria-label="{escape(title)}">']
-    if chart.threshold is not None:
+    if share and chart.burn:
+        lowest = min(v for _, v in chart.burn)
+        out.append(f'<rect class="above" x="{_LEFT}" y="{_TOP}" width="{plot_w}" '
+                   f'height="{plot_h * (1 - lowest):.1f}"/>')
+    elif not share and chart.threshold is not None:
         out.append(f'<rect class="below" x="{_LEFT}" y="{y(chart.threshold):.1f}" '
                    f'width="{plot_w}" height="{plot_h * chart.threshold:.1f}"/>')
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        label = f"{tick:.0%}" if share else f"{tick:.2f}"
         out.append(f'<line class="grid" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{y(tick):.1f}" '
                    f'y2="{y(tick):.1f}"/><text class="ytick" x="{_LEFT - 6}" '
-                   f'y="{y(tick) + 4:.1f}">{tick:.2f}</text>')
+                   f'y="{y(tick) + 4:.1f}">{label}</text>')
+    ytitle = (f"share below {chart.threshold:.2f}" if share and chart.threshold is not None
+              else "mean score")
+    out.append(f'<text class="ytitle" transform="translate(14 {_TOP + plot_h / 2:.0f}) '
+               f'rotate(-90)">{escape(ytitle)}</text>')
     # Ticks on bucket edges (aligned to the width, so they read as round times), at most 7.
     edges = round((t1 - t0) / width.total_seconds())
     every = max(1, math.ceil(edges / 6))
@@ -200,7 +234,16 @@ def render_chart(chart: Chart, colours: Mapping[str, str], start: datetime, end:
                    f'y="{_TOP + plot_h + 17}">{_time_label(t, end - start, width)}</text>')
     out.append(f'<line class="axis" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{_TOP + plot_h}" '
                f'y2="{_TOP + plot_h}"/>')
-    if chart.threshold is not None:
+    if share:
+        for name, line in chart.burn:
+            ty = y(line)
+            short = name.removeprefix("GroundwatchQuality")
+            out.append(f'<line class="threshold" x1="{_LEFT}" x2="{_LEFT + plot_w}" '
+                       f'y1="{ty:.1f}" y2="{ty:.1f}"><title>{escape(name)} fires above '
+                       f'{line:.0%} of items below the threshold (with enough items, over its '
+                       f'windows)</title></line><text class="thlabel" x="{_LEFT + plot_w + 6}" '
+                       f'y="{ty + 4:.1f}">{escape(short)} {line:.0%}</text>')
+    elif chart.threshold is not None:
         ty = y(chart.threshold)
         out.append(f'<line class="threshold" x1="{_LEFT}" x2="{_LEFT + plot_w}" y1="{ty:.1f}" '
                    f'y2="{ty:.1f}"><title>threshold {chart.threshold:.2f}: scores below it '
@@ -217,19 +260,21 @@ def render_chart(chart: Chart, colours: Mapping[str, str], start: datetime, end:
             if previous is not None and b.start - previous > width and segment:
                 out.append(_polyline(segment))
                 segment = []
-            segment.append(f"{x(b.start):.1f},{y(b.mean):.1f}")
+            segment.append(f"{x(b.start):.1f},{y(value(b)):.1f}")
             previous = b.start
         if segment:
             out.append(_polyline(segment))
         for b in buckets:
+            below = (f", {b.below} below {chart.threshold:.2f} ({b.share_below:.0%})"
+                     if chart.threshold is not None else "")
             tip = (f"{route} · {b.start:%Y-%m-%d %H:%M:%S}–{b.start + width:%H:%M:%S} UTC\n"
-                   f"n = {b.n}, mean {b.mean:.3f}")
+                   f"n = {b.n}, mean {b.mean:.3f}{below}")
             few = ' class="few"' if b.n < FEW_SCORES else ""
-            out.append(f'<circle{few} cx="{x(b.start):.1f}" cy="{y(b.mean):.1f}" r="3.5">'
+            out.append(f'<circle{few} cx="{x(b.start):.1f}" cy="{y(value(b)):.1f}" r="3.5">'
                        f'<title>{escape(tip)}</title></circle>')
         out.append("</g>")
     out.append(f'<text class="xlabel" x="{_LEFT + plot_w / 2:.0f}" y="{_H - 2}">log time '
-               f'(UTC), mean per {_fmt_width(width)}</text></svg>')
+               f'(UTC), {what} per {_fmt_width(width)}</text></svg>')
     return "".join(out)
 
 
@@ -255,7 +300,12 @@ nav a{margin-right:14px}a{color:#1a5fb4}
 .legend{display:flex;flex-wrap:wrap;gap:4px 18px;margin:6px 0 10px}
 .legend span{display:inline-flex;align-items:center;gap:6px}
 .legend i{display:inline-block;width:18px;height:3px;background:var(--c)}
-svg.chart{display:block;font-size:11px}
+svg.chart{display:block;font-size:11px;width:100%;height:auto}
+.metric{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:12px}
+.wide{flex:1 1 100%}
+svg .above{fill:#ffe9cc}svg .ytitle{text-anchor:middle;fill:#30384a;font-size:12px}
+td.alert{color:#b00020;font-weight:700}td.quiet{color:#5b6270}
+.rules{margin:4px 0 8px 18px;padding:0}
 svg .grid{stroke:#e6e8ee}svg .axis{stroke:#8a90a0}
 svg .below{fill:#fdecec}
 svg .threshold{stroke:#222;stroke-width:1.5;stroke-dasharray:6 4}
@@ -274,9 +324,11 @@ td.low{color:#b00020;font-weight:600}
 .pair{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:16px}
 pre{background:#fff;border:1px solid #d9dce3;padding:8px;white-space:pre-wrap;
   word-break:break-word;font-size:12px}
-section.explanation{margin-top:18px}
-section.explanation:target pre{border:2px solid #1a5fb4}
-"""
+section.explanation{margin-top:18px;background:#fff;border:1px solid #d9dce3;border-radius:6px;
+  padding:4px 14px 10px}
+section.explanation:target{border:2px solid #1a5fb4}
+h4{font-size:13px;margin:10px 0 4px}
+""" + EXPLANATION_CSS
 
 
 class _Store(Protocol):
@@ -286,6 +338,7 @@ class _Store(Protocol):
     def count_failures(self, *, since: datetime | None = ...) -> Any: ...
     def item_detections(self, *, since: datetime | None = ...) -> Any: ...
     def item(self, request_id: str) -> Any: ...
+    def rejections(self, limit: int = ...) -> Any: ...
 
 
 def anchor(request_id: str) -> str:
@@ -328,12 +381,16 @@ def _short(text: str, limit: int) -> str:
 def build_html_report(store: _Store, *, thresholds: Mapping[str, float],
                       since: datetime | None = None, scorer: str | None = None,
                       worst: int = 20, now: datetime | None = None,
-                      source: str = "") -> str:
-    """The page, as text. ``worst`` caps the worst items (and so the explanations) per metric
-    and scorer; ``source`` says where the data came from (a store URL without its password)."""
+                      source: str = "", rules: QualityRules | None = None) -> str:
+    """The page, as text. ``worst`` caps the worst questions (and so the explanations) per
+    metric and scorer; ``source`` says where the data came from (a store URL without its
+    password); ``rules`` are the quality alerts' (:func:`groundwatch.report.quality_rules`):
+    without them the page shows the share below ``thresholds`` but flags nothing."""
     now = now or datetime.now(UTC)
+    rules = rules or QualityRules(thresholds, {}, 0)
     scores = list(store.scores(since=since, scorer=scorer))
-    charts, lines, width = build_charts(scores, thresholds)
+    charts, lines, width = build_charts(scores, rules.thresholds,
+                                        [(b.alert, b.share) for b in rules.burn])
     colours: dict[str, str] = {}
     for line in dict.fromkeys(lines.values()):
         colours[line] = PALETTE[len(colours) % len(PALETTE)]
@@ -344,12 +401,13 @@ def build_html_report(store: _Store, *, thresholds: Mapping[str, float],
     failures: dict[tuple[str, str], int] = store.count_failures(since=since)
 
     parts = [_header(scores, item_counts, now, since, scorer, source, thresholds)]
-    parts.append(_quality(scores, charts, colours, width, thresholds))
+    parts.append(_quality(scores, charts, colours, width, rules))
     parts.append(_failure_modes(detections))
-    parts.append(_coverage(item_counts, rejections, failures))
-    worst_html, explained = _worst(scores, store, worst, thresholds)
+    parts.append(_coverage(item_counts, rejections, failures,
+                           store.rejections(limit=_MAX_REJECTED_ROWS)))
+    worst_html, explained = _worst(scores, store, worst, rules.thresholds)
     parts.append(worst_html)
-    parts.append(_explanations(store, explained))
+    parts.append(_explanations(store, explained, rules.thresholds))
     body = "\n".join(parts)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -418,7 +476,7 @@ def _fmt_span(span: timedelta) -> str:
 
 
 def _quality(scores: Sequence[_ScoreLike], charts: Sequence[Chart], colours: Mapping[str, str],
-             width: timedelta | None, thresholds: Mapping[str, float]) -> str:
+             width: timedelta | None, rules: QualityRules) -> str:
     out = ['<section id="quality"><h2>Quality per route and metric over time</h2>']
     if not charts or width is None:
         out.append('<p class="note">No ok scores yet: nothing to draw.</p>')
@@ -428,32 +486,68 @@ def _quality(scores: Sequence[_ScoreLike], charts: Sequence[Chart], colours: Map
         end = _bucket_start(max(ok_times), width)
         legend = "".join(f'<span style="--c:{c}"><i></i>{escape(route)}</span>'
                          for route, c in colours.items())
-        out.append(f'<p class="note">Mean of the ok scores per {_fmt_width(width)} of log time, '
-                   f'one line per route; the dashed line is the metric\'s threshold, the tinted '
-                   f'band below it counts as quality failures. Hover a dot for its n and mean; a '
-                   f'hollow dot is the mean of fewer than {FEW_SCORES} scores. Not-applicable '
-                   f'and error outcomes are not scores and are counted in the table below.</p>'
+        burn = ", ".join(f"{escape(b.alert)} above {b.share:.0%}" for b in rules.burn)
+        out.append(f'<p class="note">Per {_fmt_width(width)} of log time, one line per route. '
+                   f'<b>Left</b>: the share of ok scores below the metric\'s threshold, what '
+                   f'the burn-rate alerts count ({burn or "no alerts file read"}; the tinted '
+                   f'band is above the lowest). <b>Right</b>: the mean, the dashed line the '
+                   f'threshold, the tinted band below it. Hover a dot for its n, mean and share;'
+                   f' a hollow dot holds fewer than {FEW_SCORES} scores. Not-applicable and '
+                   f'error outcomes are not scores and are counted in the table below.</p>'
                    f'<div class="legend">{legend}</div><div class="cards">')
         for chart in charts:
-            out.append(f'<div class="card"><h3>{escape(chart.metric)} '
-                       f'<small>({escape(chart.scorer)})</small></h3>'
-                       f'{render_chart(chart, colours, start, end, width)}</div>')
+            share = (render_chart(chart, colours, start, end, width, SHARE)
+                     if chart.threshold is not None else
+                     '<p class="note">No threshold: no share below it.</p>')
+            out.append(f'<div class="card wide"><h3>{escape(chart.metric)} '
+                       f'<small>({escape(chart.scorer)})</small></h3><div class="metric">'
+                       f'{share}{render_chart(chart, colours, start, end, width, MEAN)}'
+                       f'</div></div>')
         out.append("</div>")
-    rows = []
-    for r in build_report(scores, worst=0):
-        threshold = thresholds.get(r.metric)
-        low = r.mean is not None and threshold is not None and r.mean < threshold
-        ci = f"{r.ci_low:.3f} – {r.ci_high:.3f}" if r.ci_low is not None else "-"
-        rows.append([_td(r.route), _td(r.metric), _td(r.scorer), _td(r.count, "num"),
-                     _td(r.not_applicable, "num"), _td(r.errors, "num"),
-                     _td(_num(r.mean), "num low" if low else "num"), _td(ci, "num"),
-                     _td(_num(threshold, 2), "num")])
+    rows = [_quality_row(r) for r in build_report(scores, worst=0, rules=rules)]
     if rows:
         out.append("<h3>Per route and metric</h3>")
         out.append(_table(("route", "metric", "scorer", "n (ok)", "not applicable", "error",
-                           "mean", "95% CI", "threshold"), rows))
+                           "mean", "95% CI", "threshold", "below threshold", "alert"), rows))
+        out.append(_rules_legend(rules))
     out.append("</section>")
     return "".join(out)
+
+
+def _quality_row(r: ReportRow) -> list[str]:
+    low = r.mean is not None and r.mean_threshold is not None and r.mean < r.mean_threshold
+    ci = f"{r.ci_low:.3f} – {r.ci_high:.3f}" if r.ci_low is not None else "-"
+    share = (f"{r.share_below:.1%} ({r.below} of {r.count})" if r.share_below is not None
+             else "-")
+    if r.alerts:
+        alert = (f'<td class="alert" title="{escape(chr(10).join(r.alerts))}">ALERT: '
+                 + escape(", ".join(a.split(":")[0].removeprefix("GroundwatchQuality")
+                                    for a in r.alerts)) + "</td>")
+    else:
+        alert = _td(r.quiet.split(": ", 1)[-1] if r.quiet else "", "quiet")
+    return [_td(r.route), _td(r.metric), _td(r.scorer), _td(r.count, "num"),
+            _td(r.not_applicable, "num"), _td(r.errors, "num"),
+            _td(_num(r.mean), "num low" if low else "num"), _td(ci, "num"),
+            _td(_num(r.threshold, 2), "num"), _td(share, "num"), alert]
+
+
+def _rules_legend(rules: QualityRules) -> str:
+    if not rules.burn and not rules.mean_thresholds:
+        return ('<p class="note">No alerts file was read: nothing is flagged (<code>groundwatch '
+                'report --alerts FILE</code>).</p>')
+    items = [f"<li><b>{escape(b.alert)}</b> (ALERT: "
+             f"{escape(b.alert.removeprefix('GroundwatchQuality'))}): more than {b.share:.0%} "
+             f"of the items below the threshold, over {b.windows}</li>"
+             for b in rules.burn]
+    means = ", ".join(f"{m} {v:.2f}" for m, v in sorted(rules.mean_thresholds.items()))
+    items.append(f"<li><b>{escape(rules.mean_alert)}</b> (ALERT: MeanLow): the mean below the "
+                 f"mean threshold ({escape(means)}), over {rules.mean_window}</li>")
+    return (f'<p class="note">ALERT marks a row on which a quality alert\'s rule holds, the '
+            f'report\'s scores taken as one window, with at least {rules.min_samples} scored '
+            f'items (<code>min_samples</code>; fewer: not flagged, and the row says why). The '
+            f'alerts judge sliding windows, so this is what they would see, not that they '
+            f'fired. Rules from <code>{escape(rules.source)}</code>:</p>'
+            f'<ul class="rules">{"".join(items)}</ul>')
 
 
 def _failure_modes(detections: Mapping[str, tuple[str | None, frozenset[str]]]) -> str:
@@ -492,7 +586,7 @@ def _failure_modes(detections: Mapping[str, tuple[str | None, frozenset[str]]]) 
 
 def _coverage(item_counts: Mapping[tuple[str | None, str, str], int],
               rejections: Mapping[tuple[str, str], int],
-              failures: Mapping[tuple[str, str], int]) -> str:
+              failures: Mapping[tuple[str, str], int], newest_rejected: Sequence[Any]) -> str:
     statuses = ("queued", "scored", "failed")
     by_route: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(statuses, 0))
     by_rule: dict[str, int] = defaultdict(int)
@@ -530,9 +624,18 @@ def _coverage(item_counts: Mapping[tuple[str | None, str, str], int],
             for (f, reason), n in sorted(rejections.items(), key=lambda kv: (-kv[1], kv[0]))]
     out.append('<div class="card"><h3>Rejected source rows</h3>'
                + (_table(("field", "reason", "rows"), rows) if rows
-                  else '<p class="note">None stored.</p>')
-               + '<p class="note">See one with <code>groundwatch explain REQUEST_ID</code>.</p>'
-               + "</div>")
+                  else '<p class="note">None stored.</p>') + "</div>")
+    if newest_rejected:
+        rows = [[_td(r.row_ref), _td(r.source), _td(r.field), _td(r.reason),
+                 _td(_short(r.detail, 80)), _td(f"{r.created_at:%Y-%m-%d %H:%M:%S}"),
+                 f"<td><code>groundwatch explain {escape(r.row_ref)}</code></td>"]
+                for r in newest_rejected]
+        out.append(f'<div class="card wide"><h3>The newest {len(newest_rejected)} rejected '
+                   'rows</h3><p class="note">The row\'s id is its request id where it had one '
+                   '(else where the source found it); <code>groundwatch explain ID</code> '
+                   'shows the whole rejection. Any age (the counts above follow the filter).'
+                   '</p>' + _table(("row id", "source", "field", "reason", "detail",
+                                    "rejected (UTC)", "see it with"), rows) + "</div>")
     rows = [[_td(stage), _td(kind), _td(n, "num")]
             for (stage, kind), n in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))]
     out.append('<div class="card"><h3>Failures (dead letters)</h3>'
@@ -548,48 +651,60 @@ def _worst(scores: Sequence[_ScoreLike], store: _Store, limit: int,
     for s in scores:
         if s.outcome == "ok" and s.value is not None:
             groups[(s.metric, s.scorer)].append(s)
-    out = ['<section id="worst"><h2>Worst items per metric</h2>',
-           f'<p class="note">The {limit} lowest scores of each metric; the request id links to '
-           'the item\'s explanation further down (the text of <code>groundwatch explain</code>)'
-           '.</p><div class="pair">']
+    candidates = limit * _CANDIDATES_PER_ROW
+    out = ['<section id="worst"><h2>Worst questions per metric</h2>',
+           f'<p class="note">The {limit} lowest-scored questions of each metric: the items of '
+           f'its {candidates} lowest scores grouped by their question, lowest first, with how '
+           'many of them asked it. The first request id links to its explanation further down '
+           '(the others: <code>groundwatch explain ID</code>).</p><div class="pair">']
     explained: dict[str, None] = {}
     questions: dict[str, str] = {}
     for (metric, scorer), group in sorted(groups.items()):
-        lowest = sorted(group, key=lambda s: (s.value, s.request_id))[:limit]
-        rows = []
-        threshold = thresholds.get(metric)
+        lowest = sorted(group, key=lambda s: (s.value, s.request_id))[:candidates]
+        by_question: dict[str, list[_ScoreLike]] = {}
         for s in lowest:
-            assert s.value is not None
             if s.request_id not in questions:
                 item = store.item(s.request_id)
                 payload = (item.payload or {}) if item is not None else {}
-                questions[s.request_id] = str(payload.get("question", ""))
-            explained[s.request_id] = None
-            low = threshold is not None and s.value < threshold
-            rows.append([_td(_num(s.value), "num low" if low else "num"), _td(_route(s.route)),
-                         f'<td><a href="#{anchor(s.request_id)}">{escape(s.request_id)}</a></td>',
-                         _td(_short(questions[s.request_id], _MAX_QUESTION_CHARS), "q")])
+                questions[s.request_id] = " ".join(str(payload.get("question", "")).split())
+            by_question.setdefault(questions[s.request_id], []).append(s)
+        rows = []
+        threshold = thresholds.get(metric)
+        for question, same in list(by_question.items())[:limit]:
+            first = same[0]
+            assert first.value is not None
+            explained[first.request_id] = None
+            low = threshold is not None and first.value < threshold
+            routes = ", ".join(dict.fromkeys(_route(s.route) for s in same))
+            others = [escape(s.request_id) for s in same[1:4]]
+            more = f" +{len(same) - 4} more" if len(same) > 4 else ""
+            ids = (f'<a href="#{anchor(first.request_id)}">{escape(first.request_id)}</a>'
+                   + "".join(f"<br><small>{o}</small>" for o in others) + more)
+            rows.append([_td(_num(first.value), "num low" if low else "num"),
+                         _td(len(same), "num"), _td(routes), f"<td>{ids}</td>",
+                         _td(_short(question, _MAX_QUESTION_CHARS) or "(no question)", "q")])
         stats = mean_ci95([float(s.value) for s in group if s.value is not None])
         mean = f", mean {stats[0]:.3f} over {len(group)}" if stats else ""
         out.append(f'<div class="card"><h3>{escape(metric)} '
                    f'<small>({escape(scorer)}{mean})</small></h3>'
-                   f'{_table(("score", "route", "request id", "question"), rows)}</div>')
+                   f'{_table(("lowest", "items", "route", "request ids", "question"), rows)}'
+                   '</div>')
     if not groups:
         out.append('<p class="note">No ok scores yet.</p>')
     out.append("</div></section>")
     return "".join(out), list(explained)
 
 
-def _explanations(store: _Store, request_ids: Sequence[str]) -> str:
-    out = ['<section id="explanations"><h2>Explanations of the worst items</h2>']
+def _explanations(store: _Store, request_ids: Sequence[str],
+                  thresholds: Mapping[str, float]) -> str:
+    out = ['<section id="explanations"><h2>Explanations of the worst items</h2>',
+           '<p class="note">Each claim of the answer with its verdict; under it the evidence '
+           'the scorer found, the words it shares with the claim <mark>highlighted</mark>, or '
+           'the claim\'s words that no passage holds. The text of <code>groundwatch explain'
+           '</code> is folded under each.</p>']
     if not request_ids:
         out.append('<p class="note">None.</p>')
     for rid in request_ids:
-        text = format_explanation(store, rid) or f"request {rid}: nothing stored"
-        if len(text) > _MAX_EXPLANATION_CHARS:
-            text = text[:_MAX_EXPLANATION_CHARS] + "\n… (cut; `groundwatch explain` shows all)"
-        out.append(f'<section class="explanation" id="{anchor(rid)}"><h3>{escape(rid)}</h3>'
-                   f'<pre>{escape(text)}</pre><a href="#worst">back to the worst items</a>'
-                   '</section>')
+        out.append(render_explanation(store, rid, anchor(rid), thresholds))
     out.append("</section>")
     return "".join(out)

@@ -52,7 +52,7 @@ def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_p
     assert "exporter (up while the demo runs): http://127.0.0.1:" in out
     assert "it stopped with the demo" in out
     html = page.read_text(encoding="utf-8")
-    assert html.count('<svg class="chart"') == 4  # one chart per metric
+    assert html.count('<svg class="chart"') == 2 * 4  # per metric: share below, and mean
     for route in ("docs_qa", "billing", "support_chat"):
         assert f"<td>{route}</td>" in html
     assert f"<dt>items sampled</dt><dd>{int(sampled)}</dd>" in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from evaluator.records import LogRecord
 from evaluator.scorers.base import METRICS, Detection, ItemResult, MetricResult
 from evaluator.store import Store
 from groundwatch.cli import main
+from groundwatch.report import quality_rules
 from groundwatch.report_html import (
     OTHER,
     PALETTE,
@@ -29,11 +31,12 @@ from groundwatch.report_html import (
     build_html_report,
     line_routes,
 )
-from tests.png_helpers import read_png, write_png
+from tests.png_helpers import Image, read_png, write_png
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 THRESHOLDS = {"faithfulness": 0.5, "groundedness": 0.5, "answer_relevance": 0.5,
               "context_relevance": 0.3}
+RULES = quality_rules(THRESHOLDS)  # the quality alerts' rules, from configs/alerts.yml
 HOSTILE_ANSWER = '<script>alert("pwned")</script> & more'
 HOSTILE_QUESTION = "<img src=x onerror=alert(1)> why?"
 HOSTILE_ROUTE = "q&a <beta>"
@@ -104,6 +107,7 @@ def filled(sqlite_url: str) -> Iterator[Store]:
 
 
 def page_of(store: Store, **kw: object) -> str:
+    kw.setdefault("rules", RULES)
     return build_html_report(store.queries, thresholds=THRESHOLDS, now=T0 + timedelta(hours=2),
                              source="sqlite:///x.db", **kw)  # type: ignore[arg-type]
 
@@ -212,6 +216,14 @@ def test_page_shows_the_stores_means_counts_and_failure_modes(filled: Store) -> 
     assert sum(n * m for n, m in parsed) / 4 == pytest.approx(0.5, abs=1e-3)
     assert any("threshold 0.50" in t for svg, t in page.titles if svg == "faithfulness (lexical)")
     assert '<circle class="few"' in page_of(filled)  # one score per bucket: hollow dots
+    # Beside each mean chart its share below the threshold, both with a y-axis title.
+    text = page_of(filled)
+    assert text.count("<svg") == 2 * len(METRICS) == text.count('class="ytitle"')
+    assert text.count('>share below 0.50</text>') == 3 and text.count('>mean score<') == 4
+    shares = [t for svg, t in page.titles if svg == "faithfulness (lexical) share below threshold"
+              and t.startswith("docs ·")]
+    assert sum(int(re.search(r", (\d+) below 0.50", t).group(1))  # type: ignore[union-attr]
+               for t in shares) == 2  # d1 and d2
     # Failure modes per route: count and share of the explained items.
     modes = page.rows_starting("docs", "4")
     assert modes and modes[0][2:] == ["1 (25.0%)", "0 (0.0%)", "1 (25.0%)", "0 (0.0%)"]
@@ -232,12 +244,12 @@ def test_page_shows_the_stores_means_counts_and_failure_modes(filled: Store) -> 
 
 def test_worst_items_link_to_their_explanations_on_the_same_page(filled: Store) -> None:
     page = Page(page_of(filled, worst=3))
-    # The faithfulness table: the three lowest, lowest first.
+    # The faithfulness table: the three lowest questions, lowest first, one item each.
     worst = [row for table in page.tables for row in table
-             if len(row) == 4 and row[1] in ("docs", "billing", HOSTILE_ROUTE)]
-    assert [r[:3] for r in worst[:3]] == [["0.050", "billing", "evil"],
-                                         ["0.200", "docs", "d1"],
-                                         ["0.300", HOSTILE_ROUTE, "q1"]]
+             if len(row) == 5 and row[2] in ("docs", "billing", HOSTILE_ROUTE)]
+    assert [r[:4] for r in worst[:3]] == [["0.050", "1", "billing", "evil"],
+                                         ["0.200", "1", "docs", "d1"],
+                                         ["0.300", "1", HOSTILE_ROUTE, "q1"]]
     assert len(worst) == 3 * len(METRICS)  # capped per metric
     fragments = [link[1:] for link in page.links if link.startswith("#")]
     for rid in ("evil", "d1", "q1"):
@@ -245,7 +257,86 @@ def test_worst_items_link_to_their_explanations_on_the_same_page(filled: Store) 
     assert anchor("d4") not in page.ids  # not among the worst: no explanation rendered
     assert set(fragments) <= set(page.ids), set(fragments) - set(page.ids)
     explanation = page_of(filled, worst=3).split(f'id="{anchor("evil")}"', 1)[1]
-    assert "claim of evil" in explanation and "detection: out_of_scope: seen" in explanation
+    explanation = explanation.split('<section class="explanation"', 1)[0]
+    # Claims with their verdicts, not preformatted text (that is folded under them).
+    assert '<span class="verdict supported">supported</span>claim of evil' in explanation
+    assert "<b>detection</b>: out_of_scope: seen" in explanation
+    assert explanation.index("<details>") > explanation.index('class="verdict')
+
+
+def test_an_explanation_shows_verdicts_and_highlighted_evidence(sqlite_url: str) -> None:
+    claims = [{"claim": "The refund takes 5 days", "verdict": "supported",
+               "evidence": "Refunds are paid within 5 days of the request.",
+               "evidence_context": 0, "strength": 0.8},
+              {"claim": "Shipping is free <always>", "verdict": "unsupported",
+               "missing": ["shipping", "free"]},
+              {"claim": "Support is open on Sundays", "verdict": "contradicted",
+               "reason": "the passage says closed on Sundays"}]
+    with Store(sqlite_url, clock=FakeClock(T0)) as store:
+        record = _record("r1", "docs", 0)
+        store.ledger.add_items([(record, "default")], source="app")
+        store.results.record_results(
+            [ItemResult("r1", (MetricResult.ok("faithfulness", 0.1),),
+                        explanation={"claims": claims})],
+            {"r1": record}, scorer="embedded", scorer_version="2")
+        text = page_of(store)
+    section = text.split(f'id="{anchor("r1")}"', 1)[1]
+    for verdict in ("supported", "unsupported", "contradicted"):
+        assert f'<li class="{verdict}"><span class="verdict {verdict}">{verdict}</span>' in section
+    assert ("context[0]:</small> Refunds are paid within <mark>5</mark> <mark>days</mark> of "
+            "the request.") in section
+    assert '<mark class="missing">shipping</mark>' in section
+    assert "Shipping is free &lt;always&gt;" in section
+    assert "why: the passage says closed on Sundays" in section
+    assert "<pre>" not in section.split("<details>", 1)[0]
+
+
+def test_worst_items_are_grouped_by_question(sqlite_url: str) -> None:
+    with Store(sqlite_url, clock=FakeClock(T0)) as store:
+        records = {}
+        for i in range(5):
+            rid = f"same-{i}"
+            records[rid] = LogRecord(request_id=rid, timestamp=T0 + timedelta(minutes=i),
+                                     question="How do I reset my password?", contexts=("p",),
+                                     answer="a", route="docs" if i % 2 else "billing")
+        records["other"] = _record("other", "docs", 9)
+        store.ledger.add_items([(r, "default") for r in records.values()], source="app")
+        store.results.record_results(
+            [ItemResult(rid, (MetricResult.ok("faithfulness", 0.1 + i / 100),))
+             for i, rid in enumerate(records)], records, scorer="lexical", scorer_version="1")
+        page = Page(page_of(store, worst=3))
+    rows = [row for t in page.tables for row in t
+            if len(row) == 5 and re.fullmatch(r"[0-9.]+", row[0])]
+    assert [r[:3] for r in rows] == [["0.100", "5", "billing, docs"], ["0.150", "1", "docs"]]
+    assert rows[0][4] == "How do I reset my password?"
+    assert rows[0][3].startswith("same-0") and "+1 more" in rows[0][3]
+    assert anchor("same-0") in page.ids and anchor("same-1") not in page.ids
+
+
+def test_the_table_shows_the_share_below_and_what_the_alerts_would_fire(filled: Store) -> None:
+    page = Page(page_of(filled))
+    docs = page.rows_starting("docs", "faithfulness", "lexical")[0]
+    assert docs[8:10] == ["0.50", "50.0% (2 of 4)"]  # d1 0.2 and d2 0.4 below 0.50
+    assert f"not flagged: n 4 < {RULES.min_samples} scored items" in docs[10]
+    # With a guard the fixture passes, the same rows fire what the alerts would.
+    few = dataclasses.replace(RULES, min_samples=3)
+    page = Page(page_of(filled, rules=few))
+    docs = page.rows_starting("docs", "faithfulness", "lexical")[0]
+    assert docs[10] == "ALERT: BurnSlow"  # 50% > 20%; the mean 0.500 is not below 0.50
+    billing = page.rows_starting("billing", "faithfulness", "lexical")[0]
+    assert billing[10] == "ALERT: BurnSlow"  # evil: 1 of 3 below
+    rare = page.rows_starting("billing", "context_relevance", "lexical")[0]
+    assert rare[10].startswith("not flagged: n 2 < 3")  # 1 of 2 below: the guard holds it
+    assert "GroundwatchQualityBurnFast</b> (ALERT: BurnFast): more than 50%" in page_of(filled)
+
+
+def test_rejected_rows_are_listed_with_their_ids(filled: Store) -> None:
+    page = Page(page_of(filled))
+    rows = [row for t in page.tables for row in t if len(row) == 7 and row[0].startswith("x")]
+    assert [(r[0], r[2], r[3], r[6]) for r in rows] == [
+        ("x3", "question", "missing_field", "groundwatch explain x3"),
+        ("x2", "contexts", "bad_contexts", "groundwatch explain x2"),
+        ("x1", "contexts", "bad_contexts", "groundwatch explain x1")]
 
 
 def test_store_data_is_escaped_and_nothing_is_fetched(filled: Store) -> None:
@@ -368,7 +459,20 @@ def _rgb(colour: str) -> tuple[int, int, int]:
 # over a thousand on the page (billing's, the shorter, draws ~1400); its dots alone (~30 px
 # each, 16 of them) and the legend's swatch (54 px) stay well below.
 LINE_PIXELS = 1000
-BAND = _rgb("#fdecec")  # the tinted "below the threshold" band of every chart
+BAND = _rgb("#fdecec")  # the tinted "below the threshold" band of every mean chart
+# The tinted band of every share chart: above the lowest burn-rate alert's share (20%).
+ABOVE = _rgb("#ffe9cc")
+
+
+def _columns(image: Image, colour: tuple[int, int, int]) -> list[int]:
+    """Per pixel column, how many pixels of ``colour`` it holds."""
+    c = image.channels
+    counts = [0] * image.width
+    for row in image.rows:
+        for x in range(image.width):
+            if (row[c * x], row[c * x + 1], row[c * x + 2]) == colour:
+                counts[x] += 1
+    return counts
 
 
 def test_chromium_draws_the_charts(filled: Store, tmp_path: Path) -> None:
@@ -383,17 +487,26 @@ def test_chromium_draws_the_charts(filled: Store, tmp_path: Path) -> None:
     for attempt in range(3):
         image = read_png(screenshot(page, tmp_path / f"report-{attempt}.png", tmp_path / "p"))
         colours = image.colours()
-        if all(colours[c] >= LINE_PIXELS for c in wanted) and colours[BAND] > 4 * 20_000:
+        if (all(colours[c] >= LINE_PIXELS for c in wanted) and colours[BAND] > 4 * 20_000
+                and colours[ABOVE] > 4 * 40_000):
             break
     assert (image.width, image.height) == (1400, 2000)
     assert all(colours[c] >= LINE_PIXELS for c in wanted), {c: colours[c] for c in wanted}
-    assert colours[BAND] > 4 * 20_000, colours[BAND]  # four charts' bands of ~96 000 px each
+    assert colours[BAND] > 4 * 20_000, colours[BAND]  # four charts' bands of ~45 000 px each
+    # Beside each mean chart, its share below the threshold: four bands above 20% of ~80 000.
+    assert colours[ABOVE] > 4 * 40_000, colours[ABOVE]
+    # Share on the left, mean on the right, together across the page (1400 px): each plot
+    # over 400 px wide, the two over 1000 px apart.
+    above = [x for x, n in enumerate(_columns(image, ABOVE)) if n]
+    below = [x for x, n in enumerate(_columns(image, BAND)) if n]
+    assert above[-1] - above[0] > 400 and below[-1] - below[0] > 400, (above[0], below[0])
+    assert above[-1] < below[0] and below[-1] - above[0] > 1000, (above, below)
     assert 0 < colours[_rgb(PALETTE[2])] < LINE_PIXELS
     assert colours[_rgb(PALETTE[3])] == 0
     assert len(colours) > 200  # text, antialiased lines: a page, not a flat fill
     # The same check on a page without charts finds no line and no band.
     blank = read_png(screenshot(empty, tmp_path / "empty.png", tmp_path / "p")).colours()
-    assert all(blank[c] < LINE_PIXELS for c in wanted) and blank[BAND] == 0
+    assert all(blank[c] < LINE_PIXELS for c in wanted) and blank[BAND] == blank[ABOVE] == 0
 
 
 def test_png_reader_undoes_every_filter() -> None:

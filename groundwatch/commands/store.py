@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from evaluator.config import Config
-from evaluator.errors import LockHeldError
+from evaluator.errors import ConfigError, LockHeldError
 from groundwatch.commands.common import (
     EXIT_CONFIG,
     cannot_confirm,
@@ -19,29 +19,52 @@ from groundwatch.commands.common import (
     store_process,
 )
 from groundwatch.explain import format_explanation
-from groundwatch.report import build_report, format_report
+from groundwatch.report import QualityRules, build_report, format_report, quality_rules
 from groundwatch.report_html import write_html_report
+
+
+def _rules(config: Config, path: str | None) -> tuple[QualityRules | None, str]:
+    """The quality alerts' rules for the report, or None and why (an install without the
+    repository's configs/alerts.yml still gets its report, without the flags)."""
+    try:
+        return quality_rules(config.scoring.thresholds, path), ""
+    except ConfigError as exc:
+        return None, (f"no alert flags: {exc} (pass --alerts FILE, the alerts.yml the rules "
+                      "were generated from)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     config = config_of(args)
     since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
+    found, why = _rules(config, args.alerts)
+    if why:
+        print(why, file=sys.stderr)
+    # Without the alerts file: still the share below [scoring.thresholds], flagging nothing.
+    rules = found or QualityRules(config.scoring.thresholds, {}, 0)
     if args.html:
         with store_process(config) as process:
             store = process.store
             path = write_html_report(store.queries, args.html, thresholds=config.scoring.thresholds,
                                      since=since, scorer=args.scorer, worst=args.html_worst,
-                                     source=store.safe_url)
+                                     source=store.safe_url, rules=rules)
         print(f"HTML report: {path}")
         return 0
     with store_process(config) as process:
-        rows = build_report(process.store.queries.scores(since=since, scorer=args.scorer),
-                            worst=args.worst)
+        queries = process.store.queries
+        rows = build_report(queries.scores(since=since, scorer=args.scorer), worst=args.worst,
+                            rules=rules)
+        questions = {rid: _question(queries, rid) for r in rows for rid, _ in r.worst}
     if args.json:
-        print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
+        print(json.dumps([{**r.__dict__, "share_below": r.share_below} for r in rows],
+                         indent=2, default=str))
     else:
-        print(format_report(rows))
+        print(format_report(rows, rules=rules, question_of=lambda rid: questions.get(rid, "")))
     return 0
+
+
+def _question(queries: Any, request_id: str) -> str:
+    item = queries.item(request_id)
+    return str(((item.payload or {}) if item is not None else {}).get("question", ""))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
