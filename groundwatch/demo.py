@@ -22,7 +22,7 @@ from evaluator.errors import ConfigError
 from evaluator.scorers import check_scorer_name
 from groundwatch.explain import format_explanation
 from groundwatch.progress import StepProgress
-from groundwatch.report import build_report, format_report
+from groundwatch.report import build_report, format_report, report_rules
 from groundwatch.report_html import write_html_report
 from metrics.exporter import snapshot_text
 from workers.children import spawn_worker, stop_on_signals, stop_processes
@@ -228,7 +228,11 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
             stop_processes([worker])
 
         print()
-        print(format_report(build_report(store.queries.scores(), worst=2)))
+        rules, why = report_rules(config.scoring.thresholds)
+        if why:
+            print(why)
+        print(format_report(build_report(store.queries.scores(), worst=2, rules=rules),
+                            rules=rules))
         snapshot = root / "metrics.prom"
         snapshot.write_text(snapshot_text(config.metrics.multiproc_dir))
         _print_summary(store, snapshot, totals, time.monotonic() - started)
@@ -242,7 +246,8 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
                   f"{config_path} explain {worst.request_id}` shows it:")
             print(format_explanation(store.queries, worst.request_id))
         page = write_html_report(store.queries, root / "report.html",
-                                 thresholds=config.scoring.thresholds, source=store.safe_url)
+                                 thresholds=config.scoring.thresholds, source=store.safe_url,
+                                 rules=rules)
         print(f"\nHTML report (charts, failure modes, coverage, worst items): {page}")
     _print_next_steps(config_path)
     return code

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from evaluator.errors import ConfigError
 from evaluator.scorers import JUDGES
 from metrics.alerts.config import QualityBurn, load_alerts
 
@@ -92,6 +93,19 @@ def quality_rules(thresholds: Mapping[str, float],
     return QualityRules(dict(thresholds), {**thresholds, **config.quality.mean_thresholds},
                         config.min_samples, tuple(burn), mean_window=_duration(mean.window),
                         source=config.path)
+
+
+def report_rules(thresholds: Mapping[str, float],
+                 alerts_path: str | Path | None = None) -> tuple[QualityRules, str]:
+    """The quality alerts' rules for a report, and "" or why there are no flags: an install
+    without the repository's configs/alerts.yml still gets the share below ``thresholds``,
+    flagging nothing."""
+    try:
+        return quality_rules(thresholds, alerts_path), ""
+    except ConfigError as exc:
+        return QualityRules(dict(thresholds), {}, 0), (
+            f"no alert flags: {exc} (pass --alerts FILE, the alerts.yml the rules were "
+            "generated from)")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from evaluator.config import Config
-from evaluator.errors import ConfigError, LockHeldError
+from evaluator.errors import LockHeldError
 from groundwatch.commands.common import (
     EXIT_CONFIG,
     cannot_confirm,
@@ -19,28 +19,16 @@ from groundwatch.commands.common import (
     store_process,
 )
 from groundwatch.explain import format_explanation
-from groundwatch.report import QualityRules, build_report, format_report, quality_rules
+from groundwatch.report import build_report, format_report, report_rules
 from groundwatch.report_html import write_html_report
-
-
-def _rules(config: Config, path: str | None) -> tuple[QualityRules | None, str]:
-    """The quality alerts' rules for the report, or None and why (an install without the
-    repository's configs/alerts.yml still gets its report, without the flags)."""
-    try:
-        return quality_rules(config.scoring.thresholds, path), ""
-    except ConfigError as exc:
-        return None, (f"no alert flags: {exc} (pass --alerts FILE, the alerts.yml the rules "
-                      "were generated from)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     config = config_of(args)
     since = datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None
-    found, why = _rules(config, args.alerts)
+    rules, why = report_rules(config.scoring.thresholds, args.alerts)
     if why:
         print(why, file=sys.stderr)
-    # Without the alerts file: still the share below [scoring.thresholds], flagging nothing.
-    rules = found or QualityRules(config.scoring.thresholds, {}, 0)
     if args.html:
         with store_process(config) as process:
             store = process.store
