@@ -169,7 +169,7 @@ def bed() -> Iterator[tuple[_Bed, str]]:
     state = _Bed()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             body = state.metrics().encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -177,7 +177,7 @@ def bed() -> Iterator[tuple[_Bed, str]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
                 state.received.append(payload)

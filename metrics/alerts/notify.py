@@ -66,7 +66,7 @@ def _teams(config: AlertsConfig) -> list[tuple[str, str, list[str]]]:
     am = config.alertmanager
     out = [(name, team.webhook_url or am.webhook_url, list(team.routes))
            for name, team in am.teams.items()]
-    return out + [(config.service, am.webhook_url, [])]
+    return [*out, (config.service, am.webhook_url, [])]
 
 
 def _route_tree(config: AlertsConfig, matcher: Any) -> list[dict[str, Any]]:
