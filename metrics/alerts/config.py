@@ -48,7 +48,7 @@ Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 Count = Annotated[int, Field(ge=1)]
 # Where a firing alert goes: "page" wakes a person, "ticket" waits for working hours.
 Severity = Literal["page", "ticket"]
-SEVERITIES: tuple[str, ...] = get_args(Severity)
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 # Annotations are rendered by Prometheus *and* by Grafana, whose template data differ
 # ($value is a number in one and a map in the other). Only label references mean the same

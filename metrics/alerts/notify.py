@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from metrics.alerts.config import SEVERITIES, AlertsConfig
+from metrics.alerts.config import SEVERITIES, AlertsConfig, Severity
 from metrics.alerts.rules import duration
 from metrics.alerts.yamlout import HEADER, dump
 
@@ -23,7 +23,7 @@ ALERTMANAGER_FILE = "alertmanager.yml"
 GRAFANA_NOTIFY_FILE = "groundwatch-notifications.yml"
 GROUP_BY = ["alertname", "route"]
 # The severity that reaches the root receiver when no branch matches.
-FALLBACK = "ticket"
+FALLBACK: Severity = "ticket"
 
 # Appended to the generated file as comments: amtool checks the live part, a user copies these.
 EXAMPLES = """
@@ -75,7 +75,8 @@ def _route_tree(config: AlertsConfig, matcher: Any) -> list[dict[str, Any]]:
 
     def by_severity(team: str) -> list[dict[str, Any]]:
         return [{"receiver": receiver(team, s), "matchers": [matcher("severity", "=", s)],
-                 "repeat_interval": duration(am.repeat_interval[s])} for s in SEVERITIES]
+                 "repeat_interval": duration(am.repeat_interval[s])}
+                for s in SEVERITIES]
 
     routes: list[dict[str, Any]] = []
     for team, _, app_routes in _teams(config):
@@ -129,7 +130,7 @@ def grafana_notifications(config: AlertsConfig) -> str:
                        "settings": {"url": url, "httpMethod": "POST"},
                        "disableResolveMessage": False}]}
         for team, url, _ in _teams(config) for s in SEVERITIES]
-    policy = {
+    policy: dict[str, Any] = {
         "orgId": 1,
         "receiver": receiver(config.service, FALLBACK),
         # Grafana groups its own alerts by folder as well; the rest is Alertmanager's grouping.
