@@ -59,7 +59,7 @@ train-entailment: install ## train the entailment cross-encoder (NLI + rule-made
 eval-entailment: install ## leave-one-file-out ROC-AUC of that cross-encoder vs the embedded scorer, and the contradiction set
 	$(BIN)/python scripts/eval_entailment.py
 
-alerts: ## regenerate the Prometheus rules, promtool tests, Grafana alerts, runbook headers and the dashboard's lines from configs/alerts.yml
+alerts: ## regenerate the Prometheus rules, promtool tests, Grafana alerts, alertmanager.yml, Grafana contact points, runbook headers and the dashboard's lines from configs/alerts.yml
 	$(BIN)/python -m metrics.alerts generate
 	$(BIN)/python -m metrics.alerts runbooks
 	$(BIN)/python -m metrics.dashboard generate

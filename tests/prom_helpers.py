@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 PROMETHEUS = "/usr/bin/prometheus"
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 T = TypeVar("T")
 
 
@@ -60,8 +61,10 @@ def write_prometheus_config(
     job: str = "groundwatch",
     scrape_interval: str = "1s",
     rule_files: Sequence[str | os.PathLike[str]] = (),
+    alertmanagers: Sequence[str] = (),
 ) -> Path:
-    """A minimal prometheus.yml scraping ``targets`` (``host:port``) at ``/metrics``."""
+    """A minimal prometheus.yml scraping ``targets`` (``host:port``) at ``/metrics`` and
+    sending alerts to ``alertmanagers`` (``host:port``)."""
     lines = [
         "global:",
         f"  scrape_interval: {scrape_interval}",
@@ -70,6 +73,9 @@ def write_prometheus_config(
     if rule_files:
         lines.append("rule_files:")
         lines += [f"  - {json.dumps(str(Path(f).resolve()))}" for f in rule_files]
+    if alertmanagers:
+        lines += ["alerting:", "  alertmanagers:", "    - static_configs:",
+                  f"        - targets: {json.dumps(list(alertmanagers))}"]
     lines += [
         "scrape_configs:",
         f"  - job_name: {json.dumps(job)}",
@@ -142,6 +148,7 @@ def running_prometheus(
     *,
     scrape_interval: str = "1s",
     rule_files: Sequence[str | os.PathLike[str]] = (),
+    alertmanagers: Sequence[str] = (),
     startup_timeout: float = 30.0,
 ) -> Iterator[PrometheusServer]:
     """Run a real Prometheus scraping ``targets`` until the block exits; yields its handle.
@@ -150,7 +157,8 @@ def running_prometheus(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_prometheus_config(workdir / "prometheus.yml", targets,
-                                     scrape_interval=scrape_interval, rule_files=rule_files)
+                                     scrape_interval=scrape_interval, rule_files=rule_files,
+                                     alertmanagers=alertmanagers)
     log_path = workdir / "prometheus.log"
     for attempt in range(3):  # the free port may be taken between probe and bind
         port = free_port()
@@ -183,6 +191,46 @@ def running_prometheus(
         yield server
     finally:
         _stop(server.process)
+
+
+@contextlib.contextmanager
+def running_alertmanager(workdir: Path, config: Path, *, startup_timeout: float = 30.0,
+                         ) -> Iterator[str]:
+    """Run a real Alertmanager (Debian's) on a free loopback port with ``config``; yields its
+    ``host:port``. No cluster port: ``--cluster.listen-address=`` turns gossip off."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "alertmanager.log"
+    for attempt in range(3):  # the free port may be taken between probe and bind
+        address = f"127.0.0.1:{free_port()}"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [ALERTMANAGER, f"--config.file={config}",
+                 f"--storage.path={workdir / f'data{attempt}'}",
+                 f"--web.listen-address={address}", "--cluster.listen-address="],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+        def ready(process: subprocess.Popen[bytes] = process, address: str = address,
+                  ) -> bool | None:
+            if process.poll() is not None:
+                raise RuntimeError(f"alertmanager exited with {process.returncode}:\n"
+                                   + log_path.read_text(errors="replace")[-3000:])
+            return httpx.get(f"http://{address}/-/ready", timeout=2).status_code == 200 or None
+
+        try:
+            wait_until(ready, timeout=startup_timeout, what="alertmanager /-/ready")
+        except RuntimeError:
+            _stop(process)
+            if "address already in use" in log_path.read_text(errors="replace") and attempt < 2:
+                continue
+            raise
+        except BaseException:
+            _stop(process)
+            raise
+        break
+    try:
+        yield address
+    finally:
+        _stop(process)
 
 
 # A child process that records metrics on command: one JSON object per stdin line, one "ok"

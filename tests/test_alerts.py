@@ -22,6 +22,7 @@ from metrics.alerts import rules as rules_module
 from metrics.alerts.__main__ import generate, main
 from metrics.alerts.config import DEFAULT_PATH, REPO_ROOT, template_labels
 from metrics.alerts.fixtures import cases
+from metrics.alerts.notify import ALERTMANAGER_DIR, ALERTMANAGER_FILE, GRAFANA_NOTIFY_FILE
 from metrics.alerts.render import (
     GRAFANA_DIR,
     GRAFANA_FILE,
@@ -61,7 +62,8 @@ def test_committed_files_match_the_settings(tmp_path: Path) -> None:
     """Regenerating from configs/alerts.yml gives the committed bytes (`make alerts`)."""
     files = generate()
     assert set(files) == {PROMETHEUS_DIR / PROMETHEUS_FILE, PROMETHEUS_DIR / TESTS_FILE,
-                          GRAFANA_DIR / GRAFANA_FILE}
+                          GRAFANA_DIR / GRAFANA_FILE, ALERTMANAGER_DIR / ALERTMANAGER_FILE,
+                          GRAFANA_DIR / GRAFANA_NOTIFY_FILE}
     for rel, text in files.items():
         committed = REPO_ROOT / rel
         assert committed.is_file(), f"{rel} is missing: run `make alerts`"

@@ -25,7 +25,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUNDWATCH_ROLES = ("sampler", "worker", "exporter")
-SERVICES = {"redis", "postgres", "sampler", "worker", "exporter", "prometheus", "grafana"}
+SERVICES = {"redis", "postgres", "sampler", "worker", "exporter", "prometheus", "alertmanager",
+            "grafana"}
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
@@ -83,7 +84,7 @@ def test_every_published_port_binds_loopback(compose: dict[str, Any]) -> None:
             text = port if isinstance(port, str) else f"{port.get('host_ip')}:{port['published']}"
             assert text.startswith("127.0.0.1:"), f"{name} publishes {text}"
             published[name] = text
-    assert set(published) == {"exporter", "prometheus", "grafana"}
+    assert set(published) == {"exporter", "prometheus", "alertmanager", "grafana"}
 
 
 def test_every_mounted_host_path_exists(compose: dict[str, Any]) -> None:
@@ -98,6 +99,7 @@ def test_every_mounted_host_path_exists(compose: dict[str, Any]) -> None:
                 assert (ROOT / rel).exists(), f"{name}: {rel}"
     as_set = {(n, s, t) for n, s, t in mounts}
     assert ("prometheus", "configs/prometheus", "/etc/prometheus") in as_set
+    assert ("alertmanager", "configs/alertmanager", "/etc/alertmanager") in as_set
     assert ("grafana", "configs/grafana/provisioning", "/etc/grafana/provisioning") in as_set
     assert ("grafana", "configs/grafana/dashboards", "/var/lib/grafana/dashboards") in as_set
     for role in GROUNDWATCH_ROLES:
@@ -125,6 +127,19 @@ def test_prometheus_scrapes_the_exporter_by_service_name_and_loads_the_rules(
     result = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=folder,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_sends_alerts_to_the_stack_alertmanager(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "configs/prometheus/prometheus.yml").read_text())
+    targets = [t for am in config["alerting"]["alertmanagers"] for sc in am["static_configs"]
+               for t in sc["targets"]]
+    alertmanager = compose["services"]["alertmanager"]
+    assert targets == ["alertmanager:9093"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    # A lone instance must not open the gossip port on every interface.
+    assert "--cluster.listen-address=" in alertmanager["command"]
+    assert "alertmanager" in compose["services"]["prometheus"]["depends_on"]
+    assert (ROOT / "configs/alertmanager/alertmanager.yml").is_file()
 
 
 def test_grafana_data_source_points_at_the_stack_prometheus(compose: dict[str, Any]) -> None:

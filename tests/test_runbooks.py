@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -83,10 +84,17 @@ def test_every_alert_has_a_runbook_and_every_runbook_an_alert() -> None:
     names = {p.stem for p in runbook_paths()}
     assert names - set(ALERT_NAMES) == set(), "runbooks without an alert"
     assert set(ALERT_NAMES) - names == set(), "alerts without a runbook (run `make runbooks`)"
-    for alert in build(load_alerts()).alerts:
+    config = load_alerts()
+    for alert in build(config).alerts:
         url = alert.annotations["runbook_url"]
-        assert url.endswith(f"/{alert.name}.md"), url
-        assert (RUNBOOK_DIR / f"{alert.name}.md").is_file()
+        assert url == f"{config.runbook_base_url.rstrip('/')}/{alert.name}.md", url
+        # Absolute, and it names this repository's file: <scheme>://<host>/<owner>/<repo>/
+        # blob/<ref>/docs/runbooks/<Alert>.md (GitHub/GitLab/Gitea layout).
+        parts = urlsplit(url)
+        assert parts.scheme == "https" and parts.netloc, url
+        in_repo = parts.path.split("/", 5)[5]
+        assert REPO_ROOT / in_repo == RUNBOOK_DIR / f"{alert.name}.md", url
+        assert (REPO_ROOT / in_repo).is_file(), url
 
 
 def test_the_index_lists_every_runbook() -> None:

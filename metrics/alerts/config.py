@@ -13,7 +13,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -46,6 +46,9 @@ Seconds = Annotated[int, BeforeValidator(_whole_seconds)]
 Window = Annotated[int, BeforeValidator(_whole_seconds), Field(ge=1)]
 Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 Count = Annotated[int, Field(ge=1)]
+# Where a firing alert goes: "page" wakes a person, "ticket" waits for working hours.
+Severity = Literal["page", "ticket"]
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 # Annotations are rendered by Prometheus *and* by Grafana, whose template data differ
 # ($value is a number in one and a map in the other). Only label references mean the same
@@ -82,7 +85,7 @@ class _Model(BaseModel):
 class Alert(_Model):
     """What every alert carries: severity, how long the condition must hold, and its texts."""
 
-    severity: Literal["page", "ticket"]
+    severity: Severity
     for_: Seconds = Field(alias="for")
     summary: str = Field(min_length=1)
     description: str = Field(min_length=1)
@@ -225,6 +228,65 @@ class Grafana(_Model):
     interval: Window
 
 
+# An app route as the `route` label carries it; no regex characters, so that a route list
+# joins into one Alertmanager matcher without escaping.
+_ROUTE = r"^[A-Za-z0-9_:-]+$"
+_RECEIVER = r"^[a-z0-9][a-z0-9_-]{0,30}$"
+_URL = r"^https?://[^\s]+$"
+
+
+class Team(_Model):
+    """An owner of some app routes (the ``route`` label): its alerts go to its receivers."""
+
+    routes: list[Annotated[str, Field(pattern=_ROUTE)]] = Field(min_length=1)
+    # None: the default webhook_url.
+    webhook_url: str | None = Field(default=None, pattern=_URL)
+
+
+class Inhibit(_Model):
+    """While a ``sources`` alert fires, the ``targets`` alerts are not sent (same ``service``)."""
+
+    sources: list[str] = Field(min_length=1)
+    targets: list[str] = Field(min_length=1)
+
+    @field_validator("sources", "targets")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in ALERT_NAMES]
+        if unknown:
+            raise ValueError(f"unknown alert(s) {unknown}; known: {list(ALERT_NAMES)}")
+        return names
+
+
+class Alertmanager(_Model):
+    """How a firing alert reaches a person: ``configs/alertmanager/alertmanager.yml`` and the
+    Grafana contact points and notification policies are generated from this."""
+
+    webhook_url: str = Field(pattern=_URL)
+    group_wait: Window
+    group_interval: Window
+    repeat_interval: dict[Severity, Window]
+    teams: dict[Annotated[str, Field(pattern=_RECEIVER)], Team] = Field(default_factory=dict)
+    inhibit: Inhibit
+
+    @model_validator(mode="after")
+    def _complete(self) -> Alertmanager:
+        missing = [s for s in SEVERITIES if s not in self.repeat_interval]
+        if missing:
+            raise ValueError(f"repeat_interval needs a value for {missing}")
+        seen: dict[str, str] = {}
+        for name, team in self.teams.items():
+            for route in team.routes:
+                if route in seen:
+                    raise ValueError(f"route {route!r} belongs to two teams: "
+                                     f"{seen[route]!r} and {name!r}")
+                seen[route] = name
+        overlap = set(self.inhibit.sources) & set(self.inhibit.targets)
+        if overlap:
+            raise ValueError(f"an alert cannot inhibit itself: {sorted(overlap)}")
+        return self
+
+
 class Profile(_Model):
     """A variant of the rules for tests: every duration divided by ``divide_by``.
 
@@ -244,12 +306,14 @@ class AlertsConfig(_Model):
 
     service: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     exporter_job: str = Field(min_length=1)
-    runbook_base_url: str = Field(min_length=1)
+    # Absolute: a pager or chat message must open it. runbook_url = <base>/<AlertName>.md.
+    runbook_base_url: str = Field(pattern=_URL)
     scoring_config: str = Field(min_length=1)
     min_samples: Count
     quality: Quality
     alerts: Alerts
     grafana: Grafana
+    alertmanager: Alertmanager
     profiles: dict[str, Profile] = Field(default_factory=dict)
     # Filled by load_alerts: [scoring.thresholds] merged under quality.mean_thresholds.
     thresholds: dict[str, float] = Field(default_factory=dict)
@@ -287,8 +351,15 @@ class AlertsConfig(_Model):
             if isinstance(alert, AgeAbove):
                 update["above"] = duration(alert.above)
             alerts[name] = alert.model_copy(update=update)
+        am = self.alertmanager
+        # Notification timings shrink too (never to 0, which Alertmanager reads as "unset").
+        notify = {"group_wait": max(1, duration(am.group_wait)),
+                  "group_interval": max(1, duration(am.group_interval)),
+                  "repeat_interval": {k: max(1, duration(v))
+                                      for k, v in am.repeat_interval.items()}}
         return self.model_copy(update={
             "alerts": self.alerts.model_copy(update=alerts),
+            "alertmanager": am.model_copy(update=notify),
             "grafana": self.grafana.model_copy(update={"interval": p.grafana_interval}),
             "profiles": {},
             "evaluation_interval": p.evaluation_interval,
