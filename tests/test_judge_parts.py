@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from evaluator.config import Config, JudgeBudgetConfig, JudgeCascadeConfig, load_config
-from evaluator.judge.calls import CircuitBreaker, looks_unparseable, retry_after_seconds
+from evaluator.judge.calls import CallLog, CircuitBreaker, looks_unparseable, retry_after_seconds
 from evaluator.judge.compact import Judgement, Unparseable, outcomes, parse, quote_found
+from evaluator.judge.scorer import _not_judged
 from evaluator.judge.shared import Budget, MemoryState, RedisState, ResponseCache
 from evaluator.judge.types import JudgeInput
 from evaluator.records import LogRecord
@@ -326,3 +327,17 @@ def test_the_judge_bench_compares_the_two_modes(tmp_path: Path) -> None:
     assert data["compact_calls_per_item"] == 1.0
     assert data["ragas_calls_per_item"] > 5
     assert data["prompt_token_ratio"] >= 4
+
+
+def test_an_item_is_counted_unjudged_only_when_a_metric_lost_its_value() -> None:
+    # Seen in test_judge_worker's budget test (8 counted against 7 skipped): a call refused by
+    # the budget whose metric still got a value (one of ResponseGroundedness's two judges
+    # answered) counted the item in budget_exhausted_total though every score was ok.
+    refused = CallLog(failure="budget")
+    judged = [MetricResult.ok("faithfulness", 0.9), MetricResult.ok("groundedness", 0.8)]
+    partly = [MetricResult.ok("faithfulness", 0.9), MetricResult.error("groundedness", "budget")]
+    assert _not_judged(refused, judged) is None
+    assert _not_judged(refused, partly) == "budget"
+    assert _not_judged(CallLog(failure="circuit_open"), partly) == "circuit_open"
+    assert _not_judged(CallLog(failure="timeout"), partly) is None
+    assert _not_judged(CallLog(), partly) is None

@@ -48,7 +48,7 @@ from evaluator.judge.redact import Redactor
 from evaluator.judge.shared import Budget, ResponseCache, shared_state_for
 from evaluator.judge.types import FINAL_ATTEMPT, JudgeBackend, JudgeInput, MetricOutcome
 from evaluator.scorers import JUDGES
-from evaluator.scorers.base import MetricResult, NotJudged, Usage
+from evaluator.scorers.base import MetricResult, NotJudged, Outcome, Usage
 from evaluator.scorers.explanation import Explanation, JudgeTrace
 from evaluator.scorers.gates import Assessment, Gated, GatedScorer
 
@@ -294,7 +294,7 @@ class JudgeScorer(GatedScorer):
                     details[m] = dict(outcome.detail)
                 if result.outcome.value != "error":
                     self.cache.put(keys[m], _to_cache(result))
-        not_judged = calls.failure if calls.failure in ("budget", "circuit_open") else None
+        not_judged = _not_judged(calls, metrics)
         unparseable = any(m.reason == "unparseable" for m in metrics)
         excerpt = calls.replies[-1] if unparseable and calls.replies else None
         trace = JudgeTrace(self.judge_config.model, self.mode, calls.calls,
@@ -392,10 +392,19 @@ def _from_cache(metric: str, data: dict[str, Any]) -> MetricResult | None:
     return None
 
 
+def _not_judged(calls: CallLog, metrics: Sequence[MetricResult]) -> str | None:
+    """Why the item went (partly) unjudged: a spent budget or an open circuit refused a call
+    *and* a metric ended in error for it. A refused call whose metric still got a value (one
+    of ResponseGroundedness's two judges answered) leaves the item judged."""
+    if calls.failure not in (NotJudged.BUDGET, NotJudged.CIRCUIT_OPEN):
+        return None
+    return calls.failure if any(m.outcome is Outcome.ERROR for m in metrics) else None
+
+
 def _usage(calls: CallLog, assessment: Assessment) -> Usage:
     judge = assessment.explanation.judge
-    not_judged = ({NotJudged(calls.failure): 1}
-                  if calls.failure in (NotJudged.BUDGET, NotJudged.CIRCUIT_OPEN) else {})
+    reason = _not_judged(calls, assessment.metrics)
+    not_judged = {NotJudged(reason): 1} if reason is not None else {}
     cached = len(judge.cached) if judge else 0
     misses = len(assessment.metrics) - cached if assessment.metrics else 0
     return Usage(judge_calls=calls.calls, prompt_tokens=calls.prompt_tokens,
