@@ -141,6 +141,37 @@ def _stop(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
             process.wait(timeout=timeout)
 
 
+def _start_on_free_port(name: str, argv: Callable[[str, int], list[str]], log_path: Path,
+                        startup_timeout: float) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``argv(address, attempt)`` on a free loopback port and wait for its ``/-/ready``;
+    try another port (up to 3) when the probed one was taken before the bind."""
+    for attempt in range(3):
+        address = f"127.0.0.1:{free_port()}"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(argv(address, attempt), stdout=log_file,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+        def ready(process: subprocess.Popen[bytes] = process, address: str = address,
+                  ) -> bool | None:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n"
+                                   + log_path.read_text(errors="replace")[-3000:])
+            return httpx.get(f"http://{address}/-/ready", timeout=2).status_code == 200 or None
+
+        try:
+            wait_until(ready, timeout=startup_timeout, what=f"{name} /-/ready")
+        except RuntimeError:
+            _stop(process)
+            if "address already in use" in log_path.read_text(errors="replace") and attempt < 2:
+                continue
+            raise
+        except BaseException:
+            _stop(process)
+            raise
+        return process, address
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def running_prometheus(
     workdir: Path,
@@ -160,37 +191,15 @@ def running_prometheus(
                                      scrape_interval=scrape_interval, rule_files=rule_files,
                                      alertmanagers=alertmanagers)
     log_path = workdir / "prometheus.log"
-    for attempt in range(3):  # the free port may be taken between probe and bind
-        port = free_port()
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={config}",
-                 f"--storage.tsdb.path={workdir / f'tsdb{attempt}'}",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-        server = PrometheusServer(f"http://127.0.0.1:{port}", process, log_path)
-        try:
-            def ready(server: PrometheusServer = server) -> bool | None:
-                if server.process.poll() is not None:
-                    raise RuntimeError(f"prometheus exited with {server.process.returncode}:\n"
-                                       f"{server.log_tail()}")
-                return httpx.get(f"{server.url}/-/ready", timeout=2).status_code == 200 or None
-
-            wait_until(ready, timeout=startup_timeout, what="prometheus /-/ready")
-        except RuntimeError:
-            _stop(process)
-            if "address already in use" in log_path.read_text(errors="replace") and attempt < 2:
-                continue
-            raise
-        except BaseException:
-            _stop(process)
-            raise
-        break
+    process, address = _start_on_free_port(
+        "prometheus", lambda address, attempt: [
+            PROMETHEUS, f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / f'tsdb{attempt}'}",
+            f"--web.listen-address={address}"], log_path, startup_timeout)
     try:
-        yield server
+        yield PrometheusServer(f"http://{address}", process, log_path)
     finally:
-        _stop(server.process)
+        _stop(process)
 
 
 @contextlib.contextmanager
@@ -199,34 +208,12 @@ def running_alertmanager(workdir: Path, config: Path, *, startup_timeout: float 
     """Run a real Alertmanager (Debian's) on a free loopback port with ``config``; yields its
     ``host:port``. No cluster port: ``--cluster.listen-address=`` turns gossip off."""
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "alertmanager.log"
-    for attempt in range(3):  # the free port may be taken between probe and bind
-        address = f"127.0.0.1:{free_port()}"
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [ALERTMANAGER, f"--config.file={config}",
-                 f"--storage.path={workdir / f'data{attempt}'}",
-                 f"--web.listen-address={address}", "--cluster.listen-address="],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-        def ready(process: subprocess.Popen[bytes] = process, address: str = address,
-                  ) -> bool | None:
-            if process.poll() is not None:
-                raise RuntimeError(f"alertmanager exited with {process.returncode}:\n"
-                                   + log_path.read_text(errors="replace")[-3000:])
-            return httpx.get(f"http://{address}/-/ready", timeout=2).status_code == 200 or None
-
-        try:
-            wait_until(ready, timeout=startup_timeout, what="alertmanager /-/ready")
-        except RuntimeError:
-            _stop(process)
-            if "address already in use" in log_path.read_text(errors="replace") and attempt < 2:
-                continue
-            raise
-        except BaseException:
-            _stop(process)
-            raise
-        break
+    process, address = _start_on_free_port(
+        "alertmanager", lambda address, attempt: [
+            ALERTMANAGER, f"--config.file={config}",
+            f"--storage.path={workdir / f'data{attempt}'}",
+            f"--web.listen-address={address}", "--cluster.listen-address="],
+        workdir / "alertmanager.log", startup_timeout)
     try:
         yield address
     finally:

@@ -29,6 +29,7 @@ from evaluator.sampling import SamplingPolicy
 from evaluator.store import Store
 from evaluator.store.models import items, rejections
 from metrics.registry import Metrics
+from tests.prom_helpers import wait_until
 from workers.sampler import build_sampler
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -177,13 +178,17 @@ def test_concurrent_writers_long_transactions_and_late_answers_lose_nothing(
             sampler.step()
             time.sleep(0.2)
         assert all(w.returncode == 0 for w in writers)
-        # Every row is now written; wait out settle and complete_within, reading on.
-        quiet_until = time.monotonic() + 6 + 1
-        while time.monotonic() < quiet_until:
+        # Every row is now written: read on until each was decided (taken, skipped or rejected
+        # once settled and complete, or past complete_within) and none waits in the cursor.
+        with engine.connect() as conn:
+            written = int(conn.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
+
+        def all_decided() -> bool:
             sampler.step()
-            time.sleep(0.2)
-        while not sampler.step().idle:
-            pass
+            seen = sum(s.value for fam in metrics.registry.collect() for s in fam.samples
+                       if s.name == "groundwatch_logs_seen_total")
+            return seen >= written and "pending" not in (store.ledger.get_cursor("app") or {})
+        wait_until(all_decided, timeout=60, interval=0.2, what="every row decided")
 
         with engine.connect() as conn:
             final = [dict(r) for r in conn.execute(text(

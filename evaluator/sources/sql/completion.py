@@ -143,13 +143,11 @@ class Completion:
     """What a read may decide now (see the module docstring)."""
 
     def __init__(self, source: SqlSource, *, settle_s: float, complete_within_s: float,
-                 transaction_wait_s: float, clock: Callable[[], float],
-                 wall: Callable[[], datetime]) -> None:
+                 transaction_wait_s: float, clock: Callable[[], float]) -> None:
         self.source = source
         self.settle = timedelta(seconds=settle_s)
         self.complete_within = timedelta(seconds=complete_within_s)
         self.clock = clock
-        self.wall = wall
         self.in_flight = InFlight(source, transaction_wait_s, clock)
         self._first_seen: dict[Any, float] = {}  # incrementing mode: unsettled rows by position
 

@@ -118,8 +118,7 @@ class SqlSource:
         self._audit = TableAudit(self, unplaceable_check_s, clock)
         self.completion = Completion(self, settle_s=settle_s,
                                       complete_within_s=max(complete_within_s, settle_s),
-                                      transaction_wait_s=transaction_wait_s, clock=clock,
-                                      wall=wall)
+                                      transaction_wait_s=transaction_wait_s, clock=clock)
         self.completion.in_flight.check_table()
         self._mapper = RowMapper(self)
 
