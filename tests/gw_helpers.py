@@ -17,8 +17,15 @@ from evaluator import demo_traffic
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 # Dedicated DB numbers, flushed by the tests that use them (the benchmark uses 12). Two
-# checkouts testing at once on one Redis pick different numbers with GROUNDWATCH_TEST_REDIS_DB.
-TEST_REDIS_DB = int(os.environ.get("GROUNDWATCH_TEST_REDIS_DB", "11"))
+# checkouts testing at once on one Redis pick different numbers with GROUNDWATCH_TEST_REDIS_DB;
+# `make test` runs the suite in pytest-xdist processes (gw0, gw1, ...), and each after the
+# first takes its own number above 12, so that no two processes flush each other's queue.
+_XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+TEST_REDIS_DB = int(os.environ.get("GROUNDWATCH_TEST_REDIS_DB", "11")) + (
+    0 if _XDIST_WORKER == 0 else 1 + _XDIST_WORKER)
+if TEST_REDIS_DB > 15:
+    raise RuntimeError(f"Redis DB {TEST_REDIS_DB} (xdist worker {_XDIST_WORKER}) is out of "
+                       "range: run fewer pytest-xdist workers or a lower GROUNDWATCH_TEST_REDIS_DB")
 
 CONFIG = """
 [store]
