@@ -27,8 +27,10 @@ demo: install ## the demo on synthetic traffic (no Redis, no LLM, no network)
 # processes on two cores take it from about 17 minutes to about 4 (each has its own Redis DB,
 # tests/gw_helpers.py; PostgreSQL schemas and ports are per test). TEST_WORKERS=0 runs it in one.
 TEST_WORKERS ?= 4
+# Tests marked `serial` run afterwards, alone (see the marker in pyproject.toml).
 test: install ## the whole suite: unit + integration (real Redis, PostgreSQL, Celery, Prometheus)
-	$(BIN)/pytest -q -n $(TEST_WORKERS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/pytest -q -m serial
 
 test-unit: install ## fast tests only
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not integration"

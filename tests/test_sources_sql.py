@@ -669,8 +669,11 @@ def test_passages_logged_as_objects_are_read_with_the_configured_text_key(db: Db
     ])
 
     def read(**source: Any) -> SourceBatch:
+        # transaction_wait 0: what is read must not depend on other tests' transactions in
+        # flight on the same PostgreSQL cluster (the source waits for any of them).
         config = Config.model_validate({"source": {
-            "kind": "sql", "sql": {"url": db.url, "table": db.table_name},
+            "kind": "sql", "sql": {"url": db.url, "table": db.table_name,
+                                   "transaction_wait": "0s"},
             "columns": APP_COLUMNS.model_dump(), **source}})
         built = build_source(config)
         try:
@@ -826,6 +829,7 @@ def test_a_row_without_a_request_id_is_a_rejection_row(db: Db) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize("db", ["postgres"], indirect=True)
 @pytest.mark.parametrize("mode", ["timestamp", "incrementing"])
+@pytest.mark.serial  # any write transaction in flight on the cluster holds the read back
 def test_a_transaction_in_flight_holds_the_read_until_it_commits(db: Db, mode: str) -> None:
     # Finding 2: a transaction that took id 1 and committed after id 2 was read lost its row
     # for good (incrementing mode; timestamp mode with a short lookback alike).
