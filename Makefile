@@ -7,7 +7,8 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
-	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard docs-figures
+	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard docs-figures \
+	export-onnx
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -15,7 +16,7 @@ help: ## list the targets
 $(BIN)/groundwatch: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,embedded,ragas]'
+	$(BIN)/pip install --quiet -e '.[dev,embedded,torch,ragas]'
 	@touch $@
 
 install: $(BIN)/groundwatch ## create .venv with everything the tests and the demo need (the embedded scorer's CPU torch, ragas for the judge)
@@ -42,6 +43,9 @@ lint: install ## ruff and mypy
 bench: install ## throughput, and the judge's calls and prompt tokens per item (ragas vs compact); writes benchmarks/results/pipeline.json and judge.json
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.judge
+
+export-onnx: install ## re-export the embedded scorer's model to ONNX (evaluator/scorers/embedded/onnx/, checked against torch; needs the [torch] extra)
+	$(BIN)/python scripts/export_onnx.py --int8
 
 docs-figures: ## fill the throughput figures in the README and docs/ from benchmarks/results/*.json (run after make bench, bench-quality or soak)
 	$(BIN)/python -m benchmarks.figures

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -318,17 +319,37 @@ class SamplingConfig(_Section):
 class EmbeddedConfig(_Section):
     """Settings of the ``embedded`` scorer (all-MiniLM-L6-v2 on CPU)."""
 
-    # Workers scale by process, so one torch thread per process avoids oversubscribing cores.
-    torch_threads: int = Field(1, ge=1, le=64)
-    # Passages whose encodings are kept per process (LRU by content hash).
-    cache_size: int = Field(2048, ge=0, le=1_000_000)
+    # Where the model runs: "onnx" (ONNX Runtime, the shipped export; no torch) or "torch"
+    # (the [torch] extra: the baseline the export is measured against).
+    runtime: Literal["onnx", "torch"] = "onnx"
+    # "int8": the dynamically quantised export (onnx runtime only), if the package ships it.
+    precision: Literal["fp32", "int8"] = "fp32"
+    # Workers scale by process, so one thread per process avoids oversubscribing cores.
+    # ``torch_threads``, the name before the ONNX runtime, is still read.
+    threads: int = Field(1, ge=1, le=64,
+                         validation_alias=AliasChoices("threads", "torch_threads"))
+    # Context texts (passages and their sentences) whose encodings are kept per process (LRU
+    # by content hash).
+    cache_size: int = Field(50_000, ge=0, le=10_000_000)
     # ...and at most this much memory per process (an entry holds token embeddings: ~1.5 KB
-    # per word piece, 100-300 KB per passage).
+    # per word piece, 20-60 KB a sentence).
     cache_mb: float = Field(256.0, ge=0.0, le=65536.0)
+    # The evidence filter (a BM25 pass before the model): an item whose contexts have more
+    # than this many sentences embeds only the best ``evidence_per_query`` sentences for the
+    # question and for each claim; 0 embeds every sentence.
+    evidence_keep_all: int = Field(32, ge=0, le=100_000)
+    evidence_per_query: int = Field(6, ge=1, le=1000)
     # Longer inputs are cut (and counted) to bound the cost of one item.
     max_answer_chars: int = Field(8000, ge=100)
     max_context_chars: int = Field(40000, ge=100)
     max_question_chars: int = Field(2000, ge=50)
+
+    @model_validator(mode="after")
+    def _int8_is_onnx(self) -> EmbeddedConfig:
+        if self.precision == "int8" and self.runtime != "onnx":
+            raise ValueError('precision = "int8" needs runtime = "onnx" (the torch baseline '
+                             "runs the float32 model only)")
+        return self
 
 
 class ScopeConfig(_Section):

