@@ -40,8 +40,9 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: install ## throughput, and the judge's calls and prompt tokens per item (ragas vs compact); writes benchmarks/results/pipeline.json and judge.json
+bench: install ## throughput, the embedded scorer's runtimes (torch baseline vs ONNX), and the judge's calls and prompt tokens per item; writes benchmarks/results/pipeline.json, runtime.json and judge.json
 	$(BIN)/python -m benchmarks.pipeline
+	$(BIN)/python -m benchmarks.runtime
 	$(BIN)/python -m benchmarks.judge
 
 export-onnx: install ## re-export the embedded scorer's model to ONNX (evaluator/scorers/embedded/onnx/, checked against torch; needs the [torch] extra)

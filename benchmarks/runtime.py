@@ -16,7 +16,9 @@ as contexts). Per variant and workload: items per CPU-second of the child (items
 steadier than wall time on a shared host), word pieces embedded per item, the model's share of
 the scoring time (forward pass), the passage-cache hit rate on demo traffic (which repeats its
 documents), the child's RSS after scoring and its peak, and the cold start (process start to
-warmed up: imports, model load, one item). The installed size of each variant's Python
+warmed up: imports, model load, one item). The shared passage cache: two ONNX workers, one
+after the other, each on its half of the demo traffic with a cache in Redis (DB 12, flushed):
+the hits the second finds there. The installed size of each variant's Python
 dependencies is summed from the installed distributions' file lists (the closure of each
 extra's requirements), plus the ONNX files for the new runtime. Ratios are against the
 baseline in the same run. Results: a table and ``benchmarks/results/runtime.json``.
@@ -56,6 +58,7 @@ ENVIRONMENTS = {
     "onnx": ["onnxruntime", "tokenizers", "wordfreq", "numpy"],
 }
 BATCH = 32
+REDIS_URL = "redis://127.0.0.1:6379/12"  # the benchmarks' Redis DB (benchmarks/pipeline.py)
 
 
 # -- in the child -----------------------------------------------------------------------------
@@ -69,17 +72,19 @@ def _rss() -> tuple[float, float]:
     return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
 
 
-def child(variant: str, workload: str, items: int, seed: int) -> dict[str, Any]:
+def child(variant: str, workload: str, items: int, seed: int, shared_url: str = "",
+          part: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
     from evaluator.config import EmbeddedConfig
     from evaluator.scorers.embedded import model
     from evaluator.scorers.embedded.scorer import EmbeddedScorer
+    from evaluator.scorers.gates import apply_gates
 
     settings = dict(VARIANTS[variant])
     if "batch_chars" in settings:
         chars = settings.pop("batch_chars")
         model.BATCH_CHARS = 10**12 if chars is None else int(chars)
-    scorer = EmbeddedScorer(EmbeddedConfig(**settings))
+    scorer = EmbeddedScorer(EmbeddedConfig(**settings), shared_cache_url=shared_url)
     scorer.warm_up()
     cold_s = time.perf_counter() - started
     from benchmarks.pipeline import demo_records, dev_mixture
@@ -88,14 +93,19 @@ def child(variant: str, workload: str, items: int, seed: int) -> dict[str, Any]:
         records = dev_mixture(items, seed)
     elif workload == "long pages":
         records = long_pages(items, seed)
-    else:
-        records = demo_records(items)
+    else:  # demo traffic; worker ``part`` of two takes its half
+        records = demo_records(items * 2)[part * items:(part + 1) * items] if shared_url \
+            else demo_records(items)
     enc = scorer.encoder
     tokens0, texts0, forward0 = enc.tokens_embedded, enc.texts_embedded, enc.forward_seconds
     hits0, misses0 = enc.cache_hits, enc.cache_misses
+    shared = {"hit": 0, "miss": 0, "error": 0}
     cpu, wall = time.process_time(), time.perf_counter()
     for start in range(0, len(records), BATCH):
-        scorer.score_batch(records[start:start + BATCH])
+        _, usage = scorer.score_gated(apply_gates(records[start:start + BATCH]))
+        shared["hit"] += usage.shared_cache_hits
+        shared["miss"] += usage.shared_cache_misses
+        shared["error"] += usage.shared_cache_errors
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     rss, peak = _rss()
     hits, misses = enc.cache_hits - hits0, enc.cache_misses - misses0
@@ -107,6 +117,7 @@ def child(variant: str, workload: str, items: int, seed: int) -> dict[str, Any]:
         "texts_per_item": round((enc.texts_embedded - texts0) / len(records), 1),
         "model_time_share": round((enc.forward_seconds - forward0) / wall, 3),
         "cache_hit_rate": round(hits / (hits + misses), 3) if hits + misses else None,
+        "shared_cache": shared if shared_url else None,
         "rss_mb": round(rss, 1), "peak_rss_mb": round(peak, 1),
         "cold_start_s": round(cold_s, 2),
         "torch_imported": "torch" in sys.modules,
@@ -179,9 +190,11 @@ def installed_mb(requirements: Sequence[str]) -> tuple[float, list[str]]:
 
 # -- the parent -------------------------------------------------------------------------------
 
-def run_child(variant: str, workload: str, items: int, seed: int) -> dict[str, Any]:
+def run_child(variant: str, workload: str, items: int, seed: int, shared_url: str = "",
+              part: int = 0) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.runtime", "--child", variant, "--workload",
-           workload, "--items", str(items), "--seed", str(seed)]
+           workload, "--items", str(items), "--seed", str(seed), "--shared-url", shared_url,
+           "--part", str(part)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, check=False,
@@ -189,6 +202,24 @@ def run_child(variant: str, workload: str, items: int, seed: int) -> dict[str, A
     if out.returncode != 0:
         raise RuntimeError(f"{variant} / {workload} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def shared_cache_case(url: str, items: int, seed: int) -> list[dict[str, Any]]:
+    """Two workers, one after the other, each on its half of the demo traffic, sharing a
+    cache in Redis (flushed first): what the second finds that it did not embed itself."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        rows = []
+        for part in (0, 1):
+            row = run_child("onnx", "demo", items, seed, shared_url=url, part=part)
+            row["part"] = part
+            rows.append(row)
+        return rows
+    finally:
+        client.flushdb()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,11 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated (default {','.join(VARIANTS)})")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--redis", default=REDIS_URL,
+                   help=f"Redis for the shared-cache case, flushed (default {REDIS_URL})")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
+    p.add_argument("--shared-url", default="", help=argparse.SUPPRESS)
+    p.add_argument("--part", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.workload, args.items, args.seed)))
+        print(json.dumps(child(args.child, args.workload, args.items, args.seed,
+                               args.shared_url, args.part)))
         return 0
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -218,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(row)
             print(f"# {variant:<15} {workload:<12} {row['items_per_cpu_s']:>7} items/cpu-s",
                   file=sys.stderr, flush=True)
+    shared_rows = shared_cache_case(args.redis, args.demo_items, args.seed)
     base = {r["workload"]: r for r in rows if r["variant"] == "torch-baseline"}
     for r in rows:
         b = base.get(r["workload"])
@@ -246,7 +283,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, s in sizes.items():
         print(f"installed scoring environment, {name}: {s['mb']} MB "
               f"({len(s['distributions'])} distributions)")
-    report = {"rows": rows, "installed": sizes, "provenance": measured_on(),
+    # summary.VARIANT.WORKLOAD (dev_mixture, long_pages, demo): the rows again, for the docs'
+    # figure markers (benchmarks/figures.py).
+    summary: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        summary.setdefault(r["variant"], {})[r["workload"].replace(" ", "_")] = r
+    for r in shared_rows:
+        s = r["shared_cache"]
+        print(f"shared cache, worker {r['part'] + 1} of 2 ({r['items']} demo items, a cold "
+              f"process cache): own cache {r['cache_hit_rate']}, then the shared one "
+              f"{s['hit']} hits, {s['miss']} misses, {s['error']} errors; "
+              f"{r['items_per_cpu_s']} items/cpu-s")
+    report = {"rows": rows, "summary": summary, "shared_cache": shared_rows,
+              "installed": sizes, "provenance": measured_on(),
               "settings": {"threads": 1, "batch": BATCH, "seed": args.seed,
                            "variants": {v: VARIANTS[v] for v in variants}}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -339,6 +339,20 @@ class EmbeddedConfig(_Section):
     # question and for each claim; 0 embeds every sentence.
     evidence_keep_all: int = Field(32, ge=0, le=100_000)
     evidence_per_query: int = Field(6, ge=1, le=1000)
+    # One cache for every worker: "" (none), "broker" (the broker's Redis) or a redis:// URL.
+    # Texts a worker's own cache misses are looked up there before they are embedded, and
+    # what it embeds is stored there, within shared_cache_mb (least recently used go first).
+    shared_cache: str = ""
+    shared_cache_mb: float = Field(256.0, gt=0.0, le=1_048_576.0)
+
+    @field_validator("shared_cache")
+    @classmethod
+    def _shared_cache_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and value != "broker" and not value.startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise ValueError('"" (none), "broker" or a redis:// URL')
+        return value
     # Longer inputs are cut (and counted) to bound the cost of one item.
     max_answer_chars: int = Field(8000, ge=100)
     max_context_chars: int = Field(40000, ge=100)

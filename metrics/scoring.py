@@ -91,6 +91,11 @@ class ScoringMetrics(Recorder):
             "scorer_cache_lookups_total",
             "Lookups in the scorer's per-process cache (passage embeddings) by result.",
             ("scorer", "result"))
+        self.scorer_shared_cache_lookups = self._counter(
+            "scorer_shared_cache_lookups_total",
+            "Lookups of per-process cache misses in the cache all workers share (Redis), by "
+            "result: hit, miss, or error (not reachable: the texts were embedded locally).",
+            ("scorer", "result"))
 
     def _define_batches(self) -> None:
         self.task_failures = self._counter(
@@ -196,6 +201,11 @@ class ScoringMetrics(Recorder):
             for n, result in ((usage.cache_hits, "hit"), (usage.cache_misses, "miss")):
                 if n > 0:
                     self._child(self.scorer_cache_lookups, scorer_v, result).inc(n)
+            for n, result in ((usage.shared_cache_hits, "hit"),
+                              (usage.shared_cache_misses, "miss"),
+                              (usage.shared_cache_errors, "error")):
+                if n > 0:
+                    self._child(self.scorer_shared_cache_lookups, scorer_v, result).inc(n)
 
     def observe_task_failure(self, kind: str) -> None:
         """A scoring task failed for good (its batch went to the dead letters)."""

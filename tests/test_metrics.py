@@ -363,6 +363,12 @@ def test_usage_of_a_batch(local_metrics: Metrics) -> None:
                {"scorer": "compact", "result": "hit"}) == 3
     assert get("groundwatch_scorer_cache_lookups_total",
                {"scorer": "compact", "result": "miss"}) is None  # nothing to count
+    shared = ScorerRun("embedded", "1", (), Usage(shared_cache_hits=4, shared_cache_misses=1,
+                                                  shared_cache_errors=2), {})
+    m.observe_usage(ScoredBatch((), (shared,)))
+    for result, n in (("hit", 4), ("miss", 1), ("error", 2)):
+        assert get("groundwatch_scorer_shared_cache_lookups_total",
+                   {"scorer": "embedded", "result": result}) == n
     assert get("groundwatch_judge_requests_total", {"status": "rate_limited"}) == 1
     assert get("groundwatch_judge_requests_total", {"status": "ok"}) is None
     assert get("groundwatch_judge_tokens_total", {"kind": "prompt"}) == 100

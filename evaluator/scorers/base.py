@@ -110,7 +110,9 @@ class NotJudged(StrEnum):
 class Usage:
     """What scoring a batch cost one scorer. The judge fields stay 0 (or empty) for offline
     backends; ``truncations`` counts inputs cut to the configured size, ``cache_hits`` /
-    ``cache_misses`` the backend's cache lookups; ``latency_s`` is the run's wall time.
+    ``cache_misses`` the backend's cache lookups (``shared_cache_*``: the lookups of its
+    per-process misses in a cache shared by all workers, and its failures); ``latency_s`` is
+    the run's wall time.
 
     The mappings are counts summed key by key: ``judge_statuses`` the judge's calls by how
     they ended (``ok`` or an error kind: ``rate_limited``, ``timeout``, ...), ``redactions``
@@ -124,6 +126,9 @@ class Usage:
     cost_usd: float = 0.0
     cache_hits: int = 0
     cache_misses: int = 0
+    shared_cache_hits: int = 0
+    shared_cache_misses: int = 0
+    shared_cache_errors: int = 0
     truncations: int = 0
     latency_s: float = 0.0
     unpriced: int = 0
@@ -139,6 +144,9 @@ class Usage:
             cost_usd=self.cost_usd + other.cost_usd,
             cache_hits=self.cache_hits + other.cache_hits,
             cache_misses=self.cache_misses + other.cache_misses,
+            shared_cache_hits=self.shared_cache_hits + other.shared_cache_hits,
+            shared_cache_misses=self.shared_cache_misses + other.shared_cache_misses,
+            shared_cache_errors=self.shared_cache_errors + other.shared_cache_errors,
             truncations=self.truncations + other.truncations,
             latency_s=self.latency_s + other.latency_s,
             unpriced=self.unpriced + other.unpriced,

@@ -9,13 +9,14 @@ Tokenizing, pooling and the token weights are the same numpy code for both runti
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import hashlib
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +31,10 @@ from evaluator.scorers.embedded.runtime import (
 from evaluator.scorers.embedded.textops import idf
 from evaluator.scorers.text import STOPWORDS
 
-__all__ = ["BATCH", "MAX_TOKENS", "Encoded", "Encoder", "release_free_memory"]
+if TYPE_CHECKING:
+    from evaluator.scorers.embedded.shared_cache import SharedCache
+
+__all__ = ["BATCH", "MAX_TOKENS", "Encoded", "Encoder", "Lookups", "release_free_memory"]
 
 BATCH = 32
 # A batch holds at most this many characters of its longest text times its size (about 512
@@ -57,8 +61,10 @@ class Encoder:
     encodings."""
 
     def __init__(self, *, threads: int = 1, cache_size: int = 50_000, cache_mb: float = 128.0,
-                 runtime: RuntimeName = "onnx", precision: Precision = "fp32") -> None:
+                 runtime: RuntimeName = "onnx", precision: Precision = "fp32",
+                 shared: SharedCache | None = None) -> None:
         self.threads = threads
+        self.shared = shared
         self.runtime: Runtime = make_runtime(runtime, threads=threads, precision=precision)
         self.cache_size = cache_size
         # An entry (a passage or one of its sentences) holds a 384-float vector per word piece
@@ -141,15 +147,16 @@ class Encoder:
         return self.encode_passages_counted(passages)[0]
 
     def encode_passages_counted(self, passages: Sequence[tuple[str, list[str]]],
-                                ) -> tuple[list[list[Encoded]], int, int]:
-        """:meth:`encode_passages`, and this call's cache hits and misses, one lookup per
-        distinct text (the running totals ``cache_hits`` / ``cache_misses`` mix every thread's
-        calls).
+                                ) -> tuple[list[list[Encoded]], Lookups]:
+        """:meth:`encode_passages`, and this call's cache lookups, one per distinct text (the
+        running totals ``cache_hits`` / ``cache_misses`` mix every thread's calls).
 
         The cache holds texts, not passages: a passage retrieved again for another question,
         whose sentences the evidence filter picks differently, still finds the sentences it
         had before. A text that occurs twice in the call (the same chunk retrieved for two
-        items of a batch, a sentence repeated in a page) is embedded once."""
+        items of a batch, a sentence repeated in a page) is embedded once. Texts this
+        process's cache misses are looked up in the shared cache (when there is one) before
+        they are embedded, and what is embedded is stored there for the other workers."""
         wanted = list(dict.fromkeys(t for text, units in passages for t in (text, *units)))
         keys = {t: hashlib.blake2b(t.encode("utf-8", "replace"), digest_size=16).hexdigest()
                 for t in wanted}
@@ -164,10 +171,31 @@ class Encoder:
             self.cache_hits += hits
             self.cache_misses += len(wanted) - hits
         todo = [t for t in wanted if t not in found]
-        encoded = self.encode(todo)
+        lookups = Lookups(hits, len(todo))
+        if self.shared is not None and todo:
+            shared = self.shared.get_many([keys[t] for t in todo])
+            if shared is None:
+                lookups = dataclasses.replace(lookups, shared_errors=1)
+            else:
+                from_shared = {t: shared[keys[t]] for t in todo if keys[t] in shared}
+                lookups = dataclasses.replace(lookups, shared_hits=len(from_shared),
+                                              shared_misses=len(todo) - len(from_shared))
+                self._remember(from_shared, keys)
+                found.update(from_shared)
+                todo = [t for t in todo if t not in from_shared]
+        encoded = dict(zip(todo, self.encode(todo), strict=True))
+        self._remember(encoded, keys)
+        found.update(encoded)
+        if self.shared is not None and encoded and not lookups.shared_errors \
+                and not self.shared.put_many({keys[t]: e for t, e in encoded.items()}):
+            lookups = dataclasses.replace(lookups, shared_errors=lookups.shared_errors + 1)
+        out = [[found[text], *(found[u] for u in units)] for text, units in passages]
+        return out, lookups
+
+    def _remember(self, encodings: dict[str, Encoded], keys: dict[str, str]) -> None:
+        """Put ``encodings`` (text → encoding) in this process's LRU, within its bounds."""
         with self._cache_lock:
-            for t, enc in zip(todo, encoded, strict=True):
-                found[t] = enc
+            for t, enc in encodings.items():
                 size = _nbytes((enc,))
                 old = self._cache.pop(keys[t], None)
                 if old is not None:
@@ -179,8 +207,19 @@ class Encoder:
                                    or self.cache_bytes > self.cache_bytes_limit):
                 _, (_, size) = self._cache.popitem(last=False)
                 self.cache_bytes -= size
-        out = [[found[text], *(found[u] for u in units)] for text, units in passages]
-        return out, hits, len(wanted) - hits
+
+
+@dataclass(frozen=True, slots=True)
+class Lookups:
+    """One call's cache lookups, one per distinct text: this process's cache (``hits``,
+    ``misses``), then, for its misses, the shared cache (``shared_hits``, ``shared_misses``;
+    ``shared_errors`` counts failed lookups or stores: those texts were embedded here)."""
+
+    hits: int = 0
+    misses: int = 0
+    shared_hits: int = 0
+    shared_misses: int = 0
+    shared_errors: int = 0
 
 
 def _load_malloc_trim() -> Any:

@@ -223,6 +223,16 @@ class TorchRuntime(Runtime):
         self._model = None
 
 
+def model_key(name: RuntimeName, precision: Precision, directory: Path = OUT_DIR) -> str:
+    """A short name for the exact model a runtime computes with (what a shared cache of its
+    encodings is keyed by): the ONNX file's sha256, or the torch package's weights'."""
+    manifest = read_manifest(directory)
+    if name == "torch":
+        return f"torch-{manifest['source']['model.safetensors'][:16]}"
+    entry = manifest["files"].get(precision) or {"sha256": "missing"}
+    return f"onnx-{precision}-{entry['sha256'][:16]}"
+
+
 def make_runtime(name: RuntimeName = "onnx", *, threads: int = 1,
                  precision: Precision = "fp32") -> Runtime:
     if name == "torch":

@@ -40,6 +40,8 @@ from evaluator.scorers.embedded import textops as tx
 from evaluator.scorers.embedded.calibration import Calibration
 from evaluator.scorers.embedded.model import Encoded, Encoder, release_free_memory
 from evaluator.scorers.embedded.prefilter import Selection, select_units
+from evaluator.scorers.embedded.runtime import model_key
+from evaluator.scorers.embedded.shared_cache import SharedCache
 from evaluator.scorers.explanation import (
     AnswerRelevanceParts,
     Claim,
@@ -80,7 +82,7 @@ class EmbeddedScorer(GatedScorer):
     name = "embedded"
 
     def __init__(self, settings: EmbeddedConfig | None = None, scope: ScopeConfig | None = None,
-                 calibration: Calibration | None = None) -> None:
+                 calibration: Calibration | None = None, shared_cache_url: str = "") -> None:
         self.settings = settings or EmbeddedConfig()
         self.scope = scope or ScopeConfig()
         self.calibration = calibration or Calibration.load()
@@ -92,11 +94,16 @@ class EmbeddedScorer(GatedScorer):
         # that): results say which they came from.
         self.version = f"1+cal{self.calibration.version}" + (
             "+int8" if self.settings.precision == "int8" else "")
+        shared = None
+        if shared_cache_url:
+            shared = SharedCache(shared_cache_url, model=model_key(self.settings.runtime,
+                                                                   self.settings.precision),
+                                 max_mb=self.settings.shared_cache_mb)
         self.encoder = Encoder(threads=self.settings.threads,
                                cache_size=self.settings.cache_size,
                                cache_mb=self.settings.cache_mb,
                                runtime=self.settings.runtime,
-                               precision=self.settings.precision)
+                               precision=self.settings.precision, shared=shared)
         self._counter_lock = threading.Lock()
         self.truncations = 0
         self._scope_lock = threading.Lock()
@@ -112,7 +119,15 @@ class EmbeddedScorer(GatedScorer):
                     f"runtime = \"torch\" needs {', '.join(missing)}, not installed: pip "
                     "install 'groundwatch[torch]', or leave the default runtime \"onnx\"",
                     key="scoring.embedded.runtime")
-        return cls(settings, config.scoring.scope)
+        url = settings.shared_cache
+        if url == "broker":
+            url = config.broker.url.get_secret_value()
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ConfigError(
+                    "shared_cache = \"broker\" needs a Redis broker (broker.url is not redis://"
+                    "...): give the cache's own redis:// URL, or \"\" for none",
+                    key="scoring.embedded.shared_cache")
+        return cls(settings, config.scoring.scope, shared_cache_url=url)
 
     def warm_up(self) -> None:
         """Load the model (the runtime and its weights) and score one tiny item, so
@@ -236,7 +251,7 @@ class EmbeddedScorer(GatedScorer):
         encs = self.encoder.encode(texts)
         flat = [(text, units) for p in prepared if p is not None
                 for text, units in zip(p.passages, p.units, strict=True)]
-        encoded, hits, misses = self.encoder.encode_passages_counted(flat)
+        encoded, lookups = self.encoder.encode_passages_counted(flat)
         passage_encs = iter(encoded)
         results = []
         for p, (qi, ai, ci) in zip(prepared, slots, strict=True):
@@ -250,7 +265,11 @@ class EmbeddedScorer(GatedScorer):
             except Exception:
                 results.append(_failed("internal"))
         release_free_memory()
-        return results, Usage(truncations=truncations, cache_hits=hits, cache_misses=misses)
+        return results, Usage(truncations=truncations, cache_hits=lookups.hits,
+                              cache_misses=lookups.misses,
+                              shared_cache_hits=lookups.shared_hits,
+                              shared_cache_misses=lookups.shared_misses,
+                              shared_cache_errors=lookups.shared_errors)
 
     def _assess_one(self, p: _Prepared, q_enc: Encoded, a_enc: Encoded,
                     claim_encs: Sequence[Encoded], pencs: list[list[Encoded]]) -> Assessment:
