@@ -173,8 +173,10 @@ def test_maps_the_apps_own_column_names(db: Db, make_source: Callable[..., SqlSo
 def test_build_source_from_config(db: Db) -> None:
     table = app_table(db)
     db.insert(table, [app_row(0, BASE.replace(tzinfo=None))])
+    # transaction_wait 0: the read must not wait on other tests' transactions in flight on
+    # the same PostgreSQL cluster.
     config = Config.model_validate({"source": {
-        "kind": "sql", "sql": {"url": db.url, "table": db.table_name},
+        "kind": "sql", "sql": {"url": db.url, "table": db.table_name, "transaction_wait": "0s"},
         "columns": APP_COLUMNS.model_dump(), "max_field_chars": 1000}})
     source = build_source(config)
     try:
