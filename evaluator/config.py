@@ -337,8 +337,8 @@ class EmbeddedConfig(_Section):
     # The evidence filter (a BM25 pass before the model): an item whose contexts have more
     # than this many sentences embeds only the best ``evidence_per_query`` sentences for the
     # question and for each claim; 0 embeds every sentence.
-    evidence_keep_all: int = Field(32, ge=0, le=100_000)
-    evidence_per_query: int = Field(6, ge=1, le=1000)
+    evidence_keep_all: int = Field(64, ge=0, le=100_000)
+    evidence_per_query: int = Field(10, ge=1, le=1000)
     # One cache for every worker: "" (none), "broker" (the broker's Redis) or a redis:// URL.
     # Texts a worker's own cache misses are looked up there before they are embedded, and
     # what it embeds is stored there, within shared_cache_mb (least recently used go first).

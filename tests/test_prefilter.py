@@ -90,10 +90,10 @@ def test_nothing_is_embedded_twice_in_a_call() -> None:
         assert encoder.texts_embedded == 2
         # The same chunk retrieved for two items of a batch, and a sentence that is also a
         # whole passage: each distinct text once.
-        out, hits, misses = encoder.encode_passages_counted(
+        out, lookups = encoder.encode_passages_counted(
             [("Keys rotate daily.", ["Keys rotate daily."]),
              ("Keys rotate daily.", ["Keys rotate daily."])])
-        assert (hits, misses) == (0, 1) and encoder.texts_embedded == 3
+        assert (lookups.hits, lookups.misses) == (0, 1) and encoder.texts_embedded == 3
         assert out[0][0] is out[0][1] is out[1][0]
     finally:
         encoder.close()
@@ -103,8 +103,8 @@ def test_sentences_stay_cached_when_another_question_picks_others() -> None:
     encoder = Encoder()
     try:
         encoder.encode_passages([("P", ["s1", "s2", "s3"])])
-        _, hits, misses = encoder.encode_passages_counted([("P", ["s2", "s3", "s4"])])
-        assert (hits, misses) == (3, 1)
+        _, lookups = encoder.encode_passages_counted([("P", ["s2", "s3", "s4"])])
+        assert (lookups.hits, lookups.misses) == (3, 1)
     finally:
         encoder.close()
 
