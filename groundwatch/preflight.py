@@ -141,6 +141,28 @@ class _Checker:
             self.config_error(exc)
         else:
             self.checked(f"scorer {name!r}: available")
+            if name == "embedded":
+                self.embedded_model()
+
+    def embedded_model(self) -> None:
+        """The shipped model files match their manifest (a damaged install fails here, not at
+        a worker's first batch); the torch runtime's extra is installed."""
+        # the [embedded] extra is installed (checked just before); numpy and the scorer's
+        # modules load only for this check, not for every command
+        from evaluator.scorers.embedded.runtime import ModelFileError, verify_files
+        from evaluator.scorers.embedded.scorer import EmbeddedScorer
+
+        settings = self.config.scoring.embedded
+        try:
+            EmbeddedScorer.from_config(self.config).close()
+            if settings.runtime == "onnx":
+                model = verify_files(settings.precision)
+                self.checked(f"embedded model: {model} ({settings.precision}) matches its "
+                             "manifest")
+        except ConfigError as exc:
+            self.config_error(exc)
+        except ModelFileError as exc:
+            self.problem("scoring.embedded.precision", str(exc))
 
     # -- source -----------------------------------------------------------------------------
     def source(self, sample_rows: int, timeout_s: float) -> None:

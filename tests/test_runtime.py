@@ -246,3 +246,26 @@ def test_the_torch_runtime_without_torch_is_a_config_error(
 def test_the_old_threads_key_is_still_read() -> None:
     config = Config.model_validate({"scoring": {"embedded": {"torch_threads": 3}}})
     assert config.scoring.embedded.threads == 3
+
+
+def test_check_config_finds_a_damaged_model_and_a_missing_torch(
+        shipped_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evaluator.scorers.embedded import runtime
+    from groundwatch.preflight import run_preflight
+
+    embedded = Config.model_validate({"scoring": {"scorer": "embedded"}})
+    good = run_preflight(embedded, offline=True)
+    assert "embedded model: minilm-l6-v2.onnx (fp32) matches its manifest" in good.checked
+    model = shipped_copy / MODEL_FILES["fp32"]
+    model.write_bytes(model.read_bytes()[:-10])
+    monkeypatch.setattr(runtime, "OUT_DIR", shipped_copy)
+    bad = run_preflight(embedded, offline=True)
+    assert not bad.ok
+    assert any("minilm-l6-v2.onnx: sha256" in f.what for f in bad.problems)
+    monkeypatch.undo()
+    real = scorer_module.importlib.util.find_spec
+    monkeypatch.setattr(scorer_module.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    torchless = run_preflight(Config.model_validate(
+        {"scoring": {"scorer": "embedded", "embedded": {"runtime": "torch"}}}), offline=True)
+    assert any("groundwatch[torch]" in f.what for f in torchless.problems)

@@ -223,6 +223,19 @@ class TorchRuntime(Runtime):
         self._model = None
 
 
+def verify_files(precision: Precision = "fp32", directory: Path | None = None) -> str:
+    """Check the shipped model and tokenizer against the manifest without loading them (for
+    ``check-config``); the model file's name, or :class:`ModelFileError`."""
+    directory = directory or OUT_DIR
+    manifest = read_manifest(directory)
+    entry = manifest["files"].get(precision)
+    if entry is None:
+        raise ModelFileError(f"{directory / MANIFEST} lists no {precision} model (it has "
+                             f"{', '.join(manifest['files'])})")
+    checked_file(directory, manifest["tokenizer"])
+    return checked_file(directory, entry).name
+
+
 def model_key(name: RuntimeName, precision: Precision, directory: Path = OUT_DIR) -> str:
     """A short name for the exact model a runtime computes with (what a shared cache of its
     encodings is keyed by): the ONNX file's sha256, or the torch package's weights'."""
