@@ -6,6 +6,7 @@ command without importing the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from evaluator.records import PassageInfo
@@ -78,12 +79,26 @@ def format_explanation(store: Any, request_id: str) -> str | None:
                 extra += f"\n        {'why' if c.reason else 'note'}: {why}"
             strength = f", strength {c.strength}" if c.strength is not None else ""
             lines.append(f"    [{c.verdict}{strength}] {c.claim}{extra}")
+        evidence = evidence_line(exp.scorer, body.extra)
+        if evidence:
+            lines.append(f"  {evidence}")
         trace = body.judge
         if trace is not None:
             lines.append(judge_line(exp.scorer, trace))
     for f in store.failures(request_id=request_id):
         lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
     return "\n".join(lines)
+
+
+def evidence_line(scorer: str, extra: Any) -> str | None:
+    """What the embedded scorer's evidence filter kept, when it dropped anything."""
+    units = extra.get("evidence_units") if isinstance(extra, Mapping) else None
+    if not isinstance(units, Mapping) or not units.get("dropped"):
+        return None
+    kept, dropped = units.get("kept", 0), units["dropped"]
+    return (f"evidence ({scorer}): {kept} of {kept + dropped} context sentences embedded (the "
+            "best BM25 matches of the question and of each claim; "
+            "scoring.embedded.evidence_keep_all)")
 
 
 def retrieved_passages(payload: dict[str, Any], n: int) -> list[PassageInfo | None]:

@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from groundwatch.explain import format_explanation, judge_line, retrieved_passages
+from groundwatch.explain import (
+    evidence_line,
+    format_explanation,
+    judge_line,
+    retrieved_passages,
+)
 
 _MAX_TEXT = 1200  # characters of a question, answer or passage shown
 _MAX_PASSAGE = 600
@@ -161,6 +166,9 @@ def _explanation_body(exp: Any) -> str:
                           f"{escape(c.reason or c.mismatch or '')}</div>")
             out.append("".join(li) + "</li>")
         out.append("</ul>")
+    evidence = evidence_line(exp.scorer, body.extra)
+    if evidence:
+        out.append(f'<p class="why">{escape(evidence)}</p>')
     if body.judge is not None:
         out.append(f'<p class="why">{escape(judge_line(exp.scorer, body.judge).strip())}</p>')
     return "".join(out)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +123,30 @@ def test_batches_of_long_texts_are_smaller_and_every_text_is_in_one() -> None:
         sizes.setdefault(len(texts[b[-1]]), []).append(len(b))
     assert sizes == {9: [BATCH, BATCH, 70 - 2 * BATCH], BATCH_CHARS // 4: [4, 4, 1],
                      BATCH_CHARS * 2: [1]}
+
+
+def test_explain_says_how_many_context_sentences_were_embedded(
+        scorers: tuple[EmbeddedScorer, EmbeddedScorer], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from evaluator.store import Store
+    from groundwatch.cli import main
+
+    filtered, _ = scorers
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    long = LogRecord("long", datetime.now(UTC), "How long are deleted buckets kept?", (PAGE,),
+                     "Deleted buckets are kept for 30 days.")
+    short = LogRecord("short", datetime.now(UTC), "How long are deleted buckets kept?",
+                      ("Deleted buckets are kept for 30 days.",), "30 days.")
+    store = Store(url)
+    store.ledger.add_items([(r, "default") for r in (long, short)], source="app")
+    store.results.record_results(filtered.score_batch([long, short]),
+                                 {r.request_id: r for r in (long, short)},
+                                 scorer=filtered.name, scorer_version=filtered.version)
+    store.close()
+    assert main(["--config", str(config), "explain", "long"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"evidence \(embedded\): \d of 81 context sentences embedded", out), out
+    assert main(["--config", str(config), "explain", "short"]) == 0
+    assert "context sentences embedded" not in capsys.readouterr().out
