@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from pydantic import ValidationError
 
+from evaluator import demo_traffic
 from evaluator.config import Config, EmbeddedConfig
 from evaluator.errors import ConfigError
 from evaluator.records import LogRecord
@@ -19,7 +22,23 @@ from evaluator.scorers.embedded.runtime import model_key
 from evaluator.scorers.embedded.scorer import EmbeddedScorer
 from evaluator.scorers.embedded.shared_cache import SharedCache, pack, unpack
 from evaluator.scorers.gates import apply_gates
+from evaluator.store import Store
 from tests.fault_helpers import RedisServer, redis_server
+from tests.gw_helpers import (
+    REDIS_HOST,
+    REDIS_PORT,
+    TEST_REDIS_DB,
+    flush_test_redis,
+    groundwatch_cmd,
+    log_tail,
+    parse_metrics,
+    processes,
+    snapshot,
+    start,
+    total,
+    write_config,
+)
+from tests.prom_helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +184,42 @@ def test_one_encoder_alone_is_unchanged() -> None:
         assert (lookups.shared_hits, lookups.shared_misses, lookups.shared_errors) == (0, 0, 0)
     finally:
         encoder.close()
+
+
+def test_real_workers_share_their_passage_encodings_through_the_broker(tmp_path: Path) -> None:
+    """Two `groundwatch worker` processes, one after the other, each scoring half of the demo
+    traffic with shared_cache = "broker": the second finds in Redis the passages the first
+    embedded, and the metrics say so."""
+    flush_test_redis()
+    logs_url = f"sqlite:///{tmp_path}/logs.db"
+    demo_traffic.create_log_table(logs_url)
+    rows = demo_traffic.make_rows(80, seed=3)
+    config = write_config(tmp_path, rate=1.0, scorer="embedded", batch_size=20)
+    config.write_text(config.read_text() + '[scoring.embedded]\nshared_cache = "broker"\n')
+    store = Store(f"sqlite:///{tmp_path}/gw.db")
+    try:
+        for n, half in enumerate((rows[:40], rows[40:])):
+            demo_traffic.write_rows(logs_url, half)
+            with processes() as procs:
+                worker = start(procs, groundwatch_cmd(config, "worker", "--name", f"w{n}@%h"),
+                               tmp_path / f"worker{n}.log")
+                sampler = start(procs, groundwatch_cmd(config, "sampler", "--until-idle"),
+                                tmp_path / f"sampler{n}.log")
+                assert sampler.wait(timeout=120) == 0, log_tail(tmp_path / f"sampler{n}.log")
+
+                def scored(n: int = n, worker: Any = worker) -> bool:
+                    assert worker.poll() is None, log_tail(tmp_path / f"worker{n}.log")
+                    counts = store.queries.count_items_by_status()
+                    return counts["queued"] == 0 and counts["scored"] > 0
+                wait_until(scored, timeout=120, what=f"worker {n} done")
+    finally:
+        store.close()
+    m = parse_metrics(snapshot(tmp_path / "prom"))
+    lookups = "groundwatch_scorer_shared_cache_lookups_total"
+    own_misses = total(m, "groundwatch_scorer_cache_lookups_total", result="miss")
+    hits, misses = total(m, lookups, result="hit"), total(m, lookups, result="miss")
+    assert hits > 0 and total(m, lookups, result="error") == 0
+    assert hits + misses == own_misses  # every miss of a worker's own cache was looked up
+    keys = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=TEST_REDIS_DB).keys(
+        "groundwatch:emb:onnx-fp32-*:bytes")
+    assert len(keys) == 1
