@@ -63,15 +63,6 @@ REDIS_URL = "redis://127.0.0.1:6379/12"  # the benchmarks' Redis DB (benchmarks/
 
 # -- in the child -----------------------------------------------------------------------------
 
-def _rss() -> tuple[float, float]:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = float(rest.split()[0]) / 1024.0
-    return fields.get("VmRSS", 0.0), fields.get("VmHWM", 0.0)
-
-
 def child(variant: str, workload: str, items: int, seed: int, shared_url: str = "",
           part: int = 0) -> dict[str, Any]:
     started = time.perf_counter()
@@ -87,7 +78,7 @@ def child(variant: str, workload: str, items: int, seed: int, shared_url: str = 
     scorer = EmbeddedScorer(EmbeddedConfig(**settings), shared_cache_url=shared_url)
     scorer.warm_up()
     cold_s = time.perf_counter() - started
-    from benchmarks.pipeline import demo_records, dev_mixture
+    from benchmarks.pipeline import demo_records, dev_mixture, rss_mb
 
     if workload == "dev mixture":
         records = dev_mixture(items, seed)
@@ -107,7 +98,7 @@ def child(variant: str, workload: str, items: int, seed: int, shared_url: str = 
         shared["miss"] += usage.shared_cache_misses
         shared["error"] += usage.shared_cache_errors
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    rss, peak = _rss()
+    rss, peak = rss_mb()
     hits, misses = enc.cache_hits - hits0, enc.cache_misses - misses0
     out = {
         "variant": variant, "workload": workload, "items": len(records),

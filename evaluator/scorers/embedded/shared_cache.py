@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import redis
 
 from evaluator.scorers.embedded.model import Encoded
+from evaluator.sources.engine import masked_url
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,6 @@ class SharedCache:
 
     def _redis(self) -> Any:
         if self._client is None:
-            import redis  # the broker's client, a core dependency
-
             self._client = redis.Redis.from_url(self.url, socket_timeout=self.timeout_s,
                                                 socket_connect_timeout=self.timeout_s)
             self._store = self._client.register_script(_STORE)
@@ -121,7 +121,7 @@ class SharedCache:
             self._down_until = time.monotonic() + self.retry_after_s
         if first:
             log.warning("shared passage cache at %s: %s failed (%s: %s); embedding locally, "
-                        "next try in %.0f s", _safe(self.url), what, type(exc).__name__, exc,
+                        "next try in %.0f s", masked_url(self.url), what, type(exc).__name__, exc,
                         self.retry_after_s)
 
     def get_many(self, digests: Sequence[str]) -> dict[str, Encoded] | None:
@@ -166,12 +166,3 @@ class SharedCache:
             self._client.close()
             self._client = None
 
-
-def _safe(url: str) -> str:
-    """The URL without its password, for logs."""
-    head, sep, tail = url.partition("@")
-    if not sep:
-        return url
-    scheme, _, creds = head.partition("://")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user + ':***' if ':' in creds else user}@{tail}"
