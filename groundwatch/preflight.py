@@ -149,14 +149,14 @@ class _Checker:
         a worker's first batch); the torch runtime's extra is installed."""
         # the [embedded] extra is installed (checked just before); numpy and the scorer's
         # modules load only for this check, not for every command
-        from evaluator.scorers.embedded.runtime import ModelFileError, verify_files
+        from evaluator.scorers.embedded.runtime import ModelFileError, verified_files
         from evaluator.scorers.embedded.scorer import EmbeddedScorer
 
         settings = self.config.scoring.embedded
         try:
             EmbeddedScorer.from_config(self.config).close()
             if settings.runtime == "onnx":
-                model = verify_files(settings.precision)
+                model = verified_files(settings.precision)[0].name
                 self.checked(f"embedded model: {model} ({settings.precision}) matches its "
                              "manifest")
         except ConfigError as exc:

@@ -146,20 +146,12 @@ class OnnxRuntime(Runtime):
         self.precision = precision
         self.directory = directory
         self._session: Any = None
-        self.manifest: dict[str, Any] = {}
 
     def _load(self) -> None:
         # the [embedded] extra: loaded with the model, in the process that scores
         import onnxruntime as ort
 
-        manifest = read_manifest(self.directory)
-        entry = manifest["files"].get(self.precision)
-        if entry is None:
-            raise ModelFileError(f"{self.directory / MANIFEST} lists no {self.precision} model "
-                                 f"(it has {', '.join(manifest['files'])}); set "
-                                 "[scoring.embedded] precision to one of those")
-        model = checked_file(self.directory, entry)
-        tokenizer = checked_file(self.directory, manifest["tokenizer"])
+        model, tokenizer = verified_files(self.precision, self.directory)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -170,7 +162,6 @@ class OnnxRuntime(Runtime):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(model), options,
                                              providers=["CPUExecutionProvider"])
-        self.manifest = manifest
         self._set_tokenizer(tokenizer)
 
     def forward(self, tokens: Tokens) -> np.ndarray:
@@ -217,17 +208,18 @@ class TorchRuntime(Runtime):
         self._model = None
 
 
-def verify_files(precision: Precision = "fp32", directory: Path | None = None) -> str:
-    """Check the shipped model and tokenizer against the manifest without loading them (for
-    ``check-config``); the model file's name, or :class:`ModelFileError`."""
+def verified_files(precision: Precision = "fp32", directory: Path | None = None,
+                   ) -> tuple[Path, Path]:
+    """(model, tokenizer) of ``precision``, each checked against the manifest (at load, and by
+    ``check-config`` without loading them); :class:`ModelFileError` otherwise."""
     directory = directory or OUT_DIR
     manifest = read_manifest(directory)
     entry = manifest["files"].get(precision)
     if entry is None:
         raise ModelFileError(f"{directory / MANIFEST} lists no {precision} model (it has "
-                             f"{', '.join(manifest['files'])})")
-    checked_file(directory, manifest["tokenizer"])
-    return checked_file(directory, entry).name
+                             f"{', '.join(manifest['files'])}); set [scoring.embedded] "
+                             "precision to one of those")
+    return checked_file(directory, entry), checked_file(directory, manifest["tokenizer"])
 
 
 def model_key(name: RuntimeName, precision: Precision, directory: Path = OUT_DIR) -> str:
