@@ -61,11 +61,11 @@ def log_db(tmp: Path, n: int = 20, **overrides: dict[str, Any]) -> str:
 
 def write_config(tmp: Path, *, source_url: str, store_url: str | None = None,
                  broker_url: str = REDIS_URL, table: str = demo_traffic.TABLE,
-                 columns: str = COLUMNS, extra: str = "") -> Path:
+                 columns: str = COLUMNS, extra: str = "", sql: str = "") -> Path:
     store_url = store_url or f"sqlite:///{tmp / 'store' / 'gw.db'}"
     path = tmp / "gw.toml"
     path.write_text(f'[store]\nurl = "{store_url}"\n[broker]\nurl = "{broker_url}"\n'
-                    f'[source.sql]\nurl = "{source_url}"\ntable = "{table}"\n'
+                    f'[source.sql]\nurl = "{source_url}"\ntable = "{table}"\n{sql}'
                     f'[source.columns]\n{columns}\n{extra}')
     return path
 
@@ -457,7 +457,10 @@ def test_postgres_column_that_does_not_exist_and_store_untouched(
     [line] = problems(err)
     assert "key 'source.columns.answer'" in line and "'llm_answer' is not in table" in line
 
-    cfg = write_config(tmp_path, source_url=pg_url, store_url=pg_url)
+    # transaction_wait 0: the sample must not wait on other tests' transactions in flight on
+    # the same PostgreSQL cluster (the source waits for any of them).
+    cfg = write_config(tmp_path, source_url=pg_url, store_url=pg_url,
+                       sql='transaction_wait = "0s"\n')
     code, out, err = check(cfg, capsys)
     assert code == 0, err
     assert "read 4 sample row(s): 4 valid, 0 rejected" in out
