@@ -31,9 +31,15 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from evaluator.scorers.embedded import textops as tx
 from evaluator.scorers.text import content_words
+
+# Memoised per text: the whole context is read again for each of a claim's evidence sentences
+# (and each claim of an answer). What these return is shared: callers only read it. Small:
+# an item's context is touched on every call for it, and a context may be a whole web page.
+_PER_TEXT = 128
 
 KINDS = ("negation", "antonym", "quantifier", "entity", "unit", "date")
 DEFAULT_MIN_OVERLAP = 0.6
@@ -186,6 +192,11 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z'-]*", _join_hyphens(text))]
 
 
+@lru_cache(maxsize=_PER_TEXT)
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(_words(text))
+
+
 def _statement(text: str) -> str:
     """``text`` without a leading yes/no particle, contrastive "…, not X" tails, parentheses,
     quoted titles and negation inside names or compounds."""
@@ -302,6 +313,7 @@ def _negators(text: str) -> list[str]:
         m.group(0).split()[-1].lower() for m in _COPULA_PREFIX.finditer(statement)]
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A crude English stem, enough to match "stores"/"store", "items"/"item"."""
     w = word.lower().replace("’", "'")
@@ -367,13 +379,20 @@ def overlap(claim: str, evidence: str, exclude: Iterable[str] = ()) -> float:
              and not _UNIVERSAL.fullmatch(w) and not _NEGATOR.fullmatch(w)]
     if not words:
         return 0.0
-    present = _stems(set(content_words(evidence)) | tx.lower_words(evidence))
+    present = _present_stems(evidence)
     total = sum(tx.idf(w) for w in words)
     return sum(tx.idf(w) for w in words if stem(w) in present) / total
 
 
-def _num_units(text: str) -> dict[str, set[tuple[str, str]]]:
-    out: dict[str, set[tuple[str, str]]] = {}
+@lru_cache(maxsize=_PER_TEXT)
+def _present_stems(evidence: str) -> frozenset[str]:
+    """The stems :func:`overlap` looks the claim's words up in."""
+    return frozenset(_stems(set(content_words(evidence)) | tx.lower_words(evidence)))
+
+
+@lru_cache(maxsize=_PER_TEXT)
+def _num_units(text: str) -> dict[str, frozenset[tuple[str, str]]]:
+    found: dict[str, set[tuple[str, str]]] = {}
     for match in _NUM_UNIT.finditer(text):
         currency, number, unit = match.group(1), match.group(2), match.group(3)
         unit = (currency or unit or "").lower()
@@ -381,18 +400,18 @@ def _num_units(text: str) -> dict[str, set[tuple[str, str]]]:
         if kind is None:
             continue
         number = number.replace(",", "")
-        out.setdefault(number, set()).add((kind, _UNIT_ALIASES.get(unit, unit)))
-    return out
+        found.setdefault(number, set()).add((kind, _UNIT_ALIASES.get(unit, unit)))
+    return {number: frozenset(units) for number, units in found.items()}
 
 
 def _unit_clash(claim: str, evidence: str, context: str) -> tuple[str, str] | None:
     mine, theirs, anywhere = _num_units(claim), _num_units(evidence), _num_units(context)
     for number, units in mine.items():
         for kind, unit in units:
-            if (kind, unit) in anywhere.get(number, set()):
+            if (kind, unit) in anywhere.get(number, ()):
                 continue  # the context says it, in another sentence
-            other = {u for k, u in theirs.get(number, set()) if k == kind and u != unit}
-            if other and (kind, unit) not in theirs.get(number, set()):
+            other = {u for k, u in theirs.get(number, ()) if k == kind and u != unit}
+            if other and (kind, unit) not in theirs.get(number, ()):
                 return f"{number} {unit}", f"{number} {sorted(other)[0]}"
     return None
 
@@ -408,7 +427,7 @@ _LATER = re.compile(r"\b(?:(?:for|after|within|in|over)\s+(?:\d+|an?|one|two|thr
 
 
 def _calendar_clash(claim: str, evidence: str, context: str) -> tuple[str, str] | None:
-    cw, ew, xw = set(_words(claim)), set(_words(evidence)), set(_words(context))
+    cw, ew, xw = _word_set(claim), _word_set(evidence), _word_set(context)
     for names in (_MONTHS, _WEEKDAYS):
         said = [w for w in cw & set(names) if w not in xw]
         other = sorted((ew & set(names)) - cw)
@@ -535,10 +554,10 @@ def _clash_with(claim: str, sentence: str, context: str, wanted: set[str],
             if share is not None:
                 return Clash("date", found[0], found[1], sentence, share)
     if "entity" in wanted:
-        context_stems = _stems(tx.lower_words(context)) | set(_identifiers(context))
+        context_stems = _stems_and_identifiers(context)
         absent = sorted(n for n in _entities(claim) if stem(n) not in context_stems
                         and not _named_otherwise(n, claim, context))
-        claim_stems = _stems(tx.lower_words(claim)) | set(_identifiers(claim))
+        claim_stems = _stems_and_identifiers(claim)
         others = sorted(n for n in _entities(sentence) if stem(n) not in claim_stems)
         if absent and others:
             share = about_the_same(*absent)
@@ -557,6 +576,11 @@ _IDENTIFIER = re.compile(r"\b[a-z]+(?:-[a-z0-9]+)*-[0-9]+[a-z0-9]*\b", re.IGNORE
 def _identifiers(text: str) -> list[str]:
     """Codes like region or plan ids ("eu-west-2", "us-east-1"): names written in lower case."""
     return [m.group(0).lower() for m in _IDENTIFIER.finditer(text)]
+
+
+@lru_cache(maxsize=_PER_TEXT)
+def _stems_and_identifiers(text: str) -> frozenset[str]:
+    return frozenset(_stems(tx.lower_words(text)) | set(_identifiers(text)))
 
 
 def _entities(text: str) -> set[str]:
@@ -585,6 +609,14 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+@lru_cache(maxsize=_PER_TEXT)
+def _folded_words(text: str) -> tuple[frozenset[str], str]:
+    """The words of ``text`` folded (:func:`_fold`), and the folded text without spaces or
+    hyphens ("wallstreet")."""
+    folded = _fold(text)
+    return frozenset(re.findall(r"[^\W_]+", folded)), re.sub(r"[\s-]+", "", folded)
+
+
 def _named_otherwise(name: str, claim: str, context: str) -> bool:
     """Does ``context`` hold the claim's name ``name`` in another spelling: accents
     ("Pokemon"/"Pokémon"), written together ("Wallstreet"/"Wall Street"), an abbreviation
@@ -593,11 +625,10 @@ def _named_otherwise(name: str, claim: str, context: str) -> bool:
     n = _fold(name)
     if n in _TITLES:
         return True
-    folded = _fold(context)
-    words = set(re.findall(r"[^\W_]+", folded))
+    words, joined = _folded_words(context)
     if n in words or all(part in words for part in n.split("-")):
         return True
-    if len(n) >= 6 and n in re.sub(r"[\s-]+", "", folded):
+    if len(n) >= 6 and n in joined:
         return True
     if len(n) <= 5 and re.search(rf"\b{re.escape(name.upper())}\b", claim):
         # Initials of runs of capitalised words ("United States", "Bank of America").
