@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from evaluator.config import EmbeddedConfig
@@ -112,17 +113,31 @@ def test_sentences_stay_cached_when_another_question_picks_others() -> None:
 
 
 def test_batches_of_long_texts_are_smaller_and_every_text_is_in_one() -> None:
-    from evaluator.scorers.embedded.model import BATCH, BATCH_CHARS, _batches
+    """Batches are cut by word pieces with their padding: sorted, at most BATCH texts and
+    BATCH_TOKENS pieces (size times longest), a text past the bound alone."""
+    from evaluator.scorers.embedded.model import BATCH, BATCH_TOKENS, _batches
 
-    texts = ["short one"] * 70 + ["x" * (BATCH_CHARS // 4)] * 9 + ["y" * (BATCH_CHARS * 2)]
-    batches = _batches(texts)
-    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
-    assert all(len(b) <= BATCH for b in batches)
+    lengths = [9] * 70 + [BATCH_TOKENS // 4] * 9 + [BATCH_TOKENS * 2]
+    batches = _batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     sizes: dict[int, list[int]] = {}
     for b in batches:
-        sizes.setdefault(len(texts[b[-1]]), []).append(len(b))
-    assert sizes == {9: [BATCH, BATCH, 70 - 2 * BATCH], BATCH_CHARS // 4: [4, 4, 1],
-                     BATCH_CHARS * 2: [1]}
+        sizes.setdefault(lengths[b[-1]], []).append(len(b))
+    assert sizes == {9: [BATCH, BATCH, 70 - 2 * BATCH], BATCH_TOKENS // 4: [4, 4, 1],
+                     BATCH_TOKENS * 2: [1]}
+    # Random lengths: sorted, bounded, and little padding once sorted.
+    rng = np.random.default_rng(7)
+    lengths = [int(n) for n in rng.integers(1, 129, size=500)] + [3] * 100
+    batches = _batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    previous = 0
+    for b in batches:
+        pieces = [lengths[i] for i in b]
+        assert pieces == sorted(pieces) and pieces[0] >= previous
+        previous = pieces[-1]
+        assert len(b) <= BATCH and (len(b) == 1 or len(b) * max(pieces) <= BATCH_TOKENS)
+    assert sum(len(b) * max(lengths[i] for i in b) for b in batches) <= 1.15 * sum(lengths)
+    assert _batches([]) == []
 
 
 def test_explain_says_how_many_context_sentences_were_embedded(

@@ -23,6 +23,7 @@ from evaluator.scorers.embedded import scorer as scorer_module
 from evaluator.scorers.embedded.model import Encoder
 from evaluator.scorers.embedded.runtime import (
     MANIFEST,
+    MAX_TOKENS,
     MODEL_FILES,
     OUT_DIR,
     ModelFileError,
@@ -268,3 +269,26 @@ def test_check_config_finds_a_damaged_model_and_a_missing_torch(
     torchless = run_preflight(Config.model_validate(
         {"scoring": {"scorer": "embedded", "embedded": {"runtime": "torch"}}}), offline=True)
     assert any("groundwatch[torch]" in f.what for f in torchless.problems)
+
+
+# -- batches padded when they are made -----------------------------------------------------------
+
+def test_a_padded_batch_is_the_tokenizers_own_padding() -> None:
+    """Texts are tokenized once, unpadded, then padded per batch: the same ids, mask and
+    words as the tokenizer padding the batch itself."""
+    from tokenizers import Tokenizer
+
+    from evaluator.scorers.embedded.runtime import Tokens
+
+    runtime = OnnxRuntime()
+    texts = [*EDGE_TEXTS, "", "short", "a somewhat longer sentence about refunds"]
+    ours = Tokens.padded(runtime.encodings(texts))
+    tok = Tokenizer.from_file(str(OUT_DIR / json.loads((OUT_DIR / MANIFEST).read_text())
+                                  ["tokenizer"]["file"]))
+    tok.enable_truncation(max_length=MAX_TOKENS)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    theirs = tok.encode_batch(texts)
+    assert ours.ids.tolist() == [e.ids for e in theirs]
+    assert ours.mask.tolist() == [e.attention_mask for e in theirs]
+    for row, e in enumerate(theirs):
+        assert ours.word_ids(row) == list(e.word_ids)

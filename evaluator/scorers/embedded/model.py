@@ -37,12 +37,13 @@ if TYPE_CHECKING:
 __all__ = ["BATCH", "MAX_TOKENS", "Encoded", "Encoder", "Lookups", "release_free_memory"]
 
 BATCH = 32
-# A batch holds at most this many characters of its longest text times its size (about 512
-# word pieces). Measured on 200 dev-mixture items, ONNX Runtime, one thread: batches of 32
-# whatever their length gave 11.9 items per CPU-second and a 358 MB worker; 8,192 characters
-# 13.6 and 304 MB; 2,048 17.2 and 269 MB; 1,024 17.5 and 257 MB (smaller batches pad less,
-# and the runtime's working memory follows the largest batch it ran).
-BATCH_CHARS = 2048
+# A batch holds at most this many word pieces, padding included (its size times its longest
+# text), of texts sorted by their word-piece count, so padding stays small and a batch of long
+# texts is smaller (the runtime's working memory follows the largest batch it ever ran).
+# Before, batches were cut by characters (2,048 of the longest text times the size), a proxy
+# of the word pieces: 21 % of the pieces embedded were padding on the dev mixture and on long
+# pages. Measured in benchmarks/runtime.py (see docs/scorers.md).
+BATCH_TOKENS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +82,11 @@ class Encoder:
         self._time_lock = threading.Lock()
         self.encode_seconds = 0.0
         self.forward_seconds = 0.0
-        # Texts and word pieces (special tokens included, padding not) through the model.
+        # Texts and word pieces (special tokens included, padding not) through the model, and
+        # the pieces it ran, padding included.
         self.texts_embedded = 0
         self.tokens_embedded = 0
+        self.padded_tokens_embedded = 0
 
     @property
     def loaded(self) -> bool:
@@ -114,14 +117,16 @@ class Encoder:
         runtime.load()
         started = time.perf_counter()
         forward = 0.0
-        pieces = 0
+        pieces = padded = 0
         out: list[Encoded | None] = [None] * len(texts)
-        for idx in _batches(texts):
-            batch = runtime.tokenize([texts[i] for i in idx])
+        encodings = runtime.encodings(texts)
+        for idx in _batches([len(e.ids) for e in encodings]):
+            batch = Tokens.padded([encodings[i] for i in idx])
             t = time.perf_counter()
             hidden = runtime.forward(batch)
             forward += time.perf_counter() - t
             pieces += int(batch.mask.sum())
+            padded += int(batch.mask.size)
             mask = batch.mask[..., None].astype(np.float32)
             pooled = _unit((hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9))
             toks = _unit(hidden)
@@ -136,6 +141,7 @@ class Encoder:
             self.forward_seconds += forward
             self.texts_embedded += len(texts)
             self.tokens_embedded += pieces
+            self.padded_tokens_embedded += padded
         return [e for e in out if e is not None]
 
     def encode_passages(self, passages: Sequence[tuple[str, list[str]]]) -> list[list[Encoded]]:
@@ -246,17 +252,16 @@ def _nbytes(encs: Sequence[Encoded]) -> int:
     return sum(e.vec.nbytes + e.tokens.nbytes + e.weights.nbytes for e in encs) + 200 * len(encs)
 
 
-def _batches(texts: Sequence[str]) -> list[list[int]]:
-    """Indices of ``texts`` in batches of similar length (sorted by length, so padding waste
-    stays small): at most ``BATCH`` texts and about ``BATCH_CHARS`` characters of the longest
-    text times the batch size, so a batch of long texts is smaller (the runtime's working
-    memory follows the largest batch it ever ran)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+def _batches(lengths: Sequence[int]) -> list[list[int]]:
+    """Indices of texts of word-piece counts ``lengths`` in batches of similar length (sorted,
+    so padding waste stays small): at most ``BATCH`` texts and ``BATCH_TOKENS`` pieces of the
+    longest text times the batch size."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        longest = max(len(texts[i]), 1)
-        if current and (len(current) >= BATCH or (len(current) + 1) * longest > BATCH_CHARS):
+        longest = max(lengths[i], 1)
+        if current and (len(current) >= BATCH or (len(current) + 1) * longest > BATCH_TOKENS):
             batches.append(current)
             current = []
         current.append(i)

@@ -60,11 +60,24 @@ class Tokens:
     encodings: list[Any]
 
     def word_ids(self, row: int) -> list[int | None]:
-        return list(self.encodings[row].word_ids)
+        """The word of each piece of ``row``, None for special tokens and padding."""
+        ids: list[int | None] = list(self.encodings[row].word_ids)
+        return ids + [None] * (self.ids.shape[1] - len(ids))
 
     def word_to_chars(self, row: int, word: int) -> tuple[int, int] | None:
         span = self.encodings[row].word_to_chars(word)
         return None if span is None else (int(span[0]), int(span[1]))
+
+    @classmethod
+    def padded(cls, encodings: Sequence[Any]) -> Tokens:
+        """The batch of unpadded ``encodings`` padded to its longest (pad id 0, mask 0)."""
+        longest = max((len(e.ids) for e in encodings), default=0)
+        ids = np.zeros((len(encodings), longest), dtype=np.int64)
+        mask = np.zeros((len(encodings), longest), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, :len(e.ids)] = e.ids
+            mask[row, :len(e.ids)] = 1
+        return cls(ids, mask, list(encodings))
 
 
 class Runtime:
@@ -95,15 +108,16 @@ class Runtime:
 
         tok = Tokenizer.from_file(str(path))
         tok.enable_truncation(max_length=MAX_TOKENS)
-        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        tok.no_padding()  # batches are padded when they are made (Tokens.padded)
         self._tokenizer = tok
 
-    def tokenize(self, texts: Sequence[str]) -> Tokens:
+    def encodings(self, texts: Sequence[str]) -> list[Any]:
+        """Each text's word pieces, unpadded (``tokenizers.Encoding``: ids, word ids, spans)."""
         self.load()
-        encodings = self._tokenizer.encode_batch(list(texts))
-        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
-        return Tokens(ids, mask, encodings)
+        return list(self._tokenizer.encode_batch(list(texts)))
+
+    def tokenize(self, texts: Sequence[str]) -> Tokens:
+        return Tokens.padded(self.encodings(texts))
 
     def forward(self, tokens: Tokens) -> np.ndarray:
         raise NotImplementedError
