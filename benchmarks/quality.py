@@ -25,12 +25,27 @@ ROC-AUC is the Mann-Whitney statistic with average ranks for ties (a tie between
 a negative counts one half), computed with numpy. It is ``null`` when the ok items of a metric do
 not contain both classes.
 
-A scorer that cannot be built (not registered, not installed, no model) is reported with the
-reason and skipped. Results: a table on stdout and ``benchmarks/results/quality.json``::
+Every labelled item belongs to one of two parts (``benchmarks/sealed.py``): *tuned* or *sealed*
+(a group-wise 30 % of each file, set aside on 2026-12-07, on which nothing is fitted or tuned).
+Besides the AUC over all items, every figure is also given per part, side by side: ROC-AUC,
+ECE, mean score against the share of positives, and the shares of positives at or above the
+metric's threshold and of negatives below it. Two contradiction sets are scored: the first
+(``benchmarks/data/contradictions.jsonl``, which the cue rules were written reading) and the
+sealed second (``benchmarks/data/sealed/contradictions_v2.jsonl``, totals only unless
+``--unseal``).
+
+The default scorers are ``lexical``, ``embedded-pre17`` (the embedded scorer as it was before
+issue 17, a named baseline) and ``embedded``; ``embedded-baseline`` (before issue 10) can be
+named. A scorer that cannot be built (not registered, not installed, no model) is reported
+with the reason and skipped. Results: a table on stdout and ``benchmarks/results/quality.json``::
 
     {"<scorer>": {"<file>": {"<metric>": auc | null}},
      "_counts": {"<scorer>": {"<file>": {"<metric>": {"n", "ok", "pos", "neg", "coverage",
                                                       "not_ok": {outcome/reason: k}}}}},
+     "_parts": {"<scorer>": {"<file>": {"<metric>": {"tuned" | "sealed": {"n", "ok", "auc",
+                                                     "ece", "mean", "pos_rate",
+                                                     "pos_at_or_above", "neg_below", ...}}}}},
+     "_contradictions": {"<scorer>": {...}}, "_contradictions_sealed": {"<scorer>": {...}},
      "_meta": {...}}
 
 Keys starting with ``_`` are not scorers.
@@ -58,6 +73,7 @@ for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
     os.environ.setdefault(_name, _value)
 
 from benchmarks.provenance import measured_on  # noqa: E402
+from benchmarks.sealed import PARTS, part_of  # noqa: E402
 from evaluator.config import Config, load_config  # noqa: E402
 from evaluator.errors import ConfigError  # noqa: E402
 from evaluator.offline import score_file  # noqa: E402
@@ -66,10 +82,11 @@ from evaluator.scorers import Scorer, build_scorer  # noqa: E402
 
 DEFAULT_DATA = Path("/work/shared/data/dev")
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
-DEFAULT_SCORERS = "lexical,embedded-baseline,embedded"
+DEFAULT_SCORERS = "lexical,embedded-pre17,embedded"
 # The file whose `answer` is a retrieved passage and whose label is the passage's relevance.
 PASSAGE_FILE = "context_relevance_msmarco"
 LABELS = ("label_faithful", "label_relevant")
+PART = "_part"  # where a line's part (tuned-on or sealed) is kept beside its labels
 
 
 # -- ROC-AUC --------------------------------------------------------------------------------
@@ -117,7 +134,8 @@ def tasks_for(file: str, rows: Sequence[dict[str, Any]]) -> list[Task]:
 
 
 def _read_labelled(path: Path) -> list[dict[str, Any]]:
-    """Each non-blank line's labels, in order (a line that is not a JSON object has none)."""
+    """Each non-blank line's labels and its part (benchmarks/sealed.py), in order (a line that
+    is not a JSON object has none)."""
     rows = []
     with path.open(encoding="utf-8", errors="replace") as fh:
         for text in fh:
@@ -127,7 +145,8 @@ def _read_labelled(path: Path) -> list[dict[str, Any]]:
                 obj = json.loads(text)
             except json.JSONDecodeError:
                 obj = None
-            rows.append({k: obj.get(k) for k in LABELS} if isinstance(obj, dict) else {})
+            rows.append({**{k: obj.get(k) for k in LABELS}, PART: part_of(obj)}
+                        if isinstance(obj, dict) else {})
     return rows
 
 
@@ -139,6 +158,14 @@ class MetricTally:
     scores: list[float] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     not_ok: Counter[str] = field(default_factory=Counter)
+    parts: list[str] = field(default_factory=list)  # each scored item's part
+    n_parts: Counter[str] = field(default_factory=Counter)  # labelled items per part
+
+    def part(self, name: str) -> MetricTally:
+        """The items of one part (``"tuned"`` or ``"sealed"``)."""
+        keep = [i for i, p in enumerate(self.parts) if p == name]
+        return MetricTally(n=self.n_parts[name], scores=[self.scores[i] for i in keep],
+                           labels=[self.labels[i] for i in keep], parts=[name] * len(keep))
 
     def summary(self) -> dict[str, Any]:
         pos = sum(self.labels)
@@ -184,6 +211,7 @@ def score_labelled_file(path: Path, scorer: Scorer, *, limit: int | None, batch_
             tally = tallies[task.metric]
             tally.n += 1
             tally.n_pos += bool(label)
+            tally.n_parts[labels[PART]] += 1
             if "error" in row:
                 tally.not_ok[f"unscored/{row['error']['reason']}"] += 1
                 continue
@@ -195,6 +223,7 @@ def score_labelled_file(path: Path, scorer: Scorer, *, limit: int | None, batch_
             else:
                 tally.scores.append(float(result["value"]))
                 tally.labels.append(int(bool(label)))
+                tally.parts.append(labels[PART])
     return tallies, items, time.monotonic() - started
 
 
@@ -218,13 +247,68 @@ def expected_calibration_error(scores: Sequence[float], labels: Sequence[int]) -
     return float(total)
 
 
-def contradiction_row(scorer: Scorer, threshold: float) -> dict[str, Any]:
-    """The contradiction set (benchmarks/data/contradictions.jsonl, never fitted on): how many
-    contradictions fall below the faithfulness threshold and how many paraphrases stay at or
-    above it, overall and by clash kind."""
+def part_figures(tally: MetricTally, threshold: float) -> dict[str, dict[str, Any]]:
+    """Per part (tuned-on, sealed): ROC-AUC, ECE, the mean score against the share of
+    positives, and the shares of positives at or above ``threshold`` and negatives below it."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in PARTS:
+        t = tally.part(name)
+        scores, labels = np.asarray(t.scores, dtype=float), np.asarray(t.labels, dtype=bool)
+        pos, neg = scores[labels], scores[~labels]
+        out[name] = {
+            "n": t.n, "ok": len(scores), "pos": len(pos), "neg": len(neg),
+            "auc": _rounded(roc_auc(t.scores, t.labels)) if len(scores) else None,
+            "ece": _rounded(expected_calibration_error(t.scores, t.labels)),
+            "mean": _rounded(float(scores.mean())) if len(scores) else None,
+            "pos_rate": _rounded(float(labels.mean())) if len(scores) else None,
+            "pos_at_or_above": _rounded(float((pos >= threshold).mean())) if len(pos) else None,
+            "neg_below": _rounded(float((neg < threshold).mean())) if len(neg) else None,
+        }
+    return out
+
+
+def format_parts(sealed: dict[str, Any], scorers: Sequence[str], files: Sequence[str]) -> str:
+    """Every figure in two columns: tuned-on | sealed (benchmarks/sealed.py)."""
+    lines = ["", "TUNED-ON | SEALED (benchmarks/sealed.py: a group-wise 30 % of each dev file, set "
+                 "aside on 2026-12-07; nothing is fitted or tuned on it)",
+             f"{'file':<26}{'metric':<18}{'scorer':<18}{'n':>10}{'ROC-AUC':>15}{'ECE':>15}"
+             f"{'mean/pos rate':>24}{'pos >= thr':>15}{'neg < thr':>15}"]
+
+    def pair(a: Any, b: Any, width: int = 15) -> str:
+        shown = [("-" if v is None else f"{v:.3f}") for v in (a, b)]
+        return f"{shown[0] + ' | ' + shown[1]:>{width}}"
+
+    for file in files:
+        metrics: list[str] = []
+        for name in scorers:
+            metrics += [m for m in sealed.get(name, {}).get(file, {}) if m not in metrics]
+        for metric in metrics:
+            for name in scorers:
+                f = sealed.get(name, {}).get(file, {}).get(metric)
+                if f is None:
+                    continue
+                t, z = f["tuned"], f["sealed"]
+                rate = (f"{'-' if t['mean'] is None else format(t['mean'], '.2f')}/"
+                        f"{'-' if t['pos_rate'] is None else format(t['pos_rate'], '.2f')} | "
+                        f"{'-' if z['mean'] is None else format(z['mean'], '.2f')}/"
+                        f"{'-' if z['pos_rate'] is None else format(z['pos_rate'], '.2f')}")
+                lines.append(f"{file:<26}{metric:<18}{name:<18}{str(t['ok']) + '|' + str(z['ok']):>10}"
+                             f"{pair(t['auc'], z['auc'])}{pair(t['ece'], z['ece'])}{rate:>24}"
+                             f"{pair(t['pos_at_or_above'], z['pos_at_or_above'])}"
+                             f"{pair(t['neg_below'], z['neg_below'])}")
+    return "\n".join(lines)
+
+
+def contradiction_row(scorer: Scorer, threshold: float, path: Path | None = None, *,
+                      by_kind: bool = True) -> dict[str, Any]:
+    """A contradiction set (``path``; default benchmarks/data/contradictions.jsonl; never
+    fitted on): how many contradictions fall below the faithfulness threshold and how many
+    paraphrases stay at or above it, overall and (``by_kind``) by clash kind and, where the
+    set has them, by paraphrase kind."""
     from evaluator.records import LogRecord
 
-    rows = [json.loads(line) for line in CONTRADICTIONS.read_text(encoding="utf-8").splitlines()
+    path = path or CONTRADICTIONS
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()]
     now = datetime.now(UTC)
     records = [LogRecord(f"{r['id']}/{side}", now, r["question"], (r["context"],), r[side])
@@ -237,6 +321,7 @@ def contradiction_row(scorer: Scorer, threshold: float) -> dict[str, Any]:
             values[item.request_id] = metric.value if metric is not None else None
             verdicts[item.request_id] = [c.verdict.value for c in item.explanation.claims or ()]
     by_kind: dict[str, dict[str, int]] = {}
+    by_paraphrase: dict[str, dict[str, int]] = {}
     caught = kept = shown = 0
     for r in rows:
         c, p = values[f"{r['id']}/contradiction"], values[f"{r['id']}/paraphrase"]
@@ -249,9 +334,18 @@ def contradiction_row(scorer: Scorer, threshold: float) -> dict[str, Any]:
         k["n"] += 1
         k["caught"] += below
         k["kept"] += stays
-    return {"pairs": len(rows), "threshold": threshold,
-            "contradictions_below": caught, "paraphrases_at_or_above": kept,
-            "contradictions_shown_contradicted": shown, "by_kind": by_kind}
+        if "paraphrase_kind" in r:
+            pk = by_paraphrase.setdefault(r["paraphrase_kind"], {"n": 0, "kept": 0})
+            pk["n"] += 1
+            pk["kept"] += stays
+    row = {"set": path.name, "pairs": len(rows), "threshold": threshold,
+           "contradictions_below": caught, "paraphrases_at_or_above": kept,
+           "contradictions_shown_contradicted": shown}
+    if by_kind:
+        row["by_kind"] = by_kind
+        if by_paraphrase:
+            row["by_paraphrase_kind"] = by_paraphrase
+    return row
 
 
 def _generalisation() -> dict[str, Any]:
@@ -318,17 +412,24 @@ def out_of_fold_groundedness() -> dict[str, Any]:
             for f, o in _generalisation().get("groundedness", {}).items()}
 
 
-def format_contradictions(rows: dict[str, Any]) -> str:
-    lines = ["", "contradiction set (benchmarks/data/contradictions.jsonl, nothing fitted on "
-                 "it): contradictions below the threshold / paraphrases at or above it"]
-    kinds = sorted({k for r in rows.values() for k in r["by_kind"]})
+def format_contradictions(rows: dict[str, Any], title: str = "contradiction set "
+                          "(benchmarks/data/contradictions.jsonl, nothing fitted on it; the cue "
+                          "rules were written reading it)") -> str:
+    lines = ["", f"{title}: contradictions below the threshold / paraphrases at or above it"]
+    kinds = sorted({k for r in rows.values() for k in r.get("by_kind", {})})
     lines.append(f"{'scorer':<20}{'contra <':>10}{'para >=':>9}{'shown':>7}  "
                  + "  ".join(f"{k}" for k in kinds))
     for name, r in rows.items():
         n = r["pairs"]
-        per = "  ".join(f"{r['by_kind'][k]['caught']}/{r['by_kind'][k]['n']}" for k in kinds)
+        kind = r.get("by_kind", {})
+        per = "  ".join(f"{kind[k]['caught']}/{kind[k]['n']}" if k in kind else "-"
+                        for k in kinds)
         lines.append(f"{name:<20}{r['contradictions_below']:>7}/{n}{r['paraphrases_at_or_above']:>6}/{n}"
                      f"{r['contradictions_shown_contradicted']:>7}  {per}")
+        para = r.get("by_paraphrase_kind", {})
+        if para:
+            lines.append(f"{'':<20}paraphrases kept by kind: " + "  ".join(
+                f"{k} {v['kept']}/{v['n']}" for k, v in sorted(para.items())))
     return "\n".join(lines)
 
 
@@ -339,19 +440,32 @@ BASELINE = "embedded-baseline"
 BASELINE_CALIBRATION = Path(__file__).resolve().parent / "data" / \
     "embedded_baseline_calibration.json"
 CONTRADICTIONS = Path(__file__).resolve().parent / "data" / "contradictions.jsonl"
+# Written by a separate agent that never ran the scorer (its README): only its totals are
+# printed until an issue's closing measurement (--unseal adds the kinds).
+SEALED_CONTRADICTIONS = Path(__file__).resolve().parent / "data" / "sealed" / \
+    "contradictions_v2.jsonl"
+
+
+# The embedded scorer as it was before issue 17 (offline scores on unseen text): the
+# calibration of that time. Each change issue 17 makes to the scorer's code comes with a
+# setting that this baseline keeps at its old value, so both run side by side in one run.
+BASELINE_PRE17 = "embedded-pre17"
+BASELINES = {BASELINE: BASELINE_CALIBRATION,
+             BASELINE_PRE17: Path(__file__).resolve().parent / "data" /
+             "embedded_pre17_calibration.json"}
 
 
 def build_scorers(config: Config, names: Sequence[str]) -> dict[str, Scorer]:
     scorers: dict[str, Scorer] = {}
     for name in names:
         try:
-            if name == BASELINE:
+            if name in BASELINES:
                 from evaluator.scorers.embedded.calibration import Calibration
                 from evaluator.scorers.embedded.scorer import EmbeddedScorer
 
                 baseline = EmbeddedScorer(config.scoring.embedded,
-                                          calibration=Calibration.load(BASELINE_CALIBRATION))
-                baseline.name = BASELINE
+                                          calibration=Calibration.load(BASELINES[name]))
+                baseline.name = name
                 scorers[name] = baseline
                 continue
             scorers[name] = build_scorer(config, name)
@@ -400,7 +514,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", "-c", default=None, help="groundwatch config file")
     parser.add_argument("--out", default=str(RESULTS), help=f"results JSON (default {RESULTS})")
     parser.add_argument("--no-contradictions", action="store_true",
-                        help="skip the contradiction-set row")
+                        help="skip the contradiction-set rows")
+    parser.add_argument("--unseal", action="store_true",
+                        help="break the sealed contradiction set down by kind (the closing "
+                             "measurement only: see benchmarks/sealed.py)")
     args = parser.parse_args(argv)
 
     data = Path(args.data)
@@ -432,12 +549,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     timing: dict[str, Any] = {}
     ece_in: dict[str, Any] = {}  # metric -> scorer -> file -> ECE
     contradictions: dict[str, Any] = {}
+    contradictions_sealed: dict[str, Any] = {}
+    parts: dict[str, Any] = {}  # scorer -> file -> metric -> part -> figures
+    thresholds = config.scoring.thresholds
     try:
         for name, scorer in scorers.items():
-            results[name], counts[name], timing[name] = {}, {}, {}
+            results[name], counts[name], timing[name], parts[name] = {}, {}, {}, {}
             if not args.no_contradictions:
                 contradictions[name] = contradiction_row(
-                    scorer, config.scoring.thresholds.get("faithfulness", 0.5))
+                    scorer, thresholds.get("faithfulness", 0.5))
+                if SEALED_CONTRADICTIONS.exists():
+                    contradictions_sealed[name] = contradiction_row(
+                        scorer, thresholds.get("faithfulness", 0.5), SEALED_CONTRADICTIONS,
+                        by_kind=args.unseal)
             for path in paths:
                 tallies, items, seconds = score_labelled_file(
                     path, scorer, limit=args.limit, batch_size=args.batch_size, limits=limits)
@@ -451,6 +575,8 @@ def run(argv: Sequence[str] | None = None) -> int:
                             _rounded(expected_calibration_error(tallies[metric].scores,
                                                                 tallies[metric].labels))
                 counts[name][path.stem] = {m: t.summary() for m, t in tallies.items()}
+                parts[name][path.stem] = {m: part_figures(t, thresholds.get(m, 0.5))
+                                          for m, t in tallies.items()}
                 timing[name][path.stem] = {"items": items, "seconds": round(seconds, 3)}
                 print(f"# {name} {path.stem}: {items} items in {seconds:.1f}s", file=sys.stderr)
     finally:
@@ -462,8 +588,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     print(format_table(results, counts, built, files))
     oof = out_of_fold_faithfulness()
     print(format_calibration(ece_in, oof, built, out_of_fold_groundedness()))
+    print(format_parts(parts, built, files))
     if contradictions:
         print(format_contradictions(contradictions))
+    if contradictions_sealed:
+        print(format_contradictions(contradictions_sealed, "SEALED contradiction set v2 ("
+                                    f"{SEALED_CONTRADICTIONS.relative_to(RESULTS.parents[2])})"))
     report: dict[str, Any] = dict(results)
     report["_counts"] = counts
     report["_calibration"] = {"ece_in_sample": ece_in,
@@ -472,6 +602,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         f: {k: v for k, v in o.items() if k != "reliability"} for f, o in oof.items()},
         "embedded_reliability_out_of_fold": {f: o.get("reliability") for f, o in oof.items()}}
     report["_contradictions"] = contradictions
+    report["_contradictions_sealed"] = contradictions_sealed
+    report["_parts"] = parts
     report["provenance"] = measured_on()
     report["_meta"] = {
         "data": str(data), "files": files, "limit": args.limit,

@@ -2,7 +2,8 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/calibrate.py [--data DIR] [--threads N]
 
-1. Extracts the scorer's named features for every dev item (cached under
+1. Extracts the scorer's named features for every dev item outside the sealed part
+   (benchmarks/sealed.py: nothing is fitted or chosen on it; cached under
    ``.cache/calibrate/``, keyed by the feature code's hash, so re-runs only refit).
 2. Fits one logistic regression per head (faithfulness, answer_relevance, context_relevance),
    every file weighted equally, fixed seeds, L2 penalty; chooses the thresholds (support,
@@ -35,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from benchmarks.sealed import group_of, is_sealed  # noqa: E402
 from evaluator.records import LogRecord  # noqa: E402
 from evaluator.scorers.embedded import clash  # noqa: E402
 from evaluator.scorers.embedded import features as ft  # noqa: E402
@@ -104,6 +106,12 @@ def neutral_calibration() -> Calibration:
 def load_rows(name: str, data: Path) -> list[dict[str, Any]]:
     with open(data / f"{name}.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
+
+
+def tuning_rows(name: str, data: Path) -> list[dict[str, Any]]:
+    """The rows of a dev file that may be fitted on: the sealed part (benchmarks/sealed.py) is
+    never read here, neither fitted nor chosen on."""
+    return [r for r in load_rows(name, data) if not is_sealed(r)]
 
 
 def to_record(row: dict[str, Any], name: str) -> LogRecord:
@@ -326,7 +334,7 @@ def main() -> int:
     for name in files:
         if args.extract_only is not None and name not in args.extract_only:
             continue
-        rows = load_rows(name, args.data)
+        rows = tuning_rows(name, args.data)
         if len(rows) > args.max_items:
             pick = np.random.default_rng(SEED).choice(len(rows), args.max_items, replace=False)
             rows = [rows[i] for i in sorted(pick)]
@@ -356,7 +364,7 @@ def main() -> int:
         add_signals(rows_by_file[name], items[name], name)
         for row, it in zip(rows_by_file[name], items[name], strict=True):
             # Grouping key for folds: the question, or for claim-only sets the cited page.
-            it["group"] = row["question"] or (row["contexts"] or [row["id"]])[0][:300]
+            it["group"] = group_of(row)
     report: dict[str, Any] = {}
     # -- faithfulness: leave one file out, then grouped folds inside each file.
     x, y, w, fidx = dataset(items, FAITH_FILES, "claims", "label_faithful")

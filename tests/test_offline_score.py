@@ -211,10 +211,14 @@ def test_bench_quality_writes_the_json_shape(tmp_path: Path,
     counts = report["_counts"]["lexical"]["claims"]["faithfulness"]
     assert counts["n"] == 5 and counts["ok"] == 4 and counts["coverage"] == 0.8
     assert counts["not_ok"] == {"not_applicable/no_contexts": 1}
+    parts = report["_parts"]["lexical"]["claims"]["faithfulness"]
+    assert parts["tuned"]["n"] + parts["sealed"]["n"] == 5
+    assert parts["tuned"]["ok"] + parts["sealed"]["ok"] == 4
     assert report["_meta"]["skipped"] == ["not-a-scorer"]
     captured = capsys.readouterr()
     assert "skipping scorer 'not-a-scorer'" in captured.err
     assert "context_relevance_msmarco" in captured.out
+    assert "TUNED-ON | SEALED" in captured.out
 
     assert run_quality(["--data", str(data), "--scorers", "lexical", "--files", "claims",
                         "--limit", "1", "--out", str(out)]) == 0
