@@ -136,6 +136,8 @@ def test_empty_answer(scorer: EmbeddedScorer) -> None:
     assert "empty_answer" in kinds(r)
     assert metrics(r)["faithfulness"] == (Outcome.NOT_APPLICABLE, None, "empty_answer")
     assert metrics(r)["context_relevance"][0] is Outcome.OK
+    # Nothing answers the question: not relevant, a value the alerts count (issue 17).
+    assert metrics(r)["answer_relevance"] == (Outcome.OK, 0.0, None)
 
 
 def test_refusal(scorer: EmbeddedScorer) -> None:

@@ -57,6 +57,10 @@ def test_detections() -> None:
     empty = scorer.score_one(rec("How long are buckets kept?", ""))
     assert [d.kind for d in empty.detections] == ["empty_answer"]
     assert metrics(empty)["faithfulness"] == (Outcome.NOT_APPLICABLE, None, "empty_answer")
+    assert metrics(empty)["answer_relevance"] == (Outcome.OK, 0.0, None)
+    # A question without a content word gives relevance nothing to measure, answered or not.
+    bare = scorer.score_one(rec("Why?", ""))
+    assert metrics(bare)["answer_relevance"] == (Outcome.NOT_APPLICABLE, None, "empty_answer")
     refusal = scorer.score_one(rec("How long are buckets kept?", "I'm sorry, I cannot find that."))
     assert "refusal" in [d.kind for d in refusal.detections]
     assert metrics(refusal)["faithfulness"][2] == "refusal"

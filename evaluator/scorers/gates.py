@@ -2,7 +2,8 @@
 
 A record with no contexts has nothing to be faithful to, an empty answer or a refusal makes no
 claims, and a question without a content word gives relevance nothing to measure. Those
-metrics are ``not_applicable`` with the reason, and the detections they imply (no relevant
+metrics are ``not_applicable`` with the reason (an empty answer to a question is not relevant
+to it: answer relevance 0), and the detections they imply (no relevant
 context, empty answer, refusal) are raised here. A backend is handed the :class:`Gated`
 records and judges only what is left open (:attr:`Gated.wants_context_relevance`,
 :attr:`Gated.wants_answer_relevance`, :attr:`Gated.wants_support`); :meth:`Gated.result`
@@ -70,8 +71,13 @@ class Gated:
                                                                    "no_question_terms")
         if not self.answer:
             detections.append(Detection("empty_answer", "the answer is empty"))
-            for metric in (*SUPPORT_METRICS, "answer_relevance"):
+            for metric in SUPPORT_METRICS:
                 out[metric] = MetricResult.not_applicable(metric, "empty_answer")
+            # Nothing answers the question: not relevant, for every backend (a missing value
+            # would leave an app that answers nothing out of the relevance alerts).
+            out["answer_relevance"] = (
+                MetricResult.ok("answer_relevance", 0.0) if self.has_question_terms
+                else MetricResult.not_applicable("answer_relevance", "empty_answer"))
             return out, detections
         if not self.has_question_terms:
             out["answer_relevance"] = MetricResult.not_applicable("answer_relevance",
