@@ -160,6 +160,8 @@ class MetricTally:
     not_ok: Counter[str] = field(default_factory=Counter)
     parts: list[str] = field(default_factory=list)  # each scored item's part
     n_parts: Counter[str] = field(default_factory=Counter)  # labelled items per part
+    # (part, clash kind, label): items with a claim contradicted by a clash of that kind.
+    clashes: Counter[tuple[str, str, int]] = field(default_factory=Counter)
 
     def part(self, name: str) -> MetricTally:
         """The items of one part (``"tuned"`` or ``"sealed"``)."""
@@ -201,7 +203,7 @@ def score_labelled_file(path: Path, scorer: Scorer, *, limit: int | None, batch_
     started = time.monotonic()
     items = 0
     for row in score_file(path, scorer, batch_size=batch_size, prepare=prepare, limit=limit,
-                          limits=limits):
+                          limits=limits, explain=True):
         items += 1
         labels = line_labels.get(row["line"], {})
         for task in tasks:
@@ -224,6 +226,11 @@ def score_labelled_file(path: Path, scorer: Scorer, *, limit: int | None, batch_
                 tally.scores.append(float(result["value"]))
                 tally.labels.append(int(bool(label)))
                 tally.parts.append(labels[PART])
+                if task.metric == "faithfulness":
+                    claims = (row.get("explanation") or {}).get("claims") or ()
+                    for kind in {c["clash"] for c in claims
+                                 if c.get("verdict") == "contradicted" and c.get("clash")}:
+                        tally.clashes[labels[PART], kind, int(bool(label))] += 1
     return tallies, items, time.monotonic() - started
 
 
@@ -264,6 +271,11 @@ def part_figures(tally: MetricTally, threshold: float) -> dict[str, dict[str, An
             "pos_at_or_above": _rounded(float((pos >= threshold).mean())) if len(pos) else None,
             "neg_below": _rounded(float((neg < threshold).mean())) if len(neg) else None,
         }
+        kinds = sorted({k for p, k, _ in tally.clashes if p == name})
+        if kinds:  # contradicted by a clash of this kind: on faithful and on unfaithful items
+            out[name]["clashes"] = {k: {"faithful": tally.clashes[name, k, 1],
+                                        "unfaithful": tally.clashes[name, k, 0]}
+                                    for k in kinds}
     return out
 
 
@@ -299,11 +311,35 @@ def format_parts(sealed: dict[str, Any], scorers: Sequence[str], files: Sequence
     return "\n".join(lines)
 
 
+def format_clashes(parts: dict[str, Any], scorers: Sequence[str]) -> str:
+    """How often each clash kind contradicts a claim of a faithful and of an unfaithful item,
+    over all dev files, tuned-on | sealed: a kind that fires on faithful items as often as on
+    unfaithful ones costs more than it catches."""
+    lines = ["", "clash kinds that contradicted a claim, items faithful/unfaithful (precision = "
+                 "unfaithful share), TUNED-ON | SEALED, all dev files"]
+    for name in scorers:
+        total: Counter[tuple[str, str, str]] = Counter()
+        for file in parts.get(name, {}).values():
+            for part, figures in file.get("faithfulness", {}).items():
+                for kind, n in figures.get("clashes", {}).items():
+                    total[part, kind, "faithful"] += n["faithful"]
+                    total[part, kind, "unfaithful"] += n["unfaithful"]
+        kinds = sorted({k for _, k, _ in total})
+        for kind in kinds:
+            cells = []
+            for part in PARTS:
+                good, bad = total[part, kind, "faithful"], total[part, kind, "unfaithful"]
+                precision = "-" if good + bad == 0 else f"{bad / (good + bad):.2f}"
+                cells.append(f"{good:>4}/{bad:<4} {precision:>5}")
+            lines.append(f"{name:<18}{kind:<12}" + "  |  ".join(cells))
+    return "\n".join(lines)
+
+
 def contradiction_row(scorer: Scorer, threshold: float, path: Path | None = None, *,
-                      by_kind: bool = True) -> dict[str, Any]:
+                      breakdown: bool = True) -> dict[str, Any]:
     """A contradiction set (``path``; default benchmarks/data/contradictions.jsonl; never
     fitted on): how many contradictions fall below the faithfulness threshold and how many
-    paraphrases stay at or above it, overall and (``by_kind``) by clash kind and, where the
+    paraphrases stay at or above it, overall and (``breakdown``) by clash kind and, where the
     set has them, by paraphrase kind."""
     from evaluator.records import LogRecord
 
@@ -341,7 +377,7 @@ def contradiction_row(scorer: Scorer, threshold: float, path: Path | None = None
     row = {"set": path.name, "pairs": len(rows), "threshold": threshold,
            "contradictions_below": caught, "paraphrases_at_or_above": kept,
            "contradictions_shown_contradicted": shown}
-    if by_kind:
+    if breakdown:
         row["by_kind"] = by_kind
         if by_paraphrase:
             row["by_paraphrase_kind"] = by_paraphrase
@@ -561,7 +597,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                 if SEALED_CONTRADICTIONS.exists():
                     contradictions_sealed[name] = contradiction_row(
                         scorer, thresholds.get("faithfulness", 0.5), SEALED_CONTRADICTIONS,
-                        by_kind=args.unseal)
+                        breakdown=args.unseal)
             for path in paths:
                 tallies, items, seconds = score_labelled_file(
                     path, scorer, limit=args.limit, batch_size=args.batch_size, limits=limits)
@@ -589,6 +625,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     oof = out_of_fold_faithfulness()
     print(format_calibration(ece_in, oof, built, out_of_fold_groundedness()))
     print(format_parts(parts, built, files))
+    print(format_clashes(parts, built))
     if contradictions:
         print(format_contradictions(contradictions))
     if contradictions_sealed:

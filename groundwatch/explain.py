@@ -76,7 +76,8 @@ def format_explanation(store: Any, request_id: str) -> str | None:
                 extra = f"  missing: {', '.join(c.missing[:8])}"
             why = c.reason or c.mismatch
             if why:
-                extra += f"\n        {'why' if c.reason else 'note'}: {why}"
+                kind = f" ({c.clash} clash)" if c.clash else ""
+                extra += f"\n        {'why' if c.reason else 'note'}{kind}: {why}"
             strength = f", strength {c.strength}" if c.strength is not None else ""
             lines.append(f"    [{c.verdict}{strength}] {c.claim}{extra}")
         evidence = evidence_line(exp.scorer, body.extra)

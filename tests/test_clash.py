@@ -189,6 +189,8 @@ def test_the_scorer_marks_a_clash_contradicted_and_pulls_faithfulness_down() -> 
     [claim] = clash_item.explanation.claims or ()
     assert claim.verdict.value == "contradicted" and claim.reason is not None
     assert claim.reason.startswith("negation") and claim.evidence == evidence
+    assert claim.clash == "negation"  # the kind, for explain and the cue precision per kind
+    assert type(claim).from_dict(claim.to_dict()) == claim
     fine = {m.metric: m.value for m in fine_item.metrics}["faithfulness"]
     assert fine is not None and fine >= 0.5
 

@@ -90,7 +90,7 @@ def test_contradicted_number(scorer: EmbeddedScorer) -> None:
                           "Deleted buckets are kept for 90 days."))
     (claim,) = bad.explanation.claims
     assert claim.verdict == "contradicted"
-    assert "90" in claim.reason
+    assert "90" in claim.reason and claim.clash == "number"
     assert metrics(bad)["faithfulness"][1] < metrics(good)["faithfulness"][1]  # type: ignore[operator]
 
 
@@ -384,7 +384,7 @@ def test_groundwatch_explain_shows_claims_verdicts_evidence_and_detections(
     assert main(["--config", str(config), "explain", "contradicted"]) == 0
     out = capsys.readouterr().out
     assert "[contradicted, strength" in out and "Deleted buckets are kept for 90 days." in out
-    assert "why: number 90" in out
+    assert "why (number clash): number 90" in out
     assert "context[0]: Deleted storage buckets are kept in a recoverable state for 30 days." in out
     assert "[unsupported, strength" in out and "cold tape archives" in out
     assert "embedded/faithfulness:" in out and "answer relevance (embedded): on topic" in out

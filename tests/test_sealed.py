@@ -71,6 +71,8 @@ def test_figures_come_per_part() -> None:
         tally.labels.append(label)
         tally.parts.append(part)
     tally.n_parts["sealed"] += 1  # labelled but not scored
+    tally.clashes["sealed", "negation", 1] += 2
+    tally.clashes["sealed", "negation", 0] += 1
     figures = part_figures(tally, 0.5)
     assert figures["tuned"]["auc"] == 1.0 and figures["sealed"]["auc"] == 0.0
     assert figures["tuned"]["n"] == 3 and figures["sealed"]["n"] == 4
@@ -78,3 +80,5 @@ def test_figures_come_per_part() -> None:
     assert figures["tuned"]["pos_at_or_above"] == 1.0 and figures["tuned"]["neg_below"] == 1.0
     assert figures["sealed"]["pos_at_or_above"] == 0.0 and figures["sealed"]["neg_below"] == 0.0
     assert figures["sealed"]["mean"] == 0.5 and figures["sealed"]["pos_rate"] == 0.3333
+    assert figures["sealed"]["clashes"] == {"negation": {"faithful": 2, "unfaithful": 1}}
+    assert "clashes" not in figures["tuned"]

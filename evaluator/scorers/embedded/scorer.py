@@ -372,7 +372,9 @@ class EmbeddedScorer(GatedScorer):
             claims.append(Claim(claim, verdict, strength=round(strength, 4),
                                 support_probability=round(prob, 4), evidence=f.evidence,
                                 evidence_context=f.evidence_passage, reason=reason,
-                                mismatch=mismatch))
+                                mismatch=mismatch,
+                                clash=kind if reason is not None or mismatch is not None
+                                else None))
         contradicted = sum(c.verdict is Verdict.CONTRADICTED for c in claims) / len(claims)
         value = cal.answer_faithfulness(float(np.mean(probs)), contradicted)
         return tuple(claims), [

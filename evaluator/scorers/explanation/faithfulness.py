@@ -24,7 +24,8 @@ class Claim:
     lexical scorer's (content words absent from the contexts); ``support_probability``,
     ``evidence`` and ``evidence_context`` (the passage's index) the embedded scorer's;
     ``reason`` says why a claim is contradicted, ``mismatch`` shows a clash that did not
-    change the verdict."""
+    change the verdict, and ``clash`` names the kind of either (number, negation, antonym,
+    quantifier, entity, unit, date)."""
 
     claim: str
     verdict: Verdict
@@ -35,6 +36,7 @@ class Claim:
     evidence_context: int | None = None
     reason: str | None = None
     mismatch: str | None = None
+    clash: str | None = None
 
     @property
     def supported(self) -> bool:
@@ -48,7 +50,7 @@ class Claim:
         if self.missing is not None:
             out["missing"] = list(self.missing)
         for key in ("support_probability", "evidence", "evidence_context", "reason",
-                    "mismatch"):
+                    "mismatch", "clash"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -64,7 +66,7 @@ class Claim:
             missing=None if missing is None else tuple(str(w) for w in missing),
             support_probability=data.get("support_probability"),
             evidence=data.get("evidence"), evidence_context=data.get("evidence_context"),
-            reason=data.get("reason"), mismatch=data.get("mismatch"))
+            reason=data.get("reason"), mismatch=data.get("mismatch"), clash=data.get("clash"))
 
 
 def unsupported(claims: Sequence[Claim]) -> list[str]:
