@@ -132,6 +132,35 @@ NO_CLASH = [
 ]
 
 
+# Issue 17: agreeing polarity written another way never clashes: contractions, negated
+# paraphrases ("not allowed" / "forbidden"), prefixed negatives, double negatives, bounds
+# written with a negator, a negator that is a determiner. Written here (claim, evidence).
+NO_CLASH += [
+    ("Refunds can't be issued after 30 days.", "Refunds cannot be issued after 30 days."),
+    ("Refunds cannot be issued after 30 days.", "Refunds can't be issued after 30 days."),
+    ("Guests are unable to create projects.", "Guests cannot create projects."),
+    ("Sharing passwords is not allowed.", "Sharing passwords is forbidden."),
+    ("Sharing passwords is forbidden.", "Sharing passwords is not allowed."),
+    ("Pets aren't permitted in the building.", "Pets are prohibited in the building."),
+    ("The app doesn't store your location.", "The app does not store your location."),
+    ("Late fees are not uncommon.", "Late fees are common."),
+    ("Access is never left unlogged.", "Access is always logged."),
+    ("The form is not processed without a signature.",
+     "The form is never processed without a signature."),
+    ("You won't be charged for the trial.", "You will not be charged for the trial."),
+    ("The office is closed on Sundays.", "The office isn't open on Sundays."),
+    ("The office isn't open on Sundays.", "The office is closed on Sundays."),
+    ("Applications must arrive no later than March 1.", "Applications must arrive by March 1."),
+    ("Water damage is not covered by the warranty.", "The warranty excludes water damage."),
+    ("The service is unavailable in Canada.", "The service isn't available in Canada."),
+    ("The service isn't offered in Canada.", "The service is unavailable in Canada."),
+    ("Smoking is banned everywhere on campus.", "Smoking is not permitted anywhere on campus."),
+    ("Digital goods aren't refundable.", "No refunds are given for digital goods."),
+    ("You can't get a refund for digital goods.", "Digital goods are non-refundable."),
+    ("The printer can't print on both sides.", "The printer doesn't support duplex printing."),
+]
+
+
 @pytest.mark.parametrize(("claim", "evidence"), NO_CLASH, ids=range(len(NO_CLASH)))
 def test_no_false_clash(claim: str, evidence: str) -> None:
     found = clash.find_clash(claim, [evidence], evidence, min_overlap=0.5)
@@ -141,7 +170,17 @@ def test_no_false_clash(claim: str, evidence: str) -> None:
 def test_the_same_rules_still_catch_real_clashes() -> None:
     cases = [("Refunds are handled by PayPal.", "Refunds are handled by Stripe.", "entity"),
              ("The form is correct.", "The form is incorrect.", "antonym"),
-             ("The title was on the prop.", "There was no title on the prop.", "negation")]
+             ("The title was on the prop.", "There was no title on the prop.", "negation"),
+             # A negative verb clashes with its opposite by polarity.
+             ("Sharing passwords is allowed.", "Sharing passwords is forbidden.", "negation"),
+             ("The warranty includes water damage.", "The warranty excludes water damage.",
+              "negation"),
+             ("Access is never logged.", "Access is always logged.", "negation"),
+             ("The service is available in Canada.", "The service is unavailable in Canada.",
+              "negation"),
+             ("Digital goods can be refunded.", "No refunds are given for digital goods.",
+              "negation"),
+             ("The office is open on Sundays.", "The office is closed on Sundays.", "antonym")]
     for claim, evidence, kind in cases:
         found = clash.find_clash(claim, [evidence], evidence, min_overlap=0.5)
         assert found is not None and found.kind == kind, claim

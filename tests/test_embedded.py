@@ -333,6 +333,37 @@ def test_numbers_written_two_ways_are_one_number(claim: str, evidence: str) -> N
     assert numbers(claim) and numbers(claim) == numbers(evidence, spelled=True)
 
 
+@pytest.mark.parametrize(("claim", "evidence"), [
+    # Issue 17: dates, clock times and units written another way (written here).
+    ("released on 11 June 2003", "Released: 2003.06.11"),
+    ("released on 11 June 2003", "released 2003-06-11"),
+    ("released on June 11, 2003", "released on 11.06.2003"),
+    ("the desk closes at 17:00", "the desk closes at 5 pm"),
+    ("opens at 9:30 a.m.", "opens at 9:30"),
+    ("kept for 14 days", "kept for two weeks"),
+    ("kept for 2 weeks", "kept for 14 days"),
+    ("a 1,500 g limit", "a 1.5 kg limit"),
+    ("up to 2 GB", "up to 2000 MB"),
+    ("within 48 hours", "within 2 days"),
+])
+def test_dates_times_and_units_written_another_way_are_found(claim: str, evidence: str) -> None:
+    from evaluator.scorers.embedded.textops import context_numbers
+
+    assert numbers(claim) and numbers(claim) <= context_numbers(evidence)
+
+
+def test_other_amounts_are_still_other_numbers() -> None:
+    from evaluator.scorers.embedded.textops import context_numbers
+
+    for claim, evidence in [("kept for 10 days", "kept for two weeks"),
+                            ("closes at 18:00", "closes at 5 pm"),
+                            ("released on 12 June 2003", "released 2003-06-11"),
+                            ("a 2 kg limit", "a 1,500 g limit")]:
+        assert not numbers(claim) <= context_numbers(evidence), claim
+    # A slashed date's month is the writer's locale: left as it is.
+    assert numbers("06/11/2003") == {"06", "11", "2003"}
+
+
 def test_number_words_count_in_the_evidence_only() -> None:
     # A claim's "three main types" is not a number the context must hold; the context's
     # "three" does hold a claim's "3".

@@ -60,7 +60,7 @@ valid:invalid secure:insecure possible:impossible full:partial unlimited:limited
 same:different cheaper:pricier keep:delete kept:deleted keeps:deletes retain:delete
 retained:deleted retains:deletes add:remove added:removed adds:removes gain:lose
 expand:shrink lock:unlock locked:unlocked required:forbidden mandatory:forbidden
-always:never shared:private refund:charge refunded:charged win:lose above:below over:under
+shared:private refund:charge refunded:charged win:lose above:below over:under
 maximum:minimum upload:download sync:async synchronous:asynchronous keep:stop keeps:stops
 continue:stop continues:stops read-only:writable
 immediately:later instantly:later immediate:delayed same-day:next-day in-person:online
@@ -88,18 +88,26 @@ for _group in _ALTERNATIVES:
 
 # Verbal negation only: "costs nothing" and "nobody" are too often a plain statement ("free",
 # "no one else") to count as a flipped polarity.
+# Verbs that say "not" ("excludes" is "does not include", "forbidden" is "not allowed") count
+# as negators too, so a negated paraphrase agrees with them and their opposites clash by
+# polarity ("includes" against "excludes"), not as an antonym pair.
 _NEGATOR = re.compile(
     r"\b(?:not|no|never|neither|nor|without|cannot|\w+n['’]t|fail(?:s|ed)?\s+to|unable|"
-    r"lack(?:s|ed|ing)?|absen(?:t|ce)|unlikely)\b", re.IGNORECASE)
+    r"lack(?:s|ed|ing)?|absen(?:t|ce)|unlikely|forb(?:id|ids|idden|ade)|"
+    r"prohibit(?:s|ed)?|disallow(?:s|ed)?|exclud(?:e|es|ed))\b", re.IGNORECASE)
 # Idioms with a negator that negate nothing: "not only X but Y", "no matter", "if not all".
 _IDIOM = re.compile(r"\b(?:(?:not|\w+n['’]t)\s+(?:only|just|solely|exclusively)|no\s+matter|"
                     r"if\s+not|whether\s+or\s+not|"
                     r"never-say-die|not\s+necessarily\s+\w+)\b", re.IGNORECASE)
 # "before the backup, not after it": a contrast, not a negated statement.
 _CONTRAST = re.compile(r"[,;]\s*(?:and\s+|but\s+)?not\s+[^,;.]*", re.IGNORECASE)
+# ("No" needs its punctuation: "No refunds are given" is a statement.)
 _ANSWER_PARTICLE = re.compile(
-    r"^\s*(?:yes|no|yep|nope|yeah|not\s+really|oh\s+no|well|sure)\s*[,:.!;—–-]?\s+",
-    re.IGNORECASE)
+    r"^\s*(?:(?:yes|yep|nope|yeah|not\s+really|oh\s+no|well|sure)\s*[,:.!;—–-]?|"
+    r"no\s*[,:.!;—–-])\s+", re.IGNORECASE)
+# Bounds written with a negator negate nothing: "no later than March 1" is "by March 1".
+_BOUND = re.compile(r"\b(?:no|not)\s+(?:later|earlier|sooner|more|less|fewer|longer|"
+                    r"shorter|higher|lower)\s+than\b", re.IGNORECASE)
 # Negation that is part of a name or a compound, not of the statement: "not-for-profit",
 # "no-kill", "Rebel Without a Cause", "Not Ready for Prime Time Players"; and parentheses.
 _COMPOUND_NEGATION = re.compile(r"\b(?:not|no|without)\s*-\s*\w+|(?<!^)(?<![.!?]\s)"
@@ -201,7 +209,7 @@ def _statement(text: str) -> str:
     """``text`` without a leading yes/no particle, contrastive "…, not X" tails, parentheses,
     quoted titles and negation inside names or compounds."""
     text = _PARENTHESES.sub(" ", _ANSWER_PARTICLE.sub("", text))
-    text = _COMPOUND_NEGATION.sub(" ", _QUOTED.sub(" ", _IDIOM.sub(" ", text)))
+    text = _COMPOUND_NEGATION.sub(" ", _QUOTED.sub(" ", _IDIOM.sub(" ", _BOUND.sub(" ", text))))
     return _CONTRAST.sub("", text)
 
 
@@ -285,7 +293,7 @@ def _scoped_negators(statement: str, other: str) -> int:
         words = [t.group(0) for t in after] or [  # "..., but the free plan does not."
             t.group(0) for t in tokens if t.end() <= match.start()][-2:]
         reach = after[-1].end() if after else match.end()
-        scoped[i] = any(stem(w) in shared for w in words) or any(
+        scoped[i] = any(stem(w) in shared or stem(_root(w)) in shared for w in words) or any(
             scoped[j] for j in range(i + 1, len(negators)) if negators[j].start() < reach)
         # ...and one in the scope of a scoped negator belongs to the same statement ("never
         # closed without the customer's confirmation").
@@ -296,11 +304,41 @@ def _scoped_negators(statement: str, other: str) -> int:
     return sum(scoped)
 
 
+def _root(word: str) -> str:
+    """``word`` without a negating prefix ("uncommon" -> "common"), else itself."""
+    lower = word.lower()
+    for prefix in ("non-", "non", "un"):
+        if lower.startswith(prefix) and len(lower) - len(prefix) >= 4:
+            return lower[len(prefix):]
+    return lower
+
+
 def _polarity(text: str, other: str) -> bool:
     """True when ``text`` is negative (an odd number of negators whose scope reaches what
     ``other`` speaks of) about what ``other`` says."""
     statement = _without_attributes(_statement(text))
     return (_scoped_negators(statement, other) + _prefix_negations(statement, other)) % 2 == 1
+
+
+# A prefixed predicate counts as a negation in :func:`_negative` when its root is a word
+# (wordfreq Zipf >= 2.5: "is unavailable", not "is understood").
+_ROOT_IDF = (8.0 - 2.5) / 8.0
+
+
+def _negative(text: str) -> bool:
+    """The plain parity of ``text``'s negations (every negator and prefixed predicate, in
+    scope or not). A polarity clash needs it to differ too: "can't print on both sides"
+    against "doesn't support duplex printing" is negative on both sides, whatever the words
+    each negator's scope shares with the other text."""
+    statement = _without_attributes(_statement(text))
+    prefixed = sum(tx.idf(m.group(1)) <= _ROOT_IDF for m in _COPULA_PREFIX.finditer(statement))
+    return (len(_NEGATOR.findall(statement)) + prefixed) % 2 == 1
+
+
+def _polar_word(word: str, text: str) -> bool:
+    """Is ``word`` a negator, or a prefixed predicate of ``text`` ("is unavailable")?"""
+    return bool(_NEGATOR.fullmatch(word)) or any(
+        m.group(0).split()[-1].lower() == word.lower() for m in _COPULA_PREFIX.finditer(text))
 
 
 def _negated(text: str) -> bool:
@@ -490,6 +528,10 @@ def _polar_clash(claim: str, sentence: str, wanted: set[str],
         target = max(options, key=lambda e: overlap(part, e))
         swaps = antonym_swaps(part, target)
         swapped = [w for pair in swaps for w in pair]
+        # A word that is itself a negation ("forbidden", "unavailable") is the polarity's to
+        # weigh: "not allowed" agrees with "forbidden", "allowed" clashes with it by polarity.
+        swaps = [(a, b) for a, b in swaps if not _polar_word(a, part)
+                 and not _polar_word(b, target)]
         # About the same thing: most of the claim clause's words are in the evidence clause, or
         # all but a few of the evidence clause's are in the claim ("Reserved instances are
         # non-refundable" against a claim that adds "in full at the end of the term").
@@ -497,8 +539,9 @@ def _polar_clash(claim: str, sentence: str, wanted: set[str],
         if share < min_overlap:
             continue
         # A claim that denies what the evidence rules out agrees with it.
-        differs = _polarity(part, target) != _polarity(target, part) and not (
-            excluded and _negated(part))
+        differs = (_polarity(part, target) != _polarity(target, part)
+                   and _negative(part) != _negative(target)
+                   and not (excluded and _negated(part)))
         if "antonym" in wanted and swaps and not differs:
             a, b = swaps[0]
             return Clash("antonym", a, b, sentence, share)
@@ -651,13 +694,17 @@ def _denied(claim: str, sentence: str) -> str | None:
     against "You can pay by card or PayPal"): the name, or None."""
     if _negated(claim) or not _negated(sentence) or len(sentence.split()) > 10:
         return None
+    # "The office is closed on Sundays" against "The office isn't open on Sundays": the claim
+    # says the opposite word, or is negative itself ("is unavailable"): the polarity's case.
+    if antonym_swaps(claim, sentence) or _negative(claim):
+        return None
     # Capitalised words of the claim that the sentence also capitalises (its first word too:
     # "PayPal is not accepted").
     claim_caps = {w.lower() for w in re.findall(r"\b[A-Z][\w-]*", claim[1:])} | set(
         _identifiers(claim))
     named = {w.lower() for w in re.findall(r"\b[A-Z][\w-]*", sentence)} | set(
         _identifiers(sentence))
-    named -= STOP_CAPS
+    named -= STOP_CAPS | _CALENDAR  # "Sundays" names no thing that could be denied
     if named and named <= claim_caps:
         return sorted(named)[0]
     return None

@@ -333,7 +333,7 @@ class EmbeddedScorer(GatedScorer):
                  for text, enc in zip(texts, encs[1:], strict=True)]
         context_text = " ".join(p.passages)
         context_words = set(content_words(context_text)) | tx.lower_words(context_text)
-        context_numbers = tx.numbers(context_text, spelled=True)
+        context_numbers = tx.context_numbers(context_text)
         claims: list[Claim] = []
         probs: list[float] = []
         strengths: list[float] = []

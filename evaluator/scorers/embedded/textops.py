@@ -95,11 +95,35 @@ def _number_word(match: re.Match[str]) -> str:
     return _CARDINALS.get(word.lower()) or _ORDINALS[word.lower()]
 
 
+_MONTH_NAMES = ("January", "February", "March", "April", "May", "June", "July", "August",
+                "September", "October", "November", "December")
+# Dates written with digits only, year first ("2003-06-11", "2003.06.11", "2003/06/11") or
+# day first with dots ("11.06.2003"), are read as "11 June 2003". Slashed day/month dates
+# ("06/11/2003") are left alone: which of the two is the month is the writer's locale.
+_YMD = re.compile(r"(?<![\w.])((?:1[5-9]|20)\d\d)([-./])(0?[1-9]|1[0-2])\2(0?[1-9]|[12]\d|3[01])"
+                  r"(?![\w.]?\d)")
+_DMY_DOTS = re.compile(r"(?<![\w.])(0?[1-9]|[12]\d|3[01])\.(0?[1-9]|1[0-2])\.((?:1[5-9]|20)\d\d)"
+                       r"(?![\w.]?\d)")
+# Clock times with am/pm are read on the 24-hour clock ("5 pm", "5:30 p.m." -> "17:00",
+# "17:30"), so "17:00" and "5 pm" carry the same numbers.
+_CLOCK = re.compile(r"\b(1[0-2]|0?[1-9])(?::([0-5]\d))?\s*([ap])\.?\s?m\b\.?", re.IGNORECASE)
+
+
+def _clock(match: re.Match[str]) -> str:
+    hour = int(match.group(1)) % 12 + (12 if match.group(3).lower() == "p" else 0)
+    return f"{hour}:{match.group(2) or '00'}"
+
+
 def normalise_numbers(text: str, *, spelled: bool = False) -> str:
     """``text`` with numbers written one way: abbreviated year ranges in full ("2018–19" ->
-    "2018–2019"), two-digit decades with their century ("70's" -> "1970s") and, if
-    ``spelled``, number words as digits ("six" -> "6", "twenty-five" -> "25", "the fifth" ->
-    "the 5")."""
+    "2018–2019"), two-digit decades with their century ("70's" -> "1970s"), digit-only
+    dates as "11 June 2003", clock times on the 24-hour clock and, if ``spelled``, number
+    words as digits ("six" -> "6", "twenty-five" -> "25", "the fifth" -> "the 5")."""
+    text = _YMD.sub(lambda m: f"{int(m.group(4))} {_MONTH_NAMES[int(m.group(3)) - 1]} "
+                              f"{m.group(1)}", text)
+    text = _DMY_DOTS.sub(lambda m: f"{int(m.group(1))} {_MONTH_NAMES[int(m.group(2)) - 1]} "
+                                   f"{m.group(3)}", text)
+    text = _CLOCK.sub(_clock, text)
     if spelled:
         text = _NUMBER_WORD.sub(_number_word, text)
     text = _YEAR_RANGE.sub(lambda m: f"{m.group(1)}{m.group(3)}{m.group(1)[:2]}{m.group(4)}"
@@ -115,12 +139,63 @@ def numbers(text: str, *, spelled: bool = False) -> set[str]:
     list)."""
     out = set()
     for match in _NUMBER.finditer(normalise_numbers(text, spelled=spelled)):
-        n = match.group(0).replace(",", "").lstrip("+")
-        if n.endswith(".0"):
-            n = n[:-2]
+        n = _canonical(match.group(0))
         if n and n not in {"-"}:
             out.add(n)
     return out
+
+
+def context_numbers(text: str) -> set[str]:
+    """The numbers a claim may take from ``text`` (a context): its :func:`numbers`, number
+    words included, and each amount in the other units of its kind it converts to exactly
+    ("two weeks" holds 14 days, "1.5 kg" 1500 g), so an answer that says it in another unit
+    is not read as giving another number."""
+    normalised = normalise_numbers(text, spelled=True)
+    out = numbers(text, spelled=True)
+    for match in _AMOUNT.finditer(normalised):
+        value = float(match.group(1).replace(",", ""))
+        for factor in _SCALES.get(match.group(2).lower(), ()):
+            out.add(_canonical(f"{value * factor:.6f}"))
+    return out
+
+
+def _canonical(number: str) -> str:
+    """"1,500" -> "1500", "+3" -> "3", "2.0" and "2.000000" -> "2", "1.50" -> "1.5"."""
+    n = number.replace(",", "").lstrip("+")
+    if "." in n:
+        n = n.rstrip("0").rstrip(".")
+    return n
+
+
+# An amount and its unit, and what the amount is in the units it converts to exactly.
+_AMOUNT = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?)\s?-?([a-zA-Z]+)\b")
+_PER = {  # unit -> (dimension, size in the dimension's base unit)
+    **{u: ("time", 1.0) for u in ("second", "seconds", "sec", "secs")},
+    **{u: ("time", 60.0) for u in ("minute", "minutes", "min", "mins")},
+    **{u: ("time", 3600.0) for u in ("hour", "hours", "hr", "hrs")},
+    **{u: ("time", 86400.0) for u in ("day", "days")},
+    **{u: ("time", 604800.0) for u in ("week", "weeks")},
+    **{u: ("mass", 1.0) for u in ("g", "gram", "grams")},
+    **{u: ("mass", 1000.0) for u in ("kg", "kilogram", "kilograms")},
+    **{u: ("length", 0.001) for u in ("mm", "millimetre", "millimetres", "millimeter",
+                                      "millimeters")},
+    **{u: ("length", 0.01) for u in ("cm", "centimetre", "centimetres", "centimeter",
+                                     "centimeters")},
+    **{u: ("length", 1.0) for u in ("m", "metre", "metres", "meter", "meters")},
+    **{u: ("length", 1000.0) for u in ("km", "kilometre", "kilometres", "kilometer",
+                                       "kilometers")},
+    **{u: ("volume", 0.001) for u in ("ml", "millilitre", "millilitres", "milliliter",
+                                      "milliliters")},
+    **{u: ("volume", 1.0) for u in ("l", "litre", "litres", "liter", "liters")},
+    **{u: ("data", 1e3) for u in ("kb", "kilobyte", "kilobytes")},
+    **{u: ("data", 1e6) for u in ("mb", "megabyte", "megabytes")},
+    **{u: ("data", 1e9) for u in ("gb", "gigabyte", "gigabytes")},
+    **{u: ("data", 1e12) for u in ("tb", "terabyte", "terabytes")},
+}
+_SCALES: dict[str, tuple[float, ...]] = {
+    unit: tuple(size / other for other in sorted({o for d, o in _PER.values() if d == dim})
+                if other != size)
+    for unit, (dim, size) in _PER.items()}
 
 
 def negated(text: str) -> bool:
