@@ -487,6 +487,11 @@ class JudgeConfig(_Section):
     # How the compact judge asks for its JSON: "json_schema" (OpenAI, vLLM, llama.cpp server,
     # recent Ollama) or "json_object" for servers without schemas.
     structured_output: Literal["json_schema", "json_object"] = "json_schema"
+    # Bounds in the compact judge's schema (maxItems on the claims, maxLength on each claim
+    # and quote): llama.cpp's server and vLLM turn them into their grammar, so a small model
+    # cannot run a reply to max_tokens; some hosted strict modes (OpenAI's) reject the
+    # keywords. "auto": on for a server on this host or a private network, off elsewhere.
+    schema_bounds: Literal["auto", "on", "off"] = "auto"
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     # AnswerRelevancy's generated questions (ragas's default is 3).
     strictness: int = Field(1, ge=1, le=10)

@@ -8,6 +8,7 @@ tests/test_judge_worker.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -156,6 +157,59 @@ def test_compact_judges_in_one_call_and_repairs_once(server: JudgeServer,
     items, _ = score(judge, [record("never")])
     assert server.count(CHAT_PATH) == 2
     assert {r for _, r in outcomes(items[0]).values()} == {"unparseable"}
+
+
+def test_compact_bounds_what_a_reply_can_be(server: JudgeServer,
+                                            judges: list[JudgeScorer]) -> None:
+    """Issue 20: the request's max_tokens is sized to the item, and the schema carries its
+    bounds where the endpoint enforces them (a server on this host: "auto" is on)."""
+    from evaluator.judge.compact import CLAIM_CHARS, MAX_CLAIMS, QUOTE_CHARS, reply_tokens
+    from evaluator.judge.types import JudgeInput
+
+    judge = build(judges, server.url, mode="compact")
+    short, long = record("short"), record("long", answer=" ".join(
+        f"Rule {i} says passwords must hold at least {i + 8} characters." for i in range(12)))
+    score(judge, [short, long])
+    sent = {len(r.body["messages"][1]["content"]): r.body for r in server.requests}
+    small, large = (sent[k] for k in sorted(sent))
+    assert small["max_tokens"] == reply_tokens(JudgeInput("q", short.answer, ()), 1024) < 1024
+    assert small["max_tokens"] < large["max_tokens"] <= 1024
+    claims = small["response_format"]["json_schema"]["schema"]["properties"]["claims"]
+    assert claims["maxItems"] == MAX_CLAIMS
+    assert claims["items"]["properties"]["claim"]["maxLength"] == CLAIM_CHARS
+    assert claims["items"]["properties"]["quote"]["maxLength"] == QUOTE_CHARS
+    server.clear()
+    judge = build(judges, server.url, mode="compact", schema_bounds="off", max_tokens=200)
+    score(judge, [long])
+    body = server.requests[0].body
+    assert body["max_tokens"] == 200  # never above judge.max_tokens
+    assert "maxItems" not in json.dumps(body["response_format"])
+
+
+@pytest.mark.parametrize("reply", [
+    Reply.truncated(),
+    Reply.content('{"claims": [{"claim": "cai", "verdict": "supported", "passage": 1, '
+                  '"quote": "quote quote quote quote quote quote quote quote quote', "stop")],
+    ids=["cut at max_tokens", "repeating itself"])
+def test_compact_does_not_repair_a_reply_that_would_end_the_same_way(
+        server: JudgeServer, judges: list[JudgeScorer], reply: Reply) -> None:
+    judge = build(judges, server.url, mode="compact")
+    server.default = reply
+    items, usage = score(judge, [record("r1")])
+    assert server.count(CHAT_PATH) == 1 and usage.judge_calls == 1
+    assert {r for _, r in outcomes(items[0]).values()} == {"unparseable"}
+
+
+def test_schema_bounds_auto_is_on_for_servers_that_enforce_them() -> None:
+    from evaluator.judge.compact import bounds_enforced
+
+    for url in ("http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://10.1.2.3/v1",
+                "http://llama:8080/v1", "http://vllm.ml.svc/v1"):
+        assert bounds_enforced("auto", url), url
+    for url in ("https://api.openai.com/v1", "https://x.openai.azure.com/openai"):
+        assert not bounds_enforced("auto", url), url
+    assert bounds_enforced("on", "https://api.openai.com/v1")
+    assert not bounds_enforced("off", "http://127.0.0.1:8080/v1")
 
 
 def test_nothing_to_judge_is_not_applicable_not_nan(server: JudgeServer,

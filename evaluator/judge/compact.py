@@ -18,22 +18,30 @@ Our values are computed from that, not read off it:
 - answer_relevance = answer_rating / 2, 0 when noncommittal; context_relevance =
   context_rating / 2.
 
-A reply that does not validate gets one repair request (the error and "only the JSON
-object"); a second failure is ``unparseable``. So an item costs 1 call, at most 2.
+A reply is bounded (issue 20): ``max_tokens`` is sized to the item (its answer's length and
+the claims it can hold, never above ``judge.max_tokens``) and, where the endpoint enforces
+them (``judge.schema_bounds``), the schema caps the claims (``maxItems``) and each claim's
+and quote's length (``maxLength``). A reply that does not validate gets one repair request
+(the error and "only the JSON object"), unless it was cut at ``max_tokens`` (finish_reason
+``length``) or repeats itself: a second full call would end the same way. A second failure is
+``unparseable``. So an item costs 1 call, at most 2.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evaluator.judge.types import JudgeInput, MetricOutcome
 from evaluator.scorers.explanation import Claim, Verdict
+from evaluator.scorers.text import split_sentences
 
 if TYPE_CHECKING:
     from evaluator.config import JudgeConfig
@@ -91,6 +99,59 @@ JUDGEMENT_SCHEMA: dict[str, Any] = {
     },
     "title": "GroundwatchJudgement",
 }
+
+
+# The bounds of a reply: claims, and characters of a claim and of its quote (the prompt asks
+# for quotes of at most 25 words).
+MAX_CLAIMS = 16
+CLAIM_CHARS = 400
+QUOTE_CHARS = 240
+# Tokens of a reply: the ratings and keys, twice the answer's own (its claims restate it, with
+# room to spare), and a verdict, passage and quote per claim it can hold (two per sentence).
+BASE_TOKENS = 96
+PER_CLAIM_TOKENS = 48
+MIN_REPLY_TOKENS = 128
+
+
+def judgement_schema(bounds: bool) -> dict[str, Any]:
+    """``JUDGEMENT_SCHEMA``, with its bounds when ``bounds``."""
+    schema = json.loads(json.dumps(JUDGEMENT_SCHEMA))
+    if bounds:
+        claims = schema["properties"]["claims"]
+        claims["maxItems"] = MAX_CLAIMS
+        claims["items"]["properties"]["claim"]["maxLength"] = CLAIM_CHARS
+        claims["items"]["properties"]["quote"]["maxLength"] = QUOTE_CHARS
+    return schema
+
+
+def bounds_enforced(setting: str, base_url: str) -> bool:
+    """``judge.schema_bounds``: "auto" is on for a server on this host or a private network
+    (llama.cpp, vLLM, Ollama: their grammars enforce the bounds), off for a public host."""
+    if setting != "auto":
+        return setting == "on"
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost" or host.endswith((".local", ".internal", ".svc", ".lan")):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "." not in host  # a bare name: a service on the same network ("llama")
+    return address.is_private or address.is_loopback
+
+
+def reply_tokens(item: JudgeInput, cap: int) -> int:
+    """``max_tokens`` for one item's reply: enough for its claims, never above ``cap``."""
+    claims = min(MAX_CLAIMS, 2 * max(1, len(split_sentences(item.answer))))
+    wanted = BASE_TOKENS + 2 * (len(item.answer) // 3 + 1) + PER_CLAIM_TOKENS * claims
+    return min(cap, max(MIN_REPLY_TOKENS, wanted))
+
+
+_LOOP = re.compile(r"(.{3,80}?)\1{3,}\s*$", re.S)
+
+
+def repeats_itself(text: str) -> bool:
+    """Does the reply end in a loop (the same piece four times or more in a row)?"""
+    return _LOOP.search(text[-1200:]) is not None
 
 
 class Unparseable(ValueError):
@@ -162,12 +223,13 @@ class CompactBackend:
     def __init__(self, config: JudgeConfig, client: Any) -> None:
         self.config = config
         self.client = client
+        self.schema = judgement_schema(bounds_enforced(config.schema_bounds, config.base_url))
 
     def _format(self) -> dict[str, Any]:
         if self.config.structured_output == "json_object":
             return {"type": "json_object"}
         return {"type": "json_schema", "json_schema": {
-            "name": "groundwatch_judgement", "schema": JUDGEMENT_SCHEMA, "strict": True}}
+            "name": "groundwatch_judgement", "schema": self.schema, "strict": True}}
 
     async def judge(self, item: JudgeInput, metrics: Sequence[str],
                     limit: asyncio.Semaphore) -> dict[str, MetricOutcome | BaseException]:
@@ -175,30 +237,38 @@ class CompactBackend:
                                           {"role": "user", "content": user_prompt(item)}]
         try:
             async with limit:
-                judgement = await self._ask(messages)
+                judgement = await self._ask(messages, reply_tokens(item, self.config.max_tokens))
         except Exception as exc:
             return dict.fromkeys(metrics, exc)
         found = outcomes(judgement, item)
         return {m: found[m] for m in metrics}
 
-    async def _ask(self, messages: list[dict[str, str]]) -> Judgement:
-        text = await self._complete(messages)
+    async def _ask(self, messages: list[dict[str, str]], max_tokens: int) -> Judgement:
+        text, finish = await self._complete(messages, max_tokens)
         try:
             return parse(text)
         except Unparseable as first:
+            # Cut at the limit or looping: a second full call would end the same way.
+            if finish == "length":
+                raise Unparseable(f"cut at max_tokens {max_tokens} (finish_reason "
+                                  f"length): {first}") from None
+            if repeats_itself(text):
+                raise Unparseable(f"the reply repeats itself: {first}") from None
             if self.config.max_retries < 1:
                 raise
             repair = [*messages, {"role": "assistant", "content": text[:4000]},
                       {"role": "user", "content": f"That reply is not valid ({first}). "
                                                   "Reply with only the JSON object."}]
-            return parse(await self._complete(repair))
+            return parse((await self._complete(repair, max_tokens))[0])
 
-    async def _complete(self, messages: list[dict[str, str]]) -> str:
+    async def _complete(self, messages: list[dict[str, str]],
+                        max_tokens: int) -> tuple[str, str | None]:
+        """The reply's text and its finish_reason."""
         reply = await self.client.chat.completions.create(
             model=self.config.model, messages=messages, temperature=self.config.temperature,
-            max_tokens=self.config.max_tokens, response_format=self._format())
+            max_tokens=max_tokens, response_format=self._format())
         choice = reply.choices[0]
-        return choice.message.content or ""
+        return choice.message.content or "", choice.finish_reason
 
 
 def schema_text() -> str:
