@@ -138,4 +138,6 @@ def judge_line(scorer: str, trace: Any) -> str:
         line += f"\n    NOT JUDGED: {trace.not_judged} (the cheap scores above stand)"
     if trace.reply_excerpt:
         line += f"\n    the judge replied: {trace.reply_excerpt!r}"
+    if trace.parse_error:
+        line += f"\n    why it did not count: {trace.parse_error}"
     return line

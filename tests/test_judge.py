@@ -200,6 +200,26 @@ def test_compact_does_not_repair_a_reply_that_would_end_the_same_way(
     assert {r for _, r in outcomes(items[0]).values()} == {"unparseable"}
 
 
+def test_a_nonsense_judgement_is_an_error_with_its_reason_not_a_score(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    server.policy("GroundwatchJudgement", lambda schema, messages: {
+        "claims": [{"claim": "cai", "verdict": "supported", "passage": 1, "quote": "quote"}],
+        "answer_rating": 2, "noncommittal": False, "context_rating": 2})
+    judge = build(judges, server.url, mode="compact")
+    items, _ = score(judge, [record("r1")])
+    assert {r for _, r in outcomes(items[0]).values()} == {"unparseable"}
+    assert server.count(CHAT_PATH) == 1  # it parsed: no repair would change what it says
+    trace = items[0].explanation.judge
+    assert trace is not None and trace.parse_error is not None
+    assert "claims are not the answer's" in trace.parse_error
+    # explain says what the judge replied and why it did not count; the trace keeps it.
+    from evaluator.scorers.explanation.judge import JudgeTrace
+    from groundwatch.explain import judge_line
+
+    line = judge_line("compact", JudgeTrace.from_dict(trace.to_dict()))
+    assert "the judge replied:" in line and "why it did not count: 1 of 1 claims" in line
+
+
 def test_schema_bounds_auto_is_on_for_servers_that_enforce_them() -> None:
     from evaluator.judge.compact import bounds_enforced
 

@@ -247,6 +247,33 @@ def test_compact_values_are_computed_and_quotes_are_checked() -> None:
     assert claims[0].evidence_context == 0
 
 
+def test_a_judgement_not_about_the_item_is_unparseable() -> None:
+    """Issue 20: a small model's nonsense ("claim 'cai', quote 'quote'") is no judgement."""
+    from evaluator.judge.compact import check
+
+    def judged(*claims: tuple[str, str, int | None, str]) -> Judgement:
+        return Judgement.model_validate({
+            "claims": [{"claim": c, "verdict": v, "passage": p, "quote": q}
+                       for c, v, p, q in claims],
+            "answer_rating": 1, "noncommittal": False, "context_rating": 1})
+
+    with pytest.raises(Unparseable, match=r"claims are not the answer's.*'cai'"):
+        check(judged(("cai", "supported", 1, "")), ITEM)
+    with pytest.raises(Unparseable, match="quotes are not in the passage"):
+        check(judged(("Reset by mail.", "supported", 2, "quote"),
+                     ("Passwords can be any length.", "contradicted", 1, "quote quote")), ITEM)
+    # The example above holds: its claims are the answer's, two of its three quotes real.
+    check(Judgement.model_validate({
+        "claims": [{"claim": "Passwords can be any length.", "verdict": "contradicted",
+                    "passage": 1, "quote": "at least 12 characters long"},
+                   {"claim": "Reset by mail.", "verdict": "supported", "passage": 2,
+                    "quote": "reset your password by e-mail"},
+                   {"claim": "Reset is instant.", "verdict": "supported", "passage": 2,
+                    "quote": "resets are instant"}],
+        "answer_rating": 2, "noncommittal": False, "context_rating": 1}), ITEM)
+    check(judged(), ITEM)  # no claims: nothing to check (faithfulness is not applicable)
+
+
 def test_compact_no_claims_is_nan_and_noncommittal_is_zero() -> None:
     out = outcomes(Judgement.model_validate({"claims": [], "answer_rating": 2,
                                              "noncommittal": True, "context_rating": 0}), ITEM)

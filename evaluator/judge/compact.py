@@ -24,7 +24,9 @@ them (``judge.schema_bounds``), the schema caps the claims (``maxItems``) and ea
 and quote's length (``maxLength``). A reply that does not validate gets one repair request
 (the error and "only the JSON object"), unless it was cut at ``max_tokens`` (finish_reason
 ``length``) or repeats itself: a second full call would end the same way. A second failure is
-``unparseable``. So an item costs 1 call, at most 2.
+``unparseable``, and so is a judgement that is not about the item (:func:`check`: most of its
+claims are not the answer's, or most of its quotes are not in their passages). So an item
+costs 1 call, at most 2.
 """
 
 from __future__ import annotations
@@ -189,6 +191,31 @@ def _short(exc: ValidationError) -> str:
                      for e in exc.errors()[:5])
 
 
+def _words(text: str) -> set[str]:
+    """Content-ish words, folded to their first five letters ("passwords" ~ "password")."""
+    return {w[:5] for w in re.findall(r"\w+", text.casefold()) if len(w) > 2}
+
+
+def check(judgement: Judgement, item: JudgeInput) -> None:
+    """Raise :class:`Unparseable` for a judgement that is not about this item: most of its
+    claims are not the answer's (no more than half of a claim's words are in the answer), or
+    most of its quotes are not in the passages they cite. A small model's "claim 'cai', quote
+    'quote'" is no judgement, and must not be stored as an ``ok`` score."""
+    answer = _words(item.answer)
+    foreign = [c.claim for c in judgement.claims
+               if len(_words(c.claim) & answer) * 2 < len(_words(c.claim))]
+    if foreign and len(foreign) * 2 > len(judgement.claims):
+        raise Unparseable(f"{len(foreign)} of {len(judgement.claims)} claims are not the "
+                          f"answer's (first: {foreign[0][:80]!r})")
+    quoted = [c for c in judgement.claims if c.quote.strip()]
+    missing = [c.quote for c in quoted
+               if not (c.passage is not None and 0 < c.passage <= len(item.contexts)
+                       and quote_found(c.quote, item.contexts[c.passage - 1]))]
+    if missing and len(missing) * 2 > len(quoted):
+        raise Unparseable(f"{len(missing)} of {len(quoted)} quotes are not in the passage "
+                          f"they cite (first: {missing[0][:80]!r})")
+
+
 def outcomes(judgement: Judgement, item: JudgeInput) -> dict[str, MetricOutcome]:
     claims: list[Claim] = []
     grounded = 0
@@ -238,6 +265,7 @@ class CompactBackend:
         try:
             async with limit:
                 judgement = await self._ask(messages, reply_tokens(item, self.config.max_tokens))
+            check(judgement, item)
         except Exception as exc:
             return dict.fromkeys(metrics, exc)
         found = outcomes(judgement, item)

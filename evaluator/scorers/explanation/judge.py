@@ -28,6 +28,7 @@ class JudgeTrace:
     reply_excerpt: str | None = None
     selected_by: str | None = None  # the cascade's reason: random | low | band | all
     details: Mapping[str, Any] = field(default_factory=dict)  # per metric, e.g. a rating
+    parse_error: str | None = None  # why an unparseable reply did not count
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "mode": self.mode, "calls": self.calls,
@@ -38,7 +39,7 @@ class JudgeTrace:
             out["cached"] = list(self.cached)
         if self.redacted:
             out["redacted"] = dict(self.redacted)
-        for key in ("not_judged", "reply_excerpt", "selected_by"):
+        for key in ("not_judged", "reply_excerpt", "selected_by", "parse_error"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.details:
@@ -52,4 +53,4 @@ class JudgeTrace:
                    float(data.get("cost_usd", 0.0)), tuple(data.get("cached", ())),
                    dict(data.get("redacted", {})), data.get("not_judged"),
                    data.get("reply_excerpt"), data.get("selected_by"),
-                   dict(data.get("details", {})))
+                   dict(data.get("details", {})), data.get("parse_error"))
