@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,14 +267,31 @@ Next steps, on your own app's logs:
   3. groundwatch run            the sampler, workers and exporter (/metrics on metrics.port).""")
 
 
+def judged_items(scores: Iterable[Any], scorer: str) -> tuple[Counter[str], Counter[str]]:
+    """The judge's items by what became of them (``scored``: at least one metric has a judge
+    value; else the first error kind, ``error:timeout``, or ``not_applicable``), and its
+    metric scores by outcome. An item the judge was sent but never scored is not "judged"."""
+    per_item: dict[str, list[str]] = {}
+    metrics: Counter[str] = Counter()
+    for s in scores:
+        if s.scorer != scorer:
+            continue
+        outcome = s.outcome if s.outcome != "error" else f"error:{s.reason}"
+        metrics[outcome] += 1
+        per_item.setdefault(s.request_id, []).append(outcome)
+    items: Counter[str] = Counter()
+    for found in per_item.values():
+        if "ok" in found:
+            items["scored"] += 1
+        else:
+            items[next((o for o in found if o.startswith("error")), found[0])] += 1
+    return items, metrics
+
+
 def _print_judge_summary(store: Any, snapshot: Path, judge: DemoJudge) -> None:
-    """What the cascade's judge did: items, outcomes, calls, tokens, cost, agreement."""
-    outcomes: Counter[str] = Counter()
-    items: set[str] = set()
-    for s in store.queries.scores():
-        if s.scorer == judge.mode:
-            items.add(s.request_id)
-            outcomes[s.outcome if s.outcome != "error" else f"error:{s.reason}"] += 1
+    """What the cascade's judge did: items by outcome, metric scores, calls, tokens, cost,
+    agreement."""
+    items, outcomes = judged_items(store.queries.scores(), judge.mode)
     values: dict[str, float] = {}
     for line in snapshot.read_text().splitlines():
         if line.startswith("#") or " " not in line:
@@ -290,8 +308,10 @@ def _print_judge_summary(store: Any, snapshot: Path, judge: DemoJudge) -> None:
     agree = sum(v for k, v in values.items()
                 if k.startswith("groundwatch_cascade_compared_total") and 'agree="yes"' in k)
     compared = summed("groundwatch_cascade_compared_total")
-    print(f"judge ({judge.mode}, {judge.model}): {len(items)} items judged, scores "
-          + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+    others = ", ".join(f"{k} {v}" for k, v in sorted(items.items()) if k != "scored")
+    print(f"judge ({judge.mode}, {judge.model}): {sum(items.values())} items sent, "
+          f"{items['scored']} with a judge score" + (f" ({others} without)" if others else "")
+          + "; metric scores " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
           + f"; {summed('groundwatch_judge_requests_total'):.0f} calls, "
           f"{summed('groundwatch_judge_tokens_total'):.0f} tokens, "
           f"{summed('groundwatch_judge_cost_usd_total'):.4f} USD")

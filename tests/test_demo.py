@@ -66,6 +66,29 @@ def test_demo_runs_offline_and_leaves_a_report_a_snapshot_and_an_html_page(tmp_p
     assert total(parsed, "groundwatch_detections_total", kind="out_of_scope") > 0
 
 
+def test_the_judge_summary_counts_items_by_what_became_of_them() -> None:
+    """Issue 20: "33 items judged" was printed when none got a judge score."""
+    from types import SimpleNamespace
+
+    from groundwatch.demo import judged_items
+
+    def row(rid: str, outcome: str, reason: str | None = None,
+            scorer: str = "compact") -> SimpleNamespace:
+        return SimpleNamespace(scorer=scorer, request_id=rid, outcome=outcome, reason=reason)
+
+    scores = [row("a", "ok"), row("a", "error", "timeout"),
+              row("b", "error", "timeout"), row("b", "error", "timeout"),
+              row("c", "not_applicable", "no_claims"), row("c", "error", "unparseable"),
+              row("d", "not_applicable", "no_claims"), row("e", "ok", scorer="embedded")]
+    items, metrics = judged_items(scores, "compact")
+    assert items == {"scored": 1, "error:timeout": 1, "error:unparseable": 1,
+                     "not_applicable": 1}
+    assert metrics == {"ok": 1, "error:timeout": 3, "error:unparseable": 1,
+                       "not_applicable": 2}
+    none, _ = judged_items([row("x", "error", "timeout")], "compact")
+    assert none["scored"] == 0 and none["error:timeout"] == 1
+
+
 # compact only: ragas's path through a real worker is tests/test_judge_worker.py's, and a
 # second demo run would add 40 s to CI for the same wiring.
 @pytest.mark.parametrize("mode", ["compact"])
@@ -81,11 +104,11 @@ def test_the_demo_runs_the_cascade_when_a_judge_url_is_given(tmp_path: Path, mod
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
     assert f"judge: {mode} on {server.url} (model stub): the cascade sends 20%" in out
-    found = re.search(rf"judge \({mode}, stub\): (\d+) items judged, scores (.*); (\d+) calls",
-                      out)
+    found = re.search(rf"judge \({mode}, stub\): (\d+) items sent, (\d+) with a judge score"
+                      r"[^;]*; metric scores (.*); (\d+) calls", out)
     assert found, out[-3000:]
-    assert int(found.group(1)) > 0 and "ok " in found.group(2)
-    assert int(found.group(3)) >= chat_calls > 0
+    assert int(found.group(1)) >= int(found.group(2)) > 0 and "ok " in found.group(3)
+    assert int(found.group(4)) >= chat_calls > 0
     snapshot = Path(re.search(r"Prometheus snapshot of the metrics: (\S+)", out).group(1))  # type: ignore[union-attr]
     parsed = parse_metrics(snapshot.read_text())
     assert total(parsed, "groundwatch_score_outcomes_total", scorer=mode) > 0
