@@ -12,7 +12,13 @@ import pytest
 import redis
 
 from evaluator.config import Config, JudgeBudgetConfig, JudgeCascadeConfig, load_config
-from evaluator.judge.calls import CallLog, CircuitBreaker, looks_unparseable, retry_after_seconds
+from evaluator.judge.calls import (
+    CallLog,
+    CircuitBreaker,
+    Permit,
+    looks_unparseable,
+    retry_after_seconds,
+)
 from evaluator.judge.compact import Judgement, Unparseable, outcomes, parse, quote_found
 from evaluator.judge.scorer import _not_judged
 from evaluator.judge.shared import Budget, MemoryState, RedisState, ResponseCache
@@ -40,31 +46,57 @@ def test_the_circuit_opens_after_n_failures_lets_one_trial_through_and_closes() 
     clock = Clock(0.0)
     circuit = CircuitBreaker(3, 10.0, clock=clock)
     for _ in range(2):
-        assert circuit.allow()
-        circuit.failure()
+        permit = circuit.allow()
+        assert permit is not None
+        circuit.failure(permit)
     assert circuit.state == "closed"
-    circuit.failure()
+    circuit.failure(Permit(0))
     assert circuit.state == "open" and not circuit.allow()
     clock.t = 9.9
     assert not circuit.allow()
     clock.t = 10.0
     assert circuit.state == "half_open"
-    assert circuit.allow()          # the one trial
+    trial = circuit.allow()         # the one trial
+    assert trial is not None and trial.trial
     assert not circuit.allow()      # no second while it runs
-    circuit.failure()               # the trial failed: open again for a full cool-down
+    circuit.failure(trial)          # the trial failed: open again for a full cool-down
     assert circuit.state == "open"
     clock.t = 20.0
-    assert circuit.allow()
-    circuit.success()
+    trial = circuit.allow()
+    assert trial is not None
+    circuit.success(trial)
     assert circuit.state == "closed" and circuit.allow() and circuit.last_ok is True
     assert circuit.opened_total == 1
 
 
+def test_only_the_trial_closes_or_reopens_the_circuit() -> None:
+    """Issue 20: the circuit closed 18 s into a 60 s cool-down because a reply to a call
+    sent before it opened counted as the trial."""
+    clock = Clock(0.0)
+    circuit = CircuitBreaker(2, 60.0, clock=clock)
+    slow = circuit.allow()  # a call in flight while others fail
+    assert slow is not None
+    for _ in range(2):
+        circuit.failure(circuit.allow() or Permit(0))
+    assert circuit.state == "open"
+    clock.t = 18.0
+    circuit.success(slow)  # its reply comes late: not the trial
+    assert circuit.state == "open" and not circuit.allow()
+    circuit.failure(slow)  # nor does an old call's failure restart the cool-down
+    clock.t = 60.0
+    trial = circuit.allow()
+    assert trial is not None and trial.trial
+    circuit.success(slow)  # still not the trial, even half-open
+    assert circuit.state == "half_open" and not circuit.allow()
+    circuit.success(trial)
+    assert circuit.state == "closed"
+
+
 def test_a_success_resets_the_count_of_consecutive_failures() -> None:
     circuit = CircuitBreaker(2, 10.0, clock=Clock(0.0))
-    circuit.failure()
-    circuit.success()
-    circuit.failure()
+    circuit.failure(Permit(0))
+    circuit.success(Permit(0))
+    circuit.failure(Permit(0))
     assert circuit.state == "closed"
 
 

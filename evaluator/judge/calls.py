@@ -82,9 +82,20 @@ class JudgeRefused(httpx.TransportError):
         super().__init__(f"judge call not made: {reason}")
 
 
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """A call the circuit let through: how many times it had opened by then (``epoch``), and
+    whether the call is the half-open state's one trial."""
+
+    epoch: int
+    trial: bool = False
+
+
 class CircuitBreaker:
     """Consecutive failed calls open the circuit for ``cooldown_s``; then one trial call is let
-    through (half-open): a success closes it, a failure opens it again. Shared by every thread
+    through (half-open): its success closes it, its failure opens it again. Only the trial
+    decides: a reply to a call sent before the circuit opened neither closes nor reopens it
+    (each call carries the :class:`Permit` it was let through with). Shared by every thread
     and the event loop of one process."""
 
     def __init__(self, failures: int, cooldown_s: float,
@@ -95,6 +106,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._consecutive = 0
         self._opened_at: float | None = None
+        self._epoch = 0
         self._trial = False
         self.last_ok: bool | None = None  # None until the first call of this process
         self.opened_total = 0
@@ -111,38 +123,46 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
-    def allow(self) -> bool:
+    def allow(self) -> Permit | None:
         """May a call be made now? In half-open state only one trial at a time."""
         with self._lock:
             state = self._state()
             if state == "closed":
-                return True
+                return Permit(self._epoch)
             if state == "half_open" and not self._trial:
                 self._trial = True
-                return True
-            return False
+                return Permit(self._epoch, trial=True)
+            return None
 
-    def success(self) -> None:
+    def _is_trial(self, permit: Permit) -> bool:
+        return permit.trial and permit.epoch == self._epoch
+
+    def success(self, permit: Permit) -> None:
         with self._lock:
+            self.last_ok = True
+            if self._opened_at is not None and not self._is_trial(permit):
+                return  # a reply to a call sent before it opened: the trial decides
             if self._opened_at is not None:
                 log.warning("judge circuit closed: the judge answers again")
             self._consecutive = 0
             self._opened_at = None
             self._trial = False
-            self.last_ok = True
 
-    def failure(self) -> None:
+    def failure(self, permit: Permit) -> None:
         with self._lock:
-            self._consecutive += 1
             self.last_ok = False
-            reopen = self._trial
-            self._trial = False
-            if reopen or (self._opened_at is None and self._consecutive >= self.threshold):
-                if self._opened_at is None:
-                    self.opened_total += 1
-                    log.error("judge circuit open after %d consecutive failed calls: no calls "
-                              "for %.0fs; items keep their cheap scores and are marked not "
-                              "judged", self._consecutive, self.cooldown_s)
+            if self._opened_at is not None:
+                if self._is_trial(permit):  # the trial failed: a full cool-down again
+                    self._trial = False
+                    self._opened_at = self._clock()
+                return  # an older call's failure: open already
+            self._consecutive += 1
+            if self._consecutive >= self.threshold:
+                self.opened_total += 1
+                self._epoch += 1
+                log.error("judge circuit open after %d consecutive failed calls: no calls "
+                          "for %.0fs; items keep their cheap scores and are marked not "
+                          "judged", self._consecutive, self.cooldown_s)
                 self._opened_at = self._clock()
 
 
@@ -238,23 +258,23 @@ class JudgeTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    def _refusal(self, item: CallLog) -> str | None:
+    def _refusal(self, item: CallLog) -> tuple[str | None, Permit | None]:
         if item.failure is not None:
-            return "item_failed" if item.failure not in ("budget", "circuit_open") \
-                else item.failure
+            return ("item_failed" if item.failure not in ("budget", "circuit_open")
+                    else item.failure), None
         reason = self.guard()
         if reason is not None:
-            return reason
-        if not self.circuit.allow():
-            return "circuit_open"
-        return None
+            return reason, None
+        permit = self.circuit.allow()
+        return (None, permit) if permit is not None else ("circuit_open", None)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         item = CURRENT.get()
         if item is None:  # a call outside an item (a probe): account it nowhere
             item = CallLog()
-        reason = self._refusal(item)
-        if reason is not None:
+        reason, permit = self._refusal(item)
+        if reason is not None or permit is None:
+            reason = reason or "circuit_open"
             item.refused[reason] += 1
             if item.failure is None:
                 item.failure = reason
@@ -276,9 +296,9 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                 elif response.status_code >= 500:
                     status = "unavailable"
                 elif response.status_code >= 400:  # 401, 404, 400: asking again will not help
-                    return await self._rejected(item, response)
+                    return await self._rejected(item, response, permit)
                 else:
-                    return await self._reply(item, response)
+                    return await self._reply(item, response, permit)
             item.statuses[status] += 1
             if status == "rate_limited":
                 assert response is not None
@@ -292,9 +312,11 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                 item.failure = "rate_limited"
                 item.retry_after_s = delay
                 return response  # the OpenAI client raises RateLimitError
-            self.circuit.failure()
+            self.circuit.failure(permit)
             failures += 1
-            if failures <= self.max_retries and self.circuit.allow():
+            retry = self.circuit.allow() if failures <= self.max_retries else None
+            if retry is not None:
+                permit = retry
                 if response is not None:
                     await response.aclose()
                 await self._sleep(_jittered(failures - 1))
@@ -305,17 +327,19 @@ class JudgeTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"judge {status} after {failures} attempt(s)",
                                      request=request)
 
-    async def _rejected(self, item: CallLog, response: httpx.Response) -> httpx.Response:
+    async def _rejected(self, item: CallLog, response: httpx.Response,
+                        permit: Permit) -> httpx.Response:
         body = (await response.aread())[:EXCERPT_CHARS].decode("utf-8", "replace")
         item.statuses["unavailable"] += 1
         item.failure = "unavailable"
-        self.circuit.failure()
+        self.circuit.failure(permit)
         log.error("the judge refused a call with HTTP %d (check judge.base_url, judge.model "
                   "and the key's variable judge.api_key_env): %s", response.status_code,
                   " ".join(body.split()))
         return response
 
-    async def _reply(self, item: CallLog, response: httpx.Response) -> httpx.Response:
+    async def _reply(self, item: CallLog, response: httpx.Response,
+                     permit: Permit) -> httpx.Response:
         body_bytes = await response.aread()
         try:
             body = json.loads(body_bytes)
@@ -340,7 +364,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
             status = "unparseable"
             item.unparseable += 1
         item.statuses[status] += 1
-        self.circuit.success()
+        self.circuit.success(permit)
         try:
             self.on_reply(prompt, completion, usd)
         except Exception:  # the budget's store is down: the call is made, log and go on
