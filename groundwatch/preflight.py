@@ -445,8 +445,12 @@ class _JudgeChecks:
         except (ValueError, AttributeError, TypeError):
             models = set()
         if models and cfg.model not in models:
-            checker.add("warning", "judge.model", f"model {cfg.model!r} is not in the judge's "
-                        f"list ({', '.join(sorted(str(m) for m in models)[:5])})")
+            # The server says what it serves: a call for another model fails (issue 20: this
+            # was a warning, and check-config passed).
+            checker.problem("judge.model", f"model {cfg.model!r} is not served by the judge "
+                            f"at {cfg.base_url} (it lists "
+                            f"{', '.join(sorted(str(m) for m in models)[:5])})")
+            return
         checker.checked(f"judge {mode!r}: {cfg.base_url} reachable, model {cfg.model!r}")
 
 

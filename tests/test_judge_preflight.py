@@ -57,11 +57,13 @@ def test_an_unreachable_judge_is_a_problem_and_a_missing_key_a_warning() -> None
     assert [f.key for f in report.warnings] == ["judge.api_key_env"]
 
 
-def test_an_unknown_model_is_a_warning() -> None:
+def test_a_model_the_server_does_not_serve_is_a_problem() -> None:
     with JudgeServer() as server:
         cfg, env = config(server.url, GROUNDWATCH__JUDGE__MODEL="gpt-9")
         report = _check(cfg, {**env, "GW_PREFLIGHT_KEY": "k"})
-    assert [f.key for f in report.warnings] == ["judge.model"]
+    assert [f.key for f in report.problems] == ["judge.model"]
+    assert "not served by the judge" in report.problems[0].line()
+    assert not report.ok
 
 
 def test_no_judge_url_turns_the_cascade_off_in_one_line() -> None:
