@@ -44,6 +44,7 @@ HOST = "127.0.0.1"
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
+PROPS_PATH = "/props"  # llama.cpp's server: its settings, total_slots among them
 # A slow reply never holds a handler longer than this, whatever a test asks for.
 MAX_SLEEP = 30.0
 EMBEDDING_DIM = 64
@@ -547,6 +548,8 @@ class JudgeServer:
         self._policies: dict[str, Policy] = dict(RAGAS_POLICIES)
         # GET /v1/models lists these; with require_key set it answers 401 to any other key.
         self.models: list[str] = ["stub", "stub-judge"]
+        # GET /props says this many slots, as llama.cpp's server does; None: no such route.
+        self.slots: int | None = None
         self.require_key: str | None = None
         # The usage of every reply sent (what a client that reads usage must add up to).
         self.usage_served = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -699,6 +702,8 @@ class JudgeServer:
             else:
                 reply = Reply.content(json.dumps({"object": "list", "data": [
                     {"id": m, "object": "model"} for m in self.models]}))
+        elif h.command == "GET" and path == PROPS_PATH and self.slots is not None:
+            reply = Reply.content(json.dumps({"total_slots": self.slots}))
         elif h.command != "POST" or path not in self._queues:
             reply = Reply.status(404, body=_error_body(404, f"no route for {h.command} {path}"))
         elif length < 0:
@@ -717,7 +722,7 @@ class JudgeServer:
         self._respond(h, path, body, reply)
 
     def _respond(self, h: _Handler, path: str, body: Any, reply: Reply) -> None:
-        if path == MODELS_PATH and reply.kind == "content":
+        if path in (MODELS_PATH, PROPS_PATH) and reply.kind == "content":
             h.send_raw(200, reply.text.encode())
             return
         if reply.kind == "close":

@@ -145,7 +145,7 @@ def test_compact_judges_in_one_call_and_repairs_once(server: JudgeServer,
     assert server.count(CHAT_PATH) == 2 and usage.judge_calls == 2
     assert outcomes(items[0])["faithfulness"] == ("ok", 1.0)
     assert outcomes(items[1])["faithfulness"] == ("ok", 0.0)
-    body = server.requests[0].body
+    body = next(r.body for r in server.requests if r.path == CHAT_PATH)
     assert body["response_format"]["type"] == "json_schema"
     server.clear()
     server.script("malformed")  # one bad reply, then valid: repaired in the second call
@@ -170,7 +170,8 @@ def test_compact_bounds_what_a_reply_can_be(server: JudgeServer,
     short, long = record("short"), record("long", answer=" ".join(
         f"Rule {i} says passwords must hold at least {i + 8} characters." for i in range(12)))
     score(judge, [short, long])
-    sent = {len(r.body["messages"][1]["content"]): r.body for r in server.requests}
+    sent = {len(r.body["messages"][1]["content"]): r.body for r in server.requests
+            if r.path == CHAT_PATH}
     small, large = (sent[k] for k in sorted(sent))
     assert small["max_tokens"] == reply_tokens(JudgeInput("q", short.answer, ()), 1024) < 1024
     assert small["max_tokens"] < large["max_tokens"] <= 1024
@@ -181,7 +182,7 @@ def test_compact_bounds_what_a_reply_can_be(server: JudgeServer,
     server.clear()
     judge = build(judges, server.url, mode="compact", schema_bounds="off", max_tokens=200)
     score(judge, [long])
-    body = server.requests[0].body
+    body = next(r.body for r in server.requests if r.path == CHAT_PATH)
     assert body["max_tokens"] == 200  # never above judge.max_tokens
     assert "maxItems" not in json.dumps(body["response_format"])
 
@@ -218,6 +219,23 @@ def test_a_nonsense_judgement_is_an_error_with_its_reason_not_a_score(
 
     line = judge_line("compact", JudgeTrace.from_dict(trace.to_dict()))
     assert "the judge replied:" in line and "why it did not count: 1 of 1 claims" in line
+
+
+def test_no_more_calls_in_flight_than_the_server_has_slots(server: JudgeServer,
+                                                            judges: list[JudgeScorer]) -> None:
+    """Issue 20: max_concurrency 8 against a server with 4 slots queued calls into their
+    timeouts. A server that says its slots (llama.cpp's /props) bounds the calls in flight."""
+    server.slots = 2
+    server.default = Reply.slow(0.4)
+    judge = build(judges, server.url, mode="compact", max_concurrency=8)
+    assert judge.concurrency == 2
+    score(judge, [record(f"r{i}") for i in range(6)])
+    starts = sorted(r.time for r in server.requests if r.path == CHAT_PATH)
+    assert len(starts) == 6
+    # Two at a time: the third call starts only when one of the first two has answered.
+    assert starts[2] - starts[0] >= 0.3
+    server.slots = None  # a server that does not say: judge.max_concurrency alone
+    assert build(judges, server.url, mode="compact", max_concurrency=8).concurrency == 8
 
 
 def test_schema_bounds_auto_is_on_for_servers_that_enforce_them() -> None:

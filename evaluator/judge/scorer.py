@@ -118,6 +118,7 @@ class JudgeScorer(GatedScorer):
         self._loop: Any = None
         self._backend: JudgeBackend | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self.concurrency = judge.max_concurrency  # calls in flight at most (the server's slots)
         self._client: Any = None
         self._embeddings_client: Any = None
         self.budget: Budget | None = None
@@ -133,7 +134,8 @@ class JudgeScorer(GatedScorer):
     # -- process set-up ---------------------------------------------------------------------
     def warm_up(self) -> None:
         """Build the loop, clients, budget, cache and redactor of this process. Calls
-        nothing: a judge that is down must not keep the worker (and the cheap scores) from
+        nothing but one bounded ``GET /props`` (how many slots the server has; any failure is
+        ignored): a judge that is down must not keep the worker (and the cheap scores) from
         starting."""
         self._start()
 
@@ -158,11 +160,17 @@ class JudgeScorer(GatedScorer):
             self._loop = JudgeLoop()
             price = self._price(cfg.model)
             self._client = self._openai(AsyncOpenAI, httpx, cfg.base_url, api_key(cfg), price)
-            self._semaphore = self._loop.run(_make_semaphore(cfg.max_concurrency))
+            slots = server_slots(httpx, cfg.base_url, api_key(cfg))
+            self.concurrency = min(cfg.max_concurrency, slots or cfg.max_concurrency)
+            if slots is not None and slots < cfg.max_concurrency:
+                log.warning("judge: the server has %d slots: %d calls in flight at most, not "
+                            "judge.max_concurrency %d (more would queue into their timeouts)",
+                            slots, slots, cfg.max_concurrency)
+            self._semaphore = self._loop.run(_make_semaphore(self.concurrency))
             self._backend = self._build_backend(AsyncOpenAI, httpx, price)
             self._started_pid = os.getpid()
             log.info("judge %s ready: %s model %s, %d calls in flight at most, budget and "
-                     "cache in %s", self.mode, cfg.base_url, cfg.model, cfg.max_concurrency,
+                     "cache in %s", self.mode, cfg.base_url, cfg.model, self.concurrency,
                      self._state.where)
 
     def _price(self, model: str) -> Price:
@@ -356,6 +364,25 @@ class JudgeScorer(GatedScorer):
         log.warning("judge %s failed on %s: %s: %s", self.mode, metric,
                     type(outcome).__name__, str(outcome)[:300])
         return MetricResult.error(metric, "internal"), outcome
+
+
+# The slots probe's time limit: a judge that is down must not hold the worker's start up.
+SLOTS_PROBE_S = 2.0
+
+
+def server_slots(httpx: Any, base_url: str, key: str | None) -> int | None:
+    """How many requests the server serves at once, where it says: llama.cpp's server
+    answers ``GET /props`` with ``total_slots``. None when it does not say (another server,
+    no route, down): then ``judge.max_concurrency`` alone bounds the calls in flight."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        reply = httpx.get(root + "/props", headers=headers, timeout=SLOTS_PROBE_S)
+        slots = reply.json().get("total_slots") if reply.status_code == 200 else None
+    except Exception:  # any reason it does not say: it does not say
+        return None
+    return slots if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0 \
+        else None
 
 
 async def _make_semaphore(n: int) -> asyncio.Semaphore:
