@@ -137,7 +137,8 @@ def judge_line(scorer: str, trace: Any) -> str:
     if trace.not_judged:
         line += f"\n    NOT JUDGED: {trace.not_judged} (the cheap scores above stand)"
     if trace.reply_excerpt:
-        line += f"\n    the judge replied: {trace.reply_excerpt!r}"
+        ended = f" (finish_reason {trace.finish_reason})" if trace.finish_reason else ""
+        line += f"\n    the judge replied{ended}: {trace.reply_excerpt!r}"
     if trace.parse_error:
         line += f"\n    why it did not count: {trace.parse_error}"
     return line

@@ -199,6 +199,9 @@ def test_compact_does_not_repair_a_reply_that_would_end_the_same_way(
     items, usage = score(judge, [record("r1")])
     assert server.count(CHAT_PATH) == 1 and usage.judge_calls == 1
     assert {r for _, r in outcomes(items[0]).values()} == {"unparseable"}
+    trace = items[0].explanation.judge  # explain says how the reply ended, and why it failed
+    assert trace is not None and trace.finish_reason == reply.finish_reason
+    assert trace.parse_error and trace.reply_excerpt
 
 
 def test_a_nonsense_judgement_is_an_error_with_its_reason_not_a_score(
@@ -218,7 +221,8 @@ def test_a_nonsense_judgement_is_an_error_with_its_reason_not_a_score(
     from groundwatch.explain import judge_line
 
     line = judge_line("compact", JudgeTrace.from_dict(trace.to_dict()))
-    assert "the judge replied:" in line and "why it did not count: 1 of 1 claims" in line
+    assert "the judge replied (finish_reason stop):" in line
+    assert "why it did not count: 1 of 1 claims" in line
 
 
 def test_no_more_calls_in_flight_than_the_server_has_slots(server: JudgeServer,

@@ -51,8 +51,9 @@ class CallLog:
 
     ``failure`` is the kind of the first failure that ended a call for good (rate_limited,
     unavailable, timeout) or of a refusal (budget, circuit_open); once set, later calls for
-    the item are refused. ``replies`` holds an excerpt of each reply's text, for an
-    ``unparseable`` outcome to show what the judge said."""
+    the item are refused. ``replies`` holds an excerpt of each reply's text and
+    ``finish_reasons`` how each ended ("stop", "length", ...), for an ``unparseable`` outcome
+    to show what the judge said and why it stopped."""
 
     calls: int = 0
     prompt_tokens: int = 0
@@ -63,6 +64,7 @@ class CallLog:
     retry_after_s: float | None = None
     refused: Counter[str] = field(default_factory=Counter)
     replies: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
     unparseable: int = 0
     unpriced: bool = False
     truncations: int = 0
@@ -214,16 +216,21 @@ def reply_text(body: Any) -> str | None:
     return content if isinstance(content, str) else None
 
 
+def finish_reason(body: Any) -> str | None:
+    """How a chat reply ended ("stop", "length", ...), if it says."""
+    try:
+        finish = body["choices"][0].get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return finish if isinstance(finish, str) else None
+
+
 def looks_unparseable(body: Any) -> bool:
     """A 200 whose text is not a JSON object, or was cut off (finish_reason "length")."""
     text = reply_text(body)
     if text is None:
         return False
-    try:
-        finish = body["choices"][0].get("finish_reason")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        finish = None
-    if finish == "length":
+    if finish_reason(body) == "length":
         return True
     stripped = text.strip()
     if stripped.startswith("```"):  # a fenced block: instructor's JSON modes accept these
@@ -359,6 +366,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         text = reply_text(body)
         if text is not None:
             item.replies.append(text[:EXCERPT_CHARS])
+            item.finish_reasons.append(finish_reason(body) or "unknown")
         status = "ok"
         if body is None or looks_unparseable(body):
             status = "unparseable"

@@ -304,13 +304,15 @@ class JudgeScorer(GatedScorer):
         not_judged = _not_judged(calls, metrics)
         unparseable = any(m.reason == "unparseable" for m in metrics)
         excerpt = calls.replies[-1] if unparseable and calls.replies else None
+        finish = calls.finish_reasons[-1] if unparseable and calls.finish_reasons else None
         parse_error = next((str(o)[:300] for o in outcomes.values()
                             if isinstance(o, BaseException) and _is_parse_error(o)), None) \
             if unparseable else None
         trace = JudgeTrace(self.judge_config.model, self.mode, calls.calls,
                            calls.prompt_tokens, calls.completion_tokens, calls.cost_usd,
                            tuple(m for m in wanted if m in cached), dict(redacted),
-                           not_judged, excerpt, details=details, parse_error=parse_error)
+                           not_judged, excerpt, details=details, parse_error=parse_error,
+                           finish_reason=finish)
         explanation = Explanation(scorer=self.name, version=self.version, claims=claims,
                                   judge=trace)
         return Assessment(tuple(metrics), explanation), calls

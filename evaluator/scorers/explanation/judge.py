@@ -29,6 +29,7 @@ class JudgeTrace:
     selected_by: str | None = None  # the cascade's reason: random | low | band | all
     details: Mapping[str, Any] = field(default_factory=dict)  # per metric, e.g. a rating
     parse_error: str | None = None  # why an unparseable reply did not count
+    finish_reason: str | None = None  # how that reply ended ("stop", "length", ...)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "mode": self.mode, "calls": self.calls,
@@ -39,7 +40,8 @@ class JudgeTrace:
             out["cached"] = list(self.cached)
         if self.redacted:
             out["redacted"] = dict(self.redacted)
-        for key in ("not_judged", "reply_excerpt", "selected_by", "parse_error"):
+        for key in ("not_judged", "reply_excerpt", "selected_by", "parse_error",
+                    "finish_reason"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.details:
@@ -53,4 +55,5 @@ class JudgeTrace:
                    float(data.get("cost_usd", 0.0)), tuple(data.get("cached", ())),
                    dict(data.get("redacted", {})), data.get("not_judged"),
                    data.get("reply_excerpt"), data.get("selected_by"),
-                   dict(data.get("details", {})), data.get("parse_error"))
+                   dict(data.get("details", {})), data.get("parse_error"),
+                   data.get("finish_reason"))
