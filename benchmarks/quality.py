@@ -286,9 +286,11 @@ def format_parts(sealed: dict[str, Any], scorers: Sequence[str], files: Sequence
              f"{'file':<26}{'metric':<18}{'scorer':<18}{'n':>10}{'ROC-AUC':>15}{'ECE':>15}"
              f"{'mean/pos rate':>24}{'pos >= thr':>15}{'neg < thr':>15}"]
 
+    def num(v: float | None, spec: str = ".3f") -> str:
+        return "-" if v is None else format(v, spec)
+
     def pair(a: Any, b: Any, width: int = 15) -> str:
-        shown = [("-" if v is None else f"{v:.3f}") for v in (a, b)]
-        return f"{shown[0] + ' | ' + shown[1]:>{width}}"
+        return f"{num(a) + ' | ' + num(b):>{width}}"
 
     for file in files:
         metrics: list[str] = []
@@ -300,10 +302,8 @@ def format_parts(sealed: dict[str, Any], scorers: Sequence[str], files: Sequence
                 if f is None:
                     continue
                 t, z = f["tuned"], f["sealed"]
-                rate = (f"{'-' if t['mean'] is None else format(t['mean'], '.2f')}/"
-                        f"{'-' if t['pos_rate'] is None else format(t['pos_rate'], '.2f')} | "
-                        f"{'-' if z['mean'] is None else format(z['mean'], '.2f')}/"
-                        f"{'-' if z['pos_rate'] is None else format(z['pos_rate'], '.2f')}")
+                rate = " | ".join(f"{num(p['mean'], '.2f')}/{num(p['pos_rate'], '.2f')}"
+                                  for p in (t, z))
                 lines.append(f"{file:<26}{metric:<18}{name:<18}{str(t['ok']) + '|' + str(z['ok']):>10}"
                              f"{pair(t['auc'], z['auc'])}{pair(t['ece'], z['ece'])}{rate:>24}"
                              f"{pair(t['pos_at_or_above'], z['pos_at_or_above'])}"

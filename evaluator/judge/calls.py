@@ -265,22 +265,19 @@ class JudgeTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    def _refusal(self, item: CallLog) -> tuple[str | None, Permit | None]:
+    def _refusal(self, item: CallLog) -> str | None:
         if item.failure is not None:
-            return ("item_failed" if item.failure not in ("budget", "circuit_open")
-                    else item.failure), None
-        reason = self.guard()
-        if reason is not None:
-            return reason, None
-        permit = self.circuit.allow()
-        return (None, permit) if permit is not None else ("circuit_open", None)
+            return "item_failed" if item.failure not in ("budget", "circuit_open") \
+                else item.failure
+        return self.guard()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         item = CURRENT.get()
         if item is None:  # a call outside an item (a probe): account it nowhere
             item = CallLog()
-        reason, permit = self._refusal(item)
-        if reason is not None or permit is None:
+        reason = self._refusal(item)
+        permit = self.circuit.allow() if reason is None else None
+        if permit is None:
             reason = reason or "circuit_open"
             item.refused[reason] += 1
             if item.failure is None:

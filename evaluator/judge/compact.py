@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evaluator.judge.types import JudgeInput, MetricOutcome
 from evaluator.scorers.explanation import Claim, Verdict
-from evaluator.scorers.text import split_sentences
+from evaluator.scorers.text import content_words, split_sentences
 
 if TYPE_CHECKING:
     from evaluator.config import JudgeConfig
@@ -191,9 +191,12 @@ def _short(exc: ValidationError) -> str:
                      for e in exc.errors()[:5])
 
 
-def _words(text: str) -> set[str]:
-    """Content-ish words, folded to their first five letters ("passwords" ~ "password")."""
-    return {w[:5] for w in re.findall(r"\w+", text.casefold()) if len(w) > 2}
+def _cited(claim: _Claim, item: JudgeInput) -> tuple[int | None, bool]:
+    """The index of the passage ``claim`` cites (None if it cites none that exists), and
+    whether its quote is really there."""
+    index = claim.passage - 1 if claim.passage is not None \
+        and 0 < claim.passage <= len(item.contexts) else None
+    return index, index is not None and quote_found(claim.quote, item.contexts[index])
 
 
 def check(judgement: Judgement, item: JudgeInput) -> None:
@@ -201,16 +204,15 @@ def check(judgement: Judgement, item: JudgeInput) -> None:
     claims are not the answer's (no more than half of a claim's words are in the answer), or
     most of its quotes are not in the passages they cite. A small model's "claim 'cai', quote
     'quote'" is no judgement, and must not be stored as an ``ok`` score."""
-    answer = _words(item.answer)
+    answer = set(content_words(item.answer))
     foreign = [c.claim for c in judgement.claims
-               if len(_words(c.claim) & answer) * 2 < len(_words(c.claim))]
+               if len(set(content_words(c.claim)) & answer) * 2
+               < len(set(content_words(c.claim)))]
     if foreign and len(foreign) * 2 > len(judgement.claims):
         raise Unparseable(f"{len(foreign)} of {len(judgement.claims)} claims are not the "
                           f"answer's (first: {foreign[0][:80]!r})")
     quoted = [c for c in judgement.claims if c.quote.strip()]
-    missing = [c.quote for c in quoted
-               if not (c.passage is not None and 0 < c.passage <= len(item.contexts)
-                       and quote_found(c.quote, item.contexts[c.passage - 1]))]
+    missing = [c.quote for c in quoted if not _cited(c, item)[1]]
     if missing and len(missing) * 2 > len(quoted):
         raise Unparseable(f"{len(missing)} of {len(quoted)} quotes are not in the passage "
                           f"they cite (first: {missing[0][:80]!r})")
@@ -220,9 +222,7 @@ def outcomes(judgement: Judgement, item: JudgeInput) -> dict[str, MetricOutcome]
     claims: list[Claim] = []
     grounded = 0
     for c in judgement.claims:
-        index = c.passage - 1 if c.passage is not None and 0 < c.passage <= len(item.contexts) \
-            else None
-        found = index is not None and quote_found(c.quote, item.contexts[index])
+        index, found = _cited(c, item)
         grounded += bool(found and c.verdict == "supported")
         claims.append(Claim(c.claim, Verdict(c.verdict), strength=1.0 if found else 0.0,
                             evidence=c.quote or None, evidence_context=index,

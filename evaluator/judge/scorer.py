@@ -159,8 +159,9 @@ class JudgeScorer(GatedScorer):
                 else Redactor.off()
             self._loop = JudgeLoop()
             price = self._price(cfg.model)
-            self._client = self._openai(AsyncOpenAI, httpx, cfg.base_url, api_key(cfg), price)
-            slots = server_slots(httpx, cfg.base_url, api_key(cfg))
+            key = api_key(cfg)
+            self._client = self._openai(AsyncOpenAI, httpx, cfg.base_url, key, price)
+            slots = server_slots(httpx, cfg.base_url, key)
             self.concurrency = min(cfg.max_concurrency, slots or cfg.max_concurrency)
             if slots is not None and slots < cfg.max_concurrency:
                 log.warning("judge: the server has %d slots: %d calls in flight at most, not "

@@ -109,6 +109,10 @@ _DMY_DOTS = re.compile(r"(?<![\w.])(0?[1-9]|[12]\d|3[01])\.(0?[1-9]|1[0-2])\.((?
 _CLOCK = re.compile(r"\b(1[0-2]|0?[1-9])(?::([0-5]\d))?\s*([ap])\.?\s?m\b\.?", re.IGNORECASE)
 
 
+def _date(day: str, month: str, year: str) -> str:
+    return f"{int(day)} {_MONTH_NAMES[int(month) - 1]} {year}"
+
+
 def _clock(match: re.Match[str]) -> str:
     hour = int(match.group(1)) % 12 + (12 if match.group(3).lower() == "p" else 0)
     return f"{hour}:{match.group(2) or '00'}"
@@ -119,10 +123,8 @@ def normalise_numbers(text: str, *, spelled: bool = False) -> str:
     "2018–2019"), two-digit decades with their century ("70's" -> "1970s"), digit-only
     dates as "11 June 2003", clock times on the 24-hour clock and, if ``spelled``, number
     words as digits ("six" -> "6", "twenty-five" -> "25", "the fifth" -> "the 5")."""
-    text = _YMD.sub(lambda m: f"{int(m.group(4))} {_MONTH_NAMES[int(m.group(3)) - 1]} "
-                              f"{m.group(1)}", text)
-    text = _DMY_DOTS.sub(lambda m: f"{int(m.group(1))} {_MONTH_NAMES[int(m.group(2)) - 1]} "
-                                   f"{m.group(3)}", text)
+    text = _YMD.sub(lambda m: _date(m.group(4), m.group(3), m.group(1)), text)
+    text = _DMY_DOTS.sub(lambda m: _date(m.group(1), m.group(2), m.group(3)), text)
     text = _CLOCK.sub(_clock, text)
     if spelled:
         text = _NUMBER_WORD.sub(_number_word, text)
@@ -137,8 +139,12 @@ def numbers(text: str, *, spelled: bool = False) -> set[str]:
     numbers too, so a claim's "6" is found in "six"; a claim's own "three" is not made a
     number that must be found (long answers say "three main types" of what their sources
     list)."""
+    return _numbers_in(normalise_numbers(text, spelled=spelled))
+
+
+def _numbers_in(normalised: str) -> set[str]:
     out = set()
-    for match in _NUMBER.finditer(normalise_numbers(text, spelled=spelled)):
+    for match in _NUMBER.finditer(normalised):
         n = _canonical(match.group(0))
         if n and n not in {"-"}:
             out.add(n)
@@ -151,7 +157,7 @@ def context_numbers(text: str) -> set[str]:
     ("two weeks" holds 14 days, "1.5 kg" 1500 g), so an answer that says it in another unit
     is not read as giving another number."""
     normalised = normalise_numbers(text, spelled=True)
-    out = numbers(text, spelled=True)
+    out = _numbers_in(normalised)
     for match in _AMOUNT.finditer(normalised):
         value = float(match.group(1).replace(",", ""))
         for factor in _SCALES.get(match.group(2).lower(), ()):
