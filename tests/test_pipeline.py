@@ -111,7 +111,12 @@ def test_killed_worker_batch_is_redone_exactly_once_in_effect(tmp_path: Path,
     with processes() as procs:
         first = start(procs, groundwatch_cmd(config, "worker", "--name", "first@%h"),
                       tmp_path / "w1.log")
-        wait_until(lambda: store.queries.count_items_by_status()["scored"] >= 20 and _unacked(),
+        third = [r["request_id"] for r in batches[2]]
+        # Wait for batch 2 itself to be held, not for any unacked batch: batch 1 stays in
+        # ``unacked`` from its store until its late ack, and a kill sent just after that ack
+        # and before batch 2's delivery found nothing held (CI, stop 25).
+        wait_until(lambda: store.queries.count_items_by_status()["scored"] >= 20
+                   and [ids for _, ids in _unacked()] == [third],
                    timeout=60, what="two batches scored and the third delivered")
         first.send_signal(signal.SIGKILL)  # no warm shutdown: its reserved batch is unacked
         killed_at = time.time()
@@ -119,7 +124,7 @@ def test_killed_worker_batch_is_redone_exactly_once_in_effect(tmp_path: Path,
         in_flight = _unacked()
         assert len(in_flight) == 1, in_flight  # prefetch 1 + acks_late: one batch held
         delivered_at, lost_ids = in_flight[0]
-        assert lost_ids == [r["request_id"] for r in batches[2]]
+        assert lost_ids == third
         scored_at_kill = store.queries.count_items_by_status()["scored"]
         assert scored_at_kill < n_items
         start(procs, groundwatch_cmd(config, "worker", "--name", "second@%h"),
