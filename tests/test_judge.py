@@ -127,14 +127,29 @@ def test_a_judge_that_always_answers_badly_costs_at_most_two_calls_per_prompt(
         "StatementGeneratorOutput", "NLIStatementOutput", "ResponseGroundednessOutput",
         "ContextRelevanceOutput", "AnswerRelevanceOutput")}
     # ragas's defaults cost 30-40 calls here; ours: 2 per prompt (groundedness and context
-    # relevance have two prompts each; faithfulness never gets to its second).
-    assert per_title == {"StatementGeneratorOutput": 2, "NLIStatementOutput": 0,
-                         "ResponseGroundednessOutput": 4, "ContextRelevanceOutput": 4,
-                         "AnswerRelevanceOutput": 2}
+    # relevance have two prompts each; faithfulness never gets to its second). A reply cut
+    # at max_tokens is asked once (issue 20): neither instructor's re-ask, which hands it
+    # back for repair, nor ragas's own loop, which sends the same request, is made.
+    calls = 1 if bad == "truncated" else 2
+    assert per_title == {"StatementGeneratorOutput": calls, "NLIStatementOutput": 0,
+                         "ResponseGroundednessOutput": 2 * calls,
+                         "ContextRelevanceOutput": 2 * calls, "AnswerRelevanceOutput": calls}
     trace = items[0].explanation.judge
     assert trace is not None and trace.reply_excerpt  # what the judge said, for explain
     if bad != "wrong_schema":
-        assert usage.judge_statuses["unparseable"] == 12
+        assert usage.judge_statuses["unparseable"] == 6 * calls
+
+
+def test_a_reply_that_loops_is_not_asked_again_in_ragas_either(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    server.default = Reply.content('{"statements": ["the quote the quote the quote the quote '
+                                   'the quote the quote', "stop")
+    judge = build(judges, server.url)
+    items, usage = score(judge, [record("r1")])
+    assert {r for _, r in outcomes(items[0]).values()} == {"unparseable"}
+    # One call per prompt: faithfulness 1, groundedness 2, context relevance 2, answer
+    # relevance 1 (each loop's second request, and each re-ask, refused without a call).
+    assert server.count(CHAT_PATH) == 6 and usage.judge_calls == 6
 
 
 def test_compact_judges_in_one_call_and_repairs_once(server: JudgeServer,
@@ -185,6 +200,57 @@ def test_compact_bounds_what_a_reply_can_be(server: JudgeServer,
     body = next(r.body for r in server.requests if r.path == CHAT_PATH)
     assert body["max_tokens"] == 200  # never above judge.max_tokens
     assert "maxItems" not in json.dumps(body["response_format"])
+
+
+def test_ragas_sends_each_prompts_schema_bounded_and_max_tokens_to_fit(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    """Issue 20: the ragas backend sent a bare json_object and max_tokens 1024 for every
+    prompt, a one-number rating included; a looping small model ran each to the limit."""
+    from evaluator.judge.bounds import MAX_CHARS, MAX_ITEMS, reply_tokens
+
+    judge = build(judges, server.url)  # a server on this host: bounds on ("auto")
+    score(judge, [record("r1")])
+    chats = [r.body for r in server.requests if r.path == CHAT_PATH]
+    assert chats and {b["response_format"]["type"] for b in chats} == {"json_schema"}
+    sent = {b["response_format"]["json_schema"]["schema"]["title"]: b for b in chats}
+    statements = sent["StatementGeneratorOutput"]["response_format"]["json_schema"]["schema"]
+    assert statements["properties"]["statements"]["maxItems"] == MAX_ITEMS
+    assert statements["properties"]["statements"]["items"]["maxLength"] == MAX_CHARS
+    for body in sent.values():
+        schema = body["response_format"]["json_schema"]["schema"]
+        assert body["max_tokens"] == reply_tokens(schema, 1024)
+    assert sent["ResponseGroundednessOutput"]["max_tokens"] <= 128  # a rating
+    assert sent["StatementGeneratorOutput"]["max_tokens"] == 1024  # 16 sentences' worth
+    server.clear()
+    judge = build(judges, server.url, schema_bounds="off", structured_output="json_object")
+    score(judge, [record("r2")])
+    chats = [r.body for r in server.requests if r.path == CHAT_PATH]
+    assert chats and all(b["response_format"] == {"type": "json_object"} for b in chats)
+    assert all(b["max_tokens"] <= 1024 for b in chats)
+    assert min(b["max_tokens"] for b in chats) < 128  # still sized
+
+
+def test_schema_bounds_and_reply_tokens() -> None:
+    from evaluator.judge.bounds import bounded, reply_tokens
+
+    schema = {"type": "object", "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}},
+        "note": {"type": "string", "maxLength": 50},
+        "kind": {"type": "string", "enum": ["a", "b"]}},
+        "$defs": {"Item": {"type": "object", "properties": {
+            "text": {"type": "string"}, "score": {"type": "integer"}}}}}
+    out = bounded(schema, max_items=4, max_chars=90)
+    assert out["properties"]["items"]["maxItems"] == 4
+    assert out["$defs"]["Item"]["properties"]["text"]["maxLength"] == 90
+    assert out["properties"]["note"]["maxLength"] == 50  # its own bound kept
+    assert "maxLength" not in out["properties"]["kind"]  # an enum is bounded already
+    assert "maxItems" not in schema["properties"]["items"]  # a copy
+    # 4 items of (text 30+2, score 4, two keys 8) + 1 each, note 16+2, kind 4, keys, slack
+    assert reply_tokens(out, 10_000) == 32 + (4 + 4 * (30 + 2 + 4 + 4 + 4 + 1)) + \
+        (4 + 18) + (4 + 4)
+    assert reply_tokens(out, 100) == 100
+    assert reply_tokens({"type": "object", "properties": {"r": {"type": "integer"}}},
+                        1024) == 64  # the floor
 
 
 @pytest.mark.parametrize("reply", [
@@ -243,7 +309,7 @@ def test_no_more_calls_in_flight_than_the_server_has_slots(server: JudgeServer,
 
 
 def test_schema_bounds_auto_is_on_for_servers_that_enforce_them() -> None:
-    from evaluator.judge.compact import bounds_enforced
+    from evaluator.judge.bounds import bounds_enforced
 
     for url in ("http://127.0.0.1:8080/v1", "http://localhost:11434/v1", "http://10.1.2.3/v1",
                 "http://llama:8080/v1", "http://vllm.ml.svc/v1"):

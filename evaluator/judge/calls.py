@@ -12,7 +12,11 @@ times; the OpenAI client retries twice on its own unless told not to):
   ``judge.rate_limit_max_wait_s`` per call; 5xx replies, timeouts and refused connections are
   retried ``judge.max_retries`` times with a jittered backoff, then fail;
 - every reply's ``usage`` is read and priced, and the whole story of the item's calls is kept
-  in its :class:`CallLog` (a context variable: the asyncio task of one item sees its own).
+  in its :class:`CallLog` (a context variable: the asyncio task of one item sees its own);
+- a reply cut at ``max_tokens`` or ending in a loop is a dead end: the same request again
+  (ragas's own loops ask again as they were), or a re-ask that hands that reply back for
+  repair (instructor's), would end the same way at the same cost, so it is refused
+  (``reply_cut``) without a call; the metric ends ``unparseable``.
 
 The OpenAI client above is built with ``max_retries=0``, so these are the only retries.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import json
 import logging
 import random
@@ -34,12 +39,14 @@ from typing import Any
 
 import httpx
 
+from evaluator.judge.bounds import repeats_itself
+
 log = logging.getLogger("groundwatch.judge")
 
 # Statuses of one HTTP call (the label of groundwatch_judge_requests_total).
 CALL_STATUSES = ("ok", "unparseable", "rate_limited", "unavailable", "timeout")
 # Why a call was not made at all.
-REFUSALS = ("budget", "circuit_open", "item_failed")
+REFUSALS = ("budget", "circuit_open", "item_failed", "reply_cut")
 EXCERPT_CHARS = 300
 _BACKOFF_BASE_S = 0.5
 _BACKOFF_CAP_S = 8.0
@@ -68,6 +75,9 @@ class CallLog:
     unparseable: int = 0
     unpriced: bool = False
     truncations: int = 0
+    # Fingerprints of the requests whose reply was cut or looped, and those replies' texts.
+    dead_ends: set[str] = field(default_factory=set)
+    dead_replies: set[str] = field(default_factory=set)
 
 
 CURRENT: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar(
@@ -275,6 +285,10 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         item = CURRENT.get()
         if item is None:  # a call outside an item (a probe): account it nowhere
             item = CallLog()
+        messages = _messages(request)
+        if messages is not None and _dead_end(item, messages):
+            item.refused["reply_cut"] += 1
+            raise JudgeRefused("reply_cut")
         reason = self._refusal(item)
         permit = self.circuit.allow() if reason is None else None
         if permit is None:
@@ -302,7 +316,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                 elif response.status_code >= 400:  # 401, 404, 400: asking again will not help
                     return await self._rejected(item, response, permit)
                 else:
-                    return await self._reply(item, response, permit)
+                    return await self._reply(item, response, permit, messages)
             item.statuses[status] += 1
             if status == "rate_limited":
                 assert response is not None
@@ -342,8 +356,8 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                   " ".join(body.split()))
         return response
 
-    async def _reply(self, item: CallLog, response: httpx.Response,
-                     permit: Permit) -> httpx.Response:
+    async def _reply(self, item: CallLog, response: httpx.Response, permit: Permit,
+                     messages: list[Any] | None = None) -> httpx.Response:
         body_bytes = await response.aread()
         try:
             body = json.loads(body_bytes)
@@ -364,6 +378,10 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         if text is not None:
             item.replies.append(text[:EXCERPT_CHARS])
             item.finish_reasons.append(finish_reason(body) or "unknown")
+            if messages is not None and (finish_reason(body) == "length"
+                                         or repeats_itself(text)):
+                item.dead_ends.add(_fingerprint(messages))
+                item.dead_replies.add(text.strip())
         status = "ok"
         if body is None or looks_unparseable(body):
             status = "unparseable"
@@ -375,6 +393,32 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         except Exception:  # the budget's store is down: the call is made, log and go on
             log.warning("could not account a judge reply against the budget", exc_info=True)
         return response
+
+
+def _messages(request: httpx.Request) -> list[Any] | None:
+    """The chat messages of a request (None for other calls: embeddings, probes)."""
+    try:
+        body = json.loads(request.content)
+    except (ValueError, httpx.RequestNotRead):
+        return None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    return messages if isinstance(messages, list) else None
+
+
+def _fingerprint(messages: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
+
+
+def _dead_end(item: CallLog, messages: list[Any]) -> bool:
+    """Would this request end where an earlier one of the item's did: the same request, or a
+    re-ask carrying a reply that was cut or looped?"""
+    if not item.dead_ends:
+        return False
+    if _fingerprint(messages) in item.dead_ends:
+        return True
+    return any(isinstance(m, dict) and m.get("role") == "assistant"
+               and isinstance(m.get("content"), str) and m["content"].strip()
+               in item.dead_replies for m in messages)
 
 
 def _tokens(value: Any) -> int:

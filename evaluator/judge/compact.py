@@ -32,15 +32,14 @@ costs 1 call, at most 2.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from evaluator.judge.bounds import bounds_enforced, repeats_itself
 from evaluator.judge.types import JudgeInput, MetricOutcome
 from evaluator.scorers.explanation import Claim, Verdict
 from evaluator.scorers.text import content_words, split_sentences
@@ -126,34 +125,11 @@ def judgement_schema(bounds: bool) -> dict[str, Any]:
     return schema
 
 
-def bounds_enforced(setting: str, base_url: str) -> bool:
-    """``judge.schema_bounds``: "auto" is on for a server on this host or a private network
-    (llama.cpp, vLLM, Ollama: their grammars enforce the bounds), off for a public host."""
-    if setting != "auto":
-        return setting == "on"
-    host = urlsplit(base_url).hostname or ""
-    if host == "localhost" or host.endswith((".local", ".internal", ".svc", ".lan")):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return "." not in host  # a bare name: a service on the same network ("llama")
-    return address.is_private or address.is_loopback
-
-
 def reply_tokens(item: JudgeInput, cap: int) -> int:
     """``max_tokens`` for one item's reply: enough for its claims, never above ``cap``."""
     claims = min(MAX_CLAIMS, 2 * max(1, len(split_sentences(item.answer))))
     wanted = BASE_TOKENS + 2 * (len(item.answer) // 3 + 1) + PER_CLAIM_TOKENS * claims
     return min(cap, max(MIN_REPLY_TOKENS, wanted))
-
-
-_LOOP = re.compile(r"(.{3,80}?)\1{3,}\s*$", re.S)
-
-
-def repeats_itself(text: str) -> bool:
-    """Does the reply end in a loop (the same piece four times or more in a row)?"""
-    return _LOOP.search(text[-1200:]) is not None
 
 
 class Unparseable(ValueError):

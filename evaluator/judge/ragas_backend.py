@@ -10,6 +10,13 @@ answer_relevance       AnswerRelevancy (``strictness`` questions,   ``strictness
 context_relevance      ContextRelevance (two judge prompts)         2
 =====================  ===========================================  =====================
 
+Replies are bounded as in ``compact`` (:mod:`evaluator.judge.bounds`): ragas asks through
+instructor for a JSON object of a pydantic model; :func:`structured_create`, the call under
+instructor, sends that model's schema as ``response_format`` json_schema (not a bare
+json_object), with ``maxItems``/``maxLength`` where ``judge.schema_bounds`` says, and a
+``max_tokens`` sized to what the schema can hold (a rating is a few dozen tokens, not
+``judge.max_tokens``).
+
 Re-asks are capped so that a judge that always answers badly costs at most
 ``1 + judge.max_retries`` calls per prompt: instructor's own re-ask (``max_retries`` given
 through ``llm_factory``) for the metrics without a loop of their own, and the metric's loop
@@ -27,10 +34,12 @@ import asyncio
 import contextvars
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from evaluator.config import EmbeddedConfig, JudgeConfig
+from evaluator.judge.bounds import bounded, bounds_enforced, reply_tokens
 from evaluator.judge.types import JudgeInput, MetricOutcome
 from evaluator.scorers.explanation import Claim, Verdict
 
@@ -84,6 +93,49 @@ def _ragas_embeddings(source: EmbeddedEmbeddings) -> Any:
     return _Embedded()
 
 
+def structured_create(create: Callable[..., Awaitable[Any]], config: JudgeConfig,
+                      ) -> Callable[..., Awaitable[Any]]:
+    """``create`` (the OpenAI client's chat completion) for instructor's JSON_SCHEMA mode,
+    whose requests carry ``response_format = {"type": "json_object", "schema": ...}``: the
+    schema goes out as OpenAI's json_schema format (not strict: ragas's models are not
+    written for it; llama.cpp makes a grammar of either), bounded where the endpoint enforces
+    bounds, with ``max_tokens`` sized to it. ``judge.structured_output = "json_object"``
+    sends a bare json_object instead (servers without schemas), still sized."""
+    bounds = bounds_enforced(config.schema_bounds, config.base_url)
+
+    async def structured(**kwargs: Any) -> Any:
+        fmt = kwargs.get("response_format")
+        if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+            schema = bounded(fmt["schema"]) if bounds else fmt["schema"]
+            kwargs["max_tokens"] = reply_tokens(schema, int(kwargs.get("max_tokens")
+                                                            or config.max_tokens))
+            if config.structured_output == "json_object":
+                kwargs["response_format"] = {"type": "json_object"}
+            else:
+                name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or "reply"))
+                kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                    "name": name[:64], "schema": schema, "strict": False}}
+        return await create(**kwargs)
+
+    return structured
+
+
+def _instructor_llm(client: Any, config: JudgeConfig, **model_args: Any) -> Any:
+    """ragas's InstructorLLM on ``client`` through :func:`structured_create` (what
+    ``llm_factory`` builds, but in instructor's JSON_SCHEMA mode instead of bare JSON)."""
+    # the [ragas] extra: loaded where ragas runs, not when this module is imported
+    import instructor
+    from ragas.llms.base import InstructorLLM, InstructorModelArgs
+
+    mode = instructor.Mode.JSON_SCHEMA
+    patched = instructor.AsyncInstructor(
+        client=client, create=instructor.patch(
+            create=structured_create(client.chat.completions.create, config), mode=mode),
+        mode=mode, provider=instructor.Provider.OPENAI)
+    return InstructorLLM(client=patched, model=config.model, provider="openai",
+                         model_args=InstructorModelArgs(), **model_args)
+
+
 class RagasBackend:
     """The four metrics, each scored by its own ragas metric object (built once)."""
 
@@ -91,7 +143,6 @@ class RagasBackend:
 
     def __init__(self, config: JudgeConfig, client: Any, embeddings: Any) -> None:
         # the [ragas] extra: loaded where ragas runs, not when this module is imported
-        from ragas.llms import llm_factory
         from ragas.metrics.collections import (
             AnswerRelevancy,
             ContextRelevance,
@@ -104,10 +155,8 @@ class RagasBackend:
                                   "max_tokens": config.max_tokens}
         # instructor re-asks after a reply that does not validate; once for the metrics that
         # loop themselves (their loop is the re-ask), 1 + max_retries for the others.
-        reasking = llm_factory(config.model, provider="openai", client=client,
-                               max_retries=attempts, **common)
-        single = llm_factory(config.model, provider="openai", client=client,
-                             max_retries=1, **common)
+        reasking = _instructor_llm(client, config, max_retries=attempts, **common)
+        single = _instructor_llm(client, config, max_retries=1, **common)
 
         class _Faithfulness(Faithfulness):
             """Keeps the statements and verdicts for the explanation."""
