@@ -255,6 +255,9 @@ def _check_and_read_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
                    help="source rows read to estimate rejections (default 200)")
     p.add_argument("--show-config", action="store_true",
                    help="print the whole config (secrets masked) as JSON after the summary")
+    p.add_argument("--no-judge-probe", action="store_true",
+                   help="skip the one real judgement of two built-in probe items (a few "
+                        "hundred to a few thousand tokens on a paid API)")
     p.set_defaults(run="groundwatch.commands.offline:cmd_check_config")
 
     p = _add_command(sub, "report",

@@ -24,14 +24,16 @@ skips every connection. The module imports kombu (for the broker) only inside th
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -39,7 +41,7 @@ from evaluator.config import ENV_PREFIX, Config, env_name_for
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError, describe_error
 from evaluator.judge.golden import load_golden
 from evaluator.plugins import source_plugin
-from evaluator.records import ALL_FIELDS
+from evaluator.records import ALL_FIELDS, LogRecord
 from evaluator.sampling import SamplingPolicy
 from evaluator.scorers import JUDGES, check_scorer_name
 from evaluator.sources import build_source
@@ -417,8 +419,9 @@ class _JudgeChecks:
         return mode
 
     @staticmethod
-    def online(checker: _Checker, mode: str, timeout_s: float) -> None:
-        """``GET {base_url}/models`` with the key: reachable, key accepted, model listed."""
+    def online(checker: _Checker, mode: str, timeout_s: float) -> bool:
+        """``GET {base_url}/models`` with the key: reachable, key accepted, model listed.
+        True when the judge can be asked for a judgement."""
         import httpx  # the [judge] extra: checked above, imported only when installed
 
         cfg = checker.config.judge
@@ -430,16 +433,16 @@ class _JudgeChecks:
         except httpx.HTTPError as exc:
             checker.problem("judge.base_url", f"cannot reach the judge at {cfg.base_url}: "
                             f"{type(exc).__name__}: {_short(str(exc))}")
-            return
+            return False
         if reply.status_code in (401, 403):
             checker.problem("judge.api_key_env", f"the judge at {cfg.base_url} refused the key "
                             f"from {cfg.api_key_env or '(no variable)'} (HTTP "
                             f"{reply.status_code})")
-            return
+            return False
         if reply.status_code >= 400:
             checker.add("warning", "judge.base_url", f"{url} answered HTTP {reply.status_code} "
                         "(some servers have no /models); calls may still work")
-            return
+            return True
         try:
             models = {m.get("id") for m in reply.json().get("data", [])}
         except (ValueError, AttributeError, TypeError):
@@ -450,8 +453,85 @@ class _JudgeChecks:
             checker.problem("judge.model", f"model {cfg.model!r} is not served by the judge "
                             f"at {cfg.base_url} (it lists "
                             f"{', '.join(sorted(str(m) for m in models)[:5])})")
-            return
+            return False
         checker.checked(f"judge {mode!r}: {cfg.base_url} reachable, model {cfg.model!r}")
+        return True
+
+    @staticmethod
+    def probe(checker: _Checker, mode: str) -> None:
+        """One real judgement of :data:`PROBE`: a problem when the judge cannot judge it (a
+        reply that does not parse, a failed call), a warning when it rates the contradicted
+        answer no lower than the supported one; the measured speed and what it can keep up
+        with."""
+        # the [judge] extra (checked above); the judge's scorer is imported only to probe
+        from evaluator.judge.scorer import JudgeScorer
+        from evaluator.scorers.gates import apply_gates
+
+        config = checker.config
+        # No shared budget or cache: the probe must be asked, not answered from a cache.
+        probe_config = config.model_copy(update={
+            "broker": config.broker.model_copy(update={"url": SecretStr("memory://probe")}),
+            "judge": config.judge.model_copy(update={"cache_ttl_s": 0.0})})
+        judge = JudgeScorer(probe_config, mode)
+        started = time.monotonic()
+        try:
+            judge.warm_up()
+            results, usage = judge.score_gated(apply_gates(probe_records()))
+        except Exception as exc:  # any reason the judge cannot judge: say it
+            checker.problem("judge.model", f"the probe judgement failed: "
+                            f"{type(exc).__name__}: {_short(str(exc))}")
+            return
+        finally:
+            judge.close()
+        seconds = time.monotonic() - started
+        values: dict[str, dict[str, float]] = {}
+        for result in results:
+            for m in result.metrics:
+                if m.outcome.value == "error":
+                    trace = result.explanation.judge if result.explanation else None
+                    why = f": {_short(trace.parse_error)}" if trace and trace.parse_error \
+                        else ""
+                    checker.problem("judge.model", f"model {config.judge.model!r} could not "
+                                    f"judge the probe item {result.request_id!r}: {m.metric} "
+                                    f"error ({m.reason}){why}")
+                    return
+                if m.value is not None:
+                    values.setdefault(m.metric, {})[result.request_id] = m.value
+        faithful = values.get("faithfulness", {})
+        good, bad = faithful.get(PROBE_IDS[0]), faithful.get(PROBE_IDS[1])
+        if good is not None and bad is not None and bad >= good:
+            checker.add("warning", "judge.model",
+                        f"model {config.judge.model!r} rated the contradicted probe answer as "
+                        f"faithful as the supported one ({bad:.2f} vs {good:.2f}): its scores "
+                        "may not mean much")
+        per_item = seconds / len(results)
+        per_hour = 3600.0 / per_item if per_item > 0 else float("inf")
+        share = config.judge.cascade.share
+        keeps_up = f"{per_hour / share:,.0f} sampled items an hour at cascade share " \
+            f"{share:g}" if share > 0 else "every low or uncertain item"
+        checker.checked(
+            f"judge probe: {len(results)} items judged in {seconds:.1f} s ({per_item:.1f} s, "
+            f"{usage.judge_calls / len(results):.1f} calls, "
+            f"{(usage.prompt_tokens + usage.completion_tokens) / len(results):,.0f} tokens per "
+            f"item); faithfulness {good if good is None else round(good, 2)} supported, "
+            f"{bad if bad is None else round(bad, 2)} contradicted; at this speed it judges "
+            f"about {per_hour:,.0f} items an hour, enough for {keeps_up} (plus the low and "
+            "uncertain ones it is sent)")
+
+
+# The probe: one passage, a supported and a contradicted answer to one question.
+PROBE_IDS = ("probe-supported", "probe-contradicted")
+PROBE_CONTEXT = ("Deleted storage buckets are kept for 30 days, then purged. During those 30 "
+                 "days an administrator can restore them from the console.")
+
+
+def probe_records() -> list[LogRecord]:
+    now = datetime.now(UTC)
+    question = "How long are deleted buckets kept?"
+    return [LogRecord(PROBE_IDS[0], now, question, (PROBE_CONTEXT,),
+                      "Deleted buckets are kept for 30 days before they are purged."),
+            LogRecord(PROBE_IDS[1], now, question, (PROBE_CONTEXT,),
+                      "Deleted buckets are purged at once and can never be restored.")]
 
 
 def run_preflight(
@@ -461,6 +541,7 @@ def run_preflight(
     sample_rows: int = DEFAULT_SAMPLE_ROWS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     environ: Mapping[str, str] | None = None,
+    judge_probe: bool = True,
 ) -> PreflightReport:
     """Check ``config`` (already loaded and schema-valid) and return every finding.
 
@@ -477,8 +558,12 @@ def run_preflight(
         checker.source(sample_rows, timeout_s)
         checker.store(timeout_s)
         checker.broker(timeout_s)
-        if judge is not None:
-            _JudgeChecks.online(checker, judge, timeout_s)
+        if judge is not None and _JudgeChecks.online(checker, judge, timeout_s) \
+                and checker.report.ok:
+            if judge_probe:
+                _JudgeChecks.probe(checker, judge)
+            else:
+                checker.checked("judge probe: skipped (--no-judge-probe)")
     checker.report.summary = _summary(checker, judge, offline=offline)
     return checker.report
 

@@ -73,3 +73,57 @@ def test_no_judge_url_turns_the_cascade_off_in_one_line() -> None:
     cfg, env = config("", GROUNDWATCH__SCORING__SCORER="compact")
     report = run_preflight(cfg, offline=True, environ=env)
     assert [f.key for f in report.problems] == ["judge.base_url"]
+
+
+# -- the probe: one real judgement (issue 20) --------------------------------------------------
+
+def _probe(cfg: Any, env: dict[str, str]) -> Any:
+    from groundwatch import preflight
+
+    checker = preflight._Checker(cfg, env)
+    mode = preflight._JudgeChecks.offline(checker)
+    assert mode is not None and preflight._JudgeChecks.online(checker, mode, 2.0)
+    preflight._JudgeChecks.probe(checker, mode)
+    return checker.report
+
+
+def test_the_probe_judges_two_items_and_reports_the_speed(monkeypatch: Any) -> None:
+    monkeypatch.setenv("GW_PREFLIGHT_KEY", "k")
+    with JudgeServer() as server:
+        cfg, env = config(server.url, GROUNDWATCH__JUDGE__CASCADE__SHARE="0.5")
+        report = _probe(cfg, {**env, "GW_PREFLIGHT_KEY": "k"})
+        calls = server.count("/v1/chat/completions")
+    assert report.ok, judge_lines(report)
+    [line] = [c for c in report.checked if c.startswith("judge probe:")]
+    assert "2 items judged in" in line and "1.0 calls" in line
+    assert "faithfulness 1.0 supported, 0.0 contradicted" in line
+    assert "items an hour" in line and "at cascade share 0.5" in line
+    assert calls == 2  # asked, not answered from a cache
+
+
+def test_a_probe_reply_that_does_not_parse_is_a_problem(monkeypatch: Any) -> None:
+    monkeypatch.setenv("GW_PREFLIGHT_KEY", "k")
+    with JudgeServer() as server:
+        server.default = "malformed"
+        cfg, env = config(server.url)
+        report = _probe(cfg, {**env, "GW_PREFLIGHT_KEY": "k"})
+    assert not report.ok
+    [problem] = report.problems
+    assert problem.key == "judge.model" and "could not judge the probe item" in problem.line()
+    assert "(unparseable)" in problem.line()
+
+
+def test_a_judge_that_cannot_tell_the_probes_apart_is_a_warning(monkeypatch: Any) -> None:
+    monkeypatch.setenv("GW_PREFLIGHT_KEY", "k")
+    with JudgeServer() as server:
+        # Every claim the answer's own words, every verdict "supported".
+        server.policy("GroundwatchJudgement", lambda schema, messages: {
+            "claims": [{"claim": messages[-1]["content"].rsplit("ANSWER:", 1)[1].strip(),
+                        "verdict": "supported", "passage": 1,
+                        "quote": "Deleted storage buckets are kept for 30 days"}],
+            "answer_rating": 2, "noncommittal": False, "context_rating": 2})
+        cfg, env = config(server.url)
+        report = _probe(cfg, {**env, "GW_PREFLIGHT_KEY": "k"})
+    assert report.ok  # it judged: a warning, not a problem
+    assert [f.key for f in report.warnings] == ["judge.model"]
+    assert "rated the contradicted probe answer as faithful" in report.warnings[0].line()

@@ -20,7 +20,8 @@ from workers.process import ProcessContext
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = config_of(args)
-    report = run_preflight(config, offline=args.offline, sample_rows=args.sample_rows)
+    report = run_preflight(config, offline=args.offline, sample_rows=args.sample_rows,
+                           judge_probe=not args.no_judge_probe)
     for finding in report.findings:
         print(finding.line(), file=sys.stderr)
     if not report.ok:
