@@ -140,6 +140,17 @@ def test_a_judge_that_always_answers_badly_costs_at_most_two_calls_per_prompt(
         assert usage.judge_statuses["unparseable"] == 6 * calls
 
 
+def test_ragas_judges_the_faithfulness_of_an_answer_to_no_question(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    """make bench-judge found it: ragas's Faithfulness raises "user_input is missing" for an
+    item without a question (a claim checked against a page), which ended ``internal``."""
+    judge = build(judges, server.url)
+    items, _ = score(judge, [record("no-question", question="")])
+    result = outcomes(items[0])
+    assert result["faithfulness"] == ("ok", 1.0)
+    assert result["answer_relevance"][0] == result["context_relevance"][0] == "not_applicable"
+
+
 def test_a_reply_that_loops_is_not_asked_again_in_ragas_either(
         server: JudgeServer, judges: list[JudgeScorer]) -> None:
     server.default = Reply.content('{"statements": ["the quote the quote the quote the quote '

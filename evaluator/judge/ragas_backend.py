@@ -136,6 +136,9 @@ def _instructor_llm(client: Any, config: JudgeConfig, **model_args: Any) -> Any:
                          model_args=InstructorModelArgs(), **model_args)
 
 
+NO_QUESTION = "(no question: check the answer against the passages)"
+
+
 class RagasBackend:
     """The four metrics, each scored by its own ragas metric object (built once)."""
 
@@ -196,8 +199,11 @@ class RagasBackend:
                 claims: list[Claim] = []
                 token = _CLAIMS.set(claims)
                 try:
+                    # ragas refuses an empty user_input ("user_input is missing"), but a
+                    # claim checked against a page (WiCE) or a summary has no question, and
+                    # faithfulness does not need one.
                     r = await self._faithfulness.ascore(
-                        user_input=item.question, response=item.answer,
+                        user_input=item.question or NO_QUESTION, response=item.answer,
                         retrieved_contexts=list(item.contexts))
                 finally:
                     _CLAIMS.reset(token)
