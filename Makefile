@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
 	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard docs-figures \
-	export-onnx test-llm
+	export-onnx test-llm bench-judge
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -68,6 +68,12 @@ docs-figures: ## fill the throughput figures in the README and docs/ from benchm
 # Pass options with QUALITY_ARGS, e.g. make bench-quality QUALITY_ARGS="--scorers lexical --limit 200"
 bench-quality: install ## scorer ROC-AUC on the labelled dev data; writes benchmarks/results/quality.json
 	$(BIN)/python -m benchmarks.quality $(QUALITY_ARGS)
+
+# The judge against human labels (benchmarks/judge_accuracy.py), beside the embedded scorer on
+# the same balanced dev slice: needs a config naming the judge, e.g.
+# make bench-judge JUDGE_ARGS="--config judge.toml --per-class 5". docs/judge.md has a run.
+bench-judge: install ## the configured judge's parse failures, ROC-AUC and accuracy against dev labels, calls, tokens and seconds per item; writes benchmarks/results/judge_accuracy.json
+	$(BIN)/python -m benchmarks.judge_accuracy $(JUDGE_ARGS)
 
 # Not in CI: 5 minutes of real processes. Options with SOAK_ARGS, e.g. SOAK_ARGS="--duration 120 --scorer embedded"
 soak: install ## soak: sampler, 2 workers, exporter on Redis under steady traffic; writes benchmarks/results/soak.json
