@@ -558,8 +558,7 @@ def run_preflight(
         checker.source(sample_rows, timeout_s)
         checker.store(timeout_s)
         checker.broker(timeout_s)
-        if judge is not None and _JudgeChecks.online(checker, judge, timeout_s) \
-                and checker.report.ok:
+        if judge is not None and _JudgeChecks.online(checker, judge, timeout_s):
             if judge_probe:
                 _JudgeChecks.probe(checker, judge)
             else:

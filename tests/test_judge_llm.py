@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from benchmarks.pipeline import demo_records
+from evaluator.demo_traffic import create_log_table
 from evaluator.store import Store
 from tests.gw_helpers import (
     flush_test_redis,
@@ -210,3 +211,24 @@ def test_a_real_model_judges_every_item_through_a_real_worker(
           f"calls, {prompt / len(records):.0f}+{completion / len(records):.0f} tokens per item; "
           f"outcomes {dict(outcomes)}, errors {dict(kinds)}")
     store.close()
+
+
+def test_check_config_probes_the_real_model(tmp_path: Path, llama: LlamaServer) -> None:
+    """check-config's probe judgement against the real model: SmolLM2's compact judgements do
+    not pass the checks, so check-config fails naming judge.model and why; its ragas
+    judgement parses, and check-config reports the measured speed."""
+    for mode, ok in (("compact", False), ("ragas", True)):
+        (tmp_path / mode).mkdir()
+        config = configure(tmp_path / mode, llama.url, mode)
+        create_log_table(f"sqlite:///{tmp_path / mode}/logs.db")  # the source, empty
+        done = subprocess.run([*groundwatch_cmd(config, "check-config")], capture_output=True,
+                              text=True, timeout=600, env={**os.environ, KEY_VAR: "unused"})
+        out = done.stdout + done.stderr
+        print(f"\n{mode}: exit {done.returncode}\n" + "\n".join(
+            line for line in out.splitlines() if "probe" in line))
+        if ok:
+            assert done.returncode == 0, out
+            assert "judge probe: 2 items judged in" in out and "items an hour" in out
+        else:
+            assert done.returncode == 2, out
+            assert "judge.model" in out and "could not judge the probe item" in out
