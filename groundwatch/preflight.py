@@ -44,6 +44,7 @@ from evaluator.plugins import source_plugin
 from evaluator.records import ALL_FIELDS, LogRecord
 from evaluator.sampling import SamplingPolicy
 from evaluator.scorers import JUDGES, check_scorer_name
+from evaluator.scorers.gates import apply_gates
 from evaluator.sources import build_source
 from evaluator.sources.base import Source, SourceNote
 from evaluator.sources.engine import create_readonly_engine, masked_url, sqlite_file
@@ -463,9 +464,8 @@ class _JudgeChecks:
         reply that does not parse, a failed call), a warning when it rates the contradicted
         answer no lower than the supported one; the measured speed and what it can keep up
         with."""
-        # the [judge] extra (checked above); the judge's scorer is imported only to probe
+        # the [judge] extra (httpx, openai; checked above): imported only to probe
         from evaluator.judge.scorer import JudgeScorer
-        from evaluator.scorers.gates import apply_gates
 
         config = checker.config
         # No shared budget or cache: the probe must be asked, not answered from a cache.
@@ -484,7 +484,7 @@ class _JudgeChecks:
         finally:
             judge.close()
         seconds = time.monotonic() - started
-        values: dict[str, dict[str, float]] = {}
+        faithful: dict[str, float] = {}
         for result in results:
             for m in result.metrics:
                 if m.outcome.value == "error":
@@ -495,9 +495,8 @@ class _JudgeChecks:
                                     f"judge the probe item {result.request_id!r}: {m.metric} "
                                     f"error ({m.reason}){why}")
                     return
-                if m.value is not None:
-                    values.setdefault(m.metric, {})[result.request_id] = m.value
-        faithful = values.get("faithfulness", {})
+                if m.metric == "faithfulness" and m.value is not None:
+                    faithful[result.request_id] = m.value
         good, bad = faithful.get(PROBE_IDS[0]), faithful.get(PROBE_IDS[1])
         if good is not None and bad is not None and bad >= good:
             checker.add("warning", "judge.model",

@@ -109,18 +109,19 @@ class LlamaServer:
             [str(self.binary), "-m", str(self.model), "--alias", ALIAS, "--host", "127.0.0.1",
              "--port", str(self.port), "-c", "8192", "-np", "2", "-t", "2", "--metrics"],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"llama-server exited {self.proc.returncode}: {log_tail(self.log)}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.__exit__()
-        pytest.fail(f"llama-server not up in 120 s: {log_tail(self.log)}")
+        proc = self.proc
+
+        def up() -> bool:  # wait_until treats a refused connection as "not yet"
+            if proc.poll() is not None:
+                pytest.fail(f"llama-server exited {proc.returncode}: {log_tail(self.log)}")
+            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+
+        try:
+            wait_until(up, timeout=120, interval=0.5, what="llama-server's /health")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

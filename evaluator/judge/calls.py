@@ -285,8 +285,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         item = CURRENT.get()
         if item is None:  # a call outside an item (a probe): account it nowhere
             item = CallLog()
-        messages = _messages(request)
-        if messages is not None and _dead_end(item, messages):
+        if _dead_end(item, request):
             item.refused["reply_cut"] += 1
             raise JudgeRefused("reply_cut")
         reason = self._refusal(item)
@@ -316,7 +315,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                 elif response.status_code >= 400:  # 401, 404, 400: asking again will not help
                     return await self._rejected(item, response, permit)
                 else:
-                    return await self._reply(item, response, permit, messages)
+                    return await self._reply(item, response, permit, request)
             item.statuses[status] += 1
             if status == "rate_limited":
                 assert response is not None
@@ -357,7 +356,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         return response
 
     async def _reply(self, item: CallLog, response: httpx.Response, permit: Permit,
-                     messages: list[Any] | None = None) -> httpx.Response:
+                     request: httpx.Request) -> httpx.Response:
         body_bytes = await response.aread()
         try:
             body = json.loads(body_bytes)
@@ -376,10 +375,12 @@ class JudgeTransport(httpx.AsyncBaseTransport):
             item.unpriced = True
         text = reply_text(body)
         if text is not None:
+            finish = finish_reason(body)
             item.replies.append(text[:EXCERPT_CHARS])
-            item.finish_reasons.append(finish_reason(body) or "unknown")
-            if messages is not None and (finish_reason(body) == "length"
-                                         or repeats_itself(text)):
+            item.finish_reasons.append(finish or "unknown")
+            messages = _messages(request) if finish == "length" or repeats_itself(text) \
+                else None
+            if messages is not None:
                 item.dead_ends.add(_fingerprint(messages))
                 item.dead_replies.add(text.strip())
         status = "ok"
@@ -409,10 +410,12 @@ def _fingerprint(messages: list[Any]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
 
 
-def _dead_end(item: CallLog, messages: list[Any]) -> bool:
+def _dead_end(item: CallLog, request: httpx.Request) -> bool:
     """Would this request end where an earlier one of the item's did: the same request, or a
-    re-ask carrying a reply that was cut or looped?"""
-    if not item.dead_ends:
+    re-ask carrying a reply that was cut or looped? (Its body is read only once the item has
+    such a reply.)"""
+    messages = _messages(request) if item.dead_ends else None
+    if messages is None:
         return False
     if _fingerprint(messages) in item.dead_ends:
         return True

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evaluator.judge.bounds import bounds_enforced, repeats_itself
+from evaluator.judge.bounds import bounded, bounds_enforced, repeats_itself
 from evaluator.judge.types import JudgeInput, MetricOutcome
 from evaluator.scorers.explanation import Claim, Verdict
 from evaluator.scorers.text import content_words, split_sentences
@@ -115,13 +115,12 @@ MIN_REPLY_TOKENS = 128
 
 
 def judgement_schema(bounds: bool) -> dict[str, Any]:
-    """``JUDGEMENT_SCHEMA``, with its bounds when ``bounds``."""
-    schema = json.loads(json.dumps(JUDGEMENT_SCHEMA))
-    if bounds:
-        claims = schema["properties"]["claims"]
-        claims["maxItems"] = MAX_CLAIMS
-        claims["items"]["properties"]["claim"]["maxLength"] = CLAIM_CHARS
-        claims["items"]["properties"]["quote"]["maxLength"] = QUOTE_CHARS
+    """``JUDGEMENT_SCHEMA`` (a copy), with its bounds when ``bounds``: at most
+    :data:`MAX_CLAIMS` claims of :data:`CLAIM_CHARS`, quotes of :data:`QUOTE_CHARS`."""
+    if not bounds:
+        return json.loads(json.dumps(JUDGEMENT_SCHEMA))
+    schema = bounded(JUDGEMENT_SCHEMA, max_items=MAX_CLAIMS, max_chars=CLAIM_CHARS)
+    schema["properties"]["claims"]["items"]["properties"]["quote"]["maxLength"] = QUOTE_CHARS
     return schema
 
 
