@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 
 .PHONY: help install demo test test-unit test-integration lint typecheck bench bench-quality \
 	soak calibrate train-entailment eval-entailment clean alerts runbooks dashboard docs-figures \
-	export-onnx test-llm bench-judge
+	export-onnx test-llm bench-judge bench-recalibration
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -72,6 +72,11 @@ bench-quality: install ## scorer ROC-AUC on the labelled dev data; writes benchm
 # The judge against human labels (benchmarks/judge_accuracy.py), beside the embedded scorer on
 # the same balanced dev slice: needs a config naming the judge, e.g.
 # make bench-judge JUDGE_ARGS="--config judge.toml --per-class 5". docs/judge.md has a run.
+# docs/calibration.md: a map fitted on the tuned part of each dev file, measured on its sealed
+# part, and on synthetic pairs. Options with RECAL_ARGS, e.g. RECAL_ARGS="--synthetic-only".
+bench-recalibration: install ## how far a calibration map fitted on labels fixes the cheap scorer's ECE on held-back data; writes benchmarks/results/recalibration.json
+	$(BIN)/python -m benchmarks.recalibration $(RECAL_ARGS)
+
 bench-judge: install ## the configured judge's parse failures, ROC-AUC and accuracy against dev labels, calls, tokens and seconds per item; writes benchmarks/results/judge_accuracy.json
 	$(BIN)/python -m benchmarks.judge_accuracy $(JUDGE_ARGS)
 

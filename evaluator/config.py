@@ -585,6 +585,29 @@ class RunConfig(_Section):
     restart_backoff_s: float = Field(1.0, ge=0)
 
 
+class CalibrationConfig(_Section):
+    """Maps that recalibrate the cheap scorer on this deployment's own traffic, fitted from
+    the judge's verdicts on the cascade's random share (or a labelled file: ``groundwatch
+    calibrate --labels``). docs/calibration.md."""
+
+    # Apply the newest usable map of each route and metric to the cheap scorer's scores
+    # (exported as groundwatch_calibrated_score beside the raw groundwatch_score).
+    enabled: bool = True
+    # How often one worker refits the maps from the judge's pairs (0: never; `groundwatch
+    # calibrate` still refits on demand).
+    refit_interval_s: float = Field(3600.0, ge=0)
+    # The pairs a refit reads: those newer than this.
+    window_s: float = Field(7 * 86400.0, gt=0)
+    # A map applies only with at least min_pairs pairs and a bootstrap band (90 %) whose
+    # half-width, averaged over where the pairs lie, is at most max_band.
+    min_pairs: int = Field(50, ge=10)
+    max_band: float = Field(0.15, gt=0, le=0.5)
+    # At most this many newest pairs per route and metric.
+    max_pairs: int = Field(5000, ge=100)
+    # How often a worker reloads the maps from the store.
+    refresh_s: float = Field(60.0, gt=0)
+
+
 class MetricsConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
@@ -609,6 +632,7 @@ class Config(_Section):
     sampler: SamplerConfig = SamplerConfig()
     health: HealthConfig = HealthConfig()
     run: RunConfig = RunConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     metrics: MetricsConfig = MetricsConfig()
     path: str | None = Field(None, exclude=True)
 

@@ -10,6 +10,9 @@ request id, so a re-delivered batch picks the same items) plus those whose cheap
 ``judge.cascade.on`` is below ``low`` or inside ``band``. The judge's run carries, per item,
 why it was picked (``ScorerRun.selection``): only the random share measures the agreement
 between the two without bias.
+
+With a :class:`~evaluator.calibration.apply.Calibrator`, the cheap scorer's values then get
+their calibrated twins (after the pick: the cascade's ``low`` and ``band`` are raw values).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from evaluator.scorers.base import (
 from evaluator.scorers.gates import Gated, apply_gates
 
 if TYPE_CHECKING:
+    from evaluator.calibration.apply import Calibrator
     from evaluator.config import JudgeCascadeConfig
 
 
@@ -41,7 +45,8 @@ class Scoring:
 
     def __init__(self, scorers: Sequence[Scorer | BatchScorer], *,
                  judge: Scorer | BatchScorer | None = None,
-                 cascade: JudgeCascadeConfig | None = None, salt: str = "") -> None:
+                 cascade: JudgeCascadeConfig | None = None, salt: str = "",
+                 calibrator: Calibrator | None = None) -> None:
         if not scorers:
             raise ValueError("Scoring needs at least one scorer")
         if judge is not None and cascade is None:
@@ -52,6 +57,7 @@ class Scoring:
         self.judge = as_scorer(judge) if judge is not None else None
         self.cascade = cascade
         self.salt = salt
+        self.calibrator = calibrator
 
     @property
     def all_scorers(self) -> tuple[Scorer, ...]:
@@ -82,6 +88,8 @@ class Scoring:
                 runs.append(dataclasses.replace(
                     run, items=tuple(_with_selection(i, why[i.request_id]) for i in run.items),
                     selection=why))
+        if self.calibrator is not None:
+            runs[0] = self.calibrator.apply(runs[0], {r.request_id: r for r in records})
         return ScoredBatch(records, tuple(runs))
 
     def in_share(self, request_id: str) -> bool:

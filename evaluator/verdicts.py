@@ -9,6 +9,9 @@ the metrics must agree on one reading of a score, so the reading lives here, onc
   scores sit on the same side of the metric's threshold (0.5 when it has none). Only the
   random share is compared: the low and band picks are chosen by the cheap score, so they
   would bias it;
+- the **calibrated** series count the first scorer's values after the calibration map that
+  applied (:mod:`evaluator.calibration`), its raw values where none did, so they cover every
+  item and the quality alerts may read them instead (``quality.values`` in alerts.yml);
 - an item's **eval lag** is counted once, on its first newly written score;
 - a **detection** counts once per kind per newly scored item, whatever the number of scorers.
 
@@ -44,6 +47,11 @@ class NewScore:
     result: MetricResult
     quality_failure: bool
     log_timestamp: datetime | None
+    # The primary scorer's value as the calibrated series count it (its calibrated twin where
+    # a map applied, else its raw value), and whether that is below the threshold; None for
+    # the other scorers' scores and for scores that are not ok.
+    calibrated: float | None = None
+    calibrated_failure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,7 @@ class RunVerdict:
     latency_s: float
     n_items: int
     scores: tuple[NewScore, ...]
+    primary: bool = False  # the scorer that scores every item (the cascade's cheap one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,22 @@ class Agreement:
     metric: str
     agree: bool
     abs_diff: float
+    route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SharePair:
+    """A newly written judge score of a random-share item beside the cheap scorer's raw score
+    of the same metric: an agreement to count and a calibration pair to store."""
+
+    request_id: str
+    metric: str
+    route: str | None
+    cheap_scorer: str
+    cheap_version: str
+    judge: str
+    cheap: float
+    judge_value: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +120,7 @@ def _runs(batch: ScoredBatch, written: Sequence[Written],
     records = batch.by_id
     fresh: set[str] = set()  # across runs: an item's lag counts once, whichever scorer wrote
     runs = []
-    for run in batch.runs:
+    for index, run in enumerate(batch.runs):
         scores = []
         for w in written:
             if w.scorer != run.scorer:
@@ -103,21 +128,30 @@ def _runs(batch: ScoredBatch, written: Sequence[Written],
             record = records[w.request_id]
             first = w.request_id not in fresh
             fresh.add(w.request_id)
+            threshold = thresholds.get(w.result.metric)
+            calibrated = (w.result.calibrated if w.result.calibrated is not None
+                          else w.result.value) if index == 0 else None
             scores.append(NewScore(record.route, record.model, w.result,
-                                   is_quality_failure(w.result, thresholds.get(w.result.metric)),
-                                   record.timestamp if first else None))
-        runs.append(RunVerdict(run.scorer, run.usage.latency_s, len(run.items), tuple(scores)))
+                                   is_quality_failure(w.result, threshold),
+                                   record.timestamp if first else None, calibrated,
+                                   calibrated is not None and threshold is not None
+                                   and calibrated < threshold))
+        runs.append(RunVerdict(run.scorer, run.usage.latency_s, len(run.items), tuple(scores),
+                               index == 0))
     return tuple(runs), fresh
 
 
-def _agreements(batch: ScoredBatch, written: Sequence[Written],
-                thresholds: Mapping[str, float]) -> tuple[Agreement, ...]:
-    """The judge (every run after the first) against the cheap scorer (the first run) on the
-    random share, for the judge's scores the store newly wrote."""
+def random_share_pairs(batch: ScoredBatch, written: Sequence[Written]) -> list[SharePair]:
+    """The judge (every run after the first) beside the cheap scorer (the first run) on the
+    random share, for the judge's ``ok`` scores the store newly wrote (so a batch delivered
+    twice gives nothing the second time). The low and band picks are left out: they were
+    chosen by the cheap score, and would bias both the agreement and a calibration map."""
     if len(batch.runs) < 2:
-        return ()
+        return []
+    first = batch.runs[0]
+    records = batch.by_id
     cheap = {item.request_id: {m.metric: m.value for m in item.metrics
-                               if m.value is not None} for item in batch.runs[0].items}
+                               if m.value is not None} for item in first.items}
     new = {(w.scorer, w.request_id, w.result.metric) for w in written}
     out = []
     for run in batch.runs[1:]:
@@ -129,10 +163,20 @@ def _agreements(batch: ScoredBatch, written: Sequence[Written],
                 if m.value is None or m.metric not in mine or \
                         (run.scorer, item.request_id, m.metric) not in new:
                     continue
-                other = mine[m.metric]
-                threshold = thresholds.get(m.metric, AGREEMENT_THRESHOLD)
-                out.append(Agreement(m.metric, (other >= threshold) == (m.value >= threshold),
-                                     abs(other - m.value)))
+                out.append(SharePair(item.request_id, m.metric, records[item.request_id].route,
+                                     first.scorer, first.version,
+                                     f"{run.scorer}/{run.version}", mine[m.metric], m.value))
+    return out
+
+
+def _agreements(batch: ScoredBatch, written: Sequence[Written],
+                thresholds: Mapping[str, float]) -> tuple[Agreement, ...]:
+    """Each random-share pair: on the same side of the metric's threshold or not."""
+    out = []
+    for p in random_share_pairs(batch, written):
+        threshold = thresholds.get(p.metric, AGREEMENT_THRESHOLD)
+        out.append(Agreement(p.metric, (p.cheap >= threshold) == (p.judge_value >= threshold),
+                             abs(p.cheap - p.judge_value), p.route))
     return tuple(out)
 
 

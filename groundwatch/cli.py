@@ -243,7 +243,7 @@ def _process_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def _check_and_read_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
-    """check-config, report, explain, score, golden."""
+    """check-config, report, explain, score, golden, calibrate."""
     p = _add_command(sub, "check-config", help="preflight: validate the config, connect "
                      "(read-only) to the source, store and broker, print the config with "
                      "secrets masked",
@@ -311,6 +311,28 @@ def _check_and_read_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
                                          "items that moved most",
                      examples=["groundwatch golden"])
     p.set_defaults(run="groundwatch.commands.offline:cmd_golden")
+
+    p = _add_command(sub, "calibrate", help="fit the cheap scorer's calibration maps now: "
+                                            "from the judge's pairs, or from a labelled file",
+                     description="Fit, per route and metric, the monotone map from the cheap "
+                                 "scorer's value to what it should have been: from the "
+                                 "judge's verdicts on the cascade's random share (as the "
+                                 "workers' scheduled refit does), or with --labels from a "
+                                 "JSONL file of items with a person's labels. Prints each "
+                                 "map's pairs, ROC-AUC, ECE raw and calibrated (out of fold) "
+                                 "and whether it applies (docs/calibration.md).",
+                     examples=["groundwatch calibrate",
+                               "groundwatch calibrate --labels labelled.jsonl --dry-run",
+                               "groundwatch calibrate --show"])
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--labels", metavar="FILE", default=None,
+                       help="JSONL of items (question, contexts, answer, route) each with "
+                            "\"labels\": {\"faithfulness\": 1, ...}")
+    group.add_argument("--show", action="store_true",
+                       help="print the newest fit of each route and metric; fit nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --labels: fit and print, store nothing")
+    p.set_defaults(run="groundwatch.commands.calibrate:cmd_calibrate")
 
 
 def _store_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:

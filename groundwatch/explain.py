@@ -6,15 +6,18 @@ command without importing the CLI.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from evaluator.calibration.fit import ALL_ROUTES, FittedMap
 from evaluator.records import PassageInfo
 
 
-def format_explanation(store: Any, request_id: str) -> str | None:
-    """What the store knows about ``request_id`` (None when nothing): the item, its scores,
-    detections, claims and failures, or why its source row was rejected."""
+def format_explanation(store: Any, request_id: str, *,
+                       map_of: Callable[[int], FittedMap | None] | None = None) -> str | None:
+    """What the store knows about ``request_id`` (None when nothing): the item, its scores
+    (with the calibration map that applied, described by ``map_of`` when given), detections,
+    claims and failures, or why its source row was rejected."""
     item = store.item(request_id)
     scores = store.scores_for(request_id)
     rejected = store.rejections_for(request_id)
@@ -47,7 +50,9 @@ def format_explanation(store: Any, request_id: str) -> str | None:
     for s in sorted(scores, key=lambda s: (s.scorer, s.metric)):
         shown = f"{s.value:.3f}" if s.value is not None else s.outcome
         why = f" ({s.reason})" if s.reason else ""
-        lines.append(f"    {s.scorer}/{s.metric}: {shown}{why}")
+        lines.append(f"    {s.scorer}/{s.metric}: {shown}{why}"
+                     + calibration_note(s.value, getattr(s, "calibrated", None),
+                                        getattr(s, "calibration", None), map_of))
     # The scorers leave blank passages out: their i-th relevance is the i-th passage with text.
     scored = [i for i, c in enumerate(contexts) if c.strip()]
     for exp in store.explanations(request_id):
@@ -89,6 +94,25 @@ def format_explanation(store: Any, request_id: str) -> str | None:
     for f in store.failures(request_id=request_id):
         lines.append(f"  failure: {f.stage}/{f.kind} after {f.attempts} attempt(s): {f.reason}")
     return "\n".join(lines)
+
+
+def calibration_note(value: float | None, calibrated: float | None, name: str | None,
+                     map_of: Callable[[int], FittedMap | None] | None) -> str:
+    """`` -> calibrated 0.412 by judge#12 (route chat, 400 pairs, ...)`` for a score that went
+    through a calibration map, else ""."""
+    if calibrated is None or name is None:
+        return ""
+    note = f" -> calibrated {calibrated:.3f} by {name}"
+    _, _, number = name.partition("#")
+    if map_of is None or not number.isdigit():
+        return note
+    fitted = map_of(int(number))
+    if fitted is None:
+        return note + " (no longer kept: newer fits replaced it)"
+    lo, hi = fitted.band_at(value) if value is not None else (0.0, 1.0)
+    route = "all routes" if fitted.route == ALL_ROUTES else f"route {fitted.route or '(none)'}"
+    return (note + f" ({route}, {fitted.n} pairs from the {fitted.source}, fitted "
+            f"{fitted.fitted_at.isoformat(timespec='minutes')}, band {lo:.2f}-{hi:.2f})")
 
 
 def evidence_line(scorer: str, extra: Any) -> str | None:

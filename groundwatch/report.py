@@ -125,6 +125,11 @@ class ReportRow:
     mean_threshold: float | None = None
     alerts: list[str] = field(default_factory=list)  # what would fire, with its numbers
     quiet: str = ""  # why nothing is flagged though a rule's line is crossed (too few, ...)
+    # The calibrated twin (evaluator/calibration): the mean of the ok scores after their map
+    # (the raw value where none applied), how many went through one, and which maps.
+    calibrated_mean: float | None = None
+    calibrated_n: int = 0
+    maps: tuple[str, ...] = ()
 
     @property
     def share_below(self) -> float | None:
@@ -165,6 +170,13 @@ def build_report(scores: Iterable[ScoreLike], *, worst: int = 3,
         if stats:
             row.mean, row.ci_low, row.ci_high = stats
         row.worst = sorted(ok, key=lambda p: (p[1], p[0]))[:worst]
+        mapped = [s for s in items if s.outcome == "ok" and s.value is not None
+                  and getattr(s, "calibrated", None) is not None]
+        if mapped:
+            twins = {s.request_id: float(s.calibrated) for s in mapped}  # type: ignore[attr-defined]
+            row.calibrated_mean = math.fsum(twins.get(rid, v) for rid, v in ok) / len(ok)
+            row.calibrated_n = len(mapped)
+            row.maps = tuple(sorted({str(s.calibration) for s in mapped}))  # type: ignore[attr-defined]
         if rules is not None:
             row.threshold = rules.thresholds.get(metric)
             row.mean_threshold = rules.mean_thresholds.get(metric)
@@ -273,6 +285,9 @@ def format_report(rows: list[ReportRow], *, rules: QualityRules | None = None,
         r = rows[i - 1]
         for text in r.alerts:
             lines.append(cut(f"    ! {text}", width))
+        if r.calibrated_mean is not None:
+            lines.append(cut(f"    calibrated mean {r.calibrated_mean:.3f} ({r.calibrated_n} of "
+                             f"{r.count} through {', '.join(r.maps)})", width))
         if r.quiet:
             lines += textwrap.wrap(r.quiet, width, initial_indent="    ",
                                    subsequent_indent="      ")

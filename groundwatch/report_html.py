@@ -504,17 +504,22 @@ def _quality(scores: Sequence[_ScoreLike], charts: Sequence[Chart], colours: Map
                        f'{share}{render_chart(chart, colours, start, end, width, MEAN)}'
                        f'</div></div>')
         out.append("</div>")
-    rows = [_quality_row(r) for r in build_report(scores, worst=0, rules=rules)]
+    report = build_report(scores, worst=0, rules=rules)
+    calibrated = any(r.calibrated_mean is not None for r in report)
+    rows = [_quality_row(r, calibrated) for r in report]
     if rows:
         out.append("<h3>Per route and metric</h3>")
         out.append(_table(("route", "metric", "scorer", "n (ok)", "not applicable", "error",
-                           "mean", "95% CI", "threshold", "below threshold", "alert"), rows))
+                           "mean", *(("calibrated mean",) if calibrated else ()), "95% CI",
+                           "threshold", "below threshold", "alert"), rows))
         out.append(_rules_legend(rules))
     out.append("</section>")
     return "".join(out)
 
 
-def _quality_row(r: ReportRow) -> list[str]:
+def _quality_row(r: ReportRow, calibrated: bool = False) -> list[str]:
+    """A row of the quality table; with ``calibrated``, the calibrated mean (docs/
+    calibration.md) after the mean, its maps in the cell's title."""
     low = r.mean is not None and r.mean_threshold is not None and r.mean < r.mean_threshold
     ci = f"{r.ci_low:.3f} – {r.ci_high:.3f}" if r.ci_low is not None else "-"
     share = (f"{r.share_below:.1%} ({r.below} of {r.count})" if r.share_below is not None
@@ -527,8 +532,16 @@ def _quality_row(r: ReportRow) -> list[str]:
         alert = _td(r.quiet.split(": ", 1)[-1] if r.quiet else "", "quiet")
     return [_td(r.route), _td(r.metric), _td(r.scorer), _td(r.count, "num"),
             _td(r.not_applicable, "num"), _td(r.errors, "num"),
-            _td(_num(r.mean), "num low" if low else "num"), _td(ci, "num"),
+            _td(_num(r.mean), "num low" if low else "num"),
+            *([_calibrated_cell(r)] if calibrated else []), _td(ci, "num"),
             _td(_num(r.threshold, 2), "num"), _td(share, "num"), alert]
+
+
+def _calibrated_cell(r: ReportRow) -> str:
+    if r.calibrated_mean is None:
+        return _td("-", "num")
+    title = escape(f"{r.calibrated_n} of {r.count} scores through {', '.join(r.maps)}")
+    return f'<td class="num" title="{title}">{_num(r.calibrated_mean)}</td>'
 
 
 def _rules_legend(rules: QualityRules) -> str:

@@ -308,6 +308,7 @@ def _scorer(rules: RuleSet) -> Iterator[Any]:
 
 # The judge's scores are compared with the cheap scorer's on the random share only.
 CASCADE_METRIC = 'metric=~"$metric"'
+ALL_ROUTES_SEL = 'route="*"'  # the calibration's figures over all routes
 DISAGREED = 'agree="no"'
 NOT_JUDGED_REASONS = ("budget", "circuit_open")
 # Quantiles of |cheap - judge|: the typical gap and the wide one (DIFF_BUCKETS are coarse).
@@ -396,6 +397,35 @@ def _judge(rules: RuleSet) -> Iterator[Any]:
                f"(increase(groundwatch_cascade_abs_diff_bucket{_sel(CASCADE_METRIC)}"
                "[$window])))", f"p{q * 100:g} {{{{metric}}}}")
          for q in DIFF_QUANTILES], unit="none", max_val=1, span=6)
+    yield _timeseries(
+        "Cheap scorer vs judge per route (ROC-AUC)", "How well the cheap score ranks the "
+        "random-share items the judge passed above those it failed, per route, over the "
+        "newest calibration refit's window ([calibration] window_s; route * is all routes). "
+        "Line: 0.5, a cheap scorer blind on that route: its alerts there say little "
+        "(docs/calibration.md).",
+        [Query(f"max by (route, metric) (groundwatch_calibration_agreement_auc"
+               f"{_sel(CASCADE_METRIC)})", "{{route}} · {{metric}}")],
+        unit="none", max_val=1, lines=((0.5, "red"),), span=6)
+    yield _timeseries(
+        "Calibration error, raw and calibrated", "Expected calibration error of the cheap "
+        "score against the judge's value over the newest refit's window, all routes: raw, "
+        "and after the fitted map (out of fold). groundwatch_calibration_map_usable says "
+        "where a map applies.",
+        [Query("max by (metric, values) (groundwatch_calibration_ece"
+               f"{_sel(ALL_ROUTES_SEL, CASCADE_METRIC)})", "{{metric}} · {{values}}")],
+        unit="none", max_val=1, span=6)
+    yield _timeseries(
+        "Calibration pairs per route", "Random-share items the judge and the cheap scorer "
+        "both scored in the newest refit's window, per route (route * is all routes): a map "
+        "needs [calibration] min_pairs of them.",
+        [Query(f"max by (route, metric) (groundwatch_calibration_pairs{_sel(CASCADE_METRIC)})",
+               "{{route}} · {{metric}}")], unit="none", span=6)
+    yield _timeseries(
+        "Calibration maps that apply", "1 where the newest fit of a route and metric applies "
+        "(enough pairs, a narrow enough band), 0 where its scores stay raw.",
+        [Query(f"max by (route, metric) (groundwatch_calibration_map_usable"
+               f"{_sel(CASCADE_METRIC)})", "{{route}} · {{metric}}")],
+        unit="none", max_val=1, span=6)
     yield _timeseries(
         "Golden set: mean score", "The judge's mean score per metric on the fixed golden set, "
         "at its newest run (judge.golden, docs/judge-golden.md). Empty without a golden set.",

@@ -3,7 +3,7 @@ whether it answers, and the golden set that watches it drift."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from evaluator.scorers.base import NotJudged
@@ -12,6 +12,7 @@ from metrics.recorder import Recorder
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from evaluator.judge.golden import LabelAccuracy
     from evaluator.scorers.base import ScoredBatch, ScorerRun
     from metrics.labels import LabelPolicy
 
@@ -65,6 +66,11 @@ class JudgeMetrics(Recorder):
             "golden_drift",
             "Mean |score - baseline score| per golden item at the newest run.", ("metric",),
             "mostrecent")
+        self.golden_accuracy = self._gauge(
+            "golden_accuracy",
+            "Share of the labelled golden items on which a scorer's ok score falls on the same "
+            "side of the metric's threshold as the person's label, newest run.",
+            ("scorer", "metric"), "mostrecent")
         self.golden_runs = self._counter(
             "golden_runs_total", "Golden-set runs by result (ok | error).", ("result",))
 
@@ -109,6 +115,12 @@ class JudgeMetrics(Recorder):
             self._child(self.golden_score, metric).set(value)
         for metric, value in drift.items():
             self._child(self.golden_drift, metric).set(value)
+
+    def set_golden_accuracy(self, accuracy: Sequence[LabelAccuracy]) -> None:
+        """A golden run's accuracy against the labels, per scorer and metric."""
+        for a in accuracy:
+            self._child(self.golden_accuracy, self.policy.value("scorer", a.scorer),
+                        a.metric).set(a.accuracy)
 
     def observe_golden_run(self, result: str) -> None:
         """A golden-set run ended: ``ok``, or ``error`` (the judge raised, the store failed,

@@ -7,6 +7,7 @@ One module per producer (the prometheus_client split: registry, metrics, multipr
 - :mod:`metrics.scoring`: the scores the workers wrote and what they mean, the scorers' work,
   the scoring tasks, the cascade's agreement;
 - :mod:`metrics.judge`: the judge's calls and spend, ``judge_up``, the golden set;
+- :mod:`metrics.calibration`: the calibration maps' refits and the agreement they measured;
 - :mod:`metrics.health`: build info and heartbeats;
 - :mod:`metrics.multiprocess`: the multiprocess set-up they all need (the import-order rule);
 - :mod:`metrics.labels`: the label policy every label value passes through.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from metrics.calibration import CalibrationMetrics
 from metrics.health import HealthMetrics
 from metrics.judge import JudgeMetrics
 from metrics.labels import LabelPolicy
@@ -64,6 +66,7 @@ class Metrics:
         self.scoring = ScoringMetrics(self.registry, self.policy)
         self.judge = JudgeMetrics(self.registry, self.policy)
         self.health = HealthMetrics(self.registry, self.policy)
+        self.calibration = CalibrationMetrics(self.registry, self.policy)
 
     def observe_usage(self, batch: ScoredBatch) -> None:
         """What the scorers of ``batch`` did and spent, to the recorders that count each part:

@@ -66,6 +66,18 @@ class ScoringMetrics(Recorder):
         self.quality_failures = self._counter(
             "quality_failures_total", "Ok scores below their configured threshold, by scorer.",
             ("metric", "scorer", "route"))
+        # The calibrated twins of the two above, for the scorer that sees every item: after
+        # the calibration map that applied to the item's route and metric, the raw value where
+        # none did (evaluator/calibration; docs/calibration.md).
+        self.calibrated_score = self._histogram(
+            "calibrated_score",
+            "The first scorer's ok scores after the calibration map of their route and metric "
+            "(the raw score where no map applies).", ("metric", "scorer", "route", "model"),
+            SCORE_BUCKETS)
+        self.calibrated_quality_failures = self._counter(
+            "calibrated_quality_failures_total",
+            "calibrated_score values below their configured threshold.",
+            ("metric", "scorer", "route"))
         self.detections = self._counter(
             "detections_total",
             "Failure modes found (no_relevant_context, out_of_scope, empty_answer, refusal).",
@@ -125,7 +137,7 @@ class ScoringMetrics(Recorder):
         self.cascade_compared = self._counter(
             "cascade_compared_total",
             "Random-share items both scorers scored, by whether they agree on the side of "
-            "the metric's threshold (agree = yes | no).", ("metric", "agree"))
+            "the metric's threshold (agree = yes | no).", ("metric", "route", "agree"))
         self.cascade_abs_diff = self._histogram(
             "cascade_abs_diff",
             "|cheap - judge| per metric on the random-share items both scored.", ("metric",),
@@ -140,13 +152,14 @@ class ScoringMetrics(Recorder):
         A batch delivered twice counts nothing the second time (the latency excepted: it is
         work done)."""
         now = time.time() if now is None else now
+        value = self.policy.value
         for run in verdicts.runs:
             self._observe_latency(run.scorer, run.latency_s, run.n_items)
             self._observe_scores(run.scorer, run.scores, now)
         for a in verdicts.agreements:
-            self._child(self.cascade_compared, a.metric, "yes" if a.agree else "no").inc()
+            self._child(self.cascade_compared, a.metric, value("route", a.route),
+                        "yes" if a.agree else "no").inc()
             self._child(self.cascade_abs_diff, a.metric).observe(a.abs_diff)
-        value = self.policy.value
         for d in verdicts.detections:
             self._child(self.detections, value("kind", d.kind), value("route", d.route)).inc()
 
@@ -165,6 +178,8 @@ class ScoringMetrics(Recorder):
         outcomes: Counter[tuple[str, str, str]] = Counter()
         failures: Counter[tuple[str, str, str]] = Counter()
         values: defaultdict[tuple[str, ...], list[float]] = defaultdict(list)
+        calibrated: defaultdict[tuple[str, ...], list[float]] = defaultdict(list)
+        calibrated_failures: Counter[tuple[str, str, str]] = Counter()
         lags: list[float] = []
         any_ok = False
         for s in scores:
@@ -176,6 +191,11 @@ class ScoringMetrics(Recorder):
                     result.value)
                 if s.quality_failure:
                     failures[(result.metric, scorer_v, route_v)] += 1
+                if s.calibrated is not None:
+                    calibrated[(result.metric, scorer_v, route_v,
+                                value("model", s.model))].append(s.calibrated)
+                    if s.calibrated_failure:
+                        calibrated_failures[(result.metric, scorer_v, route_v)] += 1
                 any_ok = True
             if s.log_timestamp is not None:
                 lags.append(max(0.0, now - _epoch(s.log_timestamp)))
@@ -185,6 +205,10 @@ class ScoringMetrics(Recorder):
             self._observe_many(self._child(self.score, *score_key), vals)
         for key, k in failures.items():
             self._child(self.quality_failures, *key).inc(k)
+        for score_key, vals in calibrated.items():
+            self._observe_many(self._child(self.calibrated_score, *score_key), vals)
+        for key, k in calibrated_failures.items():
+            self._child(self.calibrated_quality_failures, *key).inc(k)
         if any_ok:
             self.last_score_timestamp.set(now)
         self._observe_many(self.eval_lag, lags)

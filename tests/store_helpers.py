@@ -14,7 +14,8 @@ from evaluator.store import Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TABLES = {"gw_items", "gw_scores", "gw_explanations", "gw_failures", "gw_cursors",
-          "gw_rejections", "gw_source_reads", "gw_golden_scores", "gw_golden_runs"}
+          "gw_rejections", "gw_source_reads", "gw_golden_scores", "gw_golden_runs",
+          "gw_calibration_pairs", "gw_calibration_maps"}
 
 
 class FakeClock:

@@ -456,3 +456,39 @@ def test_a_missing_alert_and_a_bad_file_are_errors(tmp_path: Path) -> None:
 def test_outputs_are_deterministic() -> None:
     rules = build(load_alerts())
     assert outputs(rules) == outputs(build(load_alerts()))
+
+
+def _calibrated_config(tmp_path: Path) -> Any:
+    (tmp_path / "groundwatch.toml").write_text("")
+    text = DEFAULT_PATH.read_text()
+    assert "  budget_share: 0.1\n" in text
+    (tmp_path / "alerts.yml").write_text(
+        text.replace("  budget_share: 0.1\n", "  budget_share: 0.1\n  values: calibrated\n"))
+    return load_alerts(tmp_path / "alerts.yml")
+
+
+def test_quality_alerts_can_read_the_calibrated_scores(tmp_path: Path) -> None:
+    """quality.values: calibrated: the quality rules read groundwatch_calibrated_* (the first
+    scorer's values after their calibration map) under their own record names, and their
+    generated cases pass promtool, including the judge-only deployment (its judge is the
+    first scorer) and the case where the raw scores fail and the calibrated ones do not."""
+    config = _calibrated_config(tmp_path)
+    assert config.quality.values == "calibrated"
+    rules = build(config)
+    text = prometheus_rules(rules)
+    assert "groundwatch_calibrated_score_count" in text
+    assert "groundwatch_calibrated_quality_failures_total" in text
+    assert "route_metric:groundwatch_calibrated_quality_failures:ratio" in text
+    assert "increase(groundwatch_quality_failures_total" not in text
+    tests_text = promtool_tests(rules)
+    assert "quiet: the raw scores fail, the calibrated ones (read) do not" in tests_text
+    rules_path = tmp_path / "rules.yml"
+    rules_path.write_text(text)
+    _ok(promtool("check", "rules", rules_path))
+    _ok(promtool_test(text, tests_text, tmp_path))
+    # Not vacuous: the default rules (reading the raw scores) fail those cases.
+    result = promtool_test(prometheus_rules(build(load_alerts())), tests_text, tmp_path)
+    failed = set(re.findall(r"^\s+name: (.+),\s*$", result.stdout + result.stderr, re.M))
+    assert {f"{name}: quiet: the raw scores fail, the calibrated ones (read) do not"
+            for name in ("GroundwatchQualityBurnFast", "GroundwatchQualityBurnSlow",
+                         "GroundwatchQualityMeanLow")} <= failed

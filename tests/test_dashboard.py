@@ -207,11 +207,11 @@ def test_the_judge_row_holds_every_judge_panel(document: dict[str, Any]) -> None
     after = [r["gridPos"]["y"] for r in rows if r["gridPos"]["y"] > judge_row["gridPos"]["y"]]
     inside = [p for p in _panels(document)
               if judge_row["gridPos"]["y"] < p["gridPos"]["y"] < min(after, default=10**6)]
-    judge_families = re.compile(r"\bgroundwatch_(judge_|budget_|cascade_|golden_)")
+    judge_families = re.compile(r"\bgroundwatch_(judge_|budget_|cascade_|golden_|calibration_)")
     for panel in _panels(document):
         reads_judge = any(judge_families.search(t["expr"]) for t in panel["targets"])
         assert reads_judge == (panel in inside), panel["title"]
-    assert len(inside) == 12
+    assert len(inside) == 16
     by_line: dict[int, int] = {}
     for panel in inside:
         by_line[panel["gridPos"]["y"]] = by_line.get(panel["gridPos"]["y"], 0) + \

@@ -27,8 +27,10 @@ from evaluator.config import Config, GoldenConfig
 from evaluator.errors import ConfigError, GoldenRunError
 from evaluator.judge.golden import (
     GoldenScheduler,
+    format_golden,
     judge_version,
     load_golden,
+    load_labelled,
     run_golden,
 )
 from evaluator.records import LogRecord
@@ -501,3 +503,65 @@ def test_the_golden_module_imports_neither_celery_nor_prometheus() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- labels: accuracy against people --------------------------------------------------------
+
+class RenamedScorer(ShiftedScorer):
+    """A judge stand-in: the lexical scorer shifted, under another name."""
+
+    def __init__(self, name: str, shift: float) -> None:
+        super().__init__(shift)
+        self.name = name
+
+
+def test_labelled_golden_items_measure_judge_and_cheap_scorer_against_people(
+        store: Store, metrics: Metrics, tmp_path: Path) -> None:
+    """Each scorer's ok score on the label's side of the threshold (a label >= 0.5 passes):
+    the judge and the cheap scorer on the same items, exported per scorer and metric."""
+    lexical = lexical_values(load_golden(write_golden(tmp_path, GOLDEN)))
+    # Label each item as the lexical scorer's faithfulness reads it at 0.5, except "refund",
+    # labelled the other way: the cheap scorer then agrees on 3 of 4.
+    labels = {rid: {"faithfulness": float((v["faithfulness"] >= 0.5) != (rid == "refund"))}
+              for rid, v in lexical.items()}
+    lines = [{**g, "labels": labels[g.get("request_id", f"golden-{i + 1}")]}
+             for i, g in enumerate(GOLDEN)]
+    path = write_golden(tmp_path, lines, "labelled.jsonl")
+    scheduler = GoldenScheduler(GoldenConfig(path=str(path)), RenamedScorer("compact", -1.0),
+                                store.golden, metrics, cheap=LexicalScorer(),
+                                thresholds={"faithfulness": 0.5})
+    run = scheduler.tick()
+    assert run is not None
+    by = {(a.scorer, a.metric): a for a in run.accuracy}
+    assert set(by) == {("compact", "faithfulness"), ("lexical", "faithfulness")}
+    cheap = by["lexical", "faithfulness"]
+    assert (cheap.n, cheap.agree) == (4, 3)
+    # The judge stand-in scores everything 0: it agrees exactly where the label is 0.
+    judge = by["compact", "faithfulness"]
+    assert judge.agree == sum(v["faithfulness"] < 0.5 for v in labels.values())
+    assert sample(metrics, "groundwatch_golden_accuracy", scorer="lexical",
+                  metric="faithfulness") == pytest.approx(0.75)
+    assert sample(metrics, "groundwatch_golden_accuracy", scorer="compact",
+                  metric="faithfulness") == pytest.approx(judge.accuracy)
+    text = format_golden(run)
+    assert "against the labels" in text and "lexical      faithfulness          0.750     4" \
+        in text
+
+
+def test_a_failing_cheap_scorer_leaves_only_its_accuracy_out(
+        store: Store, metrics: Metrics, tmp_path: Path) -> None:
+    class Broken(ShiftedScorer):
+        name = "embedded"
+
+        def score_batch(self, records: Sequence[LogRecord]) -> list[ItemResult]:
+            raise RuntimeError("model file missing")
+
+    lines = [{**g, "labels": {"faithfulness": 1}} for g in GOLDEN]
+    items = load_labelled(write_golden(tmp_path, lines, "labelled.jsonl"))
+    run = run_golden(LexicalScorer(), [i.record for i in items], store.golden, metrics,
+                     judge_version=VERSION,
+                     labels={i.record.request_id: i.labels for i in items},
+                     cheap=Broken(0.0), thresholds={})
+    # The adapter turns the raise into error outcomes: no ok value, so no accuracy for it;
+    # the run itself is ok.
+    assert [a.scorer for a in run.accuracy] == ["lexical"] and runs(metrics, "ok") == 1

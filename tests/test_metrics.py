@@ -322,7 +322,8 @@ def test_cascade_agreement_on_the_random_share(local_metrics: Metrics) -> None:
     the side of the threshold (0.5 for a metric without one), for newly written scores."""
     m = local_metrics
     get = m.registry.get_sample_value
-    records = tuple(_record(request_id=f"r{i}") for i in range(4))
+    records = tuple(_record(request_id=f"r{i}", route="chat" if i != 1 else "search")
+                    for i in range(4))
     cheap = ScorerRun("lexical", "1", tuple(
         ItemResult(r.request_id, (MetricResult.ok("faithfulness", v),
                                   MetricResult.ok("groundedness", v)))
@@ -337,12 +338,13 @@ def test_cascade_agreement_on_the_random_share(local_metrics: Metrics) -> None:
                if (run.scorer, item.request_id) != ("compact", "r3")]  # r3: written before
     m.scoring.observe_written(Verdicts.of(batch, written, {"faithfulness": 0.7}), now=1010.0)
     compared = "groundwatch_cascade_compared_total"
-    # faithfulness (threshold 0.7): r0 0.6/0.9 disagree, r1 0.6/0.3 agree.
-    assert get(compared, {"metric": "faithfulness", "agree": "yes"}) == 1
-    assert get(compared, {"metric": "faithfulness", "agree": "no"}) == 1
+    # faithfulness (threshold 0.7): r0 (chat) 0.6/0.9 disagree, r1 (search) 0.6/0.3 agree.
+    assert get(compared, {"metric": "faithfulness", "route": "search", "agree": "yes"}) == 1
+    assert get(compared, {"metric": "faithfulness", "route": "chat", "agree": "no"}) == 1
     # groundedness (no threshold: 0.5): r0 0.6/0.9 agree, r1 0.6/0.3 disagree.
-    assert get(compared, {"metric": "groundedness", "agree": "yes"}) == 1
-    assert get(compared, {"metric": "groundedness", "agree": "no"}) == 1
+    assert get(compared, {"metric": "groundedness", "route": "chat", "agree": "yes"}) == 1
+    assert get(compared, {"metric": "groundedness", "route": "search", "agree": "no"}) == 1
+    assert get(compared, {"metric": "groundedness", "route": "chat", "agree": "no"}) is None
     diff = {"metric": "faithfulness"}
     assert get("groundwatch_cascade_abs_diff_count", diff) == 2
     assert round(get("groundwatch_cascade_abs_diff_sum", diff) or 0.0, 9) == 0.6

@@ -18,7 +18,10 @@ Then, through Prometheus's HTTP API:
    listed in ``EXPECTED_EMPTY``, which must evaluate and must be empty;
 3. the judge's alerts were silent for a reason: GroundwatchJudgeDisagreement's guard held
    (enough compared items) and its share stayed below the line, the golden set ran and did
-   not drift, and the e-mail address in some questions was redacted before it left.
+   not drift, and the e-mail address in some questions was redacted before it left; one
+   judge alert does fire, as it should: GroundwatchGoldenAccuracyLow, because the scripted
+   judge misjudges one of the three golden items labelled faithful (the cheap scorer agrees
+   with all three). The calibration refit found the judge's random-share pairs.
 
 Traffic is paced by Prometheus itself: each step writes a batch of rows and waits until
 Prometheus has scraped them, so there is no sleep and the rates do not depend on machine speed.
@@ -82,6 +85,7 @@ EMAIL = "jane.doe@example.com"
 EXPECTED_EMPTY: dict[tuple[str, str], str] = {}
 # Grafana-managed alert queries with no data in this run (Grafana's noDataState: OK).
 EXPECTED_EMPTY_ALERTS: dict[str, str] = {}
+GOLDEN_ACCURACY = "GroundwatchGoldenAccuracyLow"
 QUALITY_ALERTS = {"GroundwatchQualityBurnFast", "GroundwatchQualityBurnSlow",
                   "GroundwatchQualityMeanLow"}
 
@@ -203,10 +207,12 @@ def judge_server() -> Iterator[JudgeServer]:
 
 
 def write_golden(path: Path) -> Path:
-    """A small golden set: three good answers of the traffic's facts."""
+    """A small golden set: three good answers of the traffic's facts, labelled faithful (the
+    judge's and the cheap scorer's accuracy against the labels is exported)."""
     path.write_text("".join(
         json.dumps({"request_id": f"golden-{i}", "question": f.question,
-                    "contexts": [f.passage], "answer": f.answer, "route": f.route}) + "\n"
+                    "contexts": [f.passage], "answer": f.answer, "route": f.route,
+                    "labels": {"faithfulness": 1}}) + "\n"
         for i, f in enumerate(GOOD[:3])), encoding="utf-8")
     return path
 
@@ -225,6 +231,9 @@ def with_judge(config: Path, url: str, golden: Path) -> None:
         "[judge.budget]", "tokens_per_day = 0", "usd_per_hour = 0",
         f"[judge.prices.{JUDGE_MODEL}]", "prompt = 0.5", "completion = 1.5",
         "[judge.golden]", f'path = "{golden.as_posix()}"', f"interval_s = {GOLDEN_INTERVAL_S}",
+        # The calibration maps refit from the judge's random share as often as the golden
+        # set runs, so their gauges (and the dashboard's panels on them) have data.
+        "[calibration]", f"refit_interval_s = {GOLDEN_INTERVAL_S}", "min_pairs = 10",
     ]) + "\n")
 
 
@@ -330,11 +339,19 @@ def test_alerts_and_dashboard_on_a_real_prometheus(tmp_path: Path,
             assert scored_1m and float(scored_1m[0]["value"][1]) >= test_rules.config.min_samples
             firing = [a for a in alerts if a["state"] == "firing"]
             assert not [a for a in firing if a["labels"].get("route") == CONTROL], firing
+            # The scripted judge misjudges one of the three labelled golden items (all
+            # faithful): 2/3 agree, under the 0.7 line, so GroundwatchGoldenAccuracyLow fires for
+            # the judge, and only for it (the cheap scorer agrees on all three).
+            golden_low = [a for a in firing if a["labels"]["alertname"] == GOLDEN_ACCURACY]
+            assert [(a["labels"]["scorer"], a["labels"]["metric"]) for a in golden_low] == [
+                (JUDGE, "faithfulness")], golden_low
             unexpected = [a for a in firing if not (a["labels"]["alertname"] in QUALITY_ALERTS
-                                                    and a["labels"].get("route") == DROP)]
+                                                    and a["labels"].get("route") == DROP)
+                          and a not in golden_low]
             assert not unexpected, f"alerts that must not fire: {unexpected}"
             assert {(name, route) for name, route in ever_firing
-                    if not (name in QUALITY_ALERTS and route == DROP)} == set(), ever_firing
+                    if not (name in QUALITY_ALERTS and route == DROP)
+                    and name != GOLDEN_ACCURACY} == set(), ever_firing
             mark("firing: " + ", ".join(sorted({
                 f"{a['labels']['alertname']}{{{a['labels'].get('metric', '')}}}" for a in firing})))
 
@@ -414,6 +431,14 @@ def test_alerts_and_dashboard_on_a_real_prometheus(tmp_path: Path,
             assert max(disagreed.values()) <= disagreement["share"], disagreed
             assert one('sum (groundwatch_golden_runs_total{result="ok"})') >= 1
             assert max(by_metric("groundwatch_golden_drift").values()) == 0
+            accuracy = {s["metric"]["scorer"]: float(s["value"][1]) for s in _evaluate(
+                prom, 'groundwatch_golden_accuracy{metric="faithfulness"}')}
+            assert accuracy == {JUDGE: pytest.approx(2 / 3), "lexical": 1.0}, accuracy
+            # The refit found the judge's pairs (route * is all routes): the cheap scorer
+            # ranks the judge's verdicts above chance, and the map is fitted.
+            assert one('sum (groundwatch_calibration_refits_total{result="ok"})') >= 1
+            pairs = by_metric('groundwatch_calibration_pairs{route="*"}')
+            assert pairs.get("faithfulness", 0) >= 10, pairs
             assert one('sum (groundwatch_judge_redactions_total{kind="email"})') > 0
             assert EMAIL not in judge_server.wire_text()
             mark(f"judge: {len(judge_server.requests)} calls; compared "

@@ -36,7 +36,7 @@ def test_migrations_create_the_tables_and_match_the_models(db_url: str) -> None:
         with store.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE,
                                                          "compare_type": True})
-            assert ctx.get_current_revision() == "0004"
+            assert ctx.get_current_revision() == "0005"
             assert compare_metadata(ctx, metadata) == []
 
 
@@ -163,7 +163,7 @@ def test_purge_deletes_old_finished_work_only(store: Store, clock: FakeClock) ->
     # items 2, scores 4, explanations 1, failures 1, rejections 1
     planned = store.purge_tables(cutoff, dry_run=True)
     assert planned == {"gw_items": 2, "gw_scores": 4, "gw_explanations": 1, "gw_failures": 1,
-                       "gw_rejections": 1, "gw_source_reads": 0}
+                       "gw_rejections": 1, "gw_source_reads": 0, "gw_calibration_pairs": 0}
     assert store.purge_tables(cutoff, dry_run=True) == planned  # a dry run deletes nothing
     assert store.purge(cutoff) == 9
     assert store.queries.item("old-scored") is None and store.queries.item("old-failed") is None
@@ -179,7 +179,7 @@ def test_purge_deletes_old_finished_work_only(store: Store, clock: FakeClock) ->
     assert store.purge(cutoff) == 0
 
 
-def test_downgrade_to_0002_drops_only_the_golden_tables(db_url: str) -> None:
+def test_downgrade_to_0002_drops_only_the_later_tables(db_url: str) -> None:
     from alembic import command
 
     from evaluator.store.database import alembic_config
@@ -191,8 +191,10 @@ def test_downgrade_to_0002_drops_only_the_golden_tables(db_url: str) -> None:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0002")
         names = set(inspect(store.engine).get_table_names())
-        assert "gw_golden_scores" not in names and "gw_golden_runs" not in names
-        assert TABLES - {"gw_golden_scores", "gw_golden_runs"} <= names
+        later = {"gw_golden_scores", "gw_golden_runs", "gw_calibration_pairs",
+                 "gw_calibration_maps"}  # 0003 and 0005
+        assert not later & names
+        assert TABLES - later <= names
     with Store(db_url) as again:  # migrates back to head
         assert again.golden.golden_scores("judge/1") == {}
 

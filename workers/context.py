@@ -13,6 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from evaluator.calibration.apply import Calibrator
+from evaluator.calibration.refit import RefitScheduler
 from evaluator.config import Config
 from evaluator.judge.golden import GoldenScheduler, build_golden_judge
 from evaluator.scorers import Scorer, build_judge, build_scorer
@@ -32,6 +34,8 @@ class WorkerContext:
     pid: int
     # The golden set's re-judging thread (judge.golden.path set and a judge configured).
     golden: GoldenScheduler | None = None
+    # The calibration maps' refit thread (a judge configured, [calibration] refit on).
+    refit: RefitScheduler | None = None
 
     @property
     def scorer(self) -> Scorer:
@@ -56,13 +60,17 @@ class WorkerContext:
             store.close()
             raise
         metrics = Metrics(config.metrics)
-        golden = _golden_scheduler(config, store, metrics)
+        golden = _golden_scheduler(config, store, metrics, scorer)
+        refit = _refit_scheduler(config, store, metrics, scorer, judge)
         log.info("worker context ready", extra={"pid": os.getpid(), "scorer": scorer.name})
         scoring = Scoring([scorer], judge=judge, cascade=config.judge.cascade,
-                          salt=config.sampling.salt.get_secret_value())
-        return cls(config, store, scoring, metrics, os.getpid(), golden)
+                          salt=config.sampling.salt.get_secret_value(),
+                          calibrator=_calibrator(config, store, scorer))
+        return cls(config, store, scoring, metrics, os.getpid(), golden, refit)
 
     def close(self) -> None:
+        if self.refit is not None:
+            self.refit.stop()
         if self.golden is not None:
             self.golden.stop()
             self.golden.scorer.close()
@@ -73,10 +81,12 @@ class WorkerContext:
             self.store.close()
 
 
-def _golden_scheduler(config: Config, store: Store, metrics: Metrics) -> GoldenScheduler | None:
+def _golden_scheduler(config: Config, store: Store, metrics: Metrics,
+                      cheap: Scorer) -> GoldenScheduler | None:
     """The golden set's scheduler, started, with a judge of its own (its cache off), or None
     when there is no golden set or no judge. Every worker process holds one; the store's
-    claim lets one of them run the set per interval."""
+    claim lets one of them run the set per interval. ``cheap`` (the worker's scorer of every
+    item) is measured against the golden items' labels beside the judge."""
     if not config.judge.golden.path:
         return None
     judge = build_golden_judge(config)
@@ -86,10 +96,38 @@ def _golden_scheduler(config: Config, store: Store, metrics: Metrics) -> GoldenS
         return None
     try:
         _warm(judge)
-        scheduler = GoldenScheduler(config.judge.golden, judge, store.golden, metrics)
+        scheduler = GoldenScheduler(config.judge.golden, judge, store.golden, metrics,
+                                    cheap=cheap, thresholds=config.scoring.thresholds)
     except BaseException:
         judge.close()
         raise
+    scheduler.start()
+    return scheduler
+
+
+def _calibrator(config: Config, store: Store, scorer: Scorer) -> Calibrator | None:
+    """The calibration maps of the scorer that scores every item, read from the store every
+    ``[calibration] refresh_s`` (None with calibration off)."""
+    if not config.calibration.enabled:
+        return None
+    return Calibrator(scorer.name, scorer.version,
+                      lambda: store.calibration.newest_maps(scorer.name, scorer.version,
+                                                            usable_only=True),
+                      refresh_s=config.calibration.refresh_s)
+
+
+def _refit_scheduler(config: Config, store: Store, metrics: Metrics, scorer: Scorer,
+                     judge: Scorer | None) -> RefitScheduler | None:
+    """The refit of the maps from the judge's pairs, started, or None without a judge beside
+    the cheap scorer or with the refit off. Every worker process holds one; the store's claim
+    lets one of them refit per interval."""
+    if judge is None or not config.calibration.enabled or \
+            config.calibration.refit_interval_s <= 0:
+        return None
+    scheduler = RefitScheduler(config.calibration, store.calibration, store.golden,
+                               metrics.calibration, scorer=scorer.name,
+                               scorer_version=scorer.version,
+                               thresholds=config.scoring.thresholds)
     scheduler.start()
     return scheduler
 

@@ -22,17 +22,19 @@ new baseline and only a silent change shows as drift. See docs/judge-golden.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
-import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from evaluator.errors import ConfigError, GoldenRunError
+from evaluator.periodic import ClaimedJob, short
 from evaluator.records import LogRecord
 from evaluator.scorers import JUDGES, build_judge, build_scorer
 from evaluator.scorers.base import METRICS, Outcome, ScoredBatch, Scorer
@@ -45,19 +47,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("groundwatch.golden")
 
 KEY = "judge.golden.path"
-FIELDS = ("request_id", "question", "contexts", "answer", "route")
+# A label at or above this is a pass; the side of a metric without a threshold, too.
+LABEL_THRESHOLD = 0.5
+FIELDS = ("request_id", "question", "contexts", "answer", "route", "labels")
 # The store's column sizes (gw_golden_scores); longer values could not be stored.
 MAX_REQUEST_ID_CHARS = 200
 MAX_JUDGE_VERSION_CHARS = 200
-# The scheduler looks at the clock at least this often (seconds), so a stop, or a run that
-# another process gave up, is noticed within it whatever the interval.
-MAX_POLL_S = 30.0
 # The most items listed in GoldenRun.deltas' display (the CLI's "moved most").
 TOP_MOVED = 5
 
 
 class _GoldenSink(Protocol):
     def set_golden(self, scores: Mapping[str, float], drift: Mapping[str, float]) -> None: ...
+
+    def set_golden_accuracy(self, accuracy: Sequence[LabelAccuracy]) -> None: ...
 
     def observe_golden_run(self, result: str) -> None: ...
 
@@ -80,48 +83,85 @@ def load_golden(path: str | os.PathLike[str], *, now: datetime | None = None
     directory; ``~`` expanded).
 
     One JSON object per line: ``question`` (text), ``contexts`` (a list of texts, may be
-    empty), ``answer`` (text), optionally ``request_id`` (default ``golden-<line number>``)
-    and ``route``. Blank lines are skipped. Raises :class:`ConfigError` (key
-    ``judge.golden.path``, the file as its path) for a file that cannot be read, holds no item,
-    or has a bad line: not JSON, not an object, an unknown, missing or mistyped field, or a
-    request id seen before (both line numbers are named).
+    empty), ``answer`` (text), optionally ``request_id`` (default ``golden-<line number>``),
+    ``route`` and ``labels`` (a person's verdict per metric: see :func:`load_labelled`).
+    Blank lines are skipped. Raises :class:`ConfigError` (key ``judge.golden.path``, the file
+    as its path) for a file that cannot be read, holds no item, or has a bad line: not JSON,
+    not an object, an unknown, missing or mistyped field, or a request id seen before (both
+    line numbers are named).
     """
+    return [item.record for item in _load_items(path, KEY, now)]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledItem:
+    """A golden or labelled item and the verdicts a person gave it: metric -> value in
+    [0, 1] (1 = faithful, relevant, ...; a number between says how much)."""
+
+    record: LogRecord
+    labels: Mapping[str, float]
+
+
+def load_labelled(path: str | os.PathLike[str], *, key: str | None = KEY,
+                  require_labels: bool = False, now: datetime | None = None
+                  ) -> list[LabelledItem]:
+    """The items of a golden-set file with their ``labels``: an object of metric names
+    (faithfulness, groundedness, answer_relevance, context_relevance) to a number in [0, 1]
+    or true/false. With ``require_labels`` (``groundwatch calibrate --labels``) every line
+    must carry at least one. Errors as :func:`load_golden`'s, under ``key``."""
+    items = _load_items(path, key, now)
+    if require_labels:
+        for number, item in enumerate(items, start=1):
+            if not item.labels:
+                raise ConfigError(f"item {number} ({item.record.request_id}): no labels; each "
+                                  "line needs \"labels\": {\"faithfulness\": 1, ...}",
+                                  path=str(path), key=key)
+    return items
+
+
+def _load_items(path: str | os.PathLike[str], key: str | None, now: datetime | None
+                ) -> list[LabelledItem]:
     shown = str(path)
     file = os.path.expanduser(shown)
     try:
         with open(file, "rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
-        raise ConfigError("the golden set file does not exist", path=shown, key=KEY) from None
+        raise ConfigError("the golden set file does not exist", path=shown, key=key) from None
     except IsADirectoryError:
-        raise ConfigError("is a directory, not a golden set file", path=shown, key=KEY) from None
+        raise ConfigError("is a directory, not a golden set file", path=shown, key=key) from None
     except OSError as exc:
         raise ConfigError(f"cannot read the golden set: {exc.strerror or exc}", path=shown,
-                          key=KEY) from None
+                          key=key) from None
     now = now or datetime.now(UTC)
-    records: list[LogRecord] = []
+    items: list[LabelledItem] = []
     seen: dict[str, int] = {}
     for number, line_bytes in enumerate(raw.splitlines(), start=1):
         if not line_bytes.strip():
             continue
-        record = _parse_line(line_bytes, number, shown, now)
-        if record.request_id in seen:
-            raise _bad(shown, number, "request_id",
-                       f"{record.request_id!r} is already the id of line "
-                       f"{seen[record.request_id]}")
-        seen[record.request_id] = number
-        records.append(record)
-    if not records:
-        raise ConfigError("the golden set file holds no item", path=shown, key=KEY)
-    return records
+        item = _parse_line(line_bytes, number, shown, now, key)
+        rid = item.record.request_id
+        if rid in seen:
+            raise _bad_at(shown, number, "request_id",
+                          f"{rid!r} is already the id of line {seen[rid]}", key)
+        seen[rid] = number
+        items.append(item)
+    if not items:
+        raise ConfigError("the golden set file holds no item", path=shown, key=key)
+    return items
 
 
-def _bad(path: str, number: int, field: str | None, problem: str) -> ConfigError:
+def _bad_at(path: str, number: int, field: str | None, problem: str,
+            key: str | None = KEY) -> ConfigError:
     where = f"line {number}" + (f", field '{field}'" if field else "")
-    return ConfigError(f"{where}: {problem}", path=path, key=KEY)
+    return ConfigError(f"{where}: {problem}", path=path, key=key)
 
 
-def _parse_line(line_bytes: bytes, number: int, path: str, now: datetime) -> LogRecord:
+def _parse_line(line_bytes: bytes, number: int, path: str, now: datetime,
+                key: str | None = KEY) -> LabelledItem:
+    def _bad(path: str, number: int, field: str | None, problem: str) -> ConfigError:
+        return _bad_at(path, number, field, problem, key)
+
     try:
         line = line_bytes.decode("utf-8")
     except UnicodeDecodeError:
@@ -168,9 +208,34 @@ def _parse_line(line_bytes: bytes, number: int, path: str, now: datetime) -> Log
         raise _bad(path, number, "request_id",
                    f"longer than {MAX_REQUEST_ID_CHARS} characters")
     assert question is not None and answer is not None
-    return LogRecord(request_id=request_id, timestamp=now, question=question,
-                     contexts=tuple(contexts), answer=answer,
-                     route=text("route", required=False))
+    record = LogRecord(request_id=request_id, timestamp=now, question=question,
+                       contexts=tuple(contexts), answer=answer,
+                       route=text("route", required=False))
+    return LabelledItem(record, _labels(data.get("labels"), lambda field, problem: _bad(
+        path, number, field, problem)))
+
+
+def _labels(raw: object, bad: Callable[[str, str], ConfigError]) -> dict[str, float]:
+    """``labels``: metric -> a number in [0, 1] or true/false."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise bad("labels", f"must be an object of metric: label, got {type(raw).__name__}")
+    out: dict[str, float] = {}
+    for metric, value in raw.items():
+        if metric not in METRICS:
+            raise bad("labels", f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+        if isinstance(value, bool):
+            out[metric] = 1.0 if value else 0.0
+        elif isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1:
+            out[metric] = float(value)
+        else:
+            raise bad("labels", f"{metric}: a label is a number in [0, 1] or true/false, "
+                                f"got {value!r}")
+    return out
+
+
+
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -196,6 +261,37 @@ class GoldenDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelAccuracy:
+    """How often one scorer's ``ok`` scores of one metric fall on the same side of the
+    metric's threshold as the golden items' labels (a label of 0.5 or more is a pass)."""
+
+    scorer: str
+    metric: str
+    n: int
+    agree: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.agree / self.n if self.n else 0.0
+
+
+def label_accuracy(scorer: str, values: Mapping[str, Mapping[str, float]],
+                   labels: Mapping[str, Mapping[str, float]],
+                   thresholds: Mapping[str, float]) -> list[LabelAccuracy]:
+    """Per metric, ``scorer``'s agreement with the labels over the items that have both."""
+    out = []
+    for metric in METRICS:
+        pairs = [(values[rid][metric], label[metric]) for rid, label in labels.items()
+                 if metric in label and metric in values.get(rid, {})]
+        if not pairs:
+            continue
+        threshold = thresholds.get(metric, LABEL_THRESHOLD)
+        agree = sum((v >= threshold) == (lab >= LABEL_THRESHOLD) for v, lab in pairs)
+        out.append(LabelAccuracy(scorer, metric, len(pairs), agree))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class GoldenRun:
     """One run of the golden set. ``scores``, ``drift`` and ``counts`` are per metric (the
     metrics at least one item got an ``ok`` value for): the mean score, the mean |score -
@@ -211,6 +307,8 @@ class GoldenRun:
     drift: Mapping[str, float]
     counts: Mapping[str, int]
     deltas: tuple[GoldenDelta, ...]
+    # Where golden items carry labels: the judge's and the cheap scorer's accuracy on them.
+    accuracy: tuple[LabelAccuracy, ...] = ()
 
     def moved_most(self, n: int = TOP_MOVED) -> tuple[GoldenDelta, ...]:
         """The ``n`` items (and metrics) whose score moved furthest from the baseline."""
@@ -219,7 +317,10 @@ class GoldenRun:
 
 def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: GoldenStore,
                metrics: GoldenMetrics | None, *, judge_version: str,
-               now: datetime | None = None) -> GoldenRun:
+               now: datetime | None = None,
+               labels: Mapping[str, Mapping[str, float]] | None = None,
+               cheap: Scorer | None = None,
+               thresholds: Mapping[str, float] | None = None) -> GoldenRun:
     """Score ``records`` once with ``scorer``, store the ``ok`` values under
     ``judge_version`` (the first of each item and metric is its baseline), set the golden
     gauges and count the run.
@@ -234,6 +335,12 @@ def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: GoldenStore,
     then the scorer's ``score_gated``, or ``score_batch`` for a scorer that has only that), so
     the judge's calls, tokens and cost count in ``metrics``.
     ``now`` (default: the store's clock) stamps the stored values.
+
+    Where items carry ``labels`` (request id -> metric -> label), the run also measures the
+    judge's accuracy against them, and ``cheap``'s (the scorer that scores every item) on the
+    same items, on the side of ``thresholds`` (:class:`LabelAccuracy`), exported as
+    ``groundwatch_golden_accuracy{scorer,metric}``. The cheap scorer failing only leaves its
+    accuracy out (a raise is logged in one line).
     """
     if not records:
         raise ValueError("run_golden needs at least one record")
@@ -261,13 +368,40 @@ def run_golden(scorer: Scorer, records: Sequence[LogRecord], store: GoldenStore,
         if metrics is not None:
             metrics.judge.observe_golden_run("error")
         raise
+    if labels:
+        run = dataclasses.replace(run, accuracy=tuple(_accuracy(
+            scorer, values, records, labels, cheap, thresholds or {})))
     if metrics is not None:
         metrics.judge.set_golden(run.scores, run.drift)
+        if run.accuracy:
+            metrics.judge.set_golden_accuracy(run.accuracy)
         metrics.judge.observe_golden_run("ok")
     log.info("golden set: %d items judged by %s, %d errors; %s", run.n_items, judge_version,
              run.n_errors, ", ".join(f"{m} {run.scores[m]:.3f} (drift {run.drift[m]:.3f})"
                                      for m in run.scores))
     return run
+
+
+def _accuracy(judge: Scorer, values: Mapping[str, Mapping[str, float]],
+              records: Sequence[LogRecord], labels: Mapping[str, Mapping[str, float]],
+              cheap: Scorer | None, thresholds: Mapping[str, float]) -> list[LabelAccuracy]:
+    out = label_accuracy(judge.name, values, labels, thresholds)
+    if cheap is None or cheap.name == judge.name:
+        return out
+    labelled = [r for r in records if r.request_id in labels]
+    try:
+        batch = Scoring([cheap]).score(labelled)
+    except Exception as exc:
+        log.warning("golden set: the cheap scorer %s could not score the labelled items: "
+                    "%s: %s; its accuracy is left out", cheap.name, type(exc).__name__,
+                    short(exc))
+        return out
+    cheap_values: dict[str, dict[str, float]] = {}
+    for item in batch.runs[0].items:
+        for m in item.metrics:
+            if m.outcome is Outcome.OK and m.value is not None:
+                cheap_values.setdefault(item.request_id, {})[m.metric] = m.value
+    return out + label_accuracy(cheap.name, cheap_values, labels, thresholds)
 
 
 def _summarise(version: str, at: datetime, n_items: int, n_errors: int,
@@ -299,6 +433,11 @@ def format_golden(run: GoldenRun, *, top: int = TOP_MOVED) -> str:
     for metric, mean in run.scores.items():
         lines.append(f"{metric:<18} {mean:>6.3f} {run.drift[metric]:>6.3f} "
                      f"{run.counts[metric]:>5}")
+    if run.accuracy:
+        lines += ["", "against the labels (same side of the threshold):",
+                  f"  {'scorer':<12} {'metric':<18} {'accuracy':>8} {'n':>5}"]
+        for a in run.accuracy:
+            lines.append(f"  {a.scorer:<12} {a.metric:<18} {a.accuracy:>8.3f} {a.n:>5}")
     moved = run.moved_most(top)
     lines.append("")
     if not moved:
@@ -334,7 +473,8 @@ def build_golden_judge(config: Config) -> Scorer | None:
 
 
 class GoldenScheduler:
-    """Runs the golden set every ``config.interval_s`` from a daemon thread.
+    """Runs the golden set every ``config.interval_s`` from a daemon thread
+    (:class:`~evaluator.periodic.ClaimedJob`).
 
     Every worker process may hold one: a run happens only in the process whose
     :meth:`evaluator.store.GoldenStore.claim_golden_run` succeeds, so there
@@ -351,15 +491,21 @@ class GoldenScheduler:
 
     def __init__(self, config: GoldenConfig, scorer: Scorer, store: GoldenStore,
                  metrics: GoldenMetrics | None, *, records: Sequence[LogRecord] | None = None,
-                 name: str | None = None, stop_timeout_s: float = 10.0) -> None:
+                 name: str | None = None, stop_timeout_s: float = 10.0,
+                 cheap: Scorer | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> None:
         if not config.path.strip() and records is None:
             raise ConfigError("the golden set is off (empty): nothing to schedule", key=KEY)
         self.config = config
         self.scorer = scorer
         self.store = store
         self.metrics = metrics
-        self.records = tuple(records) if records is not None else tuple(
-            load_golden(config.path))
+        self.cheap = cheap
+        self.thresholds = dict(thresholds or {})
+        items = [LabelledItem(r, {}) for r in records] if records is not None else \
+            load_labelled(config.path)
+        self.records = tuple(i.record for i in items)
+        self.labels = {i.record.request_id: i.labels for i in items if i.labels}
         self.judge_version = judge_version(scorer)
         if len(self.judge_version) > MAX_JUDGE_VERSION_CHARS:
             raise ConfigError(f"the judge's version {self.judge_version[:60]!r}... is longer "
@@ -367,69 +513,31 @@ class GoldenScheduler:
         # One schedule per judge version: two deployments judging with different models on
         # one store each run their own golden set.
         self.name = name or f"golden:{self.judge_version}"
-        self.poll_s = min(config.interval_s, MAX_POLL_S)
-        self.stop_timeout_s = stop_timeout_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._claim_failing = False
+        self._job: ClaimedJob[GoldenRun] = ClaimedJob(
+            self.name, config.interval_s, store.claim_golden_run, self._run,
+            what=f"golden set ({len(self.records)} items by {self.judge_version})", log=log,
+            store=store, stop_timeout_s=stop_timeout_s)
+        self.poll_s = self._job.poll_s
+
+    def _run(self) -> GoldenRun:
+        return run_golden(self.scorer, self.records, self.store, self.metrics,
+                          judge_version=self.judge_version, labels=self.labels,
+                          cheap=self.cheap, thresholds=self.thresholds)
 
     def tick(self) -> GoldenRun | None:
         """Claim the run and, when this process got it, run it. Never raises: a failure is
         logged (one line) and counted. Returns the run, or None."""
-        try:
-            claimed = self.store.claim_golden_run(self.name, self.config.interval_s)
-        except Exception as exc:
-            if not self._claim_failing:
-                log.warning("golden set: cannot claim the run in %s: %s: %s; retrying every "
-                            "%gs", self.store, type(exc).__name__, _short(exc), self.poll_s)
-            self._claim_failing = True
-            return None
-        if self._claim_failing:
-            log.info("golden set: the store answers again")
-            self._claim_failing = False
-        if not claimed:
-            return None
-        try:
-            return run_golden(self.scorer, self.records, self.store, self.metrics,
-                              judge_version=self.judge_version)
-        except Exception as exc:
-            log.error("golden set: the run of %d items by %s failed: %s: %s; next try in "
-                      "%gs", len(self.records), self.judge_version, type(exc).__name__,
-                      _short(exc), self.config.interval_s)
-            return None
+        return self._job.tick()
 
     def start(self) -> None:
         """Start the thread (its first look at the schedule is immediate)."""
-        if self._thread is not None:
-            raise RuntimeError("the golden scheduler is already started")
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                self.tick()
-                if self._stop.wait(self.poll_s):
-                    return
-
-        self._thread = threading.Thread(target=loop, name="groundwatch-golden", daemon=True)
-        self._thread.start()
+        self._job.start("groundwatch-golden")
 
     def stop(self) -> None:
         """Stop the thread, waiting at most ``stop_timeout_s`` for a run in progress (a judge
         call can take long; the daemon thread is then left to end with the process)."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        thread.join(timeout=self.stop_timeout_s)
-        if thread.is_alive():
-            log.warning("golden set: a run still in progress after %gs; not waiting for it",
-                        self.stop_timeout_s)
+        self._job.stop()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return self._job.running

@@ -38,12 +38,17 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class MetricResult:
-    """One metric of one item. ``reason`` explains ``not_applicable``; ``error_kind`` ``error``."""
+    """One metric of one item. ``reason`` explains ``not_applicable``; ``error_kind`` ``error``.
+
+    ``calibrated`` is an ``ok`` value after the calibration map named ``calibration``
+    (``judge#12``; :mod:`evaluator.calibration`); both None where no map applied."""
 
     metric: str
     outcome: Outcome
     value: float | None = None
     reason: str | None = None
+    calibrated: float | None = None
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -56,6 +61,14 @@ class MetricResult:
             raise ValueError(f"{self.metric}: outcome {self.outcome} carries no value")
         elif not self.reason:
             raise ValueError(f"{self.metric}: outcome {self.outcome} needs a reason")
+        if (self.calibrated is None) != (self.calibration is None):
+            raise ValueError(f"{self.metric}: a calibrated value needs its map's name and "
+                             "a map's name its value")
+        if self.calibrated is not None and (
+                self.outcome is not Outcome.OK or not math.isfinite(self.calibrated)
+                or not 0.0 <= self.calibrated <= 1.0):
+            raise ValueError(f"{self.metric}: a calibrated value is an ok score's, in [0, 1], "
+                             f"got {self.calibrated!r} on outcome {self.outcome}")
 
     @classmethod
     def ok(cls, metric: str, value: float) -> MetricResult:

@@ -118,6 +118,10 @@ scores = Table(
     Column("model", String(), nullable=True),
     Column("log_timestamp", UTCDateTime(), nullable=False),
     Column("scored_at", UTCDateTime(), nullable=False),
+    # The value after the calibration map that applied (evaluator/calibration), and the map's
+    # name (``judge#12``); both null where no map applied (``value`` is then what counts).
+    Column("calibrated", Double(), nullable=True),
+    Column("calibration", String(64), nullable=True),
     UniqueConstraint("request_id", "metric", "scorer", "scorer_version"),
     CheckConstraint("outcome IN ('ok', 'not_applicable', 'error')", name="outcome"),
     CheckConstraint("(outcome = 'ok') = (value IS NOT NULL)", name="value_iff_ok"),
@@ -217,4 +221,43 @@ golden_runs = Table(
     Column("name", String(255), primary_key=True),
     Column("next_at", UTCDateTime(), nullable=False),
     Column("last_run_at", UTCDateTime(), nullable=True),
+)
+
+# The calibration's pairs (evaluator/calibration): per cheap scorer version, item and metric,
+# the cheap score and what it should have been -- the judge's value on an item of the
+# cascade's random share. Purged with the scores (by created_at).
+calibration_pairs = Table(
+    "gw_calibration_pairs",
+    metadata,
+    Column("request_id", String(200), primary_key=True),
+    Column("metric", String(64), primary_key=True),
+    Column("scorer", String(64), primary_key=True),
+    Column("scorer_version", String(64), primary_key=True),
+    Column("judge", String(200), nullable=False),
+    Column("route", String(), nullable=False),
+    Column("cheap", Double(), nullable=False),
+    Column("target", Double(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_gw_calibration_pairs_scorer", "scorer", "scorer_version", "created_at"),
+    Index(None, "created_at"),
+)
+
+# The fitted maps, per cheap scorer version, route and metric: the newest usable one applies.
+# A few of each key are kept (CalibrationStore.KEEP_PER_KEY); the retention purge leaves them.
+calibration_maps = Table(
+    "gw_calibration_maps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scorer", String(64), nullable=False),
+    Column("scorer_version", String(64), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("route", String(), nullable=False),
+    Column("metric", String(64), nullable=False),
+    Column("fitted_at", UTCDateTime(), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("usable", Boolean(), nullable=False),
+    Column("body", json_type(), nullable=False),
+    CheckConstraint("source IN ('judge', 'labels')", name="source"),
+    Index("ix_gw_calibration_maps_key", "scorer", "scorer_version", "route", "metric",
+          "fitted_at"),
 )

@@ -15,13 +15,14 @@ from evaluator.store.rows import ExplanationRow, FailureRow, ItemRow, RejectionR
 
 _SCORE_COLUMNS = (scores.c.request_id, scores.c.metric, scores.c.scorer,
                   scores.c.scorer_version, scores.c.outcome, scores.c.value, scores.c.reason,
-                  scores.c.route, scores.c.model, scores.c.log_timestamp, scores.c.scored_at)
+                  scores.c.route, scores.c.model, scores.c.log_timestamp, scores.c.scored_at,
+                  scores.c.calibrated, scores.c.calibration)
 
 
 def _score_row(row: Any) -> ScoreRow:
     return ScoreRow(row.request_id, row.metric, row.scorer, row.scorer_version,
                     Outcome(row.outcome), row.value, row.reason, row.route, row.model,
-                    row.log_timestamp, row.scored_at)
+                    row.log_timestamp, row.scored_at, row.calibrated, row.calibration)
 
 
 def _rejection_row(r: Any) -> RejectionRow:

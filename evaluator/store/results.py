@@ -14,12 +14,14 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from evaluator.calibration.fit import NO_ROUTE
 from evaluator.records import LogRecord
 from evaluator.scorers.base import ItemResult, MetricResult, ScoredBatch, ScorerRun, Written
 from evaluator.store.database import Database, chunks
 from evaluator.store.models import failures
 from evaluator.store.rows import UNSAMPLED
 from evaluator.store.writes import Transaction, WritePath, mark_items
+from evaluator.verdicts import random_share_pairs
 
 MAX_REASON_CHARS = 4000
 
@@ -102,7 +104,20 @@ class ResultWriter:
             for p in prepared:
                 out.extend(self._write_run(tx, p))
             self._mark_scored(tx, ids, records, now)
+            self._add_pairs(tx, batch, out, now)
         return out
+
+    def _add_pairs(self, tx: Transaction, batch: ScoredBatch, written: Sequence[Written],
+                   now: datetime) -> None:
+        """The calibration's pairs (:func:`~evaluator.verdicts.random_share_pairs`), in the
+        scores' transaction: a batch's pairs are stored exactly when its judge scores are."""
+        pairs = random_share_pairs(batch, written)
+        if not pairs:
+            return
+        now_p = self._path.ts(now)
+        tx.run("add_pairs", self._path.prepare("add_pairs", [
+            (p.request_id, p.metric, p.cheap_scorer, p.cheap_version, p.judge[:200],
+             p.route or NO_ROUTE, p.cheap, p.judge_value, now_p) for p in pairs]))
 
     def _prepare(self, run: ScorerRun, by_id: Mapping[str, ItemResult],
                  records: Mapping[str, LogRecord], now: datetime) -> _PreparedRun:
@@ -123,7 +138,7 @@ class ResultWriter:
                 keys.append((rid, metric.metric, outcome))
                 score_rows.append((rid, metric.metric, run.scorer, run.version, outcome,
                                    metric.value, metric.reason, record.route, record.model,
-                                   log_ts, now_p))
+                                   log_ts, now_p, metric.calibrated, metric.calibration))
             expl[rid] = (rid, run.scorer, run.version, js(result.explanation.to_dict()),
                          js([{"kind": d.kind, "detail": d.detail} for d in result.detections]),
                          now_p)

@@ -30,6 +30,9 @@ class ScoreRow:
     model: str | None
     log_timestamp: datetime
     scored_at: datetime
+    # The value after the calibration map named ``calibration``; None where none applied.
+    calibrated: float | None = None
+    calibration: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

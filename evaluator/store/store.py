@@ -7,7 +7,8 @@ once (see :mod:`evaluator.store.database`). Each caller uses only its part:
 * :attr:`Store.ledger` -- the sampler's cursors, locks, items, source reads and rejections;
 * :attr:`Store.results` -- the Celery task's scored batches and dead letters;
 * :attr:`Store.queries` -- the reads of ``explain``, the reports, the exporter and the CLI;
-* :attr:`Store.golden` -- the judge's golden-set scores and schedule.
+* :attr:`Store.golden` -- the judge's golden-set scores and schedule;
+* :attr:`Store.calibration` -- the calibration's pairs and maps.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, func, select
 
 from evaluator.config import StoreConfig
+from evaluator.store.calibration import CalibrationStore
 from evaluator.store.database import Clock, Database
 from evaluator.store.golden import GoldenStore
 from evaluator.store.ledger import Ledger
-from evaluator.store.models import explanations, failures, items, rejections, scores, source_reads
+from evaluator.store.models import (
+    calibration_pairs,
+    explanations,
+    failures,
+    items,
+    rejections,
+    scores,
+    source_reads,
+)
 from evaluator.store.queries import Queries
 from evaluator.store.results import ResultWriter
 from evaluator.store.writes import WritePath
@@ -44,6 +54,8 @@ class Store:
         self.queries = Queries(self.db)
         #: The judge's golden set.
         self.golden = GoldenStore(self.db)
+        #: The calibration's pairs and maps.
+        self.calibration = CalibrationStore(self.db)
         if migrate:
             self.migrate()
 
@@ -99,11 +111,14 @@ class Store:
         with ``dry_run`` the rows that would be, deleting nothing.
 
         Finished items (``scored`` or ``failed``, by last update), scores (by scoring time),
-        explanations, failures and rejections (by creation time), source reads (by log time).
+        explanations, failures, rejections and calibration pairs (by creation time), source
+        reads (by log time).
         Queued items and cursors stay. One transaction.
 
         The golden set's tables are left out on purpose: a few rows per golden item, and a
-        purge would reset the judge's baseline without anyone asking for it.
+        purge would reset the judge's baseline without anyone asking for it. So are the
+        calibration maps: a few fits per key are kept (:data:`~evaluator.store.calibration.
+        KEEP_PER_KEY`), and the newest usable one must outlive any retention.
         """
         conditions = (
             (items, items.c.status.in_(("scored", "failed")) & (items.c.updated_at < older_than)),
@@ -112,6 +127,7 @@ class Store:
             (failures, failures.c.created_at < older_than),
             (rejections, rejections.c.created_at < older_than),
             (source_reads, source_reads.c.log_timestamp < older_than),
+            (calibration_pairs, calibration_pairs.c.created_at < older_than),
         )
         if dry_run:
             with self.db.engine.connect() as conn:

@@ -28,12 +28,15 @@ from sqlalchemy.sql.dml import Insert
 
 from evaluator.scorers.base import Outcome
 from evaluator.store.database import Database, chunks
-from evaluator.store.models import explanations, items, scores
+from evaluator.store.models import calibration_pairs, explanations, items, scores
 
 ITEM_COLUMNS = ("request_id", "source", "log_timestamp", "route", "model", "rule", "status",
                 "sampled_at", "updated_at", "payload")
 SCORE_COLUMNS = ("request_id", "metric", "scorer", "scorer_version", "outcome", "value",
-                 "reason", "route", "model", "log_timestamp", "scored_at")
+                 "reason", "route", "model", "log_timestamp", "scored_at", "calibrated",
+                 "calibration")
+PAIR_COLUMNS = ("request_id", "metric", "scorer", "scorer_version", "judge", "route", "cheap",
+                "target", "created_at")
 EXPLANATION_COLUMNS = ("request_id", "scorer", "scorer_version", "body", "detections",
                        "created_at")
 
@@ -81,6 +84,8 @@ class WriteStatements:
         )
         self.add_explanations = db.insert(explanations).on_conflict_do_nothing(
             index_elements=key)
+        self.add_pairs = db.insert(calibration_pairs).on_conflict_do_nothing(
+            index_elements=list(calibration_pairs.primary_key.columns))
 
     def columns(self) -> dict[str, tuple[Any, tuple[str, ...]]]:
         """Each statement by name, with the order of the row tuples it takes."""
@@ -89,6 +94,7 @@ class WriteStatements:
             "upsert_scores": (self.upsert_scores, SCORE_COLUMNS),
             "replace_explanations": (self.replace_explanations, EXPLANATION_COLUMNS),
             "add_explanations": (self.add_explanations, EXPLANATION_COLUMNS),
+            "add_pairs": (self.add_pairs, PAIR_COLUMNS),
         }
 
 

@@ -100,31 +100,38 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_golden(args: argparse.Namespace) -> int:
     """Run the judge's golden set once, now (no claim: the schedule is untouched) and print
-    per metric its mean, its drift from the baseline and the items that moved most."""
+    per metric its mean, its drift from the baseline and the items that moved most; where the
+    items carry labels, the judge's and the cheap scorer's accuracy against them."""
     config = config_of(args)
     if not config.judge.golden.path.strip():
         print("groundwatch golden: judge.golden.path is empty: set it to a JSON Lines file of "
               "golden items (docs/judge-golden.md)", file=sys.stderr)
         return EXIT_CONFIG
-    records = golden.load_golden(config.judge.golden.path)
+    items = golden.load_labelled(config.judge.golden.path)
+    labels = {i.record.request_id: i.labels for i in items if i.labels}
     judge = golden.build_golden_judge(config)
     if judge is None:
         print("groundwatch golden: no judge is configured: set judge.base_url and judge.model, "
               "and scoring.judge (or scoring.scorer = \"ragas\" or \"compact\")",
               file=sys.stderr)
         return EXIT_CONFIG
+    cheap = build_scorer(config) if labels and config.scoring.scorer != judge.name else None
     try:
         # metrics="keep": the gauges and the run's count join the exporter's, as a
         # scheduled run's do.
         with ProcessContext(config, metrics="keep") as process:
             try:
-                run = golden.run_golden(judge, records, process.store.golden, process.metrics,
-                                        judge_version=golden.judge_version(judge))
+                run = golden.run_golden(judge, [i.record for i in items], process.store.golden,
+                                        process.metrics, judge_version=golden.judge_version(judge),
+                                        labels=labels, cheap=cheap,
+                                        thresholds=config.scoring.thresholds)
             except Exception as exc:
                 print(f"groundwatch golden: the run failed: {type(exc).__name__}: "
                       f"{' '.join(str(exc).split())[:500]}", file=sys.stderr)
                 return 1
     finally:
         judge.close()
+        if cheap is not None:
+            cheap.close()
     print(golden.format_golden(run))
     return 0

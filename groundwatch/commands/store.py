@@ -57,7 +57,8 @@ def _question(queries: Any, request_id: str) -> str:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     with store_process(config_of(args)) as process:
-        text = format_explanation(process.store.queries, args.request_id)
+        text = format_explanation(process.store.queries, args.request_id,
+                                  map_of=process.store.calibration.map_by_id)
     if text is None:
         print(f"no item, score or rejection with request id {args.request_id!r}",
               file=sys.stderr)

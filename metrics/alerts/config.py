@@ -143,6 +143,10 @@ class GaugeAbove(Alert):
     above: float = Field(ge=0)
 
 
+class GaugeBelow(Alert):
+    below: float = Field(gt=0, le=1)
+
+
 class AgeAbove(Alert):
     above: Window
 
@@ -190,6 +194,7 @@ class Alerts(_Model):
     GroundwatchJudgeBudgetExhausted: WindowIncrease
     GroundwatchJudgeDisagreement: CountedShare
     GroundwatchGoldenDrift: GaugeAbove
+    GroundwatchGoldenAccuracyLow: GaugeBelow
     GroundwatchQueueBacklog: GaugeAbove
     GroundwatchBacklogAge: AgeAbove
     GroundwatchPipelineStalled: PipelineStall
@@ -207,6 +212,10 @@ ALERT_NAMES: tuple[str, ...] = tuple(Alerts.model_fields)
 
 class Quality(_Model):
     budget_share: Share
+    # Which scores the quality alerts read: "raw" (groundwatch_score) or "calibrated"
+    # (groundwatch_calibrated_score: after the calibration map of the route and metric, the
+    # raw score where none applies; docs/calibration.md).
+    values: Literal["raw", "calibrated"] = "raw"
     # Per metric: the mean below which GroundwatchQualityMeanLow fires. A metric left out takes
     # its [scoring.thresholds] value from the scoring config.
     mean_thresholds: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] = Field(

@@ -13,12 +13,13 @@ expects exactly the series that fire in Prometheus: the two renderings are check
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from metrics.alerts.config import (
     AgeAbove,
     CountedShare,
     GaugeAbove,
+    GaugeBelow,
     HeartbeatStale,
     PipelineStall,
     QualityBurn,
@@ -27,7 +28,7 @@ from metrics.alerts.config import (
     WindowIncrease,
     WindowShare,
 )
-from metrics.alerts.rules import DETECTION_KINDS, JUDGE_SCORERS, RuleSet, number
+from metrics.alerts.rules import CALIBRATED, DETECTION_KINDS, JUDGE_SCORERS, RuleSet, number
 
 ROUTE = "checkout"
 SCORER = "embedded"
@@ -113,14 +114,34 @@ class _Fixtures:
     # --- quality ---------------------------------------------------------------------------
 
     def _quality_series(self, metric: str, per_step: float, failures: list[tuple[float, int]],
-                        mean: float, steps: int, scorer: str = SCORER) -> list[Series]:
+                        mean: float, steps: int, scorer: str = SCORER, *,
+                        primary: bool = True) -> list[Series]:
+        """A scorer's quality series. With ``quality.values: calibrated`` the first scorer
+        (``primary``: the cheap one, or a judge that is the only scorer) writes its values
+        as the calibrated series too, as the workers do; a cascade's judge does not."""
         score = {"metric": metric, "scorer": scorer, "route": ROUTE}
+        names = ["groundwatch_score_count", "groundwatch_score_sum",
+                 "groundwatch_quality_failures_total"]
+        if primary and self.config.quality.values == "calibrated":
+            names = [CALIBRATED[n] for n in names]
         return [
-            Series("groundwatch_score_count", score, counter([(per_step, steps)])),
-            Series("groundwatch_score_sum", score, counter([(per_step * mean, steps)])),
-            Series("groundwatch_quality_failures_total",
-                   {"metric": metric, "scorer": scorer, "route": ROUTE}, counter(failures)),
+            Series(names[0], score, counter([(per_step, steps)])),
+            Series(names[1], score, counter([(per_step * mean, steps)])),
+            Series(names[2], {"metric": metric, "scorer": scorer, "route": ROUTE},
+                   counter(failures)),
         ]
+
+    def _other_values(self, series: list[Series]) -> list[Series]:
+        """The same series under the quality values the alerts do *not* read (raw <->
+        calibrated): what a case uses to show the rules read the configured ones."""
+        swap = {**CALIBRATED, **{v: k for k, v in CALIBRATED.items()}}
+        return [replace(x, name=swap[x.name]) for x in series]
+
+    def _values_case(self, name: str, good: list[Series], bad: list[Series], t: int) -> Case:
+        values = self.config.quality.values
+        other = "raw" if values == "calibrated" else "calibrated"
+        return Case(name, f"quiet: the {other} scores fail, the {values} ones (read) do not",
+                    good + self._other_values(bad), t)
 
     def quality_burn(self, name: str, a: QualityBurn) -> list[Case]:
         p = self.rules.alert(name).params
@@ -148,9 +169,10 @@ class _Fixtures:
         # decides. With no other scorer (scoring.scorer is a judge) the judge's items count.
         m = max(1.0, share / (1 - share))
 
-        def judge(scorer: str, failing: float, per_step: float = k * m) -> list[Series]:
+        def judge(scorer: str, failing: float, per_step: float = k * m,
+                  primary: bool = False) -> list[Series]:
             return self._quality_series(metric, per_step, [(per_step * failing, steps)], 0.5,
-                                        steps, scorer)
+                                        steps, scorer, primary=primary)
 
         cases += [
             Case(name, "quiet: the judge's picks fail, the cheap scorer's items do not",
@@ -160,7 +182,10 @@ class _Fixtures:
                  self._quality_series(metric, k, [(k * bad, steps)], 0.5, steps)
                  + judge(COMPACT, 0.0), t, [labels]),
             Case(name, "fires: the judge is the only scorer",
-                 judge(COMPACT, bad, per_step=k), t, [labels]),
+                 judge(COMPACT, bad, per_step=k, primary=True), t, [labels]),
+            self._values_case(
+                name, self._quality_series(metric, k, [(k * good, steps)], 0.5, steps),
+                self._quality_series(metric, k, [(k * bad, steps)], 0.5, steps), t),
         ]
         # Only the short window bad: the long window must hold the alert back. Possible
         # whenever the short window's weight in the long one is below the line.
@@ -193,10 +218,13 @@ class _Fixtures:
                  self._quality_series(metric, few, [(0, steps)], low, steps), t),
             Case(name, "quiet: the judge's picks score low, the cheap scorer's items do not",
                  self._quality_series(metric, k, [(0, steps)], high, steps)
-                 + self._quality_series(metric, k * m, [(0, steps)], low, steps, RAGAS), t),
+                 + self._quality_series(metric, k * m, [(0, steps)], low, steps, RAGAS,
+                                        primary=False), t),
             Case(name, "fires: the judge is the only scorer",
                  self._quality_series(metric, k, [(0, steps)], low, steps, COMPACT), t,
                  [labels]),
+            self._values_case(name, self._quality_series(metric, k, [(0, steps)], high, steps),
+                              self._quality_series(metric, k, [(0, steps)], low, steps), t),
         ]
 
     # --- shares ----------------------------------------------------------------------------
@@ -301,6 +329,26 @@ class _Fixtures:
                  t, [{}]),
             Case(name, "quiet: nothing skipped",
                  [Series("groundwatch_budget_exhausted_total", {}, constant(0, steps))], t),
+        ]
+
+    def golden_accuracy(self, name: str, a: GaugeBelow) -> list[Case]:
+        t = self.at(a.for_ + 3 * self.step)
+        steps = self.steps(t)
+        judge = {"scorer": COMPACT, "metric": "faithfulness"}
+        cheap = {"scorer": SCORER, "metric": "faithfulness"}
+        low, high = a.below / 2, (a.below + 1) / 2
+
+        def accuracy(labels: dict[str, str], values: str) -> Series:
+            return Series("groundwatch_golden_accuracy", labels, values)
+
+        return [
+            Case(name, "fires on the scorer that disagrees with the labels",
+                 [accuracy(judge, constant(low, steps)), accuracy(cheap, constant(high, steps))],
+                 t, [judge]),
+            Case(name, "quiet: both agree with the labels",
+                 [accuracy(judge, constant(high, steps)), accuracy(cheap, constant(high, steps))],
+                 t),
+            Case(name, "quiet: no labelled golden items (series absent)", [], t),
         ]
 
     def golden(self, name: str, a: GaugeAbove) -> list[Case]:
@@ -445,6 +493,7 @@ def cases(rules: RuleSet) -> list[Case]:
     out += f.budget("GroundwatchJudgeBudgetExhausted", c.GroundwatchJudgeBudgetExhausted)
     out += f.counted_share("GroundwatchJudgeDisagreement", c.GroundwatchJudgeDisagreement)
     out += f.golden("GroundwatchGoldenDrift", c.GroundwatchGoldenDrift)
+    out += f.golden_accuracy("GroundwatchGoldenAccuracyLow", c.GroundwatchGoldenAccuracyLow)
     q: GaugeAbove = c.GroundwatchQueueBacklog
     out += f.gauge_above("GroundwatchQueueBacklog", "groundwatch_queue_depth", {"queue": "celery"},
                          q.above, q.for_, {"queue": "celery"})

@@ -29,6 +29,7 @@ from metrics.alerts.config import (
     AlertsConfig,
     CountedShare,
     GaugeAbove,
+    GaugeBelow,
     HeartbeatStale,
     PipelineStall,
     QualityBurn,
@@ -217,33 +218,55 @@ def quality_increase(series: str, window: str, by: str = QUALITY_BY,
     return f"{cheap}\nor ({judges}\n  unless on({QUALITY_BY}) {cheap_scored})"
 
 
-class _Records:
-    """Collects the recording rules the alerts need, each window once."""
+# The calibrated twins of the quality series: recorded for the first scorer only (the one
+# that scores every item), so they need no judge selector.
+CALIBRATED = {"groundwatch_score_count": "groundwatch_calibrated_score_count",
+              "groundwatch_score_sum": "groundwatch_calibrated_score_sum",
+              "groundwatch_quality_failures_total":
+                  "groundwatch_calibrated_quality_failures_total"}
 
-    def __init__(self) -> None:
+
+class _Records:
+    """Collects the recording rules the alerts need, each window once. ``values`` is
+    ``quality.values``: the quality rules read the raw or the calibrated scores."""
+
+    def __init__(self, values: str = "raw") -> None:
         self.items: dict[str, Record] = {}
+        self.values = values
 
     def add(self, record: Record) -> str:
         self.items.setdefault(record.key, record)
         return record.key
 
+    def _quality(self, series: str, window: str) -> str:
+        if self.values == "calibrated":
+            return f"sum by ({QUALITY_BY}) (increase({CALIBRATED[series]}[{window}]))"
+        return quality_increase(series, window)
+
+    def _name(self, name: str) -> str:
+        """A quality record's name, ``..._calibrated_...`` when it reads the calibrated
+        scores, so that a rule file says which it is."""
+        return name.replace(":groundwatch_", ":groundwatch_calibrated_", 1) \
+            if self.values == "calibrated" else name
+
     def scored(self, w: int) -> str:
         return self.add(Record(
-            f"scored:{w}", f"route_metric:groundwatch_scored:increase{duration(w)}",
-            lambda r: quality_increase("groundwatch_score_count", duration(w))))
+            f"scored:{w}", self._name(f"route_metric:groundwatch_scored:increase{duration(w)}"),
+            lambda r: self._quality("groundwatch_score_count", duration(w))))
 
     def failure_ratio(self, w: int) -> str:
         scored = self.scored(w)
         return self.add(Record(
-            f"failures:{w}", f"route_metric:groundwatch_quality_failures:ratio{duration(w)}",
-            lambda r: f"({quality_increase('groundwatch_quality_failures_total', duration(w))}"
+            f"failures:{w}",
+            self._name(f"route_metric:groundwatch_quality_failures:ratio{duration(w)}"),
+            lambda r: f"({self._quality('groundwatch_quality_failures_total', duration(w))}"
                       f"\nor 0 * {r(scored)})\n/ ({r(scored)} > 0)"))
 
     def mean(self, w: int) -> str:
         scored = self.scored(w)
         return self.add(Record(
-            f"mean:{w}", f"route_metric:groundwatch_score:mean{duration(w)}",
-            lambda r: f"({quality_increase('groundwatch_score_sum', duration(w))})"
+            f"mean:{w}", self._name(f"route_metric:groundwatch_score:mean{duration(w)}"),
+            lambda r: f"({self._quality('groundwatch_score_sum', duration(w))})"
                       f"\n/ ({r(scored)} > 0)"))
 
     def mean_threshold(self, thresholds: dict[str, float]) -> str:
@@ -404,6 +427,12 @@ def _terms(config: AlertsConfig, name: str, rec: _Records) -> tuple[tuple[Term, 
         # until a golden set is configured and has run.
         return (Term(_const("max by (metric) (groundwatch_golden_drift)"), ">", a.above),
                 ), {"above": a.above}
+    if name == "GroundwatchGoldenAccuracyLow":
+        assert isinstance(a, GaugeBelow)
+        # Set at each golden run whose items carry labels (mostrecent), per scorer: absent
+        # without labels.
+        return (Term(_const("min by (scorer, metric) (groundwatch_golden_accuracy)"), "<",
+                     a.below),), {"below": a.below}
     if name == "GroundwatchQueueBacklog":
         assert isinstance(a, GaugeAbove)
         # max, not sum: every exporter of a fleet reports the same broker queue.
@@ -497,7 +526,7 @@ def fill_text(config: AlertsConfig, name: str, field_name: str, text: str) -> st
 
 def build(config: AlertsConfig) -> RuleSet:
     """Every alert of ``config`` with its recording rules, rendered for both back ends."""
-    rec = _Records()
+    rec = _Records(config.quality.values)
     built = [(name, *_terms(config, name, rec)) for name in ALERT_NAMES]
     shell = RuleSet(tuple(rec.items.values()), (), config)
     alerts = []
