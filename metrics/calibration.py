@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from evaluator.calibration.fit import ALL_ROUTES
+from metrics.labels import OTHER
 from metrics.recorder import Recorder
 
 if TYPE_CHECKING:
@@ -48,14 +49,18 @@ class CalibrationMetrics(Recorder):
 
     def set_maps(self, maps: Sequence[FittedMap]) -> None:
         """The newest refit's figures per (route, metric). Without the route label (not in
-        metrics.labels) only the maps over all routes are exported, with route="" ."""
+        metrics.labels) only the maps over all routes are exported, with route=""; routes
+        past the label's value cap are left out (their figures are in the store and in
+        ``groundwatch calibrate --show``)."""
         value = self.policy.value
-        routes = value("route", ALL_ROUTES) != ""
+        routes = "route" in self.policy.allowed  # ("*" itself takes no place under the cap)
         for m in maps:
             if m.route == ALL_ROUTES:
                 route = ALL_ROUTES if routes else ""
             elif routes:
                 route = value("route", m.route or None)
+                if route == OTHER:  # past the label's cap: one series would mix routes
+                    continue
             else:
                 continue
             key = (m.metric, route)

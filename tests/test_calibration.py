@@ -102,14 +102,16 @@ def test_below_the_minimum_count_a_map_is_kept_for_its_figures_but_never_applies
 
 
 def test_maps_per_route_and_one_over_all_routes() -> None:
-    pairs = _pairs(300, route="chat") + _pairs(20, route="search", seed=5)
+    pairs = _pairs(300, route="chat") + _pairs(20, route="search", seed=5) + \
+        _pairs(5, route="faq", seed=6)
     maps = fit_maps(pairs, scorer="embedded", scorer_version="1", source="judge",
                     thresholds={"faithfulness": 0.7}, settings=SETTINGS, now=T0)
     by = {(m.route, m.metric): m for m in maps}
+    # faq (5 pairs, under MIN_ROUTE_PAIRS) gets no fit of its own; its pairs count in "*".
     assert set(by) == {("chat", "faithfulness"), ("search", "faithfulness"),
                        (ALL_ROUTES, "faithfulness")}
     assert by["chat", "faithfulness"].usable and not by["search", "faithfulness"].usable
-    assert by[ALL_ROUTES, "faithfulness"].n == 320
+    assert by[ALL_ROUTES, "faithfulness"].n == 325
     with pytest.raises(ValueError, match="unknown calibration source"):
         fit_maps(pairs, scorer="e", scorer_version="1", source="vibes", thresholds={},
                  settings=SETTINGS, now=T0)
@@ -233,6 +235,16 @@ def test_refit_stores_maps_the_workers_apply_and_export_raw_and_calibrated(
     cal_ece = get("groundwatch_calibration_ece", {**labels, "values": "calibrated"})
     assert cal_ece < raw_ece / 3
     assert get("groundwatch_calibration_refits_total", {"result": "ok"}) == 1
+    # A route past the label's value cap is not exported (one "other" series would mix
+    # routes); the map over all routes is.
+    capped = Metrics(MetricsConfig(max_label_values=1), multiprocess=False)
+    capped.calibration.set_maps([dataclasses.replace(m, route=r) for m in maps
+                                 for r in ("a", "b") if m.route == "chat"] + [
+        m for m in maps if m.route == ALL_ROUTES])
+    gauge = capped.registry.get_sample_value
+    assert gauge("groundwatch_calibration_pairs", {**labels, "route": "a"}) == 400
+    assert gauge("groundwatch_calibration_pairs", {**labels, "route": "other"}) is None
+    assert gauge("groundwatch_calibration_pairs", {**labels, "route": "*"}) == 400
 
     # A worker's calibrator reads them; the store keeps the calibrated twin and its map.
     calibrator = Calibrator("embedded", "1", lambda: store.calibration.newest_maps(

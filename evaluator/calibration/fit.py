@@ -37,6 +37,9 @@ ALL_ROUTES = "*"
 NO_ROUTE = ""
 """The route of records that carry none."""
 SOURCES = ("judge", "labels")
+MIN_ROUTE_PAIRS = 10
+"""A route with fewer pairs gets no fit of its own (its figures would be noise); its pairs
+still count in the map over all routes."""
 FOLDS = 5
 DEFAULT_THRESHOLD = 0.5
 
@@ -123,7 +126,8 @@ class FittedMap:
 def fit_maps(pairs: Iterable[Pair], *, scorer: str, scorer_version: str, source: str,
              thresholds: Mapping[str, float], settings: FitSettings, now: datetime
              ) -> list[FittedMap]:
-    """A map per (route, metric) of ``pairs`` and per metric over all routes (``*``)."""
+    """A map per (route, metric) of ``pairs`` with at least :data:`MIN_ROUTE_PAIRS` pairs,
+    and per metric over all routes (``*``)."""
     if source not in SOURCES:
         raise ValueError(f"unknown calibration source {source!r}; valid: {SOURCES}")
     groups: defaultdict[tuple[str, str], list[Pair]] = defaultdict(list)
@@ -132,6 +136,8 @@ def fit_maps(pairs: Iterable[Pair], *, scorer: str, scorer_version: str, source:
         groups[ALL_ROUTES, p.metric].append(p)
     out = []
     for (route, metric), group in sorted(groups.items()):
+        if route != ALL_ROUTES and len(group) < MIN_ROUTE_PAIRS:
+            continue
         out.append(fit_one(group, scorer=scorer, scorer_version=scorer_version, source=source,
                            route=route, metric=metric,
                            threshold=thresholds.get(metric, DEFAULT_THRESHOLD),
