@@ -475,6 +475,13 @@ class JudgeConfig(_Section):
     # read from, or written to, a config file, a log or the store.
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(60.0, gt=0, le=3600)
+    # "on": chat calls are streamed and read piece by piece: timeout_s is then a progress
+    # deadline (the longest wait for the next piece, the first included), so a slow but
+    # steady judge (a local model on CPU) is not timed out however long its whole reply
+    # takes, up to max_call_s; a reply that starts to loop is abandoned at once. The server
+    # must stream chat completions (OpenAI, vLLM, llama.cpp server, Ollama do).
+    stream: Literal["off", "on"] = "off"
+    max_call_s: float = Field(900.0, gt=0, le=7200)
     # Calls in flight per worker process (one event loop per process).
     max_concurrency: int = Field(8, ge=1, le=1024)
     # Re-asks after an unparseable reply, and retries after a 5xx / timeout / refused

@@ -70,7 +70,8 @@ def free_port() -> int:
 
 # -- replies ------------------------------------------------------------------------------
 
-_KINDS = ("valid", "malformed", "truncated", "wrong_schema", "slow", "status", "close", "content")
+_KINDS = ("valid", "malformed", "truncated", "wrong_schema", "slow", "status", "close", "content",
+          "steady")
 # The kinds that need no parameters, which script() and default also accept by name.
 _NAMED_KINDS = ("valid", "malformed", "truncated", "wrong_schema", "close")
 
@@ -93,6 +94,10 @@ class Reply:
     body: Any = None
     text: str = ""
     finish_reason: str = "stop"
+    # A streamed reply ("stream": true) is sent in pieces, pace_s apart: `pieces` of them for
+    # "steady", 16 characters each for "content".
+    pace_s: float = 0.0
+    pieces: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -140,9 +145,18 @@ class Reply:
         return cls("close")
 
     @classmethod
-    def content(cls, text: str, finish_reason: str = "stop") -> Reply:
-        """200 with exactly this message content (for parser tests of one's own)."""
-        return cls("content", text=text, finish_reason=finish_reason)
+    def content(cls, text: str, finish_reason: str = "stop", pace_s: float = 0.0) -> Reply:
+        """200 with exactly this message content (for parser tests of one's own); streamed
+        in 16-character pieces ``pace_s`` apart when the request asks for a stream."""
+        return cls("content", text=text, finish_reason=finish_reason, pace_s=pace_s)
+
+    @classmethod
+    def steady(cls, pace_s: float, pieces: int = 10) -> Reply:
+        """A slow but steady judge: the valid answer in ``pieces`` pieces ``pace_s`` apart
+        when streamed; unstreamed, the whole answer after ``pieces`` x ``pace_s``."""
+        if not pace_s >= 0 or pieces < 1:
+            raise ValueError(f"steady needs pace_s >= 0 and pieces >= 1, got {pace_s}, {pieces}")
+        return cls("steady", pace_s=min(float(pace_s), MAX_SLEEP), pieces=pieces)
 
 
 def as_reply(reply: Reply | str) -> Reply:
@@ -738,6 +752,11 @@ class JudgeServer:
         if reply.kind == "slow" and self._stopping.wait(reply.seconds):
             h.reset()  # stopping: give up on the reply rather than hold stop() up
             return
+        streamed = isinstance(body, dict) and body.get("stream") is True
+        if reply.kind == "steady" and not streamed and \
+                self._stopping.wait(min(MAX_SLEEP, reply.pace_s * reply.pieces)):
+            h.reset()
+            return
         if path == EMBEDDINGS_PATH:
             self._respond_embeddings(h, body, reply)
         else:
@@ -775,6 +794,9 @@ class JudgeServer:
             if reply.kind == "truncated":
                 content = content[: max(1, len(content) // 2)]
         prompt = self.tokenizer(message_text(body.get("messages") or []))
+        if body.get("stream") is True:
+            self._stream_chat(h, body, content, finish_reason, reply, prompt)
+            return
         completion = self.tokenizer(content)
         self._served(prompt, completion)
         h.send_json(200, {
@@ -791,6 +813,53 @@ class JudgeServer:
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt + completion},
         })
+
+    def _stream_chat(self, h: _Handler, body: dict[str, Any], content: str, finish_reason: str,
+                     reply: Reply, prompt: int) -> None:
+        """Server-sent events as OpenAI streams them: a chunk per piece (``pace_s`` apart),
+        one with the finish reason, the usage chunk when ``stream_options.include_usage``,
+        then ``[DONE]``. A client that hangs up mid-stream ends it; only what was sent is
+        counted in ``usage_served``."""
+        size = max(1, -(-len(content) // reply.pieces)) if reply.kind == "steady" else 16
+        pieces = [content[i:i + size] for i in range(0, len(content), size)] or [""]
+        ident = f"chatcmpl-stub-{next(self._ids)}"
+        model = str(body.get("model", "stub-model"))
+
+        def event(delta: dict[str, Any], finish: str | None, usage: Any = None) -> bytes:
+            chunk: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk",
+                                     "created": int(time.time()), "model": model,
+                                     "choices": [{"index": 0, "delta": delta,
+                                                  "finish_reason": finish}]}
+            if usage is not None:
+                chunk = {**chunk, "choices": [], "usage": usage}
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Cache-Control", "no-cache")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.close_connection = True
+        sent = ""
+        try:
+            for piece in pieces:
+                if reply.pace_s and self._stopping.wait(reply.pace_s):
+                    return
+                h.wfile.write(event({"content": piece}, None))
+                h.wfile.flush()
+                sent += piece
+            h.wfile.write(event({}, finish_reason))
+            usage = {"prompt_tokens": prompt, "completion_tokens": self.tokenizer(content),
+                     "total_tokens": prompt + self.tokenizer(content)}
+            options = body.get("stream_options")
+            if isinstance(options, dict) and options.get("include_usage"):
+                h.wfile.write(event({}, None, usage))
+            h.wfile.write(b"data: [DONE]\n\n")
+            h.wfile.flush()
+        except OSError:
+            pass  # the client hung up (an abandoned reply)
+        finally:
+            self._served(prompt, self.tokenizer(sent))
 
     def _respond_embeddings(self, h: _Handler, body: dict[str, Any], reply: Reply) -> None:
         inputs = body.get("input")

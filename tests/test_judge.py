@@ -485,3 +485,63 @@ def test_the_api_key_appears_in_no_log_line(server: JudgeServer, judges: list[Ju
     assert text  # something was logged (the 401 at least)
     assert KEY not in text
     assert KEY not in repr(judge.config.masked())
+
+
+# -- streamed calls: a progress deadline, and loops abandoned -------------------------------
+
+@pytest.mark.parametrize("mode", ["compact", "ragas"])
+def test_a_slow_but_steady_judge_is_not_timed_out_when_streamed(
+        server: JudgeServer, judges: list[JudgeScorer], mode: str) -> None:
+    """Each reply takes 10 pieces x 0.3 s = 3 s, six times the 0.5 s timeout: unstreamed
+    every call times out; streamed (judge.stream = "on") timeout_s is the wait for the next
+    piece, so every call succeeds, the circuit never opens, and the usage is the server's."""
+    server.default = Reply.steady(0.3, pieces=10)
+    steady = build(judges, server.url, mode=mode, timeout_s=0.5, circuit__failures=2,
+                   stream="on")
+    items, usage = score(steady, [record("r1")])
+    assert outcomes(items[0])["faithfulness"][0] == "ok", outcomes(items[0])
+    assert set(usage.judge_statuses) == {"ok"}
+    assert all(r.body.get("stream") is True and r.body["stream_options"] == {
+        "include_usage": True} for r in server.requests if r.path == CHAT_PATH)
+    assert usage.prompt_tokens == server.usage_served["prompt_tokens"]
+    assert usage.completion_tokens == server.usage_served["completion_tokens"]
+    # The same judge unstreamed: every call times out.
+    slow = build(judges, server.url, mode=mode, timeout_s=0.5, circuit__failures=100,
+                 max_retries=0)
+    items, usage = score(slow, [record("r2")])
+    assert {r for _, r in outcomes(items[0]).values()} == {"timeout"}
+
+
+def test_a_streamed_judge_that_stops_sending_is_timed_out(server: JudgeServer,
+                                                          judges: list[JudgeScorer]) -> None:
+    """The progress deadline still catches a judge that stalls: 1.5 s between pieces against
+    a 0.5 s timeout."""
+    server.default = Reply.steady(1.5, pieces=3)
+    judge = build(judges, server.url, mode="compact", timeout_s=0.5, circuit__failures=100,
+                  max_retries=0, stream="on")
+    started = time.monotonic()
+    items, usage = score(judge, [record("r1")])
+    assert time.monotonic() - started < 5
+    assert {r for _, r in outcomes(items[0]).values()} == {"timeout"}
+    assert usage.judge_statuses == {"timeout": 1}
+
+
+def test_a_streamed_reply_that_loops_is_abandoned_and_not_asked_again(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    """A reply that repeats itself is given up as soon as the loop shows (not at
+    max_tokens), costs one call (it counts as cut: not re-asked), and its usage, which the
+    server never sent, is estimated."""
+    loop = '{"claims": [{"claim": "' + "the same words again, " * 400
+    server.default = Reply.content(loop, pace_s=0.01)  # 16 characters every 10 ms: ~6 s
+    judge = build(judges, server.url, mode="compact", stream="on", max_retries=1)
+    started = time.monotonic()
+    items, usage = score(judge, [record("r1")])
+    assert time.monotonic() - started < 3
+    assert outcomes(items[0])["faithfulness"] == ("error", "unparseable")
+    assert server.count(CHAT_PATH) == 1
+    trace = items[0].explanation.judge
+    assert trace is not None and trace.finish_reason == "length"
+    assert 0 < usage.completion_tokens < len(loop) // 8  # estimated: the server sent none
+    # The server stops when its next write finds the connection gone: far short of the whole.
+    wait_until(lambda: server.usage_served["completion_tokens"] > 0 or None, timeout=10)
+    assert server.usage_served["completion_tokens"] < len(loop) // 8

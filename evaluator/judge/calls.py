@@ -18,6 +18,14 @@ times; the OpenAI client retries twice on its own unless told not to):
   repair (instructor's), would end the same way at the same cost, so it is refused
   (``reply_cut``) without a call; the metric ends ``unparseable``.
 
+With ``judge.stream = "on"`` a chat call is sent streamed (``stream: true``, usage asked for
+in the last chunk) and read here piece by piece, then handed to the client above as the plain
+completion it asked for. The time limit is then a **progress deadline**: ``judge.timeout_s``
+for each piece (the first one included), so a slow but steady judge (a local model on CPU)
+is never timed out however long its whole reply takes, up to ``judge.max_call_s``; and a reply
+that starts to loop is **abandoned** as soon as it does (``CallLog.abandoned``), not paid for
+to ``max_tokens``; it counts as cut (``finish_reason`` ``length``), so it is not asked again.
+
 The OpenAI client above is built with ``max_retries=0``, so these are the only retries.
 """
 
@@ -78,6 +86,10 @@ class CallLog:
     # Fingerprints of the requests whose reply was cut or looped, and those replies' texts.
     dead_ends: set[str] = field(default_factory=set)
     dead_replies: set[str] = field(default_factory=set)
+    # Streamed replies given up as soon as they looped; and replies whose usage the server
+    # did not send (an abandoned stream): their tokens are estimated from their characters.
+    abandoned: int = 0
+    estimated_usage: int = 0
 
 
 CURRENT: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar(
@@ -262,8 +274,11 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                  price: Price, max_retries: int, rate_limit_max_wait_s: float,
                  guard: Callable[[], str | None] = lambda: None,
                  on_reply: Callable[[int, int, float], None] = lambda p, c, u: None,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Any] = asyncio.sleep, stream: bool = False,
+                 max_call_s: float = 900.0) -> None:
         self.inner = inner
+        self.stream = stream
+        self.max_call_s = max_call_s
         self.circuit = circuit
         self.price = price
         self.max_retries = max_retries
@@ -301,7 +316,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         while True:
             item.calls += 1
             try:
-                response = await self.inner.handle_async_request(request)
+                response = await self._send(item, request)
             except httpx.TimeoutException:
                 status, response = "timeout", None
             except httpx.TransportError:
@@ -343,6 +358,37 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                 return response  # the OpenAI client raises InternalServerError & co.
             raise httpx.ConnectError(f"judge {status} after {failures} attempt(s)",
                                      request=request)
+
+    async def _send(self, item: CallLog, request: httpx.Request) -> httpx.Response:
+        """One call: streamed and read here (see the module's text) when streaming is on and
+        it is a chat completion that did not ask for a stream itself; else as it is."""
+        body = _chat_body(request) if self.stream else None
+        if body is None:
+            return await self.inner.handle_async_request(request)
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        content = json.dumps(body).encode()
+        headers = [(k, v) for k, v in request.headers.multi_items()
+                   if k.lower() != "content-length"] + [("content-length", str(len(content)))]
+        streamed = httpx.Request(request.method, request.url, headers=headers, content=content,
+                                 extensions=request.extensions)
+        response = await self.inner.handle_async_request(streamed)
+        if response.status_code != 200 or not response.headers.get(
+                "content-type", "").startswith("text/event-stream"):
+            return response  # an error (or a server that answered whole): as before
+        try:
+            async with asyncio.timeout(self.max_call_s):
+                reply = await _read_stream(response, item)
+        except TimeoutError:
+            await response.aclose()
+            raise httpx.ReadTimeout(f"the streamed reply took longer than judge.max_call_s "
+                                    f"({self.max_call_s:g} s)", request=request) from None
+        if reply.get("usage") is None:
+            item.estimated_usage += 1
+            text = reply["choices"][0]["message"]["content"]
+            reply["usage"] = {"prompt_tokens": len(request.content) // CHARS_PER_TOKEN,
+                              "completion_tokens": len(text) // CHARS_PER_TOKEN}
+        return httpx.Response(200, headers={"content-type": "application/json"},
+                              content=json.dumps(reply).encode(), request=request)
 
     async def _rejected(self, item: CallLog, response: httpx.Response,
                         permit: Permit) -> httpx.Response:
@@ -394,6 +440,80 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         except Exception:  # the budget's store is down: the call is made, log and go on
             log.warning("could not account a judge reply against the budget", exc_info=True)
         return response
+
+
+# An abandoned stream's usage is estimated at this many characters per token (OpenAI's rule
+# of thumb for English); said in the item's usage as estimated.
+CHARS_PER_TOKEN = 4
+# A streamed reply is checked for a loop once it holds this many characters.
+MIN_LOOP_CHECK_CHARS = 200
+
+
+def _chat_body(request: httpx.Request) -> dict[str, Any] | None:
+    """The JSON body of a chat completion request that is not streamed already, else None."""
+    if request.method != "POST" or not request.url.path.endswith("/chat/completions"):
+        return None
+    try:
+        body = json.loads(request.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and not body.get("stream") else None
+
+
+async def _read_stream(response: httpx.Response, item: CallLog) -> dict[str, Any]:
+    """The server-sent events of a streamed chat completion, read piece by piece (each read
+    bounded by the request's read timeout: the progress deadline), as one plain completion.
+    A reply that starts to loop is abandoned there (``finish_reason`` ``length``)."""
+    parts: list[str] = []
+    size = 0
+    finish: str | None = None
+    usage: Any = None
+    meta: dict[str, Any] = {}
+    buffer = b""
+    try:
+        async for chunk in response.aiter_raw():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                data = line.strip()
+                if not data.startswith(b"data:"):
+                    continue
+                data = data[5:].strip()
+                if data == b"[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                meta.setdefault("id", event.get("id"))
+                meta.setdefault("model", event.get("model"))
+                meta.setdefault("created", event.get("created"))
+                if event.get("usage"):
+                    usage = event["usage"]
+                for choice in event.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content")
+                    if isinstance(piece, str) and piece:
+                        parts.append(piece)
+                        size += len(piece)
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+            if finish is None and size >= MIN_LOOP_CHECK_CHARS and \
+                    repeats_itself("".join(parts)):
+                item.abandoned += 1
+                finish = "length"
+                break
+    finally:
+        await response.aclose()
+    return {"id": meta.get("id") or "chatcmpl-streamed", "object": "chat.completion",
+            "created": meta.get("created") or int(time.time()),
+            "model": meta.get("model") or "",
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": "".join(parts)},
+                         "finish_reason": finish or "stop", "logprobs": None}],
+            "usage": usage}
 
 
 def _messages(request: httpx.Request) -> list[Any] | None:

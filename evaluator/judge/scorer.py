@@ -194,7 +194,8 @@ class JudgeScorer(GatedScorer):
         transport = JudgeTransport(
             httpx.AsyncHTTPTransport(retries=0), circuit=self.circuit, price=price,
             max_retries=cfg.max_retries, rate_limit_max_wait_s=cfg.rate_limit_max_wait_s,
-            guard=guard, on_reply=lambda p, c, usd: budget.spend(p + c, usd))
+            guard=guard, on_reply=lambda p, c, usd: budget.spend(p + c, usd),
+            stream=cfg.stream == "on", max_call_s=cfg.max_call_s)
         http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(cfg.timeout_s))
         return client_cls(base_url=base_url, api_key=key, max_retries=0,
                           timeout=cfg.timeout_s, http_client=http)
