@@ -98,6 +98,7 @@ class Reply:
     # "steady", 16 characters each for "content".
     pace_s: float = 0.0
     pieces: int = 1
+    first_s: float = 0.0  # a streamed reply's wait before its headers and first piece
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -151,12 +152,15 @@ class Reply:
         return cls("content", text=text, finish_reason=finish_reason, pace_s=pace_s)
 
     @classmethod
-    def steady(cls, pace_s: float, pieces: int = 10) -> Reply:
+    def steady(cls, pace_s: float, pieces: int = 10, first_s: float = 0.0) -> Reply:
         """A slow but steady judge: the valid answer in ``pieces`` pieces ``pace_s`` apart
-        when streamed; unstreamed, the whole answer after ``pieces`` x ``pace_s``."""
-        if not pace_s >= 0 or pieces < 1:
-            raise ValueError(f"steady needs pace_s >= 0 and pieces >= 1, got {pace_s}, {pieces}")
-        return cls("steady", pace_s=min(float(pace_s), MAX_SLEEP), pieces=pieces)
+        when streamed, the first after ``first_s`` more (the prompt's processing);
+        unstreamed, the whole answer after ``first_s`` + ``pieces`` x ``pace_s``."""
+        if not pace_s >= 0 or pieces < 1 or not first_s >= 0:
+            raise ValueError(f"steady needs pace_s >= 0, pieces >= 1 and first_s >= 0, got "
+                             f"{pace_s}, {pieces}, {first_s}")
+        return cls("steady", pace_s=min(float(pace_s), MAX_SLEEP), pieces=pieces,
+                   first_s=min(float(first_s), MAX_SLEEP))
 
 
 def as_reply(reply: Reply | str) -> Reply:
@@ -754,7 +758,7 @@ class JudgeServer:
             return
         streamed = isinstance(body, dict) and body.get("stream") is True
         if reply.kind == "steady" and not streamed and \
-                self._stopping.wait(min(MAX_SLEEP, reply.pace_s * reply.pieces)):
+                self._stopping.wait(min(MAX_SLEEP, reply.first_s + reply.pace_s * reply.pieces)):
             h.reset()
             return
         if path == EMBEDDINGS_PATH:
@@ -834,6 +838,9 @@ class JudgeServer:
                 chunk = {**chunk, "choices": [], "usage": usage}
             return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
+        if reply.first_s and self._stopping.wait(reply.first_s):
+            h.reset()
+            return
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Cache-Control", "no-cache")

@@ -545,3 +545,32 @@ def test_a_streamed_reply_that_loops_is_abandoned_and_not_asked_again(
     # The server stops when its next write finds the connection gone: far short of the whole.
     wait_until(lambda: server.usage_served["completion_tokens"] > 0 or None, timeout=10)
     assert server.usage_served["completion_tokens"] < len(loop) // 8
+
+
+def test_the_first_piece_deadline_follows_the_measured_prompt_pace() -> None:
+    """Before any measurement 5x the progress deadline; then 3x the slowest recent time per
+    prompt token for this prompt, never under the progress deadline nor over the cap."""
+    from evaluator.judge.calls import PrefillPace
+
+    pace = PrefillPace(cap_s=100.0)
+    assert pace.deadline(1000, 2.0) == 10.0
+    pace.observe(4.0, 2000)  # 2 ms per prompt token
+    assert pace.deadline(1000, 2.0) == pytest.approx(6.0)
+    assert pace.deadline(100, 2.0) == 2.0  # never under the progress deadline
+    pace.observe(1.0, 2000)  # a faster call: the slowest recent one still counts
+    assert pace.deadline(1000, 2.0) == pytest.approx(6.0)
+    assert pace.deadline(10**6, 2.0) == 100.0
+    assert PrefillPace(cap_s=4.0).deadline(1000, 2.0) == 4.0
+
+
+def test_a_judge_slow_to_its_first_piece_is_measured_not_timed_out(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    """A server that takes 1.2 s before its first piece (a long prompt on a CPU server),
+    then streams steadily, against a 0.5 s progress deadline: the first call is allowed 5 x
+    0.5 s, and later calls 3x the measured time per prompt token; none times out."""
+    server.default = Reply.steady(0.2, pieces=4, first_s=1.2)
+    judge = build(judges, server.url, mode="compact", timeout_s=0.5, circuit__failures=2,
+                  stream="on")
+    items, usage = score(judge, [record(f"r{i}") for i in range(4)])
+    assert all(outcomes(item)["faithfulness"][0] == "ok" for item in items)
+    assert set(usage.judge_statuses) == {"ok"}

@@ -151,14 +151,16 @@ def redis_db() -> Any:
     flush_test_redis()
 
 
-def configure(tmp_path: Path, url: str, mode: str) -> Path:
+def configure(tmp_path: Path, url: str, mode: str, *, timeout_s: float = 120,
+              stream: str = "off") -> Path:
     path = write_config(tmp_path, scorer="lexical", batch_size=8, pool="threads",
                         concurrency=1)
     text = path.read_text().replace('[scoring]\nscorer = "lexical"',
                                     f'[scoring]\nscorer = "lexical"\njudge = "{mode}"')
     path.write_text(text + "\n".join([
         "[judge]", f'base_url = "{url}/v1"', f'model = "{ALIAS}"',
-        f'api_key_env = "{KEY_VAR}"', "timeout_s = 120", "max_concurrency = 4",
+        f'api_key_env = "{KEY_VAR}"', f"timeout_s = {timeout_s}", f'stream = "{stream}"',
+        "max_concurrency = 4",
         "[judge.cascade]", "share = 1.0",
         "[judge.prices.smollm2-135m]", f"prompt = {PRICE_PROMPT}",
         f"completion = {PRICE_COMPLETION}", ""]))
@@ -233,3 +235,58 @@ def test_check_config_probes_the_real_model(tmp_path: Path, llama: LlamaServer) 
         else:
             assert done.returncode == 2, out
             assert "judge.model" in out and "could not judge the probe item" in out
+
+
+def _judge_items(tmp_path: Path, llama: LlamaServer, mode: str, n: int, **judge: Any
+                 ) -> tuple[list[Any], dict[str, list[tuple[dict[str, str], float]]], float]:
+    """``n`` demo items through a real worker with the judge on every item: their scores,
+    the worker's metrics and the seconds it took."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    records = demo_records(n)
+    config = configure(tmp_path, llama.url, mode, **judge)
+    enqueue_batches(config, [[r.to_message() for r in records]])
+    store = Store(f"sqlite:///{tmp_path}/gw.db")
+    log = tmp_path / "worker.log"
+    started = time.monotonic()
+    with processes() as procs:
+        start(procs, groundwatch_cmd(config, "worker"), log, env={KEY_VAR: "unused"})
+        wait_until(lambda: store.queries.count_items_by_status()["scored"] == len(records),
+                   timeout=800, what=f"every item scored: {log_tail(log)}")
+        seconds = time.monotonic() - started
+        parsed = parse_metrics(snapshot(tmp_path / "prom"))
+    assert "Traceback" not in log.read_text(errors="replace"), log_tail(log, 80)
+    scores = [s for s in store.queries.scores() if s.scorer == mode]
+    store.close()
+    assert Counter(s.request_id for s in scores) == {r.request_id: len(METRICS)
+                                                      for r in records}
+    return scores, parsed, seconds
+
+
+@pytest.mark.parametrize(("mode", "timeout_s"), [("compact", 3), ("ragas", 10)])
+def test_a_real_model_streamed_under_a_progress_deadline(
+        tmp_path: Path, redis_db: None, llama: LlamaServer, mode: str,
+        timeout_s: float) -> None:
+    """judge.stream = "on" against the real server: timeout_s is the wait for each piece of a
+    reply, and no call times out; the streamed replies parse as the unstreamed ones do
+    (every item ends with a score or an error kind), within the calls-per-item bound. For
+    compact, 3 s is below a whole call's time on this CPU (4-5 s): the same items unstreamed
+    at 3 s do time out. (ragas's calls are shorter, about 3 s, but a long prompt's processing
+    in the other slot stalls a reply for seconds: 10 s.)"""
+    n = 8
+    scores, parsed, seconds = _judge_items(tmp_path / "streamed", llama, mode, n,
+                                           timeout_s=timeout_s, stream="on")
+    kinds = Counter(s.reason for s in scores if s.outcome == "error")
+    assert "timeout" not in kinds and set(kinds) <= ERROR_KINDS, kinds
+    calls = total(parsed, "groundwatch_judge_requests_total")
+    assert 0 < calls <= MAX_CALLS[mode] * n, calls
+    assert total(parsed, "groundwatch_judge_requests_total", status="timeout") == 0
+    outcomes = Counter(str(s.outcome) for s in scores)
+    print(f"\n{mode} streamed, timeout_s {timeout_s}: {n} items in {seconds:.0f} s, "
+          f"{calls / n:.1f} calls per item; outcomes {dict(outcomes)}, errors {dict(kinds)}")
+    if mode == "compact":
+        scores, parsed, seconds = _judge_items(tmp_path / "whole", llama, mode, n,
+                                               timeout_s=timeout_s, stream="off")
+        timeouts = total(parsed, "groundwatch_judge_requests_total", status="timeout")
+        print(f"{mode} unstreamed, timeout_s {timeout_s}: {n} items in {seconds:.0f} s, "
+              f"{timeouts:.0f} calls timed out")
+        assert timeouts > 0

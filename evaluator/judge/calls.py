@@ -21,8 +21,10 @@ times; the OpenAI client retries twice on its own unless told not to):
 With ``judge.stream = "on"`` a chat call is sent streamed (``stream: true``, usage asked for
 in the last chunk) and read here piece by piece, then handed to the client above as the plain
 completion it asked for. The time limit is then a **progress deadline**: ``judge.timeout_s``
-for each piece (the first one included), so a slow but steady judge (a local model on CPU)
-is never timed out however long its whole reply takes, up to ``judge.max_call_s``; and a reply
+for each piece; the first piece (the prompt's processing) within 3x the time the judge took
+per prompt token on its recent calls (:class:`PrefillPace`: 5x ``timeout_s`` before any
+measurement), so a slow but steady judge (a local model on CPU) is never timed out however
+long its whole reply takes, up to ``judge.max_call_s``; and a reply
 that starts to loop is **abandoned** as soon as it does (``CallLog.abandoned``), not paid for
 to ``max_tokens``; it counts as cut (``finish_reason`` ``length``), so it is not asked again.
 
@@ -32,6 +34,7 @@ The OpenAI client above is built with ``max_retries=0``, so these are the only r
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import hashlib
 import json
@@ -279,6 +282,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         self.inner = inner
         self.stream = stream
         self.max_call_s = max_call_s
+        self.prefill = PrefillPace(cap_s=max_call_s)
         self.circuit = circuit
         self.price = price
         self.max_retries = max_retries
@@ -369,19 +373,38 @@ class JudgeTransport(httpx.AsyncBaseTransport):
         content = json.dumps(body).encode()
         headers = [(k, v) for k, v in request.headers.multi_items()
                    if k.lower() != "content-length"] + [("content-length", str(len(content)))]
+        # The pieces' deadlines are kept here (_read_stream); the socket's own read timeout
+        # only has to outlast the longest of them.
+        timeouts = dict(request.extensions.get("timeout") or {})
+        progress_s = float(timeouts.get("read") or 60.0)
+        timeouts["read"] = self.max_call_s
         streamed = httpx.Request(request.method, request.url, headers=headers, content=content,
-                                 extensions=request.extensions)
-        response = await self.inner.handle_async_request(streamed)
-        if response.status_code != 200 or not response.headers.get(
-                "content-type", "").startswith("text/event-stream"):
-            return response  # an error (or a server that answered whole): as before
+                                 extensions={**request.extensions, "timeout": timeouts})
+        prompt_estimate = len(content) // CHARS_PER_TOKEN
+        first_s = self.prefill.deadline(prompt_estimate, progress_s)
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.max_call_s):
-                reply = await _read_stream(response, item)
+                try:  # a server may send its headers only with the first piece
+                    async with asyncio.timeout(first_s):
+                        response = await self.inner.handle_async_request(streamed)
+                except TimeoutError:
+                    raise httpx.ReadTimeout(f"no reply within {first_s:.1f} s for the first "
+                                            "piece of a streamed reply",
+                                            request=request) from None
+                if response.status_code != 200 or not response.headers.get(
+                        "content-type", "").startswith("text/event-stream"):
+                    return response  # an error (or a server that answered whole): as before
+                reply = await _read_stream(response, item, started + first_s, progress_s,
+                                           request)
         except TimeoutError:
-            await response.aclose()
             raise httpx.ReadTimeout(f"the streamed reply took longer than judge.max_call_s "
                                     f"({self.max_call_s:g} s)", request=request) from None
+        first_piece_at = reply.pop("_first_piece_at", None)
+        usage = reply.get("usage") or {}
+        if first_piece_at is not None:
+            self.prefill.observe(first_piece_at - started,
+                                 _tokens(usage.get("prompt_tokens")) or prompt_estimate)
         if reply.get("usage") is None:
             item.estimated_usage += 1
             text = reply["choices"][0]["message"]["content"]
@@ -447,6 +470,13 @@ class JudgeTransport(httpx.AsyncBaseTransport):
 CHARS_PER_TOKEN = 4
 # A streamed reply is checked for a loop once it holds this many characters.
 MIN_LOOP_CHECK_CHARS = 200
+# The first piece of a streamed reply may take this many times the measured time to it
+# (per prompt token, the slowest of the last PACE_WINDOW calls).
+PACE_FACTOR = 3.0
+PACE_WINDOW = 20
+# Before any measurement, the first piece may take this many times the progress deadline
+# (a long prompt on a CPU server; a call that never starts is still caught, later).
+UNMEASURED_FACTOR = 5.0
 
 
 def _chat_body(request: httpx.Request) -> dict[str, Any] | None:
@@ -460,18 +490,37 @@ def _chat_body(request: httpx.Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) and not body.get("stream") else None
 
 
-async def _read_stream(response: httpx.Response, item: CallLog) -> dict[str, Any]:
-    """The server-sent events of a streamed chat completion, read piece by piece (each read
-    bounded by the request's read timeout: the progress deadline), as one plain completion.
-    A reply that starts to loop is abandoned there (``finish_reason`` ``length``)."""
+async def _read_stream(response: httpx.Response, item: CallLog, first_by: float,
+                       progress_s: float, request: httpx.Request) -> dict[str, Any]:
+    """The server-sent events of a streamed chat completion, read piece by piece, as one
+    plain completion: the first piece by the monotonic time ``first_by`` (the prompt's
+    processing), each next one within ``progress_s`` (the progress deadline), else
+    :class:`httpx.ReadTimeout`. A reply that starts to loop is abandoned there
+    (``finish_reason`` ``length``). When the first piece came is returned under
+    ``_first_piece_at`` (for :class:`PrefillPace`)."""
+    first_piece_at: float | None = None
     parts: list[str] = []
     size = 0
     finish: str | None = None
     usage: Any = None
     meta: dict[str, Any] = {}
     buffer = b""
+    pieces = response.aiter_raw().__aiter__()
     try:
-        async for chunk in response.aiter_raw():
+        while True:
+            limit = progress_s if first_piece_at is not None else max(
+                0.001, first_by - time.monotonic())
+            try:
+                async with asyncio.timeout(limit):
+                    chunk = await pieces.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                which = "the next piece" if first_piece_at is not None else "the first piece"
+                raise httpx.ReadTimeout(f"no reply within {limit:.1f} s for {which} of a "
+                                        "streamed reply", request=request) from None
+            if first_piece_at is None:
+                first_piece_at = time.monotonic()
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
@@ -513,7 +562,29 @@ async def _read_stream(response: httpx.Response, item: CallLog) -> dict[str, Any
             "choices": [{"index": 0, "message": {"role": "assistant",
                                                  "content": "".join(parts)},
                          "finish_reason": finish or "stop", "logprobs": None}],
-            "usage": usage}
+            "usage": usage, "_first_piece_at": first_piece_at}
+
+
+class PrefillPace:
+    """How long the judge takes to its first piece per prompt token, measured on streamed
+    calls (the slowest of the last :data:`PACE_WINDOW`, so a busy moment is remembered), and
+    the deadline of the next call's first piece from it: ``PACE_FACTOR`` x the measured
+    time for this prompt, never under the progress deadline. Before any measurement,
+    ``UNMEASURED_FACTOR`` x the progress deadline. Never over ``cap_s``."""
+
+    def __init__(self, cap_s: float = float("inf")) -> None:
+        self.cap_s = cap_s
+        self._per_token: collections.deque[float] = collections.deque(maxlen=PACE_WINDOW)
+
+    def observe(self, seconds: float, prompt_tokens: int) -> None:
+        if seconds > 0 and prompt_tokens > 0:
+            self._per_token.append(seconds / prompt_tokens)
+
+    def deadline(self, prompt_tokens: int, progress_s: float) -> float:
+        if not self._per_token:
+            return min(self.cap_s, UNMEASURED_FACTOR * progress_s)
+        return min(self.cap_s, max(progress_s,
+                                   PACE_FACTOR * max(self._per_token) * prompt_tokens))
 
 
 def _messages(request: httpx.Request) -> list[Any] | None:
