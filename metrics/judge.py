@@ -51,6 +51,10 @@ class JudgeMetrics(Recorder):
         self.judge_redactions = self._counter(
             "judge_redactions_total",
             "PII values replaced before text was sent to the judge, by kind.", ("kind",))
+        self.judge_abandoned = self._counter(
+            "judge_replies_abandoned_total",
+            "Streamed judge replies given up as soon as they looped (judge.stream = on); "
+            "their tokens are estimated (the server never reported them).", ("judge",))
         self.cascade_picked = self._counter(
             "cascade_picked_total",
             "Items the cascade gave the judge, by why (random | low | band).", ("reason",))
@@ -104,6 +108,8 @@ class JudgeMetrics(Recorder):
         for kind, n in usage.redactions.items():
             if n > 0:
                 self._child(self.judge_redactions, value("kind", kind)).inc(n)
+        if usage.abandoned > 0:
+            self._child(self.judge_abandoned, scorer_v).inc(usage.abandoned)
 
     def set_judge_up(self, judge: str, up: bool) -> None:
         """Whether ``judge`` answered this process's last call."""

@@ -18,13 +18,21 @@ from typing import Any
 
 import pytest
 
-from evaluator.config import Config, load_config
+from evaluator.config import Config, MetricsConfig, load_config
 from evaluator.errors import TransientError
 from evaluator.judge.scorer import JudgeScorer
 from evaluator.judge.types import FINAL_ATTEMPT
 from evaluator.records import LogRecord
-from evaluator.scorers.base import ItemResult, NotJudged, Outcome, Usage
+from evaluator.scorers.base import (
+    ItemResult,
+    NotJudged,
+    Outcome,
+    ScoredBatch,
+    ScorerRun,
+    Usage,
+)
 from evaluator.scorers.gates import apply_gates
+from metrics.registry import Metrics
 from tests.judge_server import CHAT_PATH, EMBEDDINGS_PATH, JudgeServer, Reply, free_port
 from tests.prom_helpers import wait_until
 
@@ -541,6 +549,11 @@ def test_a_streamed_reply_that_loops_is_abandoned_and_not_asked_again(
     assert server.count(CHAT_PATH) == 1
     trace = items[0].explanation.judge
     assert trace is not None and trace.finish_reason == "length"
+    assert usage.abandoned == 1
+    metrics = Metrics(MetricsConfig(), multiprocess=False)
+    metrics.judge.observe_usage(ScoredBatch((), (ScorerRun("compact", "1", (), usage),)))
+    assert metrics.registry.get_sample_value("groundwatch_judge_replies_abandoned_total",
+                                             {"judge": "compact"}) == 1
     assert 0 < usage.completion_tokens < len(loop) // 8  # estimated: the server sent none
     # The server stops when its next write finds the connection gone: far short of the whole.
     wait_until(lambda: server.usage_served["completion_tokens"] > 0 or None, timeout=10)

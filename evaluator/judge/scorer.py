@@ -444,7 +444,7 @@ def _usage(calls: CallLog, assessment: Assessment) -> Usage:
                  completion_tokens=calls.completion_tokens, cost_usd=calls.cost_usd,
                  cache_hits=cached, cache_misses=max(0, misses),
                  truncations=calls.truncations, unpriced=1 if calls.unpriced else 0,
-                 judge_statuses=dict(calls.statuses),
+                 abandoned=calls.abandoned, judge_statuses=dict(calls.statuses),
                  redactions=dict(judge.redacted) if judge else {}, not_judged=not_judged)
 
 

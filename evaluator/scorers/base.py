@@ -145,6 +145,8 @@ class Usage:
     truncations: int = 0
     latency_s: float = 0.0
     unpriced: int = 0
+    # Streamed judge replies given up as soon as they looped (judge.stream = "on").
+    abandoned: int = 0
     judge_statuses: Mapping[str, int] = field(default_factory=dict)
     redactions: Mapping[str, int] = field(default_factory=dict)
     not_judged: Mapping[NotJudged, int] = field(default_factory=dict)
@@ -163,6 +165,7 @@ class Usage:
             truncations=self.truncations + other.truncations,
             latency_s=self.latency_s + other.latency_s,
             unpriced=self.unpriced + other.unpriced,
+            abandoned=self.abandoned + other.abandoned,
             judge_statuses=_summed(self.judge_statuses, other.judge_statuses),
             redactions=_summed(self.redactions, other.redactions),
             not_judged=_summed(self.not_judged, other.not_judged),
