@@ -74,6 +74,7 @@ for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
 
 from benchmarks.provenance import measured_on  # noqa: E402
 from benchmarks.sealed import PARTS, part_of  # noqa: E402
+from evaluator.calibration.isotonic import ece, roc_auc  # noqa: E402
 from evaluator.config import Config, load_config  # noqa: E402
 from evaluator.errors import ConfigError  # noqa: E402
 from evaluator.offline import score_file  # noqa: E402
@@ -87,30 +88,6 @@ DEFAULT_SCORERS = "lexical,embedded-pre17,embedded"
 PASSAGE_FILE = "context_relevance_msmarco"
 LABELS = ("label_faithful", "label_relevant")
 PART = "_part"  # where a line's part (tuned-on or sealed) is kept beside its labels
-
-
-# -- ROC-AUC --------------------------------------------------------------------------------
-def roc_auc(scores: Sequence[float], labels: Sequence[int | bool]) -> float | None:
-    """ROC-AUC of ``scores`` against binary ``labels`` (Mann-Whitney U with average ranks for
-    ties). ``None`` when either class is empty. Raises ``ValueError`` on non-finite scores or
-    mismatched lengths."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(labels).astype(bool)
-    if s.shape != y.shape or s.ndim != 1:
-        raise ValueError(f"scores and labels must be 1-D and the same length, "
-                         f"got {s.shape} and {y.shape}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores must be finite")
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)  # 1-based rank of each distinct value's last occurrence
-    average_rank = last - (counts - 1) / 2.0
-    ranks = average_rank[inverse]
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
 
 
 # -- what to measure in which file ----------------------------------------------------------
@@ -235,23 +212,10 @@ def score_labelled_file(path: Path, scorer: Scorer, *, limit: int | None, batch_
 
 
 # -- calibration and the contradiction set --------------------------------------------------
-ECE_BINS = 10
-
-
 def expected_calibration_error(scores: Sequence[float], labels: Sequence[int]) -> float | None:
-    """ECE over ``ECE_BINS`` equal-width bins: the item-weighted mean |mean score - share of
-    positives| per bin. 0 is perfectly calibrated."""
-    if not scores:
-        return None
-    p = np.asarray(scores, dtype=float)
-    y = np.asarray(labels, dtype=float)
-    idx = np.clip((p * ECE_BINS).astype(int), 0, ECE_BINS - 1)
-    total = 0.0
-    for b in range(ECE_BINS):
-        sel = idx == b
-        if sel.any():
-            total += sel.sum() / len(p) * abs(p[sel].mean() - y[sel].mean())
-    return float(total)
+    """ECE over ten equal-width bins (:func:`evaluator.calibration.isotonic.ece`);
+    None without scores. 0 is perfectly calibrated."""
+    return ece(scores, labels) if len(scores) else None
 
 
 def part_figures(tally: MetricTally, threshold: float) -> dict[str, dict[str, Any]]:

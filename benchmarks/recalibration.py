@@ -33,17 +33,17 @@ from typing import Any
 
 import numpy as np
 
-for _name, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
-                      ("RAGAS_DO_NOT_TRACK", "true"), ("TOKENIZERS_PARALLELISM", "false")):
-    os.environ.setdefault(_name, _value)
+from benchmarks.provenance import measured_on
 
-from benchmarks.provenance import measured_on  # noqa: E402
-from benchmarks.quality import DEFAULT_DATA, score_labelled_file  # noqa: E402
-from evaluator.calibration.fit import ALL_ROUTES, FitSettings, Pair, fit_one  # noqa: E402
-from evaluator.calibration.isotonic import ece, roc_auc  # noqa: E402
-from evaluator.config import load_config  # noqa: E402
-from evaluator.records import RowLimits  # noqa: E402
-from evaluator.scorers import build_scorer  # noqa: E402
+# benchmarks.quality sets the offline variables (HF_HUB_OFFLINE, ...) as it is imported,
+# before anything that reads them.
+from benchmarks.quality import DEFAULT_DATA, score_labelled_file
+from evaluator.calibration.fit import FitSettings, fit_one
+from evaluator.calibration.isotonic import ece, many, roc_auc
+from evaluator.calibration.maps import ALL_ROUTES, Pair
+from evaluator.config import load_config
+from evaluator.records import RowLimits
+from evaluator.scorers import build_scorer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recalibration.json"
 SETTINGS = FitSettings()  # the [calibration] defaults: 50 pairs, band 0.15
@@ -76,9 +76,9 @@ def synthetic(seed: int = 1) -> dict[str, Any]:
         grid = np.linspace(0.01, 0.99, 99)
         out[kind] = {"fit_pairs": 4000, "held_pairs": 2000,
                      "ece_raw": round(ece(x, y), 4),
-                     "ece_calibrated": round(ece(fitted.map.many(x), y), 4),
+                     "ece_calibrated": round(ece(many(fitted.map, x), y), 4),
                      "mean_abs_error_vs_sqrt": round(float(
-                         np.abs(fitted.map.many(grid) - np.sqrt(grid)).mean()), 4)}
+                         np.abs(many(fitted.map, grid) - np.sqrt(grid)).mean()), 4)}
     return out
 
 
@@ -127,7 +127,7 @@ def dev(data: Path, files: Sequence[str] | None, limit: int | None) -> dict[str,
                "fit_ece_raw": own.ece_raw, "fit_ece_map_out_of_fold": own.ece_calibrated,
                "map_usable": own.usable, "why": own.why}
         if own.map is not None:
-            mapped = own.map.many(x)
+            mapped = many(own.map, x)
             row.update(sealed_ece_map=round(ece(mapped, y), 4),
                        sealed_mean_map=round(float(mapped.mean()), 4),
                        sealed_auc_map=_r(roc_auc(mapped, y >= 0.5)))
@@ -135,7 +135,7 @@ def dev(data: Path, files: Sequence[str] | None, limit: int | None) -> dict[str,
         row["sealed_ece_as_applied"] = row["sealed_ece_map"] if own.usable else \
             row["sealed_ece_raw"]
         if pooled[metric].map is not None:
-            row["sealed_ece_pooled_map"] = round(ece(pooled[metric].map.many(x), y), 4)
+            row["sealed_ece_pooled_map"] = round(ece(many(pooled[metric].map, x), y), 4)
         rows.setdefault(file, {})[metric] = row
     return {"rows": rows, "scoring_seconds": round(seconds, 1)}
 

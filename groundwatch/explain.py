@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from evaluator.calibration.fit import ALL_ROUTES, FittedMap
+from evaluator.calibration.maps import ALL_ROUTES, FittedMap
 from evaluator.records import PassageInfo
 
 

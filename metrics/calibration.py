@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from evaluator.calibration.fit import ALL_ROUTES
+from evaluator.calibration.maps import ALL_ROUTES
 from metrics.labels import OTHER
 from metrics.recorder import Recorder
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from evaluator.calibration.fit import FittedMap
+    from evaluator.calibration.maps import FittedMap
     from metrics.labels import LabelPolicy
 
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from evaluator.calibration.apply import Calibrator
-from evaluator.calibration.fit import ALL_ROUTES, FitSettings, Pair, fit_maps, fit_one
-from evaluator.calibration.isotonic import ece, fit_isotonic, roc_auc
+from evaluator.calibration.fit import FitSettings, fit_maps, fit_one
+from evaluator.calibration.isotonic import ece, fit_isotonic, many, roc_auc
+from evaluator.calibration.maps import ALL_ROUTES, Pair
 from evaluator.calibration.refit import RefitScheduler, refit
 from evaluator.config import CalibrationConfig, MetricsConfig
 from evaluator.scorers.base import ItemResult, MetricResult, ScoredBatch, ScorerRun
@@ -49,7 +50,7 @@ def test_isotonic_pools_violators_and_stays_monotone() -> None:
     rng = np.random.default_rng(3)
     x = rng.random(500)
     noisy = fit_isotonic(x, np.clip(x + rng.normal(0, 0.3, 500), 0, 1))
-    values = noisy.many(np.linspace(0, 1, 101))
+    values = many(noisy, np.linspace(0, 1, 101))
     assert (np.diff(values) >= 0).all() and values.min() >= 0 and values.max() <= 1
     # Equal raw scores get one value: the map is a function of the score.
     tied = fit_isotonic([0.5, 0.5, 0.5], [0.0, 1.0, 1.0])
@@ -75,11 +76,11 @@ def test_the_map_recovers_a_known_distortion(binary: bool) -> None:
                 metric="faithfulness", threshold=0.5, settings=SETTINGS, now=T0)
     assert m.usable and m.map is not None and m.n == 4000
     grid = np.linspace(0.01, 0.99, 99)
-    error = float(np.abs(m.map.many(grid) - np.sqrt(grid)).mean())
+    error = float(np.abs(many(m.map, grid) - np.sqrt(grid)).mean())
     assert error <= (0.06 if binary else 0.03)
     x = np.array([p.cheap for p in held])
     y = np.array([p.target for p in held])
-    before, after = ece(x, y), ece(m.map.many(x), y)
+    before, after = ece(x, y), ece(many(m.map, x), y)
     assert before > 0.1 and after < before / 3
     # The stored figure is out of fold, and tells the same story.
     assert m.ece_calibrated is not None and m.ece_calibrated < m.ece_raw / 3

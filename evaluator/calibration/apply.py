@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from evaluator.calibration.fit import ALL_ROUTES, NO_ROUTE, FittedMap
+from evaluator.calibration.maps import ALL_ROUTES, NO_ROUTE, FittedMap
 from evaluator.records import LogRecord
 from evaluator.scorers.base import ItemResult, MetricResult, Outcome, ScorerRun
 
@@ -66,29 +66,38 @@ class Calibrator:
 
     def lookup(self, route: str | None, metric: str) -> FittedMap | None:
         """The map a record of ``route`` uses for ``metric``, or None."""
-        maps = self.maps()
-        return maps.get((route or NO_ROUTE, metric)) or maps.get((ALL_ROUTES, metric))
+        return _lookup(self.maps(), route, metric)
 
     def apply(self, run: ScorerRun, records: Mapping[str, LogRecord]) -> ScorerRun:
         """``run`` with each ``ok`` value that has a map given its calibrated twin; a run of
         another scorer or version, or with no map at all, is returned as it is."""
-        if run.scorer != self.scorer or run.version != self.scorer_version or not self.maps():
+        if run.scorer != self.scorer or run.version != self.scorer_version:
+            return run
+        maps = self.maps()  # once per run: the same maps for all its items
+        if not maps:
             return run
         items = []
         for item in run.items:
             route = records[item.request_id].route if item.request_id in records else None
-            items.append(self._item(item, route))
+            items.append(_item(maps, item, route))
         return dataclasses.replace(run, items=tuple(items))
 
-    def _item(self, item: ItemResult, route: str | None) -> ItemResult:
-        changed = False
-        metrics: list[MetricResult] = []
-        for m in item.metrics:
-            fitted = self.lookup(route, m.metric) if m.outcome is Outcome.OK else None
-            if fitted is None or m.value is None:
-                metrics.append(m)
-                continue
-            metrics.append(dataclasses.replace(m, calibrated=round(fitted.apply(m.value), 6),
-                                               calibration=fitted.name))
-            changed = True
-        return dataclasses.replace(item, metrics=tuple(metrics)) if changed else item
+
+def _lookup(maps: Mapping[tuple[str, str], FittedMap], route: str | None,
+            metric: str) -> FittedMap | None:
+    return maps.get((route or NO_ROUTE, metric)) or maps.get((ALL_ROUTES, metric))
+
+
+def _item(maps: Mapping[tuple[str, str], FittedMap], item: ItemResult,
+          route: str | None) -> ItemResult:
+    changed = False
+    metrics: list[MetricResult] = []
+    for m in item.metrics:
+        fitted = _lookup(maps, route, m.metric) if m.outcome is Outcome.OK else None
+        if fitted is None or m.value is None:
+            metrics.append(m)
+            continue
+        metrics.append(dataclasses.replace(m, calibrated=round(fitted.apply(m.value), 6),
+                                           calibration=fitted.name))
+        changed = True
+    return dataclasses.replace(item, metrics=tuple(metrics)) if changed else item

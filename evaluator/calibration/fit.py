@@ -18,25 +18,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 
-from evaluator.calibration.isotonic import (
-    BAND_GRID,
-    MonotoneMap,
-    bootstrap_band,
-    ece,
-    fit_isotonic,
-    roc_auc,
-)
+from evaluator.calibration.isotonic import bootstrap_band, ece, fit_isotonic, many, roc_auc
+from evaluator.calibration.maps import ALL_ROUTES, BAND_GRID, SOURCES, FittedMap, Pair
 
-ALL_ROUTES = "*"
-"""The route of the map fitted over every route's pairs: used where a route has no map."""
-NO_ROUTE = ""
-"""The route of records that carry none."""
-SOURCES = ("judge", "labels")
 MIN_ROUTE_PAIRS = 10
 """A route with fewer pairs gets no fit of its own (its figures would be noise); its pairs
 still count in the map over all routes."""
@@ -45,82 +34,11 @@ DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
-class Pair:
-    """One item's cheap score of one metric and what it should have been (0..1)."""
-
-    request_id: str
-    route: str
-    metric: str
-    cheap: float
-    target: float
-
-
-@dataclass(frozen=True, slots=True)
 class FitSettings:
     min_pairs: int = 50
     max_band: float = 0.15
     max_pairs: int = 5000
     bootstrap_rounds: int = 50
-
-
-@dataclass(frozen=True, slots=True)
-class FittedMap:
-    """One route's and metric's map, with the figures that say how far it holds.
-
-    ``usable`` is False (with ``why``) below ``min_pairs`` or with a band wider than
-    ``max_band``: such a map is stored, for the figures, and never applied."""
-
-    scorer: str
-    scorer_version: str
-    source: str
-    route: str
-    metric: str
-    fitted_at: datetime
-    n: int
-    map: MonotoneMap | None
-    band_lo: tuple[float, ...]
-    band_hi: tuple[float, ...]
-    band: float | None
-    auc: float | None
-    ece_raw: float
-    ece_calibrated: float | None
-    usable: bool
-    why: str = ""
-    id: int | None = field(default=None, compare=False)
-
-    @property
-    def name(self) -> str:
-        """How explain and the report name it: ``judge#12`` (the store's id)."""
-        return f"{self.source}#{self.id}" if self.id is not None else f"{self.source}#new"
-
-    def apply(self, value: float) -> float:
-        assert self.map is not None
-        return min(1.0, max(0.0, self.map(value)))
-
-    def band_at(self, value: float) -> tuple[float, float]:
-        """The bootstrap band of the map's value at ``value``."""
-        return (float(np.interp(value, BAND_GRID, self.band_lo)),
-                float(np.interp(value, BAND_GRID, self.band_hi)))
-
-    def body(self) -> dict[str, object]:
-        """What the store keeps besides the key columns."""
-        return {"map": self.map.to_dict() if self.map is not None else None,
-                "band_lo": [round(v, 4) for v in self.band_lo],
-                "band_hi": [round(v, 4) for v in self.band_hi],
-                "band": self.band, "auc": self.auc, "ece_raw": self.ece_raw,
-                "ece_calibrated": self.ece_calibrated, "why": self.why}
-
-    @classmethod
-    def from_row(cls, *, id: int, scorer: str, scorer_version: str, source: str, route: str,
-                 metric: str, fitted_at: datetime, n: int, usable: bool,
-                 body: Mapping[str, object]) -> FittedMap:
-        raw_map = body.get("map")
-        return cls(scorer, scorer_version, source, route, metric, fitted_at, n,
-                   MonotoneMap.from_dict(raw_map) if isinstance(raw_map, dict) else None,
-                   _floats(body.get("band_lo")), _floats(body.get("band_hi")),
-                   _opt(body.get("band")), _opt(body.get("auc")),
-                   _opt(body.get("ece_raw")) or 0.0, _opt(body.get("ece_calibrated")),
-                   usable, str(body.get("why") or ""), id)
 
 
 def fit_maps(pairs: Iterable[Pair], *, scorer: str, scorer_version: str, source: str,
@@ -187,7 +105,7 @@ def out_of_fold(pairs: Sequence[Pair], x: np.ndarray, y: np.ndarray) -> np.ndarr
         test = fold == f
         train = ~test
         if test.any() and train.any():
-            out[test] = fit_isotonic(x[train], y[train]).many(x[test])
+            out[test] = many(fit_isotonic(x[train], y[train]), x[test])
     return out
 
 
@@ -198,11 +116,3 @@ def _fold(request_id: str) -> int:
 
 def _seed(route: str, metric: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{route}|{metric}|{n}".encode()).digest()[:4], "big")
-
-
-def _floats(value: object) -> tuple[float, ...]:
-    return tuple(float(v) for v in value) if isinstance(value, list) else ()
-
-
-def _opt(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]

@@ -10,55 +10,30 @@ score ranks and is calibrated against a target.
   with a judge's values in [0, 1], the same reading against the judge's mean);
 - :func:`roc_auc` -- how well a raw score ranks the positive targets above the negatives.
 
-Pure numpy; no fitting library is needed at run time.
+Pure numpy; no fitting library is needed at run time. The benchmarks measure with these
+same two functions (benchmarks/quality.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from evaluator.calibration.maps import BAND_GRID, MonotoneMap
+
 ECE_BINS = 10
-# The grid the band is kept on: 0, 0.05, ..., 1.
-BAND_GRID = tuple(round(i / 20, 2) for i in range(21))
 
 
-@dataclass(frozen=True, slots=True)
-class MonotoneMap:
-    """A non-decreasing map [0, 1] -> [0, 1], linear between its knots, flat beyond them."""
-
-    x: tuple[float, ...]
-    y: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if not self.x or len(self.x) != len(self.y):
-            raise ValueError("a monotone map needs as many y as x knots, at least one")
-        if any(b < a for a, b in zip(self.x, self.x[1:], strict=False)) or \
-                any(b < a for a, b in zip(self.y, self.y[1:], strict=False)):
-            raise ValueError("a monotone map's knots must be non-decreasing")
-        if not all(0.0 <= v <= 1.0 for v in (*self.x, *self.y)):
-            raise ValueError("a monotone map's knots must lie in [0, 1]")
-
-    def __call__(self, value: float) -> float:
-        return float(np.interp(value, self.x, self.y))
-
-    def many(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
-        return np.interp(np.asarray(values, dtype=float), self.x, self.y)
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"x": [round(v, 6) for v in self.x], "y": [round(v, 6) for v in self.y]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Sequence[float]]) -> MonotoneMap:
-        return cls(tuple(float(v) for v in d["x"]), tuple(float(v) for v in d["y"]))
+def many(fitted: MonotoneMap, values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``fitted`` at each of ``values``, as an array (``numpy.interp``)."""
+    return np.interp(np.asarray(values, dtype=float), fitted.x, fitted.y)
 
 
 def fit_isotonic(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
                  ) -> MonotoneMap:
     """The least-squares non-decreasing fit of ``y`` on ``x`` (pool adjacent violators), as
-    a :class:`MonotoneMap` through each block's (mean x, mean y)."""
+    a :class:`~.maps.MonotoneMap` through each block's (mean x, mean y)."""
     xs = np.asarray(x, dtype=float)
     ys = np.asarray(y, dtype=float)
     if xs.size == 0 or xs.shape != ys.shape:
@@ -98,7 +73,7 @@ def bootstrap_band(x: np.ndarray, y: np.ndarray, *, rounds: int = 50, seed: int 
     fits = np.empty((rounds, len(grid)))
     for r in range(rounds):
         pick = rng.integers(0, n, n)
-        fits[r] = fit_isotonic(x[pick], y[pick]).many(grid)
+        fits[r] = many(fit_isotonic(x[pick], y[pick]), grid)
     tail = (1.0 - level) / 2 * 100
     lo = np.percentile(fits, tail, axis=0)
     hi = np.percentile(fits, 100 - tail, axis=0)
@@ -112,7 +87,7 @@ def ece(pred: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndarray
     t = np.asarray(target, dtype=float)
     if p.size == 0:
         raise ValueError("ece needs at least one prediction")
-    which = np.minimum((p * bins).astype(int), bins - 1)
+    which = np.clip((p * bins).astype(int), 0, bins - 1)
     total = 0.0
     for b in range(bins):
         mask = which == b
@@ -122,20 +97,25 @@ def ece(pred: Sequence[float] | np.ndarray, target: Sequence[float] | np.ndarray
     return total / p.size
 
 
-def roc_auc(score: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray
+def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[int | bool] | np.ndarray
             ) -> float | None:
-    """P(a positive scores above a negative), ties counting half; None without both kinds."""
-    s = np.asarray(score, dtype=float)
-    pos = np.asarray(positive, dtype=bool)
-    n_pos = int(pos.sum())
-    n_neg = pos.size - n_pos
+    """ROC-AUC of ``scores`` against binary ``labels`` (Mann-Whitney U with average ranks for
+    ties): P(a positive scores above a negative), ties counting half. ``None`` when either
+    class is empty. Raises ``ValueError`` on non-finite scores or mismatched lengths."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels).astype(bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores and labels must be 1-D and the same length, "
+                         f"got {s.shape} and {y.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores must be finite")
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(s, kind="stable")
-    ranks = np.empty(s.size)
-    sorted_s = s[order]
-    # Average ranks over ties.
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # 1-based rank of each distinct value's last occurrence
+    average_rank = last - (counts - 1) / 2.0
+    ranks = average_rank[inverse]
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from evaluator.calibration.fit import FitSettings, FittedMap, Pair, fit_maps
+from evaluator.calibration.fit import FitSettings, fit_maps
+from evaluator.calibration.maps import FittedMap, Pair
 from evaluator.periodic import ClaimedJob
 
 if TYPE_CHECKING:

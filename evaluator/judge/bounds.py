@@ -99,6 +99,10 @@ def reply_tokens(schema: dict[str, Any], cap: int) -> int:
 _LOOP = re.compile(r"(.{3,80}?)\1{3,}\s*$", re.S)
 
 
+# How much of a reply's end repeats_itself reads.
+LOOP_WINDOW_CHARS = 1200
+
+
 def repeats_itself(text: str) -> bool:
     """Does the reply end in a loop (the same piece four times or more in a row)?"""
-    return _LOOP.search(text[-1200:]) is not None
+    return _LOOP.search(text[-LOOP_WINDOW_CHARS:]) is not None

@@ -50,7 +50,7 @@ from typing import Any
 
 import httpx
 
-from evaluator.judge.bounds import repeats_itself
+from evaluator.judge.bounds import LOOP_WINDOW_CHARS, repeats_itself
 
 log = logging.getLogger("groundwatch.judge")
 
@@ -501,6 +501,7 @@ async def _read_stream(response: httpx.Response, item: CallLog, first_by: float,
     first_piece_at: float | None = None
     parts: list[str] = []
     size = 0
+    tail = ""  # the reply's end, all that repeats_itself reads (not the whole text each time)
     finish: str | None = None
     usage: Any = None
     meta: dict[str, Any] = {}
@@ -547,10 +548,10 @@ async def _read_stream(response: httpx.Response, item: CallLog, first_by: float,
                     if isinstance(piece, str) and piece:
                         parts.append(piece)
                         size += len(piece)
+                        tail = (tail + piece)[-LOOP_WINDOW_CHARS:]
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
-            if finish is None and size >= MIN_LOOP_CHECK_CHARS and \
-                    repeats_itself("".join(parts)):
+            if finish is None and size >= MIN_LOOP_CHECK_CHARS and repeats_itself(tail):
                 item.abandoned += 1
                 finish = "length"
                 break

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, delete, desc, func, insert, select
 
-from evaluator.calibration.fit import FittedMap, Pair
+from evaluator.calibration.maps import FittedMap, Pair
 from evaluator.store.database import Database
 from evaluator.store.models import calibration_maps, calibration_pairs
 
@@ -57,10 +58,7 @@ class CalibrationStore:
                     scorer=m.scorer, scorer_version=m.scorer_version, source=m.source,
                     route=m.route, metric=m.metric, fitted_at=m.fitted_at, n=m.n,
                     usable=m.usable, body=m.body()).returning(c.id)).scalar_one()
-                out.append(FittedMap.from_row(
-                    id=new_id, scorer=m.scorer, scorer_version=m.scorer_version,
-                    source=m.source, route=m.route, metric=m.metric, fitted_at=m.fitted_at,
-                    n=m.n, usable=m.usable, body=m.body()))
+                out.append(dataclasses.replace(m, id=new_id))
                 ids = conn.scalars(
                     select(c.id).where(c.scorer == m.scorer,
                                        c.scorer_version == m.scorer_version,

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from evaluator.calibration.fit import NO_ROUTE
+from evaluator.calibration.maps import NO_ROUTE
 from evaluator.records import LogRecord
 from evaluator.scorers.base import ItemResult, MetricResult, ScoredBatch, ScorerRun, Written
 from evaluator.store.database import Database, chunks

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evaluator.calibration.fit import NO_ROUTE, FittedMap, Pair, fit_maps
+from evaluator.calibration.fit import fit_maps
+from evaluator.calibration.maps import NO_ROUTE, FittedMap, Pair
 from evaluator.calibration.refit import HEADER, describe, refit, settings_of
 from evaluator.config import Config
 from evaluator.judge.golden import load_labelled
