@@ -556,6 +556,12 @@ class WorkerConfig(_Section):
     max_retries: int = Field(5, ge=0)
     retry_backoff_s: float = Field(2.0, gt=0)
     retry_backoff_max_s: float = Field(300.0, gt=0)
+    # A worker told to stop (SIGTERM) finishes its batch, but waits at most this long for
+    # judge calls still running; then it cancels them and hands the batch back to the queue
+    # unstored (another worker scores it from the start). `groundwatch run` kills a worker
+    # that has not exited STOP_MARGIN_S after this; an orchestrator's grace period
+    # (docker-compose stop_grace_period, Kubernetes terminationGracePeriodSeconds) should too.
+    stop_grace_s: float = Field(10.0, ge=0, le=3600)
 
 
 class SamplerConfig(_Section):

@@ -96,6 +96,21 @@ class TransientError(GroundwatchError):
         super().__init__(f"{kind}: {detail}")
 
 
+class Stopping(GroundwatchError):
+    """The worker is stopping and a batch's work was still running when its grace
+    (``worker.stop_grace_s``) ran out: it was cancelled, nothing of the batch was stored, and
+    the task hands the batch back to the queue. ``done`` and ``total`` count the items of the
+    step that was cut (the judge's), ``waited_s`` how long it waited after the stop."""
+
+    def __init__(self, what: str, *, done: int, total: int, waited_s: float) -> None:
+        self.what = what
+        self.done = done
+        self.total = total
+        self.waited_s = waited_s
+        super().__init__(f"{what}: {done} of {total} items finished, {total - done} "
+                         f"still running {waited_s:.1f}s after the stop was asked for")
+
+
 class ScorerError(GroundwatchError):
     """A scorer could not produce a result for an item; ``kind`` is a bounded vocabulary word
     (timeout, rate_limited, unparseable, unavailable, internal)."""

@@ -34,6 +34,7 @@ from evaluator.scorers.base import (
     as_scorer,
 )
 from evaluator.scorers.gates import Gated, apply_gates
+from evaluator.stopping import STOP, StopRequest
 
 if TYPE_CHECKING:
     from evaluator.calibration.apply import Calibrator
@@ -68,10 +69,12 @@ class Scoring:
         """The first scorer: the one that scores every item."""
         return self.scorers[0]
 
-    def score(self, records: Sequence[LogRecord], *, final_attempt: bool = True) -> ScoredBatch:
+    def score(self, records: Sequence[LogRecord], *, final_attempt: bool = True,
+              stop: StopRequest | None = None) -> ScoredBatch:
         """Score ``records`` with every scorer, then the judge on the cascade's pick.
         Per-item problems are ``error`` outcomes in the results; what a scorer raises (an
-        outage, a bug, a rate-limited judge on an attempt that is not the last) propagates."""
+        outage, a bug, a rate-limited judge on an attempt that is not the last, a judge cut by
+        ``stop``'s grace: :class:`~evaluator.errors.Stopping`) propagates."""
         records = tuple(records)
         gated = apply_gates(records)
         runs = [self._run(s, records, gated) for s in self.scorers]
@@ -79,10 +82,12 @@ class Scoring:
             picked = self.pick(runs[0], gated)
             if picked:
                 token = FINAL_ATTEMPT.set(final_attempt)
+                stop_token = STOP.set(stop)
                 try:
                     run = self._run(self.judge, [g.record for g, _ in picked],
                                     [g for g, _ in picked])
                 finally:
+                    STOP.reset(stop_token)
                     FINAL_ATTEMPT.reset(token)
                 why = {g.record.request_id: reason for g, reason in picked}
                 runs.append(dataclasses.replace(

@@ -26,7 +26,7 @@ from groundwatch.progress import StepProgress
 from groundwatch.report import build_report, format_report, report_rules
 from groundwatch.report_html import write_html_report
 from metrics.exporter import snapshot_text
-from workers.children import spawn_worker, stop_on_signals, stop_processes
+from workers.children import spawn_worker, stop_on_signals, stop_processes, stop_timeout_s
 from workers.process import ProcessContext
 from workers.sampler import StepResult
 
@@ -226,7 +226,7 @@ def run_demo(*, items: int = 1000, workdir: str = ".groundwatch/demo", seed: int
         finally:
             # Every score is in before the report: the worker stops now (a second stop, on
             # the context's close, finds it gone).
-            stop_processes([worker])
+            stop_processes([worker], stop_timeout_s(config.worker.stop_grace_s))
 
         print()
         rules, why = report_rules(config.scoring.thresholds)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from evaluator.config import Config, MetricsConfig, load_config
-from evaluator.errors import TransientError
+from evaluator.errors import Stopping, TransientError
 from evaluator.judge.scorer import JudgeScorer
 from evaluator.judge.types import FINAL_ATTEMPT
 from evaluator.records import LogRecord
@@ -32,6 +32,7 @@ from evaluator.scorers.base import (
     Usage,
 )
 from evaluator.scorers.gates import apply_gates
+from evaluator.stopping import STOP, StopRequest
 from metrics.registry import Metrics
 from tests.judge_server import CHAT_PATH, EMBEDDINGS_PATH, JudgeServer, Reply, free_port
 from tests.prom_helpers import wait_until
@@ -587,3 +588,25 @@ def test_a_judge_slow_to_its_first_piece_is_measured_not_timed_out(
     items, usage = score(judge, [record(f"r{i}") for i in range(4)])
     assert all(outcomes(item)["faithfulness"][0] == "ok" for item in items)
     assert set(usage.judge_statuses) == {"ok"}
+
+
+def test_a_stop_cuts_the_judges_calls_after_its_grace_and_says_how_far_it_got(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    # Two items answered at once, three by a judge far slower than the grace.
+    server.script(Reply.valid(), Reply.valid())
+    server.default = Reply.slow(30)
+    judge = build(judges, server.url, mode="compact", timeout_s=60, max_concurrency=8)
+    stop = StopRequest()
+    stop.request(1.0)
+    token = STOP.set(stop)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Stopping) as caught:
+            score(judge, [record(f"r{i}") for i in range(5)])
+    finally:
+        STOP.reset(token)
+    assert time.monotonic() - started < 10  # the grace, not the slow calls' 30 s
+    assert (caught.value.done, caught.value.total) == (2, 5)
+    assert "2 of 5 items finished, 3 still running" in str(caught.value)
+    # The circuit does not count a call cut by the stop as the judge failing.
+    assert judge.circuit.state == "closed"

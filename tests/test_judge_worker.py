@@ -5,6 +5,8 @@ this test starts on 127.0.0.1. Redis is the broker and holds the shared budget a
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from tests.gw_helpers import (
 from tests.judge_server import CHAT_PATH, EMBEDDINGS_PATH, JudgeServer, Reply
 from tests.prom_helpers import wait_until
 from tests.test_pipeline import enqueue_batches
+from workers.children import STOP_MARGIN_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -214,4 +217,49 @@ def test_a_silently_changed_judge_shows_as_golden_drift(tmp_path: Path, redis_db
             assert gauge("groundwatch_golden_score") == 0.0
         parsed = parse_metrics(snapshot(tmp_path / "prom"))
         assert total(parsed, "groundwatch_golden_runs_total", result="ok") >= 2
+        store.close()
+
+
+@pytest.mark.parametrize(("pool", "sig"), [("solo", "SIGTERM"), ("threads", "SIGTERM"),
+                                          ("prefork", "SIGTERM"), ("solo", "SIGQUIT"),
+                                          ("threads", "SIGQUIT"), ("prefork", "SIGQUIT")])
+def test_a_worker_stopped_with_judge_calls_in_flight_hands_its_batch_back_in_bounded_time(
+        tmp_path: Path, redis_db: None, pool: str, sig: str) -> None:
+    with JudgeServer() as server:
+        server.default = Reply.slow(30)  # slow but healthy: far past the stop's grace
+        config = configure(tmp_path, server.url)
+        text = config.read_text().replace('judge = "ragas"', 'judge = "compact"')
+        text = text.replace('pool = "threads"\nconcurrency = 2',
+                            f'pool = "{pool}"\nconcurrency = 1\nstop_grace_s = 2')
+        config.write_text(text.replace("timeout_s = 5", "timeout_s = 120"))
+        enqueue_batches(config, [[message(i) for i in range(10)]])
+        store = Store(f"sqlite:///{tmp_path}/gw.db")
+        log = tmp_path / "w.log"
+        with processes() as procs:
+            worker = start(procs, groundwatch_cmd(config, "worker"), log, env={KEY_VAR: KEY})
+            wait_until(lambda: server.count(CHAT_PATH) >= 4, timeout=60,
+                       what=f"judge calls in flight: {log_tail(log)}")
+            worker.send_signal(getattr(signal, sig))
+            stopped = time.monotonic()
+            # Within the grace (2 s) and the time to hand back and close, not the calls' 30 s.
+            worker.wait(timeout=STOP_MARGIN_S + 2)
+            took = time.monotonic() - stopped
+        text = log.read_text(errors="replace")
+        assert took < STOP_MARGIN_S + 2, text[-3000:]
+        assert "batch of 10" in text and "handed back to the queue" in text, text[-3000:]
+        assert "failed for good" not in text and "Traceback" not in text, text[-3000:]
+        # Nothing of it was stored: no scores, no dead letters; the items wait in the queue.
+        assert store.queries.scores() == [] and store.queries.failures() == []
+        parsed = parse_metrics(snapshot(tmp_path / "prom"))
+        assert total(parsed, "groundwatch_task_retries_total", kind="worker_stopping") == 1
+        # A second worker, with the judge answering now, scores the batch once, from the start.
+        server.default = Reply.valid()
+        server.clear()
+        with processes() as procs:
+            start(procs, groundwatch_cmd(config, "worker"), log, env={KEY_VAR: KEY})
+            wait_until(lambda: store.queries.count_items_by_status().get("scored") == 10,
+                       timeout=60, what=f"the batch scored again: {log_tail(log)}")
+        counts = _by_scorer(store)
+        assert counts[("compact", "ok")] == 40 and counts[("lexical", "ok")] == 40
+        assert server.count(CHAT_PATH) == 10 and store.queries.failures() == []
         store.close()

@@ -59,8 +59,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+# How long a worker has, after its worker.stop_grace_s, to hand its batch back, close its judge
+# and its store and delete its heartbeat before it is killed.
+STOP_MARGIN_S = 15.0
+
+
+def stop_timeout_s(stop_grace_s: float) -> float:
+    """How long to wait for a worker told to stop before killing it."""
+    return stop_grace_s + STOP_MARGIN_S
+
+
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
-    """SIGTERM (Celery's warm shutdown: finish the current batch), then SIGKILL if needed."""
+    """SIGTERM (Celery's warm shutdown: finish the current batch, judge calls for at most
+    worker.stop_grace_s), then SIGKILL after ``timeout_s`` (:func:`stop_timeout_s`)."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)

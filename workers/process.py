@@ -26,7 +26,7 @@ from evaluator.config import Config
 from evaluator.sources import Source, build_source
 from evaluator.store import Store
 from metrics.multiprocess import mark_process_dead, setup_multiprocess
-from workers.children import stop_processes
+from workers.children import stop_processes, stop_timeout_s
 from workers.dependencies import open_store
 from workers.supervisor import Supervisor
 
@@ -161,7 +161,8 @@ class ProcessContext:
 
     def workers(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
         """Worker processes this process started: stopped (warm shutdown) on exit."""
-        self._stack.callback(stop_processes, list(procs))
+        self._stack.callback(stop_processes, list(procs),
+                             stop_timeout_s(self.config.worker.stop_grace_s))
 
     def supervised_workers(self, spawn: Callable[[str], subprocess.Popen[bytes]],
                            names: Sequence[str], stop: threading.Event) -> Supervisor:
@@ -172,5 +173,5 @@ class ProcessContext:
         supervisor = Supervisor(spawn, names, stop, role="worker", max_restarts=run.max_restarts,
                                 window_s=run.restart_window_s, backoff_s=run.restart_backoff_s,
                                 on_restart=self.metrics.health.observe_restart)
-        self._stack.callback(supervisor.close)
+        self._stack.callback(supervisor.close, stop_timeout_s(self.config.worker.stop_grace_s))
         return supervisor

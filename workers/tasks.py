@@ -17,26 +17,33 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import random
+import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 from celery import Celery, Task, bootsteps
+from celery.exceptions import Reject
 from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
     worker_shutdown,
+    worker_shutting_down,
 )
+from celery.worker import state as celery_state
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from evaluator.config import Config
-from evaluator.errors import TransientError
+from evaluator.errors import Stopping, TransientError
 from evaluator.records import LogRecord
+from evaluator.stopping import StopRequest
 from evaluator.verdicts import Verdicts
 from metrics.multiprocess import mark_process_dead
+from metrics.registry import Metrics
 from workers.context import ContextHolder, WorkerContext
 
 if TYPE_CHECKING:
@@ -86,12 +93,16 @@ class WarmPoolGate:
 class TaskRuntime:
     """What the scoring task of one Celery app runs with, typed (arq's per-process ``ctx``):
     the config, the per-process contexts, the visibility timeout a batch is timed against,
-    the prefork pool's warm-up gate (set in the main process at ``worker_init``) and the
-    worker's activity counters for its heartbeat (set by ``groundwatch worker``)."""
+    the stop request, the prefork pool's warm-up gate (set in the main process at
+    ``worker_init``) and the worker's activity counters for its heartbeat (set by
+    ``groundwatch worker``)."""
 
     config: Config
     contexts: ContextHolder
     visibility_s: float
+    # Set when the worker is told to stop (worker_shutting_down), read by the batches still
+    # running, in this process or in a prefork child (shared across the fork).
+    stop: StopRequest
     warm_gate: WarmPoolGate | None = None
     activity: WorkerActivity | None = None
 
@@ -158,17 +169,18 @@ def decode_messages(messages: Sequence[Any]) -> tuple[list[LogRecord], list[tupl
 
 
 def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord], *,
-                     final_attempt: bool = True) -> int:
+                     final_attempt: bool = True, stop: StopRequest | None = None) -> int:
     """Load → score → store → observe: score ``records``, store the results, count them;
     returns the number of scores newly written. ``final_attempt``: the task will not retry
-    (a rate-limited judge then records errors instead of raising).
+    (a rate-limited judge then records errors instead of raising). ``stop``: the worker's
+    stop request (the judge's calls are cut once its grace has run out).
 
     Raises what the scorers or the store raise; the task decides whether to retry.
     """
     if not records:
         return 0
     try:
-        batch = ctx.scoring.score(records, final_attempt=final_attempt)
+        batch = ctx.scoring.score(records, final_attempt=final_attempt, stop=stop)
     finally:
         observe_judge_up(ctx)
     try:  # the scorers' usage (truncations, cache lookups, tokens): work done, stored or not
@@ -180,6 +192,90 @@ def score_and_record(ctx: WorkerContext, records: Sequence[LogRecord], *,
     ctx.metrics.scoring.observe_written(
         Verdicts.of(batch, written, ctx.config.scoring.thresholds))
     return len(written)
+
+
+# The start of the reason of a batch handed back (Celery's Reject), so that the filter below
+# knows it.
+HANDED_BACK = "worker stopping: "
+
+
+class QuietHandBack(logging.Filter):
+    """Celery logs every rejected task at WARNING with a traceback; for a batch a stopping
+    worker hands back (:func:`hand_back`, which says what happened in a line of its own) the
+    traceback would read as a crash. Keeps Celery's line, drops its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if isinstance(data, dict) and data.get("description") == "rejected" \
+                and HANDED_BACK in str(data.get("exc", "")):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def hand_back(ctx: WorkerContext, task_id: str | None, n_items: int,
+              exc: BaseException) -> None:
+    """Give a batch the stopping worker did not finish back to the queue (rejected and
+    requeued: the broker delivers it again, to another worker, which scores it from the
+    start; what this worker stored of it, if anything, is not stored twice), say so, count
+    it, and raise Celery's :class:`Reject`."""
+    try:
+        ctx.metrics.scoring.observe_task_retry("worker_stopping")
+    except Exception:  # metrics must not keep the batch from going back
+        log.warning("could not count the batch handed back", exc_info=True)
+    detail = str(exc) if isinstance(exc, Stopping) else f"{type(exc).__name__}: {exc}"
+    log.warning("worker stopping: batch of %d (task %s) not finished (%s); handed back to "
+                "the queue, for the next worker to score from the start (no failure "
+                "recorded, no score stored twice)", n_items, task_id, detail[:500],
+                extra={"task_id": task_id, "items": n_items})
+    raise Reject(f"{HANDED_BACK}{detail[:200]}", requeue=True) from exc
+
+
+def guard_cold_stop(stop: StopRequest, pool: str,
+                    count_cut: Callable[[int], None] | None = None) -> None:
+    """Wrap Celery's SIGQUIT handler (its cold shutdown), in the main process once the worker
+    is up. Celery tells the worker it is shutting down only after it has tried to kill the
+    running tasks, which the solo and threads pools cannot do: its handler raises
+    NotImplementedError into the running batch (solo), which then read as a batch failed for
+    good, or into the worker's loop (threads), which then waited for the batch with no
+    bound. The wrapper asks for the stop first, with no grace: the judge's calls are cut at
+    once and the batch is handed back. A prefork child is killed by Celery and cannot say so:
+    the wrapper says which batches go back to the queue (unacknowledged, restored by Celery)
+    and gives their number to ``count_cut``."""
+    previous = signal.getsignal(signal.SIGQUIT)
+    if not callable(previous) or getattr(previous, "groundwatch_stop", False):
+        return
+
+    def on_sigquit(signum: int, frame: Any) -> None:
+        stop.request(0.0)
+        if pool == "prefork":
+            cut = _say_cut_in_children()
+            if cut and count_cut is not None:
+                try:
+                    count_cut(cut)
+                except Exception:  # metrics must not keep the worker from stopping
+                    log.warning("could not count the batches handed back", exc_info=True)
+        try:
+            previous(signum, frame)
+        except NotImplementedError:  # solo and threads: Celery cannot kill a running task
+            log.info("cold stop: the %s pool cannot kill a running batch; its judge calls "
+                     "are cut instead and it is handed back", pool)
+
+    on_sigquit.groundwatch_stop = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGQUIT, on_sigquit)
+
+
+def _say_cut_in_children() -> int:
+    """The account of the batches a cold stop kills in prefork children; how many."""
+    counted = 0
+    for request in list(celery_state.active_requests):  # Celery's own bookkeeping
+        messages = request.args[0] if request.args else ()
+        log.warning("worker stopping (cold): batch of %d (task %s) cut in its pool process; "
+                "handed back to the queue (unacknowledged: Celery restores it), for the next "
+                "worker to score from the start (no failure recorded, no score stored twice)",
+                len(messages), request.id, extra={"task_id": request.id})
+        counted += 1
+    return counted
 
 
 def observe_judge_up(ctx: WorkerContext) -> None:
@@ -214,7 +310,7 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
     """Register the task and the per-process signals on ``app``; return the runtime they
     share (``make_celery`` puts it on ``app.runtime``)."""
     holder = ContextHolder(config)
-    runtime = TaskRuntime(config, holder, visibility_s)
+    runtime = TaskRuntime(config, holder, visibility_s, StopRequest())
     wcfg = config.worker
 
     @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True,
@@ -242,10 +338,15 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
                 ctx.metrics.scoring.observe_task_failure("bad_message")
         try:
             written = score_and_record(
-                ctx, records, final_attempt=self.request.retries >= wcfg.max_retries)
+                ctx, records, final_attempt=self.request.retries >= wcfg.max_retries,
+                stop=runtime.stop)
         except Exception as exc:
-            kind = _is_transient(exc)
             ids = [r.request_id for r in records]
+            if isinstance(exc, Stopping) or runtime.stop.requested:
+                # Cut by the stop (or failing while the process is torn down under it):
+                # nothing of the batch was stored, so it goes back whole, not as failures.
+                hand_back(ctx, self.request.id, len(ids), exc)
+            kind = _is_transient(exc)
             if kind is not None and (self.request.retries < wcfg.max_retries
                                      or kind == "store_unavailable"):
                 delay = backoff_delay(self.request.retries, wcfg.retry_backoff_s,
@@ -282,7 +383,26 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
         else:
             holder.get()
 
+    def _on_shutting_down(how: str = "Warm", **_: Any) -> None:
+        # Celery's signal handler, in the main process: a warm stop lets running judge calls
+        # go on for stop_grace_s, a cold one (SIGQUIT, a second SIGTERM) none.
+        runtime.stop.request(wcfg.stop_grace_s if how == "Warm" else 0.0)
+
+    def count_cut(n: int) -> None:
+        # A prefork main process holds no worker context (no scorer): metrics of its own.
+        scoring = Metrics(config.metrics).scoring
+        for _ in range(n):
+            scoring.observe_task_retry("worker_stopping")
+
+    def _on_ready(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            try:
+                guard_cold_stop(runtime.stop, wcfg.pool, count_cut)
+            except ValueError:  # not the main thread: Celery's handler stays as it is
+                log.warning("could not guard the cold stop (SIGQUIT)", exc_info=True)
+
     def _on_shutdown(**_: Any) -> None:
+        runtime.stop.request(0.0)  # anything still waiting gives up before the close
         holder.close()
         mark_process_dead()
 
@@ -290,4 +410,9 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
     worker_init.connect(_on_main_init, weak=False)
     worker_process_shutdown.connect(_on_shutdown, weak=False)
     worker_shutdown.connect(_on_shutdown, weak=False)
+    worker_shutting_down.connect(_on_shutting_down, weak=False)
+    worker_ready.connect(_on_ready, weak=False)
+    trace_log = logging.getLogger("celery.app.trace")
+    if not any(isinstance(f, QuietHandBack) for f in trace_log.filters):
+        trace_log.addFilter(QuietHandBack())
     return runtime

@@ -39,10 +39,10 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from evaluator.errors import ConfigError, TransientError
+from evaluator.errors import ConfigError, Stopping, TransientError
 from evaluator.judge.calls import CURRENT, CallLog, CircuitBreaker, JudgeTransport, Price
 from evaluator.judge.compact import PROMPT_VERSION, CompactBackend
-from evaluator.judge.loop import JudgeLoop
+from evaluator.judge.loop import JudgeLoop, StoppedWaiting
 from evaluator.judge.ragas_backend import EmbeddedEmbeddings, RagasBackend, _ragas_embeddings
 from evaluator.judge.redact import Redactor
 from evaluator.judge.shared import Budget, ResponseCache, shared_state_for
@@ -51,6 +51,7 @@ from evaluator.scorers import JUDGES
 from evaluator.scorers.base import MetricResult, NotJudged, Outcome, Usage
 from evaluator.scorers.explanation import Explanation, JudgeTrace
 from evaluator.scorers.gates import Assessment, Gated, GatedScorer
+from evaluator.stopping import STOP
 
 if TYPE_CHECKING:
     from evaluator.config import Config, JudgeConfig
@@ -242,7 +243,12 @@ class JudgeScorer(GatedScorer):
     def assess(self, items: Sequence[Gated]) -> tuple[list[Assessment], Usage]:
         self._start()
         final = FINAL_ATTEMPT.get()
-        results = self._loop.run(self._assess_all(items))
+        done = [0]  # items whose judgement finished, for the account of a stop
+        try:
+            results = self._loop.run(self._assess_all(items, done), stop=STOP.get())
+        except StoppedWaiting as exc:
+            raise Stopping(f"judge {self.name}", done=done[0], total=len(items),
+                           waited_s=exc.waited_s) from exc
         logs = [calls for _, calls in results]
         limited = [c for c in logs if c.failure == "rate_limited"]
         if limited and not final:
@@ -255,8 +261,14 @@ class JudgeScorer(GatedScorer):
             usage = usage + _usage(calls, assessment)
         return [a for a, _ in results], usage
 
-    async def _assess_all(self, items: Sequence[Gated]) -> list[tuple[Assessment, CallLog]]:
-        return list(await asyncio.gather(*(self._assess_one(g) for g in items)))
+    async def _assess_all(self, items: Sequence[Gated],
+                          done: list[int]) -> list[tuple[Assessment, CallLog]]:
+        async def one(item: Gated) -> tuple[Assessment, CallLog]:
+            result = await self._assess_one(item)
+            done[0] += 1
+            return result
+
+        return list(await asyncio.gather(*(one(g) for g in items)))
 
     async def _assess_one(self, item: Gated) -> tuple[Assessment, CallLog]:
         calls = CallLog()

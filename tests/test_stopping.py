@@ -1,0 +1,123 @@
+"""The stop request a worker makes when told to stop, and the judge loop's bounded wait on it
+(the worker-level behaviour, with a real Celery worker and judge server, is in
+tests/test_judge_worker.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+
+import pytest
+
+from evaluator.judge.loop import JudgeLoop, StoppedWaiting
+from evaluator.stopping import StopRequest
+
+
+@pytest.fixture
+def loop() -> JudgeLoop:
+    judge_loop = JudgeLoop()
+    yield judge_loop
+    judge_loop.close()
+
+
+def test_a_stop_request_starts_unset_and_only_ever_comes_closer() -> None:
+    stop = StopRequest()
+    assert not stop.requested and stop.remaining_s() is None and not stop.expired()
+    stop.request(60.0)
+    assert stop.requested and 59.0 < (stop.remaining_s() or 0) <= 60.0
+    stop.request(120.0)  # a later, longer request does not push the deadline back
+    assert (stop.remaining_s() or 0) <= 60.0
+    stop.request(0.0)
+    assert stop.expired() and stop.remaining_s() == 0.0
+
+
+def test_a_forked_child_sees_the_stop_its_parent_asks_for_after_the_fork() -> None:
+    stop = StopRequest()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: wait for the parent's request, say what it saw
+        os.close(read)
+        deadline = time.monotonic() + 10
+        while not stop.requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.write(write, b"1" if stop.requested else b"0")
+        os._exit(0)
+    os.close(write)
+    stop.request(5.0)
+    try:
+        assert os.read(read, 1) == b"1"
+    finally:
+        os.waitpid(pid, 0)
+        os.close(read)
+
+
+def test_the_loop_waits_as_long_as_it_takes_without_a_stop(loop: JudgeLoop) -> None:
+    async def answer() -> int:
+        await asyncio.sleep(0.6)  # longer than a poll: the wait goes round more than once
+        return 42
+
+    assert loop.run(answer(), stop=StopRequest()) == 42
+
+
+def test_the_loop_cancels_its_work_when_the_stop_grace_runs_out(loop: JudgeLoop) -> None:
+    cancelled = concurrent.futures.Future[bool]()
+
+    async def slow_call() -> int:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set_result(True)
+            raise
+        return 1
+
+    stop = StopRequest()
+    stop.request(0.5)
+    started = time.monotonic()
+    with pytest.raises(StoppedWaiting) as caught:
+        loop.run(slow_call(), stop=stop)
+    waited = time.monotonic() - started
+    assert 0.4 < waited < 5.0, waited  # the grace, not the call's 60 s
+    assert 0.3 < caught.value.waited_s < 5.0
+    assert cancelled.result(timeout=5)  # the call itself was cancelled on the loop
+
+
+def test_work_that_ends_within_the_grace_returns_its_result(loop: JudgeLoop) -> None:
+    async def quick() -> str:
+        await asyncio.sleep(0.2)
+        return "done"
+
+    stop = StopRequest()
+    stop.request(10.0)
+    assert loop.run(quick(), stop=stop) == "done"
+
+
+def test_a_loop_closed_under_a_stop_says_stopped_not_failed() -> None:
+    judge_loop = JudgeLoop()
+
+    async def slow_call() -> None:
+        await asyncio.sleep(60)
+
+    stop = StopRequest()
+    stop.request(30.0)  # a long grace: it is the close that cuts the call
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(judge_loop.run, slow_call(), stop=stop)
+        time.sleep(0.3)
+        judge_loop.close()
+        with pytest.raises(StoppedWaiting):
+            waiting.result(timeout=10)
+
+
+def test_a_loop_closed_without_a_stop_is_not_explained_as_one() -> None:
+    judge_loop = JudgeLoop()
+
+    async def slow_call() -> None:
+        await asyncio.sleep(60)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(judge_loop.run, slow_call(), stop=StopRequest())
+        time.sleep(0.3)
+        judge_loop.close()
+        with pytest.raises(concurrent.futures.CancelledError):
+            waiting.result(timeout=10)
