@@ -479,8 +479,9 @@ class JudgeConfig(_Section):
     # deadline (the longest wait for the next piece, the first included), so a slow but
     # steady judge (a local model on CPU) is not timed out however long its whole reply
     # takes, up to max_call_s; a reply that starts to loop is abandoned at once. The server
-    # must stream chat completions (OpenAI, vLLM, llama.cpp server, Ollama do).
-    stream: Literal["off", "on"] = "off"
+    # must stream chat completions (OpenAI, vLLM, llama.cpp server, Ollama do). "auto": on
+    # for a server on this host or a private network, off for a public API.
+    stream: Literal["auto", "off", "on"] = "auto"
     max_call_s: float = Field(900.0, gt=0, le=7200)
     # Calls in flight per worker process (one event loop per process).
     max_concurrency: int = Field(8, ge=1, le=1024)

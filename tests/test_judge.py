@@ -20,6 +20,7 @@ import pytest
 
 from evaluator.config import Config, MetricsConfig, load_config
 from evaluator.errors import Stopping, TransientError
+from evaluator.judge.bounds import streamed
 from evaluator.judge.scorer import JudgeScorer
 from evaluator.judge.types import FINAL_ATTEMPT
 from evaluator.records import LogRecord
@@ -516,9 +517,23 @@ def test_a_slow_but_steady_judge_is_not_timed_out_when_streamed(
     assert usage.completion_tokens == server.usage_served["completion_tokens"]
     # The same judge unstreamed: every call times out.
     slow = build(judges, server.url, mode=mode, timeout_s=0.5, circuit__failures=100,
-                 max_retries=0)
+                 max_retries=0, stream="off")
     items, usage = score(slow, [record("r2")])
     assert {r for _, r in outcomes(items[0]).values()} == {"timeout"}
+    # The default ("auto") streams to a server on this host: no timeout.
+    server.clear()
+    default = build(judges, server.url, mode=mode, timeout_s=0.5, circuit__failures=2)
+    items, usage = score(default, [record("r3")])
+    assert outcomes(items[0])["faithfulness"][0] == "ok", outcomes(items[0])
+    assert all(r.body.get("stream") is True for r in server.requests if r.path == CHAT_PATH)
+
+
+def test_stream_auto_is_on_for_self_hosted_servers_only() -> None:
+    assert streamed("auto", "http://127.0.0.1:8080/v1")
+    assert streamed("auto", "http://10.0.3.7:8000/v1") and streamed("auto", "http://llama:8080")
+    assert not streamed("auto", "https://api.openai.com/v1")
+    assert streamed("on", "https://api.openai.com/v1")
+    assert not streamed("off", "http://127.0.0.1:8080/v1")
 
 
 def test_a_streamed_judge_that_stops_sending_is_timed_out(server: JudgeServer,

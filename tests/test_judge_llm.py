@@ -248,15 +248,16 @@ def _judge_items(tmp_path: Path, llama: LlamaServer, mode: str, n: int, **judge:
 def test_a_real_model_streamed_under_a_progress_deadline(
         tmp_path: Path, redis_db: None, llama: LlamaServer, mode: str,
         timeout_s: float) -> None:
-    """judge.stream = "on" against the real server: timeout_s is the wait for each piece of a
-    reply, and no call times out; the streamed replies parse as the unstreamed ones do
-    (every item ends with a score or an error kind), within the calls-per-item bound. For
+    """judge.stream at its default, "auto", against the real server on 127.0.0.1: streamed,
+    so timeout_s is the wait for each piece of a reply, and no call times out; the streamed
+    replies parse as the unstreamed ones do (every item ends with a score or an error kind),
+    within the calls-per-item bound. For
     compact, 3 s is below a whole call's time on this CPU (4-5 s): the same items unstreamed
     at 3 s do time out. (ragas's calls are shorter, about 3 s, but a long prompt's processing
     in the other slot stalls a reply for seconds: 10 s.)"""
     n = 8
     scores, parsed, seconds = _judge_items(tmp_path / "streamed", llama, mode, n,
-                                           timeout_s=timeout_s, stream="on")
+                                           timeout_s=timeout_s, stream="auto")
     kinds = Counter(s.reason for s in scores if s.outcome == "error")
     assert "timeout" not in kinds and set(kinds) <= ERROR_KINDS, kinds
     calls = total(parsed, "groundwatch_judge_requests_total")

@@ -34,6 +34,20 @@ def bounds_enforced(setting: str, base_url: str) -> bool:
     (llama.cpp, vLLM, Ollama: their grammars enforce the bounds), off for a public host."""
     if setting != "auto":
         return setting == "on"
+    return self_hosted(base_url)
+
+
+def streamed(setting: str, base_url: str) -> bool:
+    """``judge.stream``: "auto" is on for a server on this host or a private network (a model
+    served on the team's own hardware, often a CPU: a whole-call timeout would read its
+    slowness as an outage), off for a public host (fast, and billed: whole calls)."""
+    if setting != "auto":
+        return setting == "on"
+    return self_hosted(base_url)
+
+
+def self_hosted(base_url: str) -> bool:
+    """Is ``base_url`` on this host or a private network (not a public API)?"""
     host = urlsplit(base_url).hostname or ""
     if host == "localhost" or host.endswith((".local", ".internal", ".svc", ".lan")):
         return True

@@ -40,6 +40,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from evaluator.errors import ConfigError, Stopping, TransientError
+from evaluator.judge.bounds import streamed
 from evaluator.judge.calls import CURRENT, CallLog, CircuitBreaker, JudgeTransport, Price
 from evaluator.judge.compact import PROMPT_VERSION, CompactBackend
 from evaluator.judge.loop import JudgeLoop, StoppedWaiting
@@ -196,7 +197,7 @@ class JudgeScorer(GatedScorer):
             httpx.AsyncHTTPTransport(retries=0), circuit=self.circuit, price=price,
             max_retries=cfg.max_retries, rate_limit_max_wait_s=cfg.rate_limit_max_wait_s,
             guard=guard, on_reply=lambda p, c, usd: budget.spend(p + c, usd),
-            stream=cfg.stream == "on", max_call_s=cfg.max_call_s)
+            stream=streamed(cfg.stream, cfg.base_url), max_call_s=cfg.max_call_s)
         http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(cfg.timeout_s))
         return client_cls(base_url=base_url, api_key=key, max_retries=0,
                           timeout=cfg.timeout_s, http_client=http)
