@@ -550,6 +550,23 @@ def test_a_streamed_judge_that_stops_sending_is_timed_out(server: JudgeServer,
     assert usage.judge_statuses == {"timeout": 1}
 
 
+def test_a_streamed_reply_past_its_max_tokens_is_abandoned_there(
+        server: JudgeServer, judges: list[JudgeScorer]) -> None:
+    """A server that does not honour max_tokens: a reply that never loops but outgrows the
+    item's budget (max_tokens x 8 characters) is given up there, as cut, in one call."""
+    words = " ".join(f"{chr(97 + i % 26)}{i * 7919 % 100003}" for i in range(6000))
+    server.default = Reply.content('{"claims": [{"claim": "' + words, pace_s=0.001)
+    judge = build(judges, server.url, mode="compact", stream="on", max_retries=1)
+    items, usage = score(judge, [record("r1")])
+    assert outcomes(items[0])["faithfulness"] == ("error", "unparseable")
+    assert server.count(CHAT_PATH) == 1 and usage.abandoned == 1
+    trace = items[0].explanation.judge
+    assert trace is not None and trace.finish_reason == "length"
+    max_tokens = next(r.body for r in server.requests if r.path == CHAT_PATH)["max_tokens"]
+    assert max_tokens * 8 < len(words)  # the reply would have run far past its budget
+    assert usage.completion_tokens <= (max_tokens * 8 + 64) // 4  # read to the budget only
+
+
 def test_a_streamed_reply_that_loops_is_abandoned_and_not_asked_again(
         server: JudgeServer, judges: list[JudgeScorer]) -> None:
     """A reply that repeats itself is given up as soon as the loop shows (not at

@@ -396,7 +396,7 @@ class JudgeTransport(httpx.AsyncBaseTransport):
                         "content-type", "").startswith("text/event-stream"):
                     return response  # an error (or a server that answered whole): as before
                 reply = await _read_stream(response, item, started + first_s, progress_s,
-                                           request)
+                                           request, budget_chars=_budget_chars(body))
         except TimeoutError:
             raise httpx.ReadTimeout(f"the streamed reply took longer than judge.max_call_s "
                                     f"({self.max_call_s:g} s)", request=request) from None
@@ -470,6 +470,10 @@ class JudgeTransport(httpx.AsyncBaseTransport):
 CHARS_PER_TOKEN = 4
 # A streamed reply is checked for a loop once it holds this many characters.
 MIN_LOOP_CHECK_CHARS = 200
+# A streamed reply longer than its max_tokens x this many characters has outgrown its budget
+# (a server that does not honour max_tokens): abandoned there. Generous: a token of English or
+# JSON is 3-4 characters, rarely more than 8.
+MAX_CHARS_PER_TOKEN = 8
 # The first piece of a streamed reply may take this many times the measured time to it
 # (per prompt token, the slowest of the last PACE_WINDOW calls).
 PACE_FACTOR = 3.0
@@ -490,14 +494,23 @@ def _chat_body(request: httpx.Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) and not body.get("stream") else None
 
 
+def _budget_chars(body: dict[str, Any]) -> int | None:
+    """The most characters a reply to ``body`` may run to (its max_tokens), or None."""
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        return limit * MAX_CHARS_PER_TOKEN
+    return None
+
+
 async def _read_stream(response: httpx.Response, item: CallLog, first_by: float,
-                       progress_s: float, request: httpx.Request) -> dict[str, Any]:
+                       progress_s: float, request: httpx.Request,
+                       budget_chars: int | None = None) -> dict[str, Any]:
     """The server-sent events of a streamed chat completion, read piece by piece, as one
     plain completion: the first piece by the monotonic time ``first_by`` (the prompt's
     processing), each next one within ``progress_s`` (the progress deadline), else
-    :class:`httpx.ReadTimeout`. A reply that starts to loop is abandoned there
-    (``finish_reason`` ``length``). When the first piece came is returned under
-    ``_first_piece_at`` (for :class:`PrefillPace`)."""
+    :class:`httpx.ReadTimeout`. A reply that starts to loop, or outgrows ``budget_chars``, is
+    abandoned there (``finish_reason`` ``length``). When the first piece came is returned
+    under ``_first_piece_at`` (for :class:`PrefillPace`)."""
     first_piece_at: float | None = None
     parts: list[str] = []
     size = 0
@@ -551,7 +564,8 @@ async def _read_stream(response: httpx.Response, item: CallLog, first_by: float,
                         tail = (tail + piece)[-LOOP_WINDOW_CHARS:]
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
-            if finish is None and size >= MIN_LOOP_CHECK_CHARS and repeats_itself(tail):
+            if finish is None and ((budget_chars is not None and size > budget_chars) or (
+                    size >= MIN_LOOP_CHECK_CHARS and repeats_itself(tail))):
                 item.abandoned += 1
                 finish = "length"
                 break
