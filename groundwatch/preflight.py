@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 from evaluator.config import ENV_PREFIX, Config, env_name_for
 from evaluator.errors import ConfigError, InvalidRecordError, TransientError, describe_error
+from evaluator.judge.bounds import streamed
 from evaluator.judge.golden import load_golden
 from evaluator.plugins import source_plugin
 from evaluator.records import ALL_FIELDS, LogRecord
@@ -515,7 +516,19 @@ class _JudgeChecks:
             f"item); faithfulness {good if good is None else round(good, 2)} supported, "
             f"{bad if bad is None else round(bad, 2)} contradicted; at this speed it judges "
             f"about {per_hour:,.0f} items an hour, enough for {keeps_up} (plus the low and "
-            "uncertain ones it is sent)")
+            f"uncertain ones it is sent); {_stream_note(config)}")
+
+
+def _stream_note(config: Config) -> str:
+    """How the judge's calls are read, and so what judge.timeout_s bounds."""
+    cfg = config.judge
+    why = f'judge.stream "{cfg.stream}"' + (
+        (": a server on this host or a private network" if streamed(cfg.stream, cfg.base_url)
+         else ": a public API") if cfg.stream == "auto" else "")
+    if streamed(cfg.stream, cfg.base_url):
+        return (f"calls streamed ({why}): timeout_s {cfg.timeout_s:g} s is the wait for each "
+                f"piece, max_call_s {cfg.max_call_s:g} s the whole call")
+    return f"whole calls ({why}): timeout_s {cfg.timeout_s:g} s bounds each call"
 
 
 # The probe: one passage, a supported and a contradicted answer to one question.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from evaluator.config import load_config
+from groundwatch import preflight
 from groundwatch.preflight import run_preflight
 from tests.judge_server import JudgeServer, free_port
 
@@ -98,7 +99,18 @@ def test_the_probe_judges_two_items_and_reports_the_speed(monkeypatch: Any) -> N
     assert "2 items judged in" in line and "1.0 calls" in line
     assert "faithfulness 1.0 supported, 0.0 contradicted" in line
     assert "items an hour" in line and "at cascade share 0.5" in line
+    # The scripted server is on 127.0.0.1: streamed by default, and the line says what
+    # timeout_s then bounds.
+    assert 'calls streamed (judge.stream "auto": a server on this host' in line
+    assert "is the wait for each piece" in line
     assert calls == 2  # asked, not answered from a cache
+
+
+def test_the_probe_line_says_when_calls_are_whole() -> None:
+    cfg = load_config(None, environ={"GROUNDWATCH__JUDGE__BASE_URL": "https://api.openai.com/v1",
+                                     "GROUNDWATCH__JUDGE__MODEL": "gpt-4o-mini"})
+    assert preflight._stream_note(cfg) == (
+        'whole calls (judge.stream "auto": a public API): timeout_s 60 s bounds each call')
 
 
 def test_a_probe_reply_that_does_not_parse_is_a_problem(monkeypatch: Any) -> None:
