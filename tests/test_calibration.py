@@ -330,6 +330,7 @@ def test_calibrate_labels_fits_the_same_map_and_workers_apply_it(
     assert main(["calibrate", "--labels", str(labels), "--dry-run", "-c", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "240 labelled items, 240 pairs" in out and "dry run" in out
+    assert not (tmp_path / "gw.db").exists()  # a dry run neither opens nor migrates the store
     with Store(f"sqlite:///{tmp_path / 'gw.db'}") as store:
         assert store.calibration.newest_maps("lexical", "1", usable_only=False) == []
     assert main(["calibrate", "--labels", str(labels), "-c", str(cfg)]) == 0

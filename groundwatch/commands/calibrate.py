@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 
 from evaluator.calibration.fit import fit_maps
 from evaluator.calibration.maps import NO_ROUTE, FittedMap, Pair
@@ -76,14 +77,17 @@ def _from_labels(config: Config, scorer: Scorer, path: str, *, dry_run: bool) ->
                                       metric, values[metric], label))
                 else:
                     skipped += 1
-    with ProcessContext(config, metrics=None) as process:
-        store = process.store.calibration
-        maps: list[FittedMap] = fit_maps(
-            pairs, scorer=scorer.name, scorer_version=scorer.version, source="labels",
-            thresholds=config.scoring.thresholds, settings=settings_of(config.calibration),
-            now=store.now())
-        if not dry_run:
-            maps = store.save_maps(maps)
+    def fit(now: datetime) -> list[FittedMap]:
+        return fit_maps(pairs, scorer=scorer.name, scorer_version=scorer.version,
+                        source="labels", thresholds=config.scoring.thresholds,
+                        settings=settings_of(config.calibration), now=now)
+
+    if dry_run:  # the store is neither opened nor migrated: this host's clock stamps the fit
+        maps = fit(datetime.now(UTC))
+    else:
+        with ProcessContext(config, metrics=None) as process:
+            store = process.store.calibration
+            maps = store.save_maps(fit(store.now()))
     print(f"{len(items)} labelled items, {len(pairs)} pairs"
           + (f" ({skipped} labels without an ok score: not applicable or error)"
              if skipped else ""))
