@@ -8,11 +8,15 @@ import asyncio
 import concurrent.futures
 import os
 import time
+from pathlib import Path
 
 import pytest
+from celery.signals import worker_process_shutdown, worker_shutdown
 
+from evaluator.config import load_config
 from evaluator.judge.loop import JudgeLoop, StoppedWaiting
 from evaluator.stopping import StopRequest
+from workers.app import make_celery
 
 
 @pytest.fixture
@@ -121,3 +125,22 @@ def test_a_loop_closed_without_a_stop_is_not_explained_as_one() -> None:
         judge_loop.close()
         with pytest.raises(concurrent.futures.CancelledError):
             waiting.result(timeout=10)
+
+
+def test_a_prefork_childs_exit_does_not_stop_the_others_but_the_workers_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stop request is shared by every prefork child: a child that exits on its own
+    (recycled, say) must not ask the others to cut their batches; the worker's own shutdown
+    does ask (so a batch still waiting when the judge's loop closes is handed back, not
+    recorded as failed)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
+    (tmp_path / "prom").mkdir()
+    path = tmp_path / "gw.toml"
+    path.write_text(f'[broker]\nurl = "filesystem://{tmp_path}/broker"\n'
+                    f'[store]\nurl = "sqlite:///{tmp_path}/gw.db"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n')
+    app = make_celery(load_config(path, environ={}))
+    worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+    assert not app.runtime.stop.requested
+    worker_shutdown.send(sender=None)
+    assert app.runtime.stop.expired()

@@ -401,14 +401,19 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
             except ValueError:  # not the main thread: Celery's handler stays as it is
                 log.warning("could not guard the cold stop (SIGQUIT)", exc_info=True)
 
-    def _on_shutdown(**_: Any) -> None:
-        runtime.stop.request(0.0)  # anything still waiting gives up before the close
+    def _on_process_shutdown(**_: Any) -> None:
+        # A prefork child's exit (also a recycled child's, while the others work on): the
+        # stop request is shared by every child, so it is not touched here.
         holder.close()
         mark_process_dead()
 
+    def _on_shutdown(**_: Any) -> None:
+        runtime.stop.request(0.0)  # anything still waiting gives up before the close
+        _on_process_shutdown()
+
     worker_process_init.connect(_on_process_init, weak=False)
     worker_init.connect(_on_main_init, weak=False)
-    worker_process_shutdown.connect(_on_shutdown, weak=False)
+    worker_process_shutdown.connect(_on_process_shutdown, weak=False)
     worker_shutdown.connect(_on_shutdown, weak=False)
     worker_shutting_down.connect(_on_shutting_down, weak=False)
     worker_ready.connect(_on_ready, weak=False)
