@@ -1,19 +1,23 @@
-"""Judge the entailment cross-encoder of ``scripts/train_entailment.py`` out of fold.
+"""Judge the entailment cross-encoder of ``scripts/train_entailment.py`` out of fold, on the
+tuned and the sealed part of each faithfulness dev file.
 
     HF_HUB_OFFLINE=1 nice -n 19 .venv/bin/python scripts/eval_entailment.py [--model DIR]
+    ... --evidence-only   # align claims with evidence first (cached; no model needed)
 
-For each faithfulness dev file (``scripts/calibrate.py``'s ``FAITH_FILES``, the same seeded
-sample of at most 2,000 items): the answer is split into claims and each claim aligned with its
+For each faithfulness dev file (``scripts/calibrate.py``'s ``FAITH_FILES``) and each part
+(benchmarks/sealed.py): the tuned part as calibrate.py samples it (at most 2,000 items,
+seeded), the sealed part whole. The answer is split into claims and each claim aligned with its
 evidence exactly as the ``embedded`` scorer does (its top ``features.TOP_UNITS`` context units
 by MiniLM cosine); the cross-encoder reads (those units, best first; the claim). An item's
-entailment score is the mean over its claims of P(entailment) (``xenc_min``: the minimum).
+entailment score is the mean over its claims of P(entailment) (``min``: the minimum).
 
-Printed per file: ROC-AUC against the label of today's embedded faithfulness (the shipped
-calibration, ``EmbeddedScorer.score_batch``), of the embedded head refitted without the file
-(``calibration.json``'s leave-one-file-out numbers), of the cross-encoder alone, and of a
-logistic regression of [embedded faithfulness, entailment score] fitted on the other four
-files and scored on the held-out one. The model never saw a pair made from any of these files
-(its rule-made pairs come only from non-faithfulness files), so every number is out of fold.
+Printed per file, tuned | sealed: ROC-AUC against the label of today's embedded faithfulness
+(the shipped calibration, fitted on the tuned parts: in-sample there), of the cross-encoder
+alone, and of a logistic regression of [embedded faithfulness, entailment score] fitted on the
+*tuned* parts of the other four files and scored on the held-out file's two parts; and a 95 %
+paired-bootstrap interval of that regression's gain over the embedded scorer on the sealed
+part. The model never saw a pair made from any of these files (its rule-made pairs come only
+from non-faithfulness files), so every cross-encoder number is out of fold.
 
 Then ``benchmarks/data/contradictions.jsonl``, measured only (nothing is fitted on it): the
 share of contradictions below 0.5 and of paraphrases at or above 0.5.
@@ -44,6 +48,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import calibrate as cb  # noqa: E402
 import train_entailment as te  # noqa: E402
 
+from benchmarks.sealed import is_sealed  # noqa: E402
 from evaluator.records import LogRecord  # noqa: E402
 from evaluator.scorers.embedded import features as ft  # noqa: E402
 from evaluator.scorers.embedded.scorer import EmbeddedScorer  # noqa: E402
@@ -51,6 +56,7 @@ from evaluator.scorers.gates import apply_gates  # noqa: E402
 
 CACHE = ROOT / ".cache" / "entailment"
 CONTRADICTIONS = ROOT / "benchmarks" / "data" / "contradictions.jsonl"
+SEALED_CONTRADICTIONS = ROOT / "benchmarks" / "data" / "sealed" / "contradictions_v2.jsonl"
 CHUNK = 64
 
 
@@ -106,17 +112,6 @@ def xenc_scores(model: Any, tokenizer: Any, items: list[dict[str, Any]], max_len
     return out
 
 
-def lofo(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-         names: Sequence[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Leave-one-file-out ROC-AUC of a logistic regression (files weighted equally), and the
-    held-out predictions."""
-    aucs, preds = {}, {}
-    for held in features:
-        preds[held] = cb.predict(fit(features, labels, names, exclude=held), features[held])
-        aucs[held] = cb.auc(preds[held], labels[held])
-    return aucs, preds
-
-
 def fit(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], names: Sequence[str],
         exclude: str | None = None) -> Any:
     files = [f for f in features if f != exclude]
@@ -147,13 +142,15 @@ def length_gate(claim: str) -> float:
 
 
 def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_length: int,
-                      combined: Any) -> dict[str, Any]:
+                      combined: Any, path: Path = CONTRADICTIONS, *,
+                      by_kind: bool = True) -> dict[str, Any]:
     """Both sides of every hand-written pair, scored (measured only, never fitted): the
     cross-encoder, the embedded scorer, and ``combined`` (the [embedded, mean P(e)] regression
-    fitted on all faithfulness files)."""
+    fitted on all faithfulness files' tuned parts). ``by_kind`` False: totals only (the sealed
+    second set)."""
     from datetime import UTC, datetime
 
-    rows = [json.loads(line) for line in CONTRADICTIONS.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()]
     records = [LogRecord(f"{r['id']}-{side}", datetime.now(UTC), r["question"], (r["context"],),
                          r[side]) for r in rows for side in ("paraphrase", "contradiction")]
@@ -169,19 +166,37 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
                         ("combined [embedded, mean P(e)]", both)):
         para = [score(2 * n) for n in range(len(rows))]
         contra = [score(2 * n + 1) for n in range(len(rows))]
-        by_kind: dict[str, list[int]] = {}
+        kinds: dict[str, list[int]] = {}
         for r, c in zip(rows, contra, strict=True):
-            by_kind.setdefault(r["kind"], []).append(int(c < 0.5))
+            kinds.setdefault(r.get("kind", "?"), []).append(int(c < 0.5))
         report[name] = {
             "paraphrases_at_or_above_0.5": f"{sum(p >= 0.5 for p in para)}/{len(rows)}",
             "contradictions_below_0.5": f"{sum(c < 0.5 for c in contra)}/{len(rows)}",
             "ranked_right": f"{sum(p > c for p, c in zip(para, contra, strict=True))}/{len(rows)}",
             "mean_paraphrase": round(float(np.mean(para)), 3),
             "mean_contradiction": round(float(np.mean(contra)), 3),
-            "contradictions_below_0.5_by_kind": {k: f"{sum(v)}/{len(v)}"
-                                                 for k, v in sorted(by_kind.items())},
         }
+        if by_kind:
+            report[name]["contradictions_below_0.5_by_kind"] = {
+                k: f"{sum(v)}/{len(v)}" for k, v in sorted(kinds.items())}
     return report
+
+
+PARTS = ("tuned", "sealed")
+
+
+def part_rows(name: str, data: Path, part: str, max_items: int, limit: int
+              ) -> list[dict[str, Any]]:
+    """The labelled rows of one part of a dev file (benchmarks/sealed.py): the tuned part as
+    scripts/calibrate.py samples it (at most ``max_items``, seeded), the sealed part whole."""
+    if part == "tuned":
+        rows = cb.tuning_rows(name, data)
+        if len(rows) > max_items:
+            pick = np.random.default_rng(cb.SEED).choice(len(rows), max_items, replace=False)
+            rows = [rows[i] for i in sorted(pick)]
+    else:
+        rows = [r for r in cb.load_rows(name, data) if is_sealed(r)]
+    return rows[:limit] if limit else rows
 
 
 def main() -> int:
@@ -192,97 +207,110 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N items per file (smoke runs)")
     ap.add_argument("--data", type=Path, default=cb.DATA)
     ap.add_argument("--out", type=Path, help="write the report (json) here too")
+    ap.add_argument("--evidence-only", action="store_true",
+                    help="only align the claims with their evidence (cached; no model needed)")
     args = ap.parse_args()
 
     from evaluator.config import EmbeddedConfig
 
-    model, tokenizer, manifest = te.load(args.model, args.threads)
-    max_length = int(manifest["max_length"])
     scorer = EmbeddedScorer(EmbeddedConfig(threads=args.threads))
     CACHE.mkdir(parents=True, exist_ok=True)
     code = evidence_code_hash()
-    weights = manifest["weights"]["sha256"][:12]
-    feats: dict[str, dict[str, np.ndarray]] = {"emb": {}, "xenc": {}, "xenc_min": {},
-                                               "contra": {}, "gated": {}}
-    labels: dict[str, np.ndarray] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for name in cb.FAITH_FILES:
-        rows = cb.load_rows(name, args.data)
-        if len(rows) > args.max_items:
-            pick = np.random.default_rng(cb.SEED).choice(len(rows), args.max_items, replace=False)
-            rows = [rows[i] for i in sorted(pick)]
-        if args.limit:
-            rows = rows[:args.limit]
-        path = CACHE / f"evidence-{name}-{code}-{len(rows)}.pkl"
-        t0 = time.perf_counter()
+    rows_of = {(name, part): part_rows(name, args.data, part, args.max_items, args.limit)
+               for name in cb.FAITH_FILES for part in PARTS}
+    evidence_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for (name, part), rows in rows_of.items():
+        path = CACHE / f"evidence-{name}-{part}-{code}-{len(rows)}.pkl"
         if path.exists():
-            items = pickle.loads(path.read_bytes())
+            evidence_of[name, part] = pickle.loads(path.read_bytes())
         else:
-            items = evidence(scorer, [cb.to_record(r, name) for r in rows])
-            path.write_bytes(pickle.dumps(items))
-        t1 = time.perf_counter()
-        xpath = CACHE / f"xenc-{name}-{code}-{weights}-{len(rows)}.pkl"
+            t0 = time.perf_counter()
+            evidence_of[name, part] = evidence(scorer, [cb.to_record(r, name) for r in rows])
+            path.write_bytes(pickle.dumps(evidence_of[name, part]))
+            print(f"{name} {part}: evidence of {len(rows)} items in "
+                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if args.evidence_only:
+        return 0
+
+    model, tokenizer, manifest = te.load(args.model, args.threads)
+    max_length = int(manifest["max_length"])
+    weights = manifest["weights"]["sha256"][:12]
+    # feats[part][kind][file]: one column each; labels[part][file]
+    feats: dict[str, dict[str, dict[str, np.ndarray]]] = {
+        part: {"emb": {}, "xenc": {}, "xenc_min": {}, "gated": {}} for part in PARTS}
+    labels: dict[str, dict[str, np.ndarray]] = {part: {} for part in PARTS}
+    counts: dict[str, dict[str, dict[str, int]]] = {part: {} for part in PARTS}
+    for (name, part), rows in rows_of.items():
+        items = evidence_of[name, part]
+        xpath = CACHE / f"xenc-{name}-{part}-{code}-{weights}-{len(rows)}.pkl"
         if xpath.exists():
             probs = pickle.loads(xpath.read_bytes())
         else:
+            t0 = time.perf_counter()
             probs = xenc_scores(model, tokenizer, items, max_length)
             xpath.write_bytes(pickle.dumps(probs))
+            print(f"{name} {part}: cross-encoder {time.perf_counter() - t0:.0f} s",
+                  file=sys.stderr)
         keep = [k for k, (r, it) in enumerate(zip(rows, items, strict=True))
                 if r["label_faithful"] is not None and it["faith"] is not None
                 and probs[k] is not None]
-        labels[name] = np.array([rows[k]["label_faithful"] for k in keep], float)
-        feats["emb"][name] = np.array([[items[k]["faith"]] for k in keep])
-        feats["xenc"][name] = np.array([[probs[k][:, 0].mean()] for k in keep])
-        feats["xenc_min"][name] = np.array([[probs[k][:, 0].min()] for k in keep])
-        feats["contra"][name] = np.array([[probs[k][:, 2].mean()] for k in keep])
-        feats["gated"][name] = np.array([[np.mean([
+        labels[part][name] = np.array([rows[k]["label_faithful"] for k in keep], float)
+        feats[part]["emb"][name] = np.array([[items[k]["faith"]] for k in keep])
+        feats[part]["xenc"][name] = np.array([[probs[k][:, 0].mean()] for k in keep])
+        feats[part]["xenc_min"][name] = np.array([[probs[k][:, 0].min()] for k in keep])
+        feats[part]["gated"][name] = np.array([[np.mean([
             g * pe + (1 - g) * 0.5 for (claim, _), pe in zip(
                 items[k]["claims"], probs[k][:, 0], strict=True)
             for g in [length_gate(claim)]])] for k in keep])
-        counts[name] = {"items": len(keep), "claims": int(sum(len(items[k]["claims"])
-                                                              for k in keep)),
-                        "faithful": int(labels[name].sum())}
-        print(f"{name}: {len(keep)} items; evidence {t1 - t0:.0f} s, cross-encoder "
-              f"{time.perf_counter() - t1:.0f} s", file=sys.stderr)
+        counts[part][name] = {"items": len(keep), "claims": int(sum(
+            len(items[k]["claims"]) for k in keep)), "faithful": int(labels[part][name].sum())}
 
-    def cat(*keys: str) -> dict[str, np.ndarray]:
-        return {f: np.hstack([feats[k][f] for k in keys]) for f in labels}
+    def cat(part: str, *keys: str) -> dict[str, np.ndarray]:
+        return {f: np.hstack([feats[part][k][f] for k in keys]) for f in labels[part]}
 
-    combos = {"LOFO [embedded, mean P(e)]": ("emb", "xenc"),
-              "LOFO [embedded, min P(e)]": ("emb", "xenc_min"),
-              "LOFO [embedded, mean P(e), mean P(c)]": ("emb", "xenc", "contra"),
-              "post hoc: LOFO [embedded, length-gated mean P(e)]": ("emb", "gated")}
-    fitted = {row: lofo(cat(*keys), labels, keys) for row, keys in combos.items()}
-    table = {
-        "embedded (today)": {f: cb.auc(feats["emb"][f][:, 0], labels[f]) for f in labels},
-        "embedded head LOFO (calibration.json)": scorer.calibration.raw["generalisation"][
-            "faithfulness"]["leave_one_file_out"] if scorer.calibration.raw else {},
-        "cross-encoder mean P(e)": {f: cb.auc(feats["xenc"][f][:, 0], labels[f])
-                                    for f in labels},
-        "cross-encoder min P(e)": {f: cb.auc(feats["xenc_min"][f][:, 0], labels[f])
-                                   for f in labels},
-        "cross-encoder 1 - mean P(c)": {f: cb.auc(-feats["contra"][f][:, 0], labels[f])
-                                        for f in labels},
-        **{row: aucs for row, (aucs, _) in fitted.items()},
-    }
-    files = list(labels)
-    print(f"\n{'ROC-AUC':50}" + "".join(f"{f[:15]:>16}" for f in files))
-    for row, values in table.items():
-        print(f"{row:50}" + "".join(f"{values.get(f, float('nan')):16.3f}" for f in files))
-    intervals = {row: {f: auc_gain_interval(preds[f], feats["emb"][f][:, 0], labels[f])
-                       for f in files} for row, (_, preds) in fitted.items()}
-    print(f"\n{'95% interval of gain over embedded (today)':50}")
-    for row, values in intervals.items():
-        print(f"{row:50}" + "".join(f"{f'{lo:+.3f}..{hi:+.3f}':>16}"
+    files = list(cb.FAITH_FILES)
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for row, key in (("embedded (today)", "emb"), ("cross-encoder mean P(e)", "xenc"),
+                     ("cross-encoder min P(e)", "xenc_min")):
+        table[row] = {part: {f: cb.auc(feats[part][key][f][:, 0], labels[part][f])
+                             for f in files} for part in PARTS}
+    gains: dict[str, dict[str, tuple[float, float]]] = {}
+    # The length-gated row was named in docs/entailment.md before this run (its "worth trying
+    # next"), so it is judged with the others, not chosen after them.
+    for row, keys in (("LOFO [embedded, mean P(e)]", ("emb", "xenc")),
+                      ("LOFO [embedded, min P(e)]", ("emb", "xenc_min")),
+                      ("LOFO [embedded, gated mean P(e)]", ("emb", "gated"))):
+        table[row] = {part: {} for part in PARTS}
+        gains[row] = {}
+        tuned = cat("tuned", *keys)
+        for held in files:  # fitted on the other files' tuned parts only
+            model_f = fit(tuned, labels["tuned"], keys, exclude=held)
+            for part in PARTS:
+                pred = cb.predict(model_f, cat(part, *keys)[held])
+                table[row][part][held] = cb.auc(pred, labels[part][held])
+                if part == "sealed":
+                    gains[row][held] = auc_gain_interval(
+                        pred, feats["sealed"]["emb"][held][:, 0], labels["sealed"][held])
+    print(f"\n{'ROC-AUC, tuned | sealed':34}" + "".join(f"{f[:15]:>18}" for f in files))
+    for row, parts in table.items():
+        print(f"{row:34}" + "".join(
+            f"{parts['tuned'][f]:8.3f} |{parts['sealed'][f]:6.3f}  " for f in files))
+    print(f"\n{'sealed: 95% interval of the gain':34}")
+    for row, values in gains.items():
+        print(f"{row:34}" + "".join(f"{f'{lo:+.3f}..{hi:+.3f}':>18}"
                                     for lo, hi in values.values()))
     print(json.dumps(counts))
-    combined = fit(cat("emb", "xenc"), labels, ("emb", "xenc"))
-    contra = contradiction_set(scorer, model, tokenizer, max_length, combined)
+    combined = fit(cat("tuned", "emb", "xenc"), labels["tuned"], ("emb", "xenc"))
+    contra = {"first set": contradiction_set(scorer, model, tokenizer, max_length, combined)}
+    if SEALED_CONTRADICTIONS.exists():  # totals only: its rows are not read until --unseal
+        contra["sealed second set (totals)"] = contradiction_set(
+            scorer, model, tokenizer, max_length, combined, SEALED_CONTRADICTIONS,
+            by_kind=False)
     print(json.dumps(contra, indent=1))
     if args.out:
         report = {"model": str(args.model), "weights_sha256": manifest["weights"]["sha256"],
                   "counts": counts, "roc_auc": cb._round(table),
-                  "gain_interval_95": cb._round(intervals), "contradictions": contra}
+                  "sealed_gain_interval_95": cb._round(gains), "contradictions": contra}
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0
 
