@@ -143,11 +143,11 @@ def length_gate(claim: str) -> float:
 
 def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_length: int,
                       combined: Any, path: Path = CONTRADICTIONS, *,
-                      by_kind: bool = True) -> dict[str, Any]:
+                      by_kind: bool = True, gated: Any = None) -> dict[str, Any]:
     """Both sides of every hand-written pair, scored (measured only, never fitted): the
     cross-encoder, the embedded scorer, and ``combined`` (the [embedded, mean P(e)] regression
-    fitted on all faithfulness files' tuned parts). ``by_kind`` False: totals only (the sealed
-    second set)."""
+    fitted on all faithfulness files' tuned parts; ``gated``: the [embedded, length-gated mean
+    P(e)] one). ``by_kind`` False: totals only (the sealed second set)."""
     from datetime import UTC, datetime
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
@@ -161,9 +161,17 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
         x = np.array([[items[k]["faith"], probs[k][:, 0].mean()]])
         return float(cb.predict(combined, x)[0])
 
-    for name, score in (("cross_encoder", lambda k: float(probs[k][:, 0].mean())),
-                        ("embedded", lambda k: float(items[k]["faith"])),
-                        ("combined [embedded, mean P(e)]", both)):
+    def both_gated(k: int) -> float:
+        pe = np.mean([g * p + (1 - g) * 0.5 for (claim, _), p in zip(
+            items[k]["claims"], probs[k][:, 0], strict=True) for g in [length_gate(claim)]])
+        return float(cb.predict(gated, np.array([[items[k]["faith"], pe]]))[0])
+
+    rows_scored = [("cross_encoder", lambda k: float(probs[k][:, 0].mean())),
+                   ("embedded", lambda k: float(items[k]["faith"])),
+                   ("combined [embedded, mean P(e)]", both)]
+    if gated is not None:
+        rows_scored.append(("combined [embedded, length-gated mean P(e)]", both_gated))
+    for name, score in rows_scored:
         para = [score(2 * n) for n in range(len(rows))]
         contra = [score(2 * n + 1) for n in range(len(rows))]
         kinds: dict[str, list[int]] = {}
@@ -301,11 +309,13 @@ def main() -> int:
                                     for lo, hi in values.values()))
     print(json.dumps(counts))
     combined = fit(cat("tuned", "emb", "xenc"), labels["tuned"], ("emb", "xenc"))
-    contra = {"first set": contradiction_set(scorer, model, tokenizer, max_length, combined)}
+    gated = fit(cat("tuned", "emb", "gated"), labels["tuned"], ("emb", "gated"))
+    contra = {"first set": contradiction_set(scorer, model, tokenizer, max_length, combined,
+                                             gated=gated)}
     if SEALED_CONTRADICTIONS.exists():  # totals only: its rows are not read until --unseal
         contra["sealed second set (totals)"] = contradiction_set(
             scorer, model, tokenizer, max_length, combined, SEALED_CONTRADICTIONS,
-            by_kind=False)
+            by_kind=False, gated=gated)
     print(json.dumps(contra, indent=1))
     if args.out:
         report = {"model": str(args.model), "weights_sha256": manifest["weights"]["sha256"],
