@@ -18,7 +18,10 @@ the scoring time (forward pass), the passage-cache hit rate on demo traffic (whi
 documents), the child's RSS after scoring and its peak, and the cold start (process start to
 warmed up: imports, model load, one item). The shared passage cache: two ONNX workers, one
 after the other, each on its half of the demo traffic with a cache in Redis (DB 12, flushed):
-the hits the second finds there. The installed size of each variant's Python
+the hits the second finds there. A whole cold worker: ``groundwatch worker`` with the
+default embedded scorer (the ``onnx`` variant) on a filesystem broker, from process start to
+Celery's "ready." line (imports, config, store, scorer warm-up, Celery's start), three times.
+The installed size of each variant's Python
 dependencies is summed from the installed distributions' file lists (the closure of each
 extra's requirements), plus the ONNX files for the new runtime. Ratios are against the
 baseline in the same run. Results: a table and ``benchmarks/results/runtime.json``.
@@ -217,6 +220,41 @@ def shared_cache_case(url: str, items: int, seed: int) -> list[dict[str, Any]]:
         client.flushdb()
 
 
+def worker_ready_case(runs: int = 3, timeout_s: float = 120.0) -> list[float]:
+    """Seconds from starting ``groundwatch worker`` (the default embedded scorer, a filesystem
+    broker and a SQLite store in a temporary folder: no Redis) to Celery's "ready." line,
+    ``runs`` times, each a fresh process."""
+    import tempfile
+
+    times = []
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryDirectory(prefix="gw-cold-") as tmp:
+        folder = Path(tmp)
+        config = folder / "gw.toml"
+        config.write_text(f'[broker]\nurl = "filesystem://{folder}/broker"\n'
+                          f'[store]\nurl = "sqlite:///{folder}/gw.db"\n'
+                          '[scoring]\nscorer = "embedded"\n'
+                          f'[metrics]\nmultiproc_dir = "{folder}/prom"\n', encoding="utf-8")
+        for run in range(runs):
+            log = folder / f"worker{run}.log"
+            with log.open("wb") as out:
+                started = time.perf_counter()
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "groundwatch", "--config", str(config), "worker"],
+                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+                try:
+                    while b" ready." not in log.read_bytes():
+                        if proc.poll() is not None or time.perf_counter() - started > timeout_s:
+                            raise RuntimeError("the worker did not get ready:\n"
+                                               + log.read_text(errors="replace")[-2000:])
+                        time.sleep(0.02)
+                    times.append(round(time.perf_counter() - started, 2))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=60)
+    return times
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.runtime", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -250,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"# {variant:<15} {workload:<12} {row['items_per_cpu_s']:>7} items/cpu-s",
                   file=sys.stderr, flush=True)
     shared_rows = shared_cache_case(args.redis, args.demo_items, args.seed)
+    ready = worker_ready_case()
     base = {r["workload"]: r for r in rows if r["variant"] == "torch-baseline"}
     for r in rows:
         b = base.get(r["workload"])
@@ -289,7 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"process cache): own cache {r['cache_hit_rate']}, then the shared one "
               f"{s['hit']} hits, {s['miss']} misses, {s['error']} errors; "
               f"{r['items_per_cpu_s']} items/cpu-s")
+    ready_median = sorted(ready)[len(ready) // 2]
+    print(f"a cold worker (groundwatch worker, onnx, filesystem broker), start to ready: "
+          f"{', '.join(f'{t:.2f}' for t in ready)} s (median {ready_median:.2f} s)")
     report = {"rows": rows, "summary": summary, "shared_cache": shared_rows,
+              "worker_ready": {"seconds": ready, "median_s": ready_median},
               "installed": sizes, "provenance": measured_on(),
               "settings": {"threads": 1, "batch": BATCH, "seed": args.seed,
                            "variants": {v: VARIANTS[v] for v in variants}}}
