@@ -519,6 +519,7 @@ async def _read_stream(response: httpx.Response, item: CallLog, first_by: float,
     usage: Any = None
     meta: dict[str, Any] = {}
     buffer = b""
+    over = False  # the reply has outgrown budget_chars
     pieces = response.aiter_raw().__aiter__()
     try:
         while True:
@@ -564,7 +565,11 @@ async def _read_stream(response: httpx.Response, item: CallLog, first_by: float,
                         tail = (tail + piece)[-LOOP_WINDOW_CHARS:]
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
-            if finish is None and ((budget_chars is not None and size > budget_chars) or (
+                # Checked piece by piece: one read may hold many pieces of a fast server.
+                over = budget_chars is not None and size > budget_chars
+                if over:
+                    break
+            if finish is None and (over or (
                     size >= MIN_LOOP_CHECK_CHARS and repeats_itself(tail))):
                 item.abandoned += 1
                 finish = "length"
