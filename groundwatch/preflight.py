@@ -522,10 +522,11 @@ class _JudgeChecks:
 def _stream_note(config: Config) -> str:
     """How the judge's calls are read, and so what judge.timeout_s bounds."""
     cfg = config.judge
+    on = streamed(cfg.stream, cfg.base_url)
     why = f'judge.stream "{cfg.stream}"' + (
-        (": a server on this host or a private network" if streamed(cfg.stream, cfg.base_url)
-         else ": a public API") if cfg.stream == "auto" else "")
-    if streamed(cfg.stream, cfg.base_url):
+        (": a server on this host or a private network" if on else ": a public API")
+        if cfg.stream == "auto" else "")
+    if on:
         return (f"calls streamed ({why}): timeout_s {cfg.timeout_s:g} s is the wait for each "
                 f"piece, max_call_s {cfg.max_call_s:g} s the whole call")
     return f"whole calls ({why}): timeout_s {cfg.timeout_s:g} s bounds each call"

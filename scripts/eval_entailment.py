@@ -141,6 +141,12 @@ def length_gate(claim: str) -> float:
                         / (ft.FULL_CLAIM_WORDS - ft.SHORT_CLAIM_WORDS)))
 
 
+def gated_mean(claims: Sequence[tuple[str, str]], p_entail: np.ndarray) -> float:
+    """Mean P(e) over an item's claims, each moved towards 0.5 by :func:`length_gate`."""
+    return float(np.mean([g * pe + (1 - g) * 0.5 for (claim, _), pe in
+                          zip(claims, p_entail, strict=True) for g in [length_gate(claim)]]))
+
+
 def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_length: int,
                       combined: Any, path: Path = CONTRADICTIONS, *,
                       by_kind: bool = True, gated: Any = None) -> dict[str, Any]:
@@ -162,8 +168,7 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
         return float(cb.predict(combined, x)[0])
 
     def both_gated(k: int) -> float:
-        pe = np.mean([g * p + (1 - g) * 0.5 for (claim, _), p in zip(
-            items[k]["claims"], probs[k][:, 0], strict=True) for g in [length_gate(claim)]])
+        pe = gated_mean(items[k]["claims"], probs[k][:, 0])
         return float(cb.predict(gated, np.array([[items[k]["faith"], pe]]))[0])
 
     rows_scored = [("cross_encoder", lambda k: float(probs[k][:, 0].mean())),
@@ -266,10 +271,8 @@ def main() -> int:
         feats[part]["emb"][name] = np.array([[items[k]["faith"]] for k in keep])
         feats[part]["xenc"][name] = np.array([[probs[k][:, 0].mean()] for k in keep])
         feats[part]["xenc_min"][name] = np.array([[probs[k][:, 0].min()] for k in keep])
-        feats[part]["gated"][name] = np.array([[np.mean([
-            g * pe + (1 - g) * 0.5 for (claim, _), pe in zip(
-                items[k]["claims"], probs[k][:, 0], strict=True)
-            for g in [length_gate(claim)]])] for k in keep])
+        feats[part]["gated"][name] = np.array(
+            [[gated_mean(items[k]["claims"], probs[k][:, 0])] for k in keep])
         counts[part][name] = {"items": len(keep), "claims": int(sum(
             len(items[k]["claims"]) for k in keep)), "faithful": int(labels[part][name].sum())}
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from workers.app import make_celery
 
 
 @pytest.fixture
-def loop() -> JudgeLoop:
+def loop() -> Iterator[JudgeLoop]:
     judge_loop = JudgeLoop()
     yield judge_loop
     judge_loop.close()
@@ -100,14 +102,17 @@ def test_work_that_ends_within_the_grace_returns_its_result(loop: JudgeLoop) -> 
 def test_a_loop_closed_under_a_stop_says_stopped_not_failed() -> None:
     judge_loop = JudgeLoop()
 
+    started = threading.Event()
+
     async def slow_call() -> None:
+        started.set()
         await asyncio.sleep(60)
 
     stop = StopRequest()
     stop.request(30.0)  # a long grace: it is the close that cuts the call
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(judge_loop.run, slow_call(), stop=stop)
-        time.sleep(0.3)
+        assert started.wait(10)
         judge_loop.close()
         with pytest.raises(StoppedWaiting):
             waiting.result(timeout=10)
@@ -116,12 +121,15 @@ def test_a_loop_closed_under_a_stop_says_stopped_not_failed() -> None:
 def test_a_loop_closed_without_a_stop_is_not_explained_as_one() -> None:
     judge_loop = JudgeLoop()
 
+    started = threading.Event()
+
     async def slow_call() -> None:
+        started.set()
         await asyncio.sleep(60)
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(judge_loop.run, slow_call(), stop=StopRequest())
-        time.sleep(0.3)
+        assert started.wait(10)
         judge_loop.close()
         with pytest.raises(concurrent.futures.CancelledError):
             waiting.result(timeout=10)
