@@ -24,6 +24,7 @@ import dataclasses
 import importlib.util
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -133,8 +134,15 @@ class EmbeddedScorer(GatedScorer):
         """Load the model (the runtime and its weights) and score one tiny item, so
         tokenizer, kernels and the scope vectors are ready before the first real batch. The
         passage cache and the running totals are put back as they were: the warm-up item is
-        nobody's traffic (its usage is dropped, never reported)."""
-        self.encoder.load()
+        nobody's traffic (its usage is dropped, never reported).
+
+        ONNX Runtime builds its session in C++ without the GIL, so the model loads on a
+        thread while this one imports the word-frequency table the token weights read
+        (each about half a second of a cold worker's start)."""
+        with ThreadPoolExecutor(1, thread_name_prefix="gw-model-load") as pool:
+            loading = pool.submit(self.encoder.load)
+            tx.idf("the")
+            loading.result()  # the model's own error (a missing or altered file), if any
         before = (self.truncations, self.encoder.cache_hits, self.encoder.cache_misses)
         self.score_batch([_warm_up_record()])
         self.encoder.clear_cache()
