@@ -81,7 +81,8 @@ def measured(results: dict[str, Any], name: str) -> str:
     if machine.get("cpu_count"):
         cpus = f"{machine['cpu_count']} CPUs"
         if machine.get("cpu_model"):
-            cpus += f" ({machine['cpu_model']})"
+            cpus += f" ({machine['cpu_model']}"
+            cpus += f"; {machine['int8']})" if machine.get("int8") else ")"
         parts.append(cpus)
     else:
         parts.append("machine not recorded")

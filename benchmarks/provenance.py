@@ -40,11 +40,27 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def int8_instructions() -> str:
+    """Whether the CPU has VNNI (one-instruction int8 dot products), which ONNX Runtime's
+    int8 kernels use; without it the exact int8 kernel the scorer asks for is slower, so
+    int8 figures differ by this more than by the clock."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "VNNI"
+    return "AVX2, no VNNI" if "avx2" in flags else "no AVX2"
+
+
 def measured_on() -> dict[str, Any]:
     """The ``provenance`` block: date (UTC), machine and commit of this run."""
     return {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+                    "int8": int8_instructions(),
                     "platform": platform.platform(), "python": platform.python_version()},
         "git_commit": git_commit(),
         "recorded_by": "the benchmark itself",
