@@ -180,7 +180,7 @@ def _process_commands(sub: _Subparsers[argparse.ArgumentParser]) -> None:
                    help="the NAME of the environment variable holding the API key")
     p.add_argument("--judge-share", type=float, default=0.2,
                    help="the random share of items the judge scores (default 0.2)")
-    p.set_defaults(run="groundwatch.commands.processes:cmd_demo")
+    p.set_defaults(run="groundwatch.commands.demo:cmd_demo")
 
     p = _add_command(
         sub, "run", help="all-in-one: sampler, workers and exporter",

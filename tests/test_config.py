@@ -134,3 +134,14 @@ def test_domain_does_not_import_celery_or_prometheus() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_worker_command_does_not_import_the_demo() -> None:
+    """A cold worker's start is a goal (issue 19: ready in <= 3 s): the demo's report and
+    HTML modules are not a worker's (about 0.1 s of imports)."""
+    code = ("import sys, groundwatch.commands.processes; "
+            "bad = [m for m in ('groundwatch.demo', 'groundwatch.report_html') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,5 +1,7 @@
 """The commands that run groundwatch's processes: ``worker``, ``sampler``, ``backfill``,
-``exporter``, ``health``, ``run`` and ``demo`` (imported only when one of them runs)."""
+``exporter``, ``health`` and ``run`` (imported only when one of them runs; ``demo`` is in
+:mod:`groundwatch.commands.demo`, so a cold worker does not import the demo's report and HTML
+modules)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import argparse
 import sys
 
 from groundwatch.commands.common import config_of
-from groundwatch.demo import DemoJudge, run_demo
 from groundwatch.progress import StepProgress
 from workers.health import check_role
 from workers.services import run_all, run_backfill, run_exporter, run_sampler, run_worker
@@ -60,12 +61,3 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_of(args)
     return run_all(config, workers=args.workers)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    judge = None
-    if args.judge_url:
-        judge = DemoJudge(args.judge_url, args.judge_model, args.judge_mode, args.judge_key_env,
-                          args.judge_share)
-    return run_demo(items=args.items, workdir=args.workdir, seed=args.seed, scorer=args.scorer,
-                    judge=judge)
