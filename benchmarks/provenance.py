@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evaluator.scorers.embedded.runtime import int8_instructions
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,21 +40,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def int8_instructions() -> str:
-    """Whether the CPU has VNNI (one-instruction int8 dot products), which ONNX Runtime's
-    int8 kernels use; without it the exact int8 kernel the scorer asks for is slower, so
-    int8 figures differ by this more than by the clock."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    if "avx512_vnni" in flags or "avx_vnni" in flags:
-        return "VNNI"
-    return "AVX2, no VNNI" if "avx2" in flags else "no AVX2"
 
 
 def measured_on() -> dict[str, Any]:

@@ -331,6 +331,41 @@ def test_the_torch_runtime_without_torch_is_a_config_error(
         EmbeddedScorer.from_config(config)
 
 
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [
+    ("processor : 0\nflags : fpu sse avx2 avx512f avx512_vnni\n", "VNNI"),
+    ("processor : 0\nflags : fpu sse avx2 avx_vnni\n", "VNNI"),
+    ("processor : 0\nflags : fpu sse avx2 fma\n", "AVX2, no VNNI"),
+    ("processor : 0\nFeatures : fp asimd asimddp\n", "unknown"),  # ARM: no x86 flags line
+])
+def test_the_cpus_int8_instructions_are_read_from_its_flags(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpuinfo: str, expected: str) -> None:
+    from evaluator.scorers.embedded import runtime
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(cpuinfo)
+    real = runtime.Path
+    monkeypatch.setattr(runtime, "Path",
+                        lambda p, *a: real(info) if str(p) == "/proc/cpuinfo" else real(p, *a))
+    assert runtime.int8_instructions() == expected
+
+
+def test_check_config_says_what_int8_gains_on_a_cpu_without_vnni(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from evaluator.scorers.embedded import runtime
+    from groundwatch.preflight import run_preflight
+
+    int8 = Config.model_validate({"scoring": {"scorer": "embedded",
+                                              "embedded": {"precision": "int8"}}})
+    monkeypatch.setattr(runtime, "int8_instructions", lambda: "AVX2, no VNNI")
+    lines = run_preflight(int8, offline=True).checked
+    assert any(line.startswith("int8 on this CPU (AVX2, no VNNI): ONNX Runtime's exact")
+               for line in lines), lines
+    for cpu in ("VNNI", "unknown"):  # nothing to say: the fast kernel, or not x86
+        monkeypatch.setattr(runtime, "int8_instructions", lambda cpu=cpu: cpu)
+        assert not any("int8 on this CPU" in line
+                       for line in run_preflight(int8, offline=True).checked)
+
 def test_the_old_threads_key_is_still_read() -> None:
     config = Config.model_validate({"scoring": {"embedded": {"torch_threads": 3}}})
     assert config.scoring.embedded.threads == 3

@@ -151,6 +151,24 @@ def checked_file(directory: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
+def int8_instructions() -> str:
+    """``VNNI`` when the CPU has one-instruction int8 dot products (AVX512-VNNI or AVX-VNNI),
+    which ONNX Runtime's fast int8 kernel needs; without them the exact int8 kernel the
+    scorer asks for (:func:`session_options`) is slower, and int8 gains little over float32
+    (decision 0024). Read from /proc/cpuinfo (Linux, x86); ``unknown`` elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), None)
+    if flags is None:  # not x86 (ARM's lines are "Features")
+        return "unknown"
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "VNNI"
+    return "AVX2, no VNNI" if "avx2" in flags else "no AVX2"
+
+
 def session_options(threads: int = 1) -> Any:
     """ONNX Runtime's session settings for the shipped model (either precision)."""
     # the [embedded] extra: loaded with the model, in the process that scores
