@@ -7,18 +7,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.signals import worker_process_shutdown, worker_shutdown, worker_shutting_down
 
 from evaluator.config import load_config
 from evaluator.judge.loop import JudgeLoop, StoppedWaiting
 from evaluator.stopping import StopRequest
 from workers.app import make_celery
+from workers.tasks import guard_cold_stop
 
 
 @pytest.fixture
@@ -152,3 +154,49 @@ def test_a_prefork_childs_exit_does_not_stop_the_others_but_the_workers_does(
     assert not app.runtime.stop.requested
     worker_shutdown.send(sender=None)
     assert app.runtime.stop.expired()
+
+
+def _app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: str) -> object:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prom"))
+    (tmp_path / "prom").mkdir(exist_ok=True)
+    path = tmp_path / f"{pool}.toml"
+    path.write_text(f'[broker]\nurl = "filesystem://{tmp_path}/broker"\n'
+                    f'[store]\nurl = "sqlite:///{tmp_path}/gw.db"\n'
+                    f'[metrics]\nmultiproc_dir = "{tmp_path}/prom"\n'
+                    f'[worker]\npool = "{pool}"\n')
+    return make_celery(load_config(path, environ={}))
+
+
+@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
+def test_a_cold_stop_asks_the_batches_to_stop_unless_celery_kills_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: str) -> None:
+    """A cold stop (SIGQUIT, a second SIGTERM) asks the solo and threads pools' batches to
+    hand back at once. Prefork children are killed by Celery and the main process says and
+    counts their batches (guard_cold_stop): asked as well, a child that saw the request
+    before the kill handed its batch back itself, and the batch was counted twice (the
+    metric read 2 under load in CI)."""
+    app = _app(tmp_path, monkeypatch, pool)
+    stop = app.runtime.stop  # type: ignore[attr-defined]
+    worker_shutting_down.send(sender=None, sig="SIGQUIT", how="Cold", exitcode=1)
+    assert stop.requested is (pool != "prefork")
+    warm = _app(tmp_path, monkeypatch, pool)
+    worker_shutting_down.send(sender=None, sig="SIGTERM", how="Warm", exitcode=0)
+    assert warm.runtime.stop.requested  # type: ignore[attr-defined]  # every pool: the grace
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_the_sigquit_guard_asks_for_the_stop_only_where_celery_cannot_kill(
+        pool: str) -> None:
+    previous = signal.getsignal(signal.SIGQUIT)
+    called: list[int] = []
+    signal.signal(signal.SIGQUIT, lambda signum, frame: called.append(signum))
+    try:
+        stop = StopRequest()
+        guard_cold_stop(stop, pool, count_cut=None)
+        handler = signal.getsignal(signal.SIGQUIT)
+        assert callable(handler)
+        handler(signal.SIGQUIT, None)
+        assert called == [signal.SIGQUIT]  # Celery's own handler still runs
+        assert stop.requested is (pool != "prefork")
+    finally:
+        signal.signal(signal.SIGQUIT, previous)

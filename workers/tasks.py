@@ -241,14 +241,17 @@ def guard_cold_stop(stop: StopRequest, pool: str,
     bound. The wrapper asks for the stop first, with no grace: the judge's calls are cut at
     once and the batch is handed back. A prefork child is killed by Celery and cannot say so:
     the wrapper says which batches go back to the queue (unacknowledged, restored by Celery)
-    and gives their number to ``count_cut``."""
+    and gives their number to ``count_cut``. Prefork children are not asked to stop: one that
+    saw the request before Celery's kill reached it would hand its batch back itself, and
+    the batch would be said and counted twice (seen under load: the metric read 2)."""
     previous = signal.getsignal(signal.SIGQUIT)
     if not callable(previous) or getattr(previous, "groundwatch_stop", False):
         return
 
     def on_sigquit(signum: int, frame: Any) -> None:
-        stop.request(0.0)
-        if pool == "prefork":
+        if pool != "prefork":
+            stop.request(0.0)
+        else:  # not asked: see the docstring
             cut = _say_cut_in_children()
             if cut and count_cut is not None:
                 try:
@@ -385,8 +388,12 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
 
     def _on_shutting_down(how: str = "Warm", **_: Any) -> None:
         # Celery's signal handler, in the main process: a warm stop lets running judge calls
-        # go on for stop_grace_s, a cold one (SIGQUIT, a second SIGTERM) none.
-        runtime.stop.request(wcfg.stop_grace_s if how == "Warm" else 0.0)
+        # go on for stop_grace_s, a cold one (SIGQUIT, a second SIGTERM) none. Prefork
+        # children on a cold stop are killed by Celery and accounted for by guard_cold_stop.
+        if how == "Warm":
+            runtime.stop.request(wcfg.stop_grace_s)
+        elif wcfg.pool != "prefork":
+            runtime.stop.request(0.0)
 
     def count_cut(n: int) -> None:
         # A prefork main process holds no worker context (no scorer): metrics of its own.
