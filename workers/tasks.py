@@ -241,17 +241,14 @@ def guard_cold_stop(stop: StopRequest, pool: str,
     bound. The wrapper asks for the stop first, with no grace: the judge's calls are cut at
     once and the batch is handed back. A prefork child is killed by Celery and cannot say so:
     the wrapper says which batches go back to the queue (unacknowledged, restored by Celery)
-    and gives their number to ``count_cut``. Prefork children are not asked to stop: one that
-    saw the request before Celery's kill reached it would hand its batch back itself, and
-    the batch would be said and counted twice (seen under load: the metric read 2)."""
+    and gives their number to ``count_cut`` (:func:`ask_cold_stop` does not ask them)."""
     previous = signal.getsignal(signal.SIGQUIT)
     if not callable(previous) or getattr(previous, "groundwatch_stop", False):
         return
 
     def on_sigquit(signum: int, frame: Any) -> None:
-        if pool != "prefork":
-            stop.request(0.0)
-        else:  # not asked: see the docstring
+        ask_cold_stop(stop, pool)
+        if pool == "prefork":
             cut = _say_cut_in_children()
             if cut and count_cut is not None:
                 try:
@@ -266,6 +263,16 @@ def guard_cold_stop(stop: StopRequest, pool: str,
 
     on_sigquit.groundwatch_stop = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGQUIT, on_sigquit)
+
+
+def ask_cold_stop(stop: StopRequest, pool: str) -> None:
+    """A cold stop (SIGQUIT, a second SIGTERM) asks the running batches to hand back at once,
+    except in prefork children: Celery kills them and :func:`guard_cold_stop` says and counts
+    their batches. Asked as well, a child that saw the request before the kill reached it
+    handed its batch back itself, and the batch was said and counted twice (seen under load:
+    the metric read 2)."""
+    if pool != "prefork":
+        stop.request(0.0)
 
 
 def _say_cut_in_children() -> int:
@@ -388,12 +395,11 @@ def register(app: GroundwatchCelery, config: Config, visibility_s: float) -> Tas
 
     def _on_shutting_down(how: str = "Warm", **_: Any) -> None:
         # Celery's signal handler, in the main process: a warm stop lets running judge calls
-        # go on for stop_grace_s, a cold one (SIGQUIT, a second SIGTERM) none. Prefork
-        # children on a cold stop are killed by Celery and accounted for by guard_cold_stop.
+        # go on for stop_grace_s, a cold one (SIGQUIT, a second SIGTERM) none.
         if how == "Warm":
             runtime.stop.request(wcfg.stop_grace_s)
-        elif wcfg.pool != "prefork":
-            runtime.stop.request(0.0)
+        else:
+            ask_cold_stop(runtime.stop, wcfg.pool)
 
     def count_cut(n: int) -> None:
         # A prefork main process holds no worker context (no scorer): metrics of its own.
