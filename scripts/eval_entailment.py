@@ -181,7 +181,8 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
         contra = [score(2 * n + 1) for n in range(len(rows))]
         kinds: dict[str, list[int]] = {}
         for r, c in zip(rows, contra, strict=True):
-            kinds.setdefault(r.get("kind", "?"), []).append(int(c < 0.5))
+            kinds.setdefault(r.get("kind") or r.get("contradiction_kind", "?"), []).append(
+                int(c < 0.5))
         report[name] = {
             "paraphrases_at_or_above_0.5": f"{sum(p >= 0.5 for p in para)}/{len(rows)}",
             "contradictions_below_0.5": f"{sum(c < 0.5 for c in contra)}/{len(rows)}",
@@ -192,6 +193,13 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
         if by_kind:
             report[name]["contradictions_below_0.5_by_kind"] = {
                 k: f"{sum(v)}/{len(v)}" for k, v in sorted(kinds.items())}
+            styles: dict[str, list[int]] = {}
+            for r, p in zip(rows, para, strict=True):
+                if r.get("paraphrase_style"):
+                    styles.setdefault(r["paraphrase_style"], []).append(int(p >= 0.5))
+            if styles:
+                report[name]["paraphrases_at_or_above_0.5_by_style"] = {
+                    k: f"{sum(v)}/{len(v)}" for k, v in sorted(styles.items())}
     return report
 
 
@@ -220,6 +228,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N items per file (smoke runs)")
     ap.add_argument("--data", type=Path, default=cb.DATA)
     ap.add_argument("--out", type=Path, help="write the report (json) here too")
+    ap.add_argument("--also", type=Path, action="append", default=[],
+                    help="another readable paraphrase/contradiction set to measure (e.g. the "
+                         "written items held back from training)")
     ap.add_argument("--evidence-only", action="store_true",
                     help="only align the claims with their evidence (cached; no model needed)")
     args = ap.parse_args()
@@ -319,6 +330,9 @@ def main() -> int:
         contra["sealed second set (totals)"] = contradiction_set(
             scorer, model, tokenizer, max_length, combined, SEALED_CONTRADICTIONS,
             by_kind=False, gated=gated)
+    for path in args.also:
+        contra[path.name] = contradiction_set(scorer, model, tokenizer, max_length, combined,
+                                              path, gated=gated)
     print(json.dumps(contra, indent=1))
     if args.out:
         report = {"model": str(args.model), "weights_sha256": manifest["weights"]["sha256"],

