@@ -29,10 +29,10 @@ Every labelled item belongs to one of two parts (``benchmarks/sealed.py``): *tun
 (a group-wise 30 % of each file, set aside on 2026-12-07, on which nothing is fitted or tuned).
 Besides the AUC over all items, every figure is also given per part, side by side: ROC-AUC,
 ECE, mean score against the share of positives, and the shares of positives at or above the
-metric's threshold and of negatives below it. Two contradiction sets are scored: the first
+metric's threshold and of negatives below it. Three contradiction sets are scored: the first
 (``benchmarks/data/contradictions.jsonl``, which the cue rules were written reading) and the
-sealed second (``benchmarks/data/sealed/contradictions_v2.jsonl``, totals only unless
-``--unseal``).
+sealed second and third (``benchmarks/data/sealed/contradictions_v2.jsonl`` and ``_v3``,
+totals only unless ``--unseal``).
 
 The default scorers are ``lexical``, ``embedded-pre17`` (the embedded scorer as it was before
 issue 17, a named baseline) and ``embedded``; ``embedded-baseline`` (before issue 10) can be
@@ -444,6 +444,9 @@ CONTRADICTIONS = Path(__file__).resolve().parent / "data" / "contradictions.json
 # printed until an issue's closing measurement (--unseal adds the kinds).
 SEALED_CONTRADICTIONS = Path(__file__).resolve().parent / "data" / "sealed" / \
     "contradictions_v2.jsonl"
+# The third, the same way, written on 2026-12-07 after the entailment cross-encoder's training
+# data was fixed (its README_v3.md).
+SEALED_CONTRADICTIONS_V3 = SEALED_CONTRADICTIONS.with_name("contradictions_v3.jsonl")
 
 
 # The embedded scorer's calibration as it was before issue 17 (offline scores on unseen text),
@@ -551,6 +554,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     ece_in: dict[str, Any] = {}  # metric -> scorer -> file -> ECE
     contradictions: dict[str, Any] = {}
     contradictions_sealed: dict[str, Any] = {}
+    contradictions_v3: dict[str, Any] = {}
     parts: dict[str, Any] = {}  # scorer -> file -> metric -> part -> figures
     thresholds = config.scoring.thresholds
     try:
@@ -562,6 +566,10 @@ def run(argv: Sequence[str] | None = None) -> int:
                 if SEALED_CONTRADICTIONS.exists():
                     contradictions_sealed[name] = contradiction_row(
                         scorer, thresholds.get("faithfulness", 0.5), SEALED_CONTRADICTIONS,
+                        breakdown=args.unseal)
+                if SEALED_CONTRADICTIONS_V3.exists():
+                    contradictions_v3[name] = contradiction_row(
+                        scorer, thresholds.get("faithfulness", 0.5), SEALED_CONTRADICTIONS_V3,
                         breakdown=args.unseal)
             for path in paths:
                 tallies, items, seconds = score_labelled_file(
@@ -596,6 +604,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if contradictions_sealed:
         print(format_contradictions(contradictions_sealed, "SEALED contradiction set v2 ("
                                     f"{SEALED_CONTRADICTIONS.relative_to(RESULTS.parents[2])})"))
+    if contradictions_v3:
+        print(format_contradictions(contradictions_v3, "SEALED contradiction set v3 ("
+                                    f"{SEALED_CONTRADICTIONS_V3.relative_to(RESULTS.parents[2])})"))
     report: dict[str, Any] = dict(results)
     report["_counts"] = counts
     report["_calibration"] = {"ece_in_sample": ece_in,
@@ -605,6 +616,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         "embedded_reliability_out_of_fold": {f: o.get("reliability") for f, o in oof.items()}}
     report["_contradictions"] = contradictions
     report["_contradictions_sealed"] = contradictions_sealed
+    report["_contradictions_sealed_v3"] = contradictions_v3
     report["_parts"] = parts
     report["provenance"] = measured_on()
     report["_meta"] = {

@@ -56,7 +56,9 @@ from evaluator.scorers.gates import apply_gates  # noqa: E402
 
 CACHE = ROOT / ".cache" / "entailment"
 CONTRADICTIONS = ROOT / "benchmarks" / "data" / "contradictions.jsonl"
-SEALED_CONTRADICTIONS = ROOT / "benchmarks" / "data" / "sealed" / "contradictions_v2.jsonl"
+# The sealed contradiction sets: totals only (their rows are not read until an issue closes).
+SEALED_CONTRADICTIONS = tuple(ROOT / "benchmarks" / "data" / "sealed" / f"contradictions_{v}.jsonl"
+                              for v in ("v2", "v3"))
 CHUNK = 64
 
 
@@ -326,10 +328,11 @@ def main() -> int:
     gated = fit(cat("tuned", "emb", "gated"), labels["tuned"], ("emb", "gated"))
     contra = {"first set": contradiction_set(scorer, model, tokenizer, max_length, combined,
                                              gated=gated)}
-    if SEALED_CONTRADICTIONS.exists():  # totals only: its rows are not read until --unseal
-        contra["sealed second set (totals)"] = contradiction_set(
-            scorer, model, tokenizer, max_length, combined, SEALED_CONTRADICTIONS,
-            by_kind=False, gated=gated)
+    for path in SEALED_CONTRADICTIONS:  # totals only: the rows are not read until --unseal
+        if path.exists():
+            contra[f"sealed {path.stem} (totals)"] = contradiction_set(
+                scorer, model, tokenizer, max_length, combined, path, by_kind=False,
+                gated=gated)
     for path in args.also:
         contra[path.name] = contradiction_set(scorer, model, tokenizer, max_length, combined,
                                               path, gated=gated)
