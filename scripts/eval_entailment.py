@@ -26,6 +26,7 @@ share of contradictions below 0.5 and of paraphrases at or above 0.5.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -233,6 +234,9 @@ def main() -> int:
     ap.add_argument("--also", type=Path, action="append", default=[],
                     help="another readable paraphrase/contradiction set to measure (e.g. the "
                          "written items held back from training)")
+    ap.add_argument("--fit-also", type=Path,
+                    help="written items (scripts/data/written_pairs format) the model was not "
+                         "trained on, fitted on as one more file by every combination")
     ap.add_argument("--evidence-only", action="store_true",
                     help="only align the claims with their evidence (cached; no model needed)")
     args = ap.parse_args()
@@ -289,6 +293,28 @@ def main() -> int:
         counts[part][name] = {"items": len(keep), "claims": int(sum(
             len(items[k]["claims"]) for k in keep)), "faithful": int(labels[part][name].sum())}
 
+    if args.fit_also:
+        # Written items the model was not trained on, as one more file for every fit (its
+        # three answers: paraphrase faithful, contradiction and unsupported not).
+        from datetime import UTC, datetime
+
+        written = [json.loads(line) for line in args.fit_also.read_text(
+            encoding="utf-8").splitlines() if line.strip()]
+        sides = (("paraphrase", 1.0), ("contradiction", 0.0), ("unsupported", 0.0))
+        records = [LogRecord(f"{r['id']}-{side}", datetime.now(UTC), r["question"],
+                             (r["context"],), r[side]) for r in written for side, _ in sides]
+        items = evidence(scorer, records)
+        probs = xenc_scores(model, tokenizer, items, max_length)
+        keep = [k for k, it in enumerate(items) if it["faith"] is not None
+                and probs[k] is not None]
+        name = f"written:{args.fit_also.stem}"
+        labels["tuned"][name] = np.array([sides[k % 3][1] for k in keep])
+        feats["tuned"]["emb"][name] = np.array([[items[k]["faith"]] for k in keep])
+        feats["tuned"]["xenc"][name] = np.array([[probs[k][:, 0].mean()] for k in keep])
+        feats["tuned"]["xenc_min"][name] = np.array([[probs[k][:, 0].min()] for k in keep])
+        feats["tuned"]["gated"][name] = np.array(
+            [[gated_mean(items[k]["claims"], probs[k][:, 0])] for k in keep])
+
     def cat(part: str, *keys: str) -> dict[str, np.ndarray]:
         return {f: np.hstack([feats[part][k][f] for k in keys]) for f in labels[part]}
 
@@ -338,7 +364,11 @@ def main() -> int:
                                               path, gated=gated)
     print(json.dumps(contra, indent=1))
     if args.out:
+        # The head a scorer would read (the length-gated combination fitted on all five
+        # files' tuned parts), named by what it combines.
+        head = dataclasses.replace(gated, features=("embedded", "entailment")).to_dict()
         report = {"model": str(args.model), "weights_sha256": manifest["weights"]["sha256"],
+                  "entailment_head": head,
                   "counts": counts, "roc_auc": cb._round(table),
                   "sealed_gain_interval_95": cb._round(gains), "contradictions": contra}
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

