@@ -46,7 +46,7 @@ with the reason and skipped. Results: a table on stdout and ``benchmarks/results
                                                      "ece", "mean", "pos_rate",
                                                      "pos_at_or_above", "neg_below", ...}}}}},
      "_contradictions": {"<scorer>": {...}}, "_contradictions_sealed": {"<scorer>": {...}},
-     "_meta": {...}}
+     "_contradictions_sealed_v3": {"<scorer>": {...}}, "_meta": {...}}
 
 Keys starting with ``_`` are not scorers.
 """
@@ -440,13 +440,13 @@ BASELINE = "embedded-baseline"
 BASELINE_CALIBRATION = Path(__file__).resolve().parent / "data" / \
     "embedded_baseline_calibration.json"
 CONTRADICTIONS = Path(__file__).resolve().parent / "data" / "contradictions.jsonl"
-# Written by a separate agent that never ran the scorer (its README): only its totals are
-# printed until an issue's closing measurement (--unseal adds the kinds).
-SEALED_CONTRADICTIONS = Path(__file__).resolve().parent / "data" / "sealed" / \
-    "contradictions_v2.jsonl"
-# The third, the same way, written on 2026-12-07 after the entailment cross-encoder's training
-# data was fixed (its README_v3.md).
-SEALED_CONTRADICTIONS_V3 = SEALED_CONTRADICTIONS.with_name("contradictions_v3.jsonl")
+# The sealed contradiction sets, each written by a separate agent that never ran the scorer
+# (their READMEs; v3 after the entailment cross-encoder's training data was fixed): only
+# their totals are printed until an issue's closing measurement (--unseal adds the kinds).
+# Each: (name, file, key in the results JSON).
+SEALED_DIR = Path(__file__).resolve().parent / "data" / "sealed"
+SEALED_SETS = (("v2", SEALED_DIR / "contradictions_v2.jsonl", "_contradictions_sealed"),
+               ("v3", SEALED_DIR / "contradictions_v3.jsonl", "_contradictions_sealed_v3"))
 
 
 # The embedded scorer's calibration as it was before issue 17 (offline scores on unseen text),
@@ -553,8 +553,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     timing: dict[str, Any] = {}
     ece_in: dict[str, Any] = {}  # metric -> scorer -> file -> ECE
     contradictions: dict[str, Any] = {}
-    contradictions_sealed: dict[str, Any] = {}
-    contradictions_v3: dict[str, Any] = {}
+    sealed_rows: dict[str, dict[str, Any]] = {key: {} for _, _, key in SEALED_SETS}
     parts: dict[str, Any] = {}  # scorer -> file -> metric -> part -> figures
     thresholds = config.scoring.thresholds
     try:
@@ -563,14 +562,11 @@ def run(argv: Sequence[str] | None = None) -> int:
             if not args.no_contradictions:
                 contradictions[name] = contradiction_row(
                     scorer, thresholds.get("faithfulness", 0.5))
-                if SEALED_CONTRADICTIONS.exists():
-                    contradictions_sealed[name] = contradiction_row(
-                        scorer, thresholds.get("faithfulness", 0.5), SEALED_CONTRADICTIONS,
-                        breakdown=args.unseal)
-                if SEALED_CONTRADICTIONS_V3.exists():
-                    contradictions_v3[name] = contradiction_row(
-                        scorer, thresholds.get("faithfulness", 0.5), SEALED_CONTRADICTIONS_V3,
-                        breakdown=args.unseal)
+                for _, path, key in SEALED_SETS:
+                    if path.exists():
+                        sealed_rows[key][name] = contradiction_row(
+                            scorer, thresholds.get("faithfulness", 0.5), path,
+                            breakdown=args.unseal)
             for path in paths:
                 tallies, items, seconds = score_labelled_file(
                     path, scorer, limit=args.limit, batch_size=args.batch_size, limits=limits)
@@ -601,12 +597,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     print(format_clashes(parts, built))
     if contradictions:
         print(format_contradictions(contradictions))
-    if contradictions_sealed:
-        print(format_contradictions(contradictions_sealed, "SEALED contradiction set v2 ("
-                                    f"{SEALED_CONTRADICTIONS.relative_to(RESULTS.parents[2])})"))
-    if contradictions_v3:
-        print(format_contradictions(contradictions_v3, "SEALED contradiction set v3 ("
-                                    f"{SEALED_CONTRADICTIONS_V3.relative_to(RESULTS.parents[2])})"))
+    for version, path, key in SEALED_SETS:
+        if sealed_rows[key]:
+            print(format_contradictions(sealed_rows[key], f"SEALED contradiction set {version} "
+                                        f"({path.relative_to(RESULTS.parents[2])})"))
     report: dict[str, Any] = dict(results)
     report["_counts"] = counts
     report["_calibration"] = {"ece_in_sample": ece_in,
@@ -615,8 +609,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         f: {k: v for k, v in o.items() if k != "reliability"} for f, o in oof.items()},
         "embedded_reliability_out_of_fold": {f: o.get("reliability") for f, o in oof.items()}}
     report["_contradictions"] = contradictions
-    report["_contradictions_sealed"] = contradictions_sealed
-    report["_contradictions_sealed_v3"] = contradictions_v3
+    report.update(sealed_rows)
     report["_parts"] = parts
     report["provenance"] = measured_on()
     report["_meta"] = {
