@@ -34,6 +34,7 @@ import pickle
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,13 +158,8 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
     cross-encoder, the embedded scorer, and ``combined`` (the [embedded, mean P(e)] regression
     fitted on all faithfulness files' tuned parts; ``gated``: the [embedded, length-gated mean
     P(e)] one). ``by_kind`` False: totals only (the sealed second set)."""
-    from datetime import UTC, datetime
-
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-    records = [LogRecord(f"{r['id']}-{side}", datetime.now(UTC), r["question"], (r["context"],),
-                         r[side]) for r in rows for side in ("paraphrase", "contradiction")]
-    items = evidence(scorer, records)
+    rows = read_rows(path)
+    items = evidence(scorer, side_records(rows, ("paraphrase", "contradiction")))
     probs = xenc_scores(model, tokenizer, items, max_length)
     report: dict[str, Any] = {}
     def both(k: int) -> float:
@@ -204,6 +200,28 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
                 report[name]["paraphrases_at_or_above_0.5_by_style"] = {
                     k: f"{sum(v)}/{len(v)}" for k, v in sorted(styles.items())}
     return report
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def side_records(rows: Sequence[dict[str, Any]], sides: Sequence[str]) -> list[LogRecord]:
+    """A record per row and answer field in ``sides`` (each with the row's question and
+    context), row by row."""
+    return [LogRecord(f"{r['id']}-{side}", datetime.now(UTC), r["question"], (r["context"],),
+                      r[side]) for r in rows for side in sides]
+
+
+def columns(items: Sequence[dict[str, Any]], probs: Sequence[Any],
+            keep: Sequence[int]) -> dict[str, np.ndarray]:
+    """The items ``keep`` as one column per feature: embedded faithfulness, mean, min and
+    length-gated mean P(entailment)."""
+    return {"emb": np.array([[items[k]["faith"]] for k in keep]),
+            "xenc": np.array([[probs[k][:, 0].mean()] for k in keep]),
+            "xenc_min": np.array([[probs[k][:, 0].min()] for k in keep]),
+            "gated": np.array([[gated_mean(items[k]["claims"], probs[k][:, 0])] for k in keep])}
 
 
 PARTS = ("tuned", "sealed")
@@ -285,35 +303,23 @@ def main() -> int:
                 if r["label_faithful"] is not None and it["faith"] is not None
                 and probs[k] is not None]
         labels[part][name] = np.array([rows[k]["label_faithful"] for k in keep], float)
-        feats[part]["emb"][name] = np.array([[items[k]["faith"]] for k in keep])
-        feats[part]["xenc"][name] = np.array([[probs[k][:, 0].mean()] for k in keep])
-        feats[part]["xenc_min"][name] = np.array([[probs[k][:, 0].min()] for k in keep])
-        feats[part]["gated"][name] = np.array(
-            [[gated_mean(items[k]["claims"], probs[k][:, 0])] for k in keep])
+        for key, column in columns(items, probs, keep).items():
+            feats[part][key][name] = column
         counts[part][name] = {"items": len(keep), "claims": int(sum(
             len(items[k]["claims"]) for k in keep)), "faithful": int(labels[part][name].sum())}
 
     if args.fit_also:
         # Written items the model was not trained on, as one more file for every fit (its
         # three answers: paraphrase faithful, contradiction and unsupported not).
-        from datetime import UTC, datetime
-
-        written = [json.loads(line) for line in args.fit_also.read_text(
-            encoding="utf-8").splitlines() if line.strip()]
-        sides = (("paraphrase", 1.0), ("contradiction", 0.0), ("unsupported", 0.0))
-        records = [LogRecord(f"{r['id']}-{side}", datetime.now(UTC), r["question"],
-                             (r["context"],), r[side]) for r in written for side, _ in sides]
-        items = evidence(scorer, records)
+        sides = {"paraphrase": 1.0, "contradiction": 0.0, "unsupported": 0.0}
+        items = evidence(scorer, side_records(read_rows(args.fit_also), tuple(sides)))
         probs = xenc_scores(model, tokenizer, items, max_length)
         keep = [k for k, it in enumerate(items) if it["faith"] is not None
                 and probs[k] is not None]
         name = f"written:{args.fit_also.stem}"
-        labels["tuned"][name] = np.array([sides[k % 3][1] for k in keep])
-        feats["tuned"]["emb"][name] = np.array([[items[k]["faith"]] for k in keep])
-        feats["tuned"]["xenc"][name] = np.array([[probs[k][:, 0].mean()] for k in keep])
-        feats["tuned"]["xenc_min"][name] = np.array([[probs[k][:, 0].min()] for k in keep])
-        feats["tuned"]["gated"][name] = np.array(
-            [[gated_mean(items[k]["claims"], probs[k][:, 0])] for k in keep])
+        labels["tuned"][name] = np.array([list(sides.values())[k % len(sides)] for k in keep])
+        for key, column in columns(items, probs, keep).items():
+            feats["tuned"][key][name] = column
 
     def cat(part: str, *keys: str) -> dict[str, np.ndarray]:
         return {f: np.hstack([feats[part][k][f] for k in keys]) for f in labels[part]}
