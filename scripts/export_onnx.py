@@ -87,12 +87,19 @@ def hidden_module(bert: Any) -> Any:
             self.bert = bert
 
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            hidden = self.bert.embeddings(input_ids=input_ids)
-            mask = attention_mask[:, None, None, :].to(hidden.dtype)
-            additive = (1.0 - mask) * torch.finfo(hidden.dtype).min
-            return self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
+            return _hidden(self.bert, input_ids, attention_mask)
 
     return Wrapped().eval()
+
+
+def _hidden(bert: Any, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+    """The transformer's last hidden state, the additive attention mask computed here."""
+    import torch
+
+    hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    mask = attention_mask[:, None, None, :].to(hidden.dtype)
+    additive = (1.0 - mask) * torch.finfo(hidden.dtype).min
+    return bert.encoder(hidden, attention_mask=additive).last_hidden_state
 
 
 def export_fp32(bert: Any, tokenizer: Any, path: Path) -> None:
@@ -303,8 +310,7 @@ def _pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def entailment_module(cross: Any) -> Any:
     """The cross-encoder of ``scripts/train_entailment.py`` as (input_ids, attention_mask,
-    token_type_ids) → logits [batch, 3], with the additive attention mask computed here (as
-    :func:`hidden_module`)."""
+    token_type_ids) → logits [batch, 3], through :func:`_hidden` as :func:`hidden_module`."""
     import torch
 
     bert = cross.encoder
@@ -317,10 +323,7 @@ def entailment_module(cross: Any) -> Any:
             self.head = cross.head
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            hidden = self.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-            mask = attention_mask[:, None, None, :].to(hidden.dtype)
-            additive = (1.0 - mask) * torch.finfo(hidden.dtype).min
-            hidden = self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
+            hidden = _hidden(self.bert, input_ids, attention_mask, token_type_ids)
             m = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return self.head((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9))
 
