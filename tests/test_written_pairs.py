@@ -80,9 +80,10 @@ def test_no_written_context_is_one_the_scorer_is_measured_on() -> None:
     measured = {digest(r["context"]) for path in (
         ROOT / "benchmarks" / "data" / "contradictions.jsonl",
         ROOT / "benchmarks" / "data" / "sealed" / "contradictions_v2.jsonl",
-        ROOT / "benchmarks" / "data" / "sealed" / "contradictions_v3.jsonl")
+        ROOT / "benchmarks" / "data" / "sealed" / "contradictions_v3.jsonl",
+        ROOT / "benchmarks" / "data" / "sealed" / "contradictions_v4.jsonl")
         for r in _rows(path)}
     written = {digest(r[f]) for path in WRITTEN.glob("part*.jsonl") for r in _rows(path)
                for f in ("context", "paraphrase", "contradiction")}
-    assert len(measured) == 305
+    assert len(measured) == 425
     assert not measured & written
