@@ -60,7 +60,10 @@ CACHE = ROOT / ".cache" / "entailment"
 CONTRADICTIONS = ROOT / "benchmarks" / "data" / "contradictions.jsonl"
 # The sealed contradiction sets: totals only (their rows are not read until an issue closes).
 SEALED_CONTRADICTIONS = tuple(ROOT / "benchmarks" / "data" / "sealed" / f"contradictions_{v}.jsonl"
-                              for v in ("v2", "v3"))
+                              for v in ("v2", "v3", "v4"))
+# The confident override's bars come from these written items only (held back from training).
+BARS_FROM = ROOT / "scripts" / "data" / "written_pairs" / "part4.jsonl"
+BAR_QUANTILE = 98.0
 CHUNK = 64
 
 
@@ -151,9 +154,65 @@ def gated_mean(claims: Sequence[tuple[str, str]], p_entail: np.ndarray) -> float
                           zip(claims, p_entail, strict=True) for g in [length_gate(claim)]]))
 
 
+def counts(claim: str) -> bool:
+    """Whether the override reads a claim: more than ``SHORT_CLAIM_WORDS`` words (the
+    cross-encoder does not read the question)."""
+    return len(claim.split()) > ft.SHORT_CLAIM_WORDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """The cross-encoder where it is confident (docs/entailment.md, fourth look): an item is
+    flagged when a counting claim has P(contradiction) > ``bar_c``, rescued when it is not
+    flagged and every claim counts and has P(entailment) > ``bar_e``."""
+
+    bar_c: float
+    bar_e: float
+    rescue: bool = True
+
+    def flagged(self, claims: Sequence[tuple[str, str]], p: np.ndarray) -> bool:
+        return any(counts(c) and pc > self.bar_c
+                   for (c, _), pc in zip(claims, p[:, 2], strict=True))
+
+    def rescued(self, claims: Sequence[tuple[str, str]], p: np.ndarray) -> bool:
+        return (self.rescue and bool(claims) and not self.flagged(claims, p)
+                and all(counts(c) and pe > self.bar_e
+                        for (c, _), pe in zip(claims, p[:, 0], strict=True)))
+
+    def value(self, v: float, claims: Sequence[tuple[str, str]], p: np.ndarray | None
+              ) -> float:
+        if p is None:
+            return v
+        if self.flagged(claims, p):
+            return 0.49 * v
+        if v < 0.5 and self.rescued(claims, p):
+            return 0.5 + 0.1 * v
+        return v
+
+
+def override_bars(items: Sequence[dict[str, Any]], probs: Sequence[Any],
+                  sides: Sequence[str]) -> dict[str, float]:
+    """``bar_c`` and ``bar_e`` from written items (``sides`` per row, paraphrase first): the
+    ``BAR_QUANTILE`` percentile of the paraphrases' largest counting P(c), and of the other
+    answers' smallest P(e); at least 0.5 each."""
+    para_c, other_e = [], []
+    for k, (it, p) in enumerate(zip(items, probs, strict=True)):
+        if p is None:
+            continue
+        if sides[k % len(sides)] == "paraphrase":
+            pcs = [pc for (c, _), pc in zip(it["claims"], p[:, 2], strict=True) if counts(c)]
+            para_c.append(max(pcs, default=0.0))
+        else:
+            other_e.append(float(p[:, 0].min()))
+    return {"bar_c": max(0.5, float(np.percentile(para_c, BAR_QUANTILE))),
+            "bar_e": max(0.5, float(np.percentile(other_e, BAR_QUANTILE))),
+            "paraphrases": len(para_c), "others": len(other_e)}
+
+
 def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_length: int,
                       combined: Any, path: Path = CONTRADICTIONS, *,
-                      by_kind: bool = True, gated: Any = None) -> dict[str, Any]:
+                      by_kind: bool = True, gated: Any = None,
+                      overrides: dict[str, Override] | None = None) -> dict[str, Any]:
     """Both sides of every hand-written pair, scored (measured only, never fitted): the
     cross-encoder, the embedded scorer, and ``combined`` (the [embedded, mean P(e)] regression
     fitted on all faithfulness files' tuned parts; ``gated``: the [embedded, length-gated mean
@@ -175,6 +234,9 @@ def contradiction_set(scorer: EmbeddedScorer, model: Any, tokenizer: Any, max_le
                    ("combined [embedded, mean P(e)]", both)]
     if gated is not None:
         rows_scored.append(("combined [embedded, length-gated mean P(e)]", both_gated))
+    for name, ov in (overrides or {}).items():
+        rows_scored.append((name, lambda k, ov=ov: ov.value(
+            float(items[k]["faith"]), items[k]["claims"], probs[k])))
     for name, score in rows_scored:
         para = [score(2 * n) for n in range(len(rows))]
         contra = [score(2 * n + 1) for n in range(len(rows))]
@@ -255,6 +317,8 @@ def main() -> int:
     ap.add_argument("--fit-also", type=Path,
                     help="written items (scripts/data/written_pairs format) the model was not "
                          "trained on, fitted on as one more file by every combination")
+    ap.add_argument("--bars-from", type=Path, default=BARS_FROM,
+                    help="written items (never trained on) the override's bars come from")
     ap.add_argument("--evidence-only", action="store_true",
                     help="only align the claims with their evidence (cached; no model needed)")
     args = ap.parse_args()
@@ -287,7 +351,17 @@ def main() -> int:
     feats: dict[str, dict[str, dict[str, np.ndarray]]] = {
         part: {"emb": {}, "xenc": {}, "xenc_min": {}, "gated": {}} for part in PARTS}
     labels: dict[str, dict[str, np.ndarray]] = {part: {} for part in PARTS}
-    counts: dict[str, dict[str, dict[str, int]]] = {part: {} for part in PARTS}
+    n_items: dict[str, dict[str, dict[str, int]]] = {part: {} for part in PARTS}
+    # The confident override (docs/entailment.md, fourth look): bars from written items only.
+    bar_sides = ("paraphrase", "contradiction", "unsupported")
+    bar_items = evidence(scorer, side_records(read_rows(args.bars_from), bar_sides))
+    bars = override_bars(bar_items, xenc_scores(model, tokenizer, bar_items, max_length),
+                         bar_sides)
+    print(f"override bars from {args.bars_from.name}: {json.dumps(bars)}")
+    overrides = {"override (flag + rescue)": Override(bars["bar_c"], bars["bar_e"]),
+                 "override (flag only)": Override(bars["bar_c"], bars["bar_e"], rescue=False)}
+    ov_values: dict[str, dict[str, dict[str, np.ndarray]]] = {
+        row: {part: {} for part in PARTS} for row in overrides}
     for (name, part), rows in rows_of.items():
         items = evidence_of[name, part]
         xpath = CACHE / f"xenc-{name}-{part}-{code}-{weights}-{len(rows)}.pkl"
@@ -305,8 +379,11 @@ def main() -> int:
         labels[part][name] = np.array([rows[k]["label_faithful"] for k in keep], float)
         for key, column in columns(items, probs, keep).items():
             feats[part][key][name] = column
-        counts[part][name] = {"items": len(keep), "claims": int(sum(
+        n_items[part][name] = {"items": len(keep), "claims": int(sum(
             len(items[k]["claims"]) for k in keep)), "faithful": int(labels[part][name].sum())}
+        for row, ov in overrides.items():
+            ov_values[row][part][name] = np.array(
+                [ov.value(items[k]["faith"], items[k]["claims"], probs[k]) for k in keep])
 
     if args.fit_also:
         # Written items the model was not trained on, as one more file for every fit (its
@@ -347,6 +424,12 @@ def main() -> int:
                 if part == "sealed":
                     gains[row][held] = auc_gain_interval(
                         pred, feats["sealed"]["emb"][held][:, 0], labels["sealed"][held])
+    for row in overrides:  # nothing fitted on the dev files
+        table[row] = {part: {f: cb.auc(ov_values[row][part][f], labels[part][f])
+                             for f in files} for part in PARTS}
+        gains[row] = {f: auc_gain_interval(ov_values[row]["sealed"][f],
+                                           feats["sealed"]["emb"][f][:, 0],
+                                           labels["sealed"][f]) for f in files}
     print(f"\n{'ROC-AUC, tuned | sealed':34}" + "".join(f"{f[:15]:>18}" for f in files))
     for row, parts in table.items():
         print(f"{row:34}" + "".join(
@@ -355,19 +438,19 @@ def main() -> int:
     for row, values in gains.items():
         print(f"{row:34}" + "".join(f"{f'{lo:+.3f}..{hi:+.3f}':>18}"
                                     for lo, hi in values.values()))
-    print(json.dumps(counts))
+    print(json.dumps(n_items))
     combined = fit(cat("tuned", "emb", "xenc"), labels["tuned"], ("emb", "xenc"))
     gated = fit(cat("tuned", "emb", "gated"), labels["tuned"], ("emb", "gated"))
     contra = {"first set": contradiction_set(scorer, model, tokenizer, max_length, combined,
-                                             gated=gated)}
+                                             gated=gated, overrides=overrides)}
     for path in SEALED_CONTRADICTIONS:  # totals only: the rows are not read until --unseal
         if path.exists():
             contra[f"sealed {path.stem} (totals)"] = contradiction_set(
                 scorer, model, tokenizer, max_length, combined, path, by_kind=False,
-                gated=gated)
+                gated=gated, overrides=overrides)
     for path in args.also:
         contra[path.name] = contradiction_set(scorer, model, tokenizer, max_length, combined,
-                                              path, gated=gated)
+                                              path, gated=gated, overrides=overrides)
     print(json.dumps(contra, indent=1))
     if args.out:
         # The head a scorer would read (the length-gated combination fitted on all five
@@ -375,7 +458,8 @@ def main() -> int:
         head = dataclasses.replace(gated, features=("embedded", "entailment")).to_dict()
         report = {"model": str(args.model), "weights_sha256": manifest["weights"]["sha256"],
                   "entailment_head": head,
-                  "counts": counts, "roc_auc": cb._round(table),
+                  "override_bars": bars,
+                  "counts": n_items, "roc_auc": cb._round(table),
                   "sealed_gain_interval_95": cb._round(gains), "contradictions": contra}
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return 0
