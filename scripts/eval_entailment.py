@@ -319,6 +319,9 @@ def main() -> int:
                          "trained on, fitted on as one more file by every combination")
     ap.add_argument("--bars-from", type=Path, default=BARS_FROM,
                     help="written items (never trained on) the override's bars come from")
+    ap.add_argument("--files", default=",".join(cb.FAITH_FILES),
+                    help="with --evidence-only: these files only (to align them in parallel "
+                         "processes; the cache is per file and part)")
     ap.add_argument("--evidence-only", action="store_true",
                     help="only align the claims with their evidence (cached; no model needed)")
     args = ap.parse_args()
@@ -329,7 +332,8 @@ def main() -> int:
     CACHE.mkdir(parents=True, exist_ok=True)
     code = evidence_code_hash()
     rows_of = {(name, part): part_rows(name, args.data, part, args.max_items, args.limit)
-               for name in cb.FAITH_FILES for part in PARTS}
+               for name in cb.FAITH_FILES for part in PARTS
+               if not args.evidence_only or name in args.files.split(",")}
     evidence_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (name, part), rows in rows_of.items():
         path = CACHE / f"evidence-{name}-{part}-{code}-{len(rows)}.pkl"
