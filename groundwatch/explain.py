@@ -79,6 +79,9 @@ def format_explanation(store: Any, request_id: str, *,
                 extra = f"\n        {where}: {c.evidence[:200]}"
             elif c.missing:
                 extra = f"  missing: {', '.join(c.missing[:8])}"
+            if c.unsupported_facts:
+                extra += ("\n        facts not found in any passage: "
+                          + "; ".join(f'"{f}"' for f in c.unsupported_facts[:4]))
             why = c.reason or c.mismatch
             if why:
                 kind = f" ({c.clash} clash)" if c.clash else ""

@@ -161,6 +161,10 @@ def _explanation_body(exp: Any) -> str:
                 li.append('<div class="why">not found in any passage: ' + ", ".join(
                     f'<mark class="missing">{escape(w)}</mark>' for w in c.missing[:12])
                     + "</div>")
+            if c.unsupported_facts:
+                li.append('<div class="why">facts not found in any passage: ' + "; ".join(
+                              f'<mark class="missing">{escape(f)}</mark>'
+                              for f in c.unsupported_facts[:4]) + "</div>")
             if c.reason or c.mismatch:
                 li.append(f'<div class="why">{"why" if c.reason else "note"}: '
                           f"{escape(c.reason or c.mismatch or '')}</div>")

@@ -35,6 +35,7 @@ from evaluator.errors import ConfigError
 from evaluator.records import LogRecord
 from evaluator.scorers.base import Detection, MetricResult, Usage
 from evaluator.scorers.embedded import clash as cl
+from evaluator.scorers.embedded import facts as fa
 from evaluator.scorers.embedded import features as ft
 from evaluator.scorers.embedded import signals as sg
 from evaluator.scorers.embedded import textops as tx
@@ -388,7 +389,9 @@ class EmbeddedScorer(GatedScorer):
                                 evidence_context=f.evidence_passage, reason=reason,
                                 mismatch=mismatch,
                                 clash=kind if reason is not None or mismatch is not None
-                                else None))
+                                else None,
+                                unsupported_facts=fa.not_found(claim, context_words,
+                                                               context_numbers) or None))
         contradicted = sum(c.verdict is Verdict.CONTRADICTED for c in claims) / len(claims)
         value = cal.answer_faithfulness(float(np.mean(probs)), contradicted)
         return tuple(claims), [
