@@ -106,7 +106,12 @@ def test_the_scorer_names_the_missing_detail_and_leaves_the_value_alone(
     store.ledger.add_items([(record, "default")], source="app")
     store.results.record_results([partly], {"partly": record}, scorer=scorer.name,
                                  scorer_version=scorer.version)
+    from groundwatch.report_explain import render_explanation
+
+    html = render_explanation(store.queries, "partly", "partly", {})
     store.close()
+    assert ('facts not found in any passage: <mark class="missing">approved by the Finance '
+            "Board</mark>") in html
     assert main(["--config", str(config), "explain", "partly"]) == 0
     out = capsys.readouterr().out
     assert 'facts not found in any passage: "approved by the Finance Board"' in out
