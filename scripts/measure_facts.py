@@ -1,4 +1,4 @@
-"""How often the embedded scorer names a fact of a claim as not found in its evidence, on
+"""How often the embedded scorer names a fact of a claim that no passage contains, on
 faithful and on unfaithful dev items, tuned part | sealed part (issue 17, atomic claims).
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/measure_facts.py [--files wice,...] [--out F]
@@ -61,7 +61,7 @@ def main() -> int:
                 chunk = part_rows[start:start + CHUNK]
                 results = scorer.score_batch([cb.to_record(r, name) for r in chunk])
                 for r, res in zip(chunk, results, strict=True):
-                    claims = (res.explanation.claims or ()) if res.explanation else ()
+                    claims = res.explanation.claims or ()
                     partly = any(c.supported and c.unsupported_facts for c in claims)
                     named = any(c.unsupported_facts for c in claims)
                     keys = ["faithful" if r["label_faithful"] else "unfaithful"]

@@ -53,13 +53,17 @@ _DETAIL = re.compile(
     r"January|February|March|April|May|June|July|August|September|October|November|"
     r"December))*)")
 
+# connectors left dangling at a piece's end ("on 3 June 1950 and")
+_TRAILING = re.compile(r"(?:\s+(?:and|or|of|the|per|de))+$", re.IGNORECASE)
+# the word after a number, taken with it unless it is one of _NOT_UNITS ("30 days", not "30 and")
+_UNIT_AFTER = re.compile(r"\s+([a-z][a-z-]{1,20})\b")
+_NOT_UNITS = frozenset({"and", "or", "but", "the", "a", "an", "in", "on", "at", "by", "to",
+                        "of", "for", "with", "from", "is", "was", "are", "were", "which",
+                        "that", "who", "when", "where", "as", "it", "he", "she", "they"})
+
 
 def _words(text: str) -> int:
     return len(text.split())
-
-
-_TRAILING = re.compile(r"(?:\s+(?:and|or|of|the|per|de))+$", re.IGNORECASE)
-_UNIT_AFTER = re.compile(r"\s+([a-z][a-z-]{1,20})\b")
 
 
 def _clean(text: str) -> str:
@@ -77,10 +81,6 @@ def _detail_span(clause: str, match: re.Match[str]) -> tuple[int, int]:
             end = after.end()
     return start, end
 
-
-_NOT_UNITS = frozenset({"and", "or", "but", "the", "a", "an", "in", "on", "at", "by", "to",
-                        "of", "for", "with", "from", "is", "was", "are", "were", "which",
-                        "that", "who", "when", "where", "as", "it", "he", "she", "they"})
 
 
 def split_facts(claim: str) -> list[str]:

@@ -28,7 +28,7 @@ class Claim:
     quantifier, entity, unit, date). ``unsupported_facts`` (the embedded scorer's) are the
     facts of a claim that asserts several which no passage contains: an observation beside
     the verdict, which (with the value) stays the claim model's; on a supported claim it is
-    right about a missing detail only about a third of the time (docs/scorers.md)."""
+    mostly a false alarm (decision 0025)."""
 
     claim: str
     verdict: Verdict
